@@ -1,0 +1,639 @@
+"""The Provider contract and the HTTP machinery every adapter shares.
+
+A provider translates: it builds the wire request, sends it with httpx, and turns
+the reply (JSON or SSE) into a ``Response`` or stream events. It knows nothing
+about retries, pricing, limits or fallbacks; those live in the executor.
+
+Subclasses implement four hooks and inherit ``complete`` / ``stream``:
+
+* ``_url(model, stream)``: the endpoint;
+* ``_build_body(model, request, stream)``: the JSON body;
+* ``_parse_response(model, data)``: a decoded JSON reply → ``Response``;
+* ``_stream_parser(model)``: an object turning ``SSEEvent`` s into stream events and,
+  at the end, the same ``Response`` the non-streamed call would give.
+
+Error mapping (status + headers + body → the right ``ProviderError`` subclass with
+``retry_after``) is shared here with small per-provider hooks, because the
+retry rules in DESIGN.md are the same for everyone; only body shapes differ.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, ClassVar, Protocol
+
+import httpx
+
+from ..errors import (
+    AuthenticationError,
+    BadRequestError,
+    ContentFiltered,
+    ContextWindowExceeded,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    RateLimitError,
+    ServerError,
+    excerpt,
+    redact,
+)
+from ..types import (
+    Done,
+    FinishReason,
+    RateLimitInfo,
+    ReasoningDelta,
+    Request,
+    Response,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from ._sse import SSEDecoder, SSEEvent
+
+__all__ = [
+    "Provider",
+    "SSEDecoder",
+    "SSEEvent",
+    "StreamAccumulator",
+    "StreamParser",
+    "classify_error",
+    "parse_duration",
+    "parse_rate_limit_headers",
+    "parse_retry_after",
+]
+
+_perf = time.perf_counter
+
+# Default transport limits: generous keep-alive pool so concurrent calls reuse
+# connections; the executor's own limiter is what bounds concurrency.
+DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+
+_CONTEXT_PATTERNS = re.compile(
+    r"context[ _-]?length|context[ _-]?window|maximum context|prompt is too long"
+    r"|too many tokens|input token count.*exceeds|exceeds the maximum number of tokens"
+    r"|maximum number of tokens|reduce the length|too large for model|input is too long"
+    r"|string_above_max_length|token limit",
+    re.IGNORECASE,
+)
+_CONTENT_FILTER_CODES = frozenset(
+    ("content_filter", "content_policy_violation", "content_filtered", "safety", "refusal")
+)
+
+
+class StreamParser(Protocol):
+    """Turns one provider's SSE events into tierwise stream events."""
+
+    def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
+        """Events produced by one SSE event; raises ``ProviderError`` on in-band errors."""
+        ...
+
+    def finish(self) -> Response:
+        """The accumulated response; ``ProtocolError`` if the stream ended early."""
+        ...
+
+
+class StreamAccumulator:
+    """Accumulates deltas into a ``Response`` (one normalization path for both modes).
+
+    Tool-call argument fragments are collected per index and parsed once in
+    ``build``, never per fragment (fragments are not valid JSON on their own).
+    """
+
+    __slots__ = (
+        "finish_reason",
+        "model",
+        "provider",
+        "raw_finish_reason",
+        "reasoning_parts",
+        "text_parts",
+        "tools",
+        "usage",
+    )
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.model = model
+        self.text_parts: list[str] = []
+        self.reasoning_parts: list[str] = []
+        # index -> [id, name, [argument fragments]]
+        self.tools: dict[int, list[Any]] = {}
+        self.usage = Usage()
+        self.finish_reason: FinishReason | None = None
+        self.raw_finish_reason: str | None = None
+
+    def text(self, fragment: str) -> TextDelta:
+        self.text_parts.append(fragment)
+        return TextDelta(fragment)
+
+    def reasoning(self, fragment: str) -> ReasoningDelta:
+        self.reasoning_parts.append(fragment)
+        return ReasoningDelta(fragment)
+
+    def tool(
+        self, index: int, id: str | None = None, name: str | None = None, arguments: str = ""
+    ) -> ToolCallDelta:
+        slot = self.tools.get(index)
+        if slot is None:
+            slot = self.tools[index] = [id, name, []]
+        else:
+            if id and not slot[0]:
+                slot[0] = id
+            if name and not slot[1]:
+                slot[1] = name
+        if arguments:
+            slot[2].append(arguments)
+        return ToolCallDelta(index, id, name, arguments)
+
+    def build(self, *, default_finish: FinishReason | None = None) -> Response:
+        finish = self.finish_reason or default_finish
+        if finish is None:
+            raise ProtocolError(
+                "stream ended before its final event (truncated stream)",
+                provider=self.provider,
+                model=self.model,
+            )
+        calls = [
+            make_tool_call(
+                slot[0] or f"call_{index}",
+                slot[1] or "",
+                "".join(slot[2]),
+                provider=self.provider,
+                model=self.model,
+            )
+            for index, slot in sorted(self.tools.items())
+        ]
+        return Response(
+            text="".join(self.text_parts),
+            model=self.model,
+            provider=self.provider,
+            finish_reason=finish,
+            usage=self.usage,
+            tool_calls=calls,
+            reasoning="".join(self.reasoning_parts),
+            raw_finish_reason=self.raw_finish_reason,
+        )
+
+
+def make_tool_call(
+    id: str, name: str, raw_arguments: str | Mapping[str, Any] | None, *, provider: str, model: str
+) -> ToolCall:
+    """Build a ``ToolCall``, parsing a JSON argument string once.
+
+    Providers send arguments either as a JSON string (OpenAI) or an object
+    (Anthropic, Gemini). Invalid JSON from the provider is a ``ProtocolError``,
+    not a crash in the caller's tool dispatch.
+    """
+    if raw_arguments is None or raw_arguments == "":
+        return ToolCall(id=id, name=name, arguments={}, raw_arguments=raw_arguments or "")
+    if isinstance(raw_arguments, Mapping):
+        args = dict(raw_arguments)
+        return ToolCall(id=id, name=name, arguments=args, raw_arguments=json.dumps(args, separators=(",", ":")))
+    try:
+        parsed = json.loads(raw_arguments)
+    except ValueError:
+        raise ProtocolError(
+            f"tool call {name!r} has invalid JSON arguments: {excerpt(raw_arguments)}",
+            provider=provider,
+            model=model,
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ProtocolError(
+            f"tool call {name!r} arguments are not a JSON object: {excerpt(raw_arguments)}",
+            provider=provider,
+            model=model,
+        )
+    return ToolCall(id=id, name=name, arguments=parsed, raw_arguments=raw_arguments)
+
+
+# --------------------------------------------------------------------------- headers
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(value: str) -> float | None:
+    """Parse OpenAI reset durations (``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"``),
+    plain seconds (``"12"``), or an RFC 3339 timestamp (Anthropic) into seconds from now."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(value)
+    if parts and "".join(n + u for n, u in parts) == value:
+        scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+        return sum(float(n) * scale[u] for n, u in parts)
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from ``retry-after-ms``, or ``retry-after`` in seconds or as
+    an HTTP date. ``None`` when absent or unparseable."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """OpenAI-style ``x-ratelimit-*`` and Anthropic ``anthropic-ratelimit-*`` headers.
+
+    For Anthropic the request and (combined) token buckets are used; when only the
+    separate input/output token buckets are present the input bucket is used, as it
+    is the one a large prompt exhausts first.
+    """
+    get = headers.get
+    if get("x-ratelimit-limit-requests") is not None or get("x-ratelimit-remaining-tokens") is not None:
+        rr = get("x-ratelimit-reset-requests")
+        rt = get("x-ratelimit-reset-tokens")
+        return RateLimitInfo(
+            requests_limit=_int(get("x-ratelimit-limit-requests")),
+            requests_remaining=_int(get("x-ratelimit-remaining-requests")),
+            requests_reset_s=parse_duration(rr) if rr else None,
+            tokens_limit=_int(get("x-ratelimit-limit-tokens")),
+            tokens_remaining=_int(get("x-ratelimit-remaining-tokens")),
+            tokens_reset_s=parse_duration(rt) if rt else None,
+        )
+    if get("anthropic-ratelimit-requests-limit") is not None or get(
+        "anthropic-ratelimit-tokens-limit"
+    ) is not None or get("anthropic-ratelimit-input-tokens-limit") is not None:
+        tok = "tokens" if get("anthropic-ratelimit-tokens-limit") is not None else "input-tokens"
+        rr = get("anthropic-ratelimit-requests-reset")
+        rt = get(f"anthropic-ratelimit-{tok}-reset")
+        return RateLimitInfo(
+            requests_limit=_int(get("anthropic-ratelimit-requests-limit")),
+            requests_remaining=_int(get("anthropic-ratelimit-requests-remaining")),
+            requests_reset_s=parse_duration(rr) if rr else None,
+            tokens_limit=_int(get(f"anthropic-ratelimit-{tok}-limit")),
+            tokens_remaining=_int(get(f"anthropic-ratelimit-{tok}-remaining")),
+            tokens_reset_s=parse_duration(rt) if rt else None,
+        )
+    return None
+
+
+def classify_error(
+    status: int | None, message: str, error_type: str | None, error_code: str | None
+) -> type[ProviderError]:
+    """Pick the exception class from HTTP status and the provider's error type/code.
+
+    ``status`` is ``None`` for in-band errors (an ``error`` event in a stream that
+    started with HTTP 200), which are classified by type alone.
+    """
+    kind = f"{error_type or ''} {error_code or ''}".lower()
+    if status is None:
+        if "overloaded" in kind or "unavailable" in kind:
+            return ServerError
+        if "rate_limit" in kind or "resource_exhausted" in kind or "too_many" in kind:
+            return RateLimitError
+        if "invalid_request" in kind or "invalid_argument" in kind:
+            status = 400
+        elif "authentication" in kind:
+            status = 401
+        elif "permission" in kind:
+            status = 403
+        elif "not_found" in kind:
+            status = 404
+        elif "timeout" in kind or "deadline" in kind:
+            return ProviderTimeout
+        else:
+            return ServerError
+    if status in (400, 413, 422) or (400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429)):
+        if (error_code or "").lower() in _CONTENT_FILTER_CODES or (error_type or "").lower() in _CONTENT_FILTER_CODES:
+            return ContentFiltered
+        if _CONTEXT_PATTERNS.search(message) or _CONTEXT_PATTERNS.search(kind):
+            return ContextWindowExceeded
+        return BadRequestError
+    if status == 401:
+        return AuthenticationError
+    if status == 403:
+        return PermissionDeniedError
+    if status == 404:
+        return NotFoundError
+    if status == 408:
+        return ProviderTimeout
+    if status == 429:
+        return RateLimitError
+    return ServerError  # 409, 5xx, 529 and anything unexpected
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class Provider(ABC):
+    """Base of every wire-format adapter.
+
+    ``http_client`` lets an application share one connection pool (and its own
+    transport, proxies or ``httpx.MockTransport`` in tests); when omitted the
+    provider creates one lazily and closes it in ``aclose()``.
+
+    The API key is held privately, never appears in ``repr``, and is scrubbed from
+    every error message.
+    """
+
+    #: Short provider name reported in ``Response.provider`` and errors.
+    name: str = "provider"
+    #: Environment variable read when ``api_key`` is not given.
+    api_key_env: ClassVar[str | None] = None
+    #: Default base URL of the public API.
+    default_base_url: ClassVar[str] = ""
+    #: Response headers that carry the provider's request id, first match wins.
+    request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id", "request-id")
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        env = self.api_key_env
+        self._api_key: str | None = api_key if api_key is not None else (os.environ.get(env) if env else None)
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._timeout = (
+            timeout if isinstance(timeout, httpx.Timeout)
+            else httpx.Timeout(timeout, connect=min(10.0, timeout)) if timeout is not None
+            else DEFAULT_TIMEOUT
+        )
+        self._extra_headers = dict(headers or {})
+        self._headers = self._auth_headers() | {"content-type": "application/json"} | self._extra_headers
+
+    # -- hooks --------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        """Headers carrying the key; default is a bearer token."""
+        return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    @abstractmethod
+    def _url(self, model: str, stream: bool) -> str: ...
+
+    @abstractmethod
+    def _build_body(self, model: str, request: Request, stream: bool) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _parse_response(self, model: str, data: Any) -> Response: ...
+
+    @abstractmethod
+    def _stream_parser(self, model: str) -> StreamParser: ...
+
+    def _error_fields(self, data: Any) -> tuple[str, str | None, str | None]:
+        """(message, type, code) from a decoded error body; handles the common
+        ``{"error": {"message", "type", "code"}}`` and ``{"error": "text"}`` shapes."""
+        err = data.get("error", data) if isinstance(data, dict) else None
+        if isinstance(err, str):
+            return err, None, None
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("msg") or data.get("message") or ""
+            etype = err.get("type") or err.get("status")
+            code = err.get("code")
+            return str(msg), None if etype is None else str(etype), None if code is None else str(code)
+        return "", None, None
+
+    def _retry_after_from_body(self, data: Any) -> float | None:
+        """Provider-specific retry hints inside the error body (Gemini ``RetryInfo``)."""
+        return None
+
+    def _check_key(self, model: str) -> None:
+        """Raise before sending when a key is required and missing, naming the env var."""
+        if not self._api_key and self.api_key_env:
+            raise AuthenticationError(
+                f"no API key: pass api_key= or set {self.api_key_env}",
+                provider=self.name,
+                model=model,
+            )
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        client = self._client
+        if client is None:
+            client = self._client = httpx.AsyncClient(timeout=self._timeout, limits=DEFAULT_LIMITS)
+        return client
+
+    async def complete(self, model: str, request: Request) -> Response:
+        """One non-streamed call. Raises a ``ProviderError`` subclass on failure."""
+        self._check_key(model)
+        body = json.dumps(self._build_body(model, request, False), separators=(",", ":")).encode()
+        start = _perf()
+        try:
+            http = await self.client.post(self._url(model, False), content=body, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from None
+        content = http.content
+        if http.status_code >= 400:
+            raise self._http_error(http.status_code, http.headers, content, model)
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise self._protocol_error("reply is not valid JSON", content, model) from None
+        try:
+            response = self._parse_response(model, data)
+        except ProviderError:
+            raise
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+            raise self._protocol_error(f"unexpected reply shape ({type(exc).__name__}: {exc})", content, model) from None
+        response.latency_ms = (_perf() - start) * 1000.0
+        self._stamp(response, http.headers)
+        return response
+
+    async def stream(self, model: str, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream the reply as ``TextDelta`` / ``ReasoningDelta`` / ``ToolCallDelta``
+        events, ending with ``Done(response)`` holding the accumulated ``Response``.
+
+        In-band error events raise the mapped ``ProviderError``; a stream that ends
+        before its final event raises ``ProtocolError``.
+        """
+        self._check_key(model)
+        body = json.dumps(self._build_body(model, request, True), separators=(",", ":")).encode()
+        parser = self._stream_parser(model)
+        start = _perf()
+        ttft: float | None = None
+        try:
+            async with self.client.stream(
+                "POST", self._url(model, True), content=body, headers=self._headers
+            ) as http:
+                if http.status_code >= 400:
+                    content = await http.aread()
+                    raise self._http_error(http.status_code, http.headers, content, model)
+                headers = http.headers
+                decoder = SSEDecoder()
+                async for chunk in http.aiter_bytes():
+                    for sse in decoder.feed(chunk):
+                        for event in self._feed(parser, sse, model):
+                            if ttft is None:
+                                ttft = (_perf() - start) * 1000.0
+                            yield event
+                for sse in decoder.close():
+                    for event in self._feed(parser, sse, model):
+                        if ttft is None:
+                            ttft = (_perf() - start) * 1000.0
+                        yield event
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from None
+        response = parser.finish()
+        response.latency_ms = (_perf() - start) * 1000.0
+        response.ttft_ms = ttft
+        self._stamp(response, headers)
+        yield Done(response)
+
+    async def aclose(self) -> None:
+        """Close the connection pool if this provider created it."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> Provider:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    # -- shared helpers for subclasses ---------------------------------------
+
+    def _feed(self, parser: StreamParser, sse: SSEEvent, model: str) -> Iterable[StreamEvent]:
+        try:
+            return parser.feed(sse)
+        except ProviderError:
+            raise
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+            raise self._protocol_error(
+                f"unexpected stream event shape ({type(exc).__name__}: {exc})", sse.data, model
+            ) from None
+
+    def _stamp(self, response: Response, headers: httpx.Headers) -> None:
+        for name in self.request_id_headers:
+            rid = headers.get(name)
+            if rid:
+                response.request_id = rid
+                break
+        response.rate_limits = parse_rate_limit_headers(headers)
+
+    def loads(self, data: str | bytes, model: str) -> Any:
+        """``json.loads`` that raises ``ProtocolError`` with a short excerpt."""
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise self._protocol_error("invalid JSON in reply", data, model) from None
+
+    def _protocol_error(self, what: str, data: str | bytes, model: str) -> ProtocolError:
+        return ProtocolError(
+            f"{what}: {excerpt(data, (self._api_key,))}" if data else what,
+            provider=self.name,
+            model=model,
+        )
+
+    def _transport_error(self, exc: httpx.HTTPError, model: str) -> ProviderError:
+        detail = redact(f"{type(exc).__name__}: {exc}", (self._api_key,))
+        if isinstance(exc, httpx.TimeoutException):
+            return ProviderTimeout(f"timed out ({detail})", provider=self.name, model=model)
+        if isinstance(exc, httpx.RemoteProtocolError):
+            # The peer closed mid-reply (a truncated body or stream).
+            return ProtocolError(f"connection closed mid-reply ({detail})", provider=self.name, model=model)
+        return ProviderConnectionError(f"connection failed ({detail})", provider=self.name, model=model)
+
+    def _http_error(
+        self, status: int, headers: httpx.Headers, content: bytes, model: str
+    ) -> ProviderError:
+        data: Any = None
+        try:
+            data = json.loads(content) if content else None
+        except ValueError:
+            data = None
+        message, etype, code = self._error_fields(data) if data is not None else ("", None, None)
+        if not message:
+            message = excerpt(content, (self._api_key,)) if content else httpx.codes.get_reason_phrase(status)
+        retry_after = parse_retry_after(headers)
+        if retry_after is None and data is not None:
+            retry_after = self._retry_after_from_body(data)
+        cls = classify_error(status, message, etype, code)
+        retryable: bool | None = None
+        if cls is RateLimitError and "insufficient_quota" in f"{etype} {code}":
+            retryable = False
+        should = headers.get("x-should-retry")
+        if should is not None:
+            retryable = should.strip().lower() == "true"
+        rid = next((headers[h] for h in self.request_id_headers if h in headers), None)
+        return cls(
+            redact(message, (self._api_key,)),
+            provider=self.name,
+            model=model,
+            status_code=status,
+            request_id=rid,
+            error_type=etype,
+            error_code=code,
+            retry_after=retry_after,
+            retryable=retryable,
+            rate_limits=parse_rate_limit_headers(headers),
+        )
+
+    def _inband_error(self, data: Any, model: str) -> ProviderError:
+        """An error event inside a stream that began with HTTP 200."""
+        message, etype, code = self._error_fields(data)
+        cls = classify_error(None, message, etype, code)
+        return cls(
+            redact(message or "error event in stream", (self._api_key,)),
+            provider=self.name,
+            model=model,
+            error_type=etype,
+            error_code=code,
+            retry_after=self._retry_after_from_body(data),
+        )
