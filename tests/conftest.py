@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +30,30 @@ def fixture_json(*parts: str) -> Any:
 
 
 @dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
 class Served:
     """Where a provider should send its request, and what it sent."""
 
     base_url: str
     client: httpx.AsyncClient
-    _bodies: list[bytes] = field(default_factory=list)
-    _paths: list[str] = field(default_factory=list)
-    _headers: list[dict[str, str]] = field(default_factory=list)
+    records: Callable[[], Sequence[Recorded]]
 
     def last_json(self) -> Any:
-        return json.loads(self._bodies[-1])
+        return json.loads(self.records()[-1].body)
 
     @property
     def last_path(self) -> str:
-        return self._paths[-1]
+        return self.records()[-1].path
 
     @property
     def last_headers(self) -> dict[str, str]:
-        return self._headers[-1]
+        return self.records()[-1].headers
 
 
 class _Chunks(httpx.AsyncByteStream):
@@ -79,20 +84,21 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFn]:
         hdrs = {"content-type": "text/event-stream" if chunks is not None else "application/json"}
         hdrs.update(headers or {})
         if mode == "transport":
-            served: Served
+            seen: list[Recorded] = []
 
             def handler(req: httpx.Request) -> httpx.Response:
-                served._bodies.append(req.content)
-                served._paths.append(req.url.raw_path.decode())
-                served._headers.append({k.lower(): v for k, v in req.headers.items()})
+                seen.append(
+                    Recorded(
+                        req.url.raw_path.decode(), {k.lower(): v for k, v in req.headers.items()}, req.content
+                    )
+                )
                 if chunks is not None:
                     return httpx.Response(status, headers=hdrs, stream=_Chunks(chunks))
                 return httpx.Response(status, headers=hdrs, content=body)
 
             client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
             stack.push_async_callback(client.aclose)
-            served = Served("http://mock.test", client)
-            return served
+            return Served("http://mock.test", client, lambda: seen)
 
         from tierwise.testing import MockLLMServer
 
@@ -100,24 +106,14 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFn]:
         server.replay(status, hdrs, list(chunks) if chunks is not None else [body])
         client = httpx.AsyncClient()
         stack.push_async_callback(client.aclose)
-        served = Served(server.base_url, client)
-
-        # Expose what the server received through the same accessors.
-        class _View(list[Any]):
-            def __init__(self, attr: str) -> None:
-                super().__init__()
-                self.attr = attr
-
-            def __getitem__(self, i: Any) -> Any:
-                rec = server.requests[i]
-                if self.attr == "headers":
-                    return {k.lower(): v for k, v in rec.headers.items()}
-                return getattr(rec, self.attr)
-
-        served._bodies = _View("body")  # type: ignore[assignment]
-        served._paths = _View("path")  # type: ignore[assignment]
-        served._headers = _View("headers")  # type: ignore[assignment]
-        return served
+        return Served(
+            server.base_url,
+            client,
+            lambda: [
+                Recorded(r.path, {k.lower(): v for k, v in r.headers.items()}, r.body)
+                for r in server.requests
+            ],
+        )
 
     yield _serve
     await stack.aclose()

@@ -239,7 +239,7 @@ class BudgetExceeded(TierwiseError):
         self.requested_usd = requested_usd
 
 
-class AllTargetsFailed(ExceptionGroup[Exception], TierwiseError):  # type: ignore[misc]
+class AllTargetsFailed(ExceptionGroup[Exception], TierwiseError):
     """Every target in the chain failed. ``.exceptions`` holds each attempt's error in
     order, so nothing about the failure is lost; ``.attempts`` the audit records."""
 
@@ -252,9 +252,7 @@ class AllTargetsFailed(ExceptionGroup[Exception], TierwiseError):  # type: ignor
         self.attempts = list(attempts)
         return self
 
-    def __init__(
-        self, message: str, exceptions: Sequence[Exception], attempts: Sequence[Any] = ()
-    ) -> None:
+    def __init__(self, message: str, exceptions: Sequence[Exception], attempts: Sequence[Any] = ()) -> None:
         super().__init__(message, list(exceptions))
 
     def derive(self, excs: Sequence[Exception]) -> AllTargetsFailed:  # type: ignore[override]

@@ -82,9 +82,7 @@ class Tool:
 
     name: str
     description: str = ""
-    parameters: dict[str, Any] = field(
-        default_factory=lambda: {"type": "object", "properties": {}}
-    )
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
 
     @classmethod
     def coerce(cls, value: Tool | Mapping[str, Any]) -> Tool:
@@ -141,9 +139,7 @@ class Message:
             return ""
         if isinstance(content, str):
             return content
-        return "".join(
-            str(part.get("text", "")) for part in content if part.get("type", "text") == "text"
-        )
+        return "".join(str(part.get("text", "")) for part in content if part.get("type", "text") == "text")
 
 
 _REQUEST_PARAMS = (

@@ -45,10 +45,9 @@ class SSEDecoder:
         text = self._decoder.decode(chunk)
         if not text:
             return []
-        if self._skip_lf:
-            # The previous chunk ended in CR; an LF here completes that CRLF.
-            if text[0] == "\n":
-                text = text[1:]
+        if self._skip_lf and text[0] == "\n":
+            # The previous chunk ended in CR; this LF completes that CRLF.
+            text = text[1:]
         self._skip_lf = text.endswith("\r")
         buf = self._buf + text if self._buf else text
         if "\r" in buf:
@@ -86,9 +85,8 @@ class SSEDecoder:
             self._data.append(value)
         elif name == "event":
             self._event = value
-        elif name == "id":
-            if "\0" not in value:
-                self._id = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
         # "retry" and unknown fields are ignored, as the spec says.
 
     def _dispatch(self, out: list[SSEEvent]) -> None:

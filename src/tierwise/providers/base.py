@@ -26,7 +26,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
@@ -201,7 +201,9 @@ def make_tool_call(
         return ToolCall(id=id, name=name, arguments={}, raw_arguments=raw_arguments or "")
     if isinstance(raw_arguments, Mapping):
         args = dict(raw_arguments)
-        return ToolCall(id=id, name=name, arguments=args, raw_arguments=json.dumps(args, separators=(",", ":")))
+        return ToolCall(
+            id=id, name=name, arguments=args, raw_arguments=json.dumps(args, separators=(",", ":"))
+        )
     try:
         parsed = json.loads(raw_arguments)
     except ValueError:
@@ -244,7 +246,7 @@ def parse_duration(value: str) -> float | None:
     except ValueError:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - time.time())
 
 
@@ -269,7 +271,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - time.time())
 
 
@@ -301,9 +303,11 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitInfo | None
             tokens_remaining=_int(get("x-ratelimit-remaining-tokens")),
             tokens_reset_s=parse_duration(rt) if rt else None,
         )
-    if get("anthropic-ratelimit-requests-limit") is not None or get(
-        "anthropic-ratelimit-tokens-limit"
-    ) is not None or get("anthropic-ratelimit-input-tokens-limit") is not None:
+    if (
+        get("anthropic-ratelimit-requests-limit") is not None
+        or get("anthropic-ratelimit-tokens-limit") is not None
+        or get("anthropic-ratelimit-input-tokens-limit") is not None
+    ):
         tok = "tokens" if get("anthropic-ratelimit-tokens-limit") is not None else "input-tokens"
         rr = get("anthropic-ratelimit-requests-reset")
         rt = get(f"anthropic-ratelimit-{tok}-reset")
@@ -345,7 +349,9 @@ def classify_error(
         else:
             return ServerError
     if status in (400, 413, 422) or (400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429)):
-        if (error_code or "").lower() in _CONTENT_FILTER_CODES or (error_type or "").lower() in _CONTENT_FILTER_CODES:
+        if (error_code or "").lower() in _CONTENT_FILTER_CODES or (
+            error_type or ""
+        ).lower() in _CONTENT_FILTER_CODES:
             return ContentFiltered
         if _CONTEXT_PATTERNS.search(message) or _CONTEXT_PATTERNS.search(kind):
             return ContextWindowExceeded
@@ -401,8 +407,10 @@ class Provider(ABC):
         self._client = http_client
         self._owns_client = http_client is None
         self._timeout = (
-            timeout if isinstance(timeout, httpx.Timeout)
-            else httpx.Timeout(timeout, connect=min(10.0, timeout)) if timeout is not None
+            timeout
+            if isinstance(timeout, httpx.Timeout)
+            else httpx.Timeout(timeout, connect=min(10.0, timeout))
+            if timeout is not None
             else DEFAULT_TIMEOUT
         )
         self._extra_headers = dict(headers or {})
@@ -482,7 +490,9 @@ class Provider(ABC):
         except ProviderError:
             raise
         except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-            raise self._protocol_error(f"unexpected reply shape ({type(exc).__name__}: {exc})", content, model) from None
+            raise self._protocol_error(
+                f"unexpected reply shape ({type(exc).__name__}: {exc})", content, model
+            ) from None
         response.latency_ms = (_perf() - start) * 1000.0
         self._stamp(response, http.headers)
         return response
@@ -590,9 +600,7 @@ class Provider(ABC):
             return ProtocolError(f"connection closed mid-reply ({detail})", provider=self.name, model=model)
         return ProviderConnectionError(f"connection failed ({detail})", provider=self.name, model=model)
 
-    def _http_error(
-        self, status: int, headers: httpx.Headers, content: bytes, model: str
-    ) -> ProviderError:
+    def _http_error(self, status: int, headers: httpx.Headers, content: bytes, model: str) -> ProviderError:
         data: Any = None
         try:
             data = json.loads(content) if content else None
