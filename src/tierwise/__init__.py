@@ -7,6 +7,9 @@ imported on first attribute access so ``import tierwise`` stays fast.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import errors
 from .types import (
     Attempt,
@@ -25,17 +28,61 @@ from .types import (
     Usage,
 )
 
+if TYPE_CHECKING:
+    from . import providers, testing
+    from .catalog import Catalog, ModelSpec
+    from .execution.executor import Deployment
+    from .orchestrator import Orchestrator
+    from .strategies.base import RunContext, Strategy
+    from .strategies.single import Single
+
 __version__ = "0.1.0"
+
+# name -> module holding it; imported on first access (PEP 562).
+_LAZY = {
+    "Catalog": "catalog",
+    "Deployment": "execution.executor",
+    "ModelSpec": "catalog",
+    "Orchestrator": "orchestrator",
+    "RunContext": "strategies.base",
+    "Single": "strategies.single",
+    "Strategy": "strategies.base",
+}
+_SUBMODULES = frozenset(("providers", "testing"))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'tierwise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 __all__ = [
     "Attempt",
+    "Catalog",
+    "Deployment",
     "Done",
     "Message",
+    "ModelSpec",
+    "Orchestrator",
     "RateLimitInfo",
     "ReasoningDelta",
     "Request",
     "Response",
     "RouteInfo",
+    "RunContext",
+    "Single",
+    "Strategy",
     "StreamEvent",
     "TextDelta",
     "Tool",
@@ -44,4 +91,6 @@ __all__ = [
     "Usage",
     "__version__",
     "errors",
+    "providers",
+    "testing",
 ]

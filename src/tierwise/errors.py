@@ -158,6 +158,13 @@ def _rebuild_error(cls: type[ProviderError], message: str, state: dict[str, Any]
     return err
 
 
+def _rebuild_plain(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Exception:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
 class RateLimitError(ProviderError):
     """429 or an in-band rate-limit error. Not retryable when the quota is exhausted
     (``insufficient_quota``): waiting will not bring money back."""
@@ -237,6 +244,10 @@ class BudgetExceeded(TierwiseError):
         self.limit_usd = limit_usd
         self.spent_usd = spent_usd
         self.requested_usd = requested_usd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the keyword fields across pickling (multiprocessing, caches).
+        return (_rebuild_plain, (type(self), self.args, self.__dict__.copy()))
 
 
 class AllTargetsFailed(ExceptionGroup[Exception], TierwiseError):

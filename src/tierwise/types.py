@@ -341,6 +341,11 @@ class Response:
     cached: bool = field(default=False, compare=False)
     request_id: str | None = field(default=None, compare=False)
     rate_limits: RateLimitInfo | None = field(default=None, compare=False)
+    #: The configured model alias that answered ("opus"); ``model`` is the
+    #: provider's own name for it ("claude-opus-4-7").
+    deployment: str = field(default="", compare=False)
+    #: True when a fallback model answered instead of the primary.
+    fallback: bool = field(default=False, compare=False)
 
 
 @dataclass(slots=True)

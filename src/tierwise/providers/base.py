@@ -86,7 +86,7 @@ _CONTEXT_PATTERNS = re.compile(
     r"context[ _-]?length|context[ _-]?window|maximum context|prompt is too long"
     r"|too many tokens|input token count.*exceeds|exceeds the maximum number of tokens"
     r"|maximum number of tokens|reduce the length|too large for model|input is too long"
-    r"|string_above_max_length|token limit",
+    r"|string_above_max_length|token limit|context limit",
     re.IGNORECASE,
 )
 _CONTENT_FILTER_CODES = frozenset(
@@ -331,7 +331,12 @@ def classify_error(
     started with HTTP 200), which are classified by type alone.
     """
     kind = f"{error_type or ''} {error_code or ''}".lower()
+    filtered = (error_code or "").lower() in _CONTENT_FILTER_CODES or (
+        error_type or ""
+    ).lower() in _CONTENT_FILTER_CODES
     if status is None:
+        if "insufficient_quota" in kind:
+            return RateLimitError
         if "overloaded" in kind or "unavailable" in kind:
             return ServerError
         if "rate_limit" in kind or "resource_exhausted" in kind or "too_many" in kind:
@@ -348,11 +353,9 @@ def classify_error(
             return ProviderTimeout
         else:
             return ServerError
+    if filtered and status in (400, 403, 422):
+        return ContentFiltered
     if status in (400, 413, 422) or (400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429)):
-        if (error_code or "").lower() in _CONTENT_FILTER_CODES or (
-            error_type or ""
-        ).lower() in _CONTENT_FILTER_CODES:
-            return ContentFiltered
         if _CONTEXT_PATTERNS.search(message) or _CONTEXT_PATTERNS.search(kind):
             return ContextWindowExceeded
         return BadRequestError
@@ -644,4 +647,6 @@ class Provider(ABC):
             error_type=etype,
             error_code=code,
             retry_after=self._retry_after_from_body(data),
+            # Waiting does not refill an exhausted quota.
+            retryable=False if "insufficient_quota" in f"{etype} {code}" else None,
         )

@@ -7,7 +7,15 @@ time-dependent logic (rate limits, backoff, cooldowns) without sleeping.
 """
 
 from .clock import FakeClock
-from .fakes import FakeProvider, FunctionProvider
+from .fakes import FakeProvider, FakeStreamFailure, FunctionProvider, ScriptExhausted
 from .mock_server import MockLLMServer, MockModel
 
-__all__ = ["FakeClock", "FakeProvider", "FunctionProvider", "MockLLMServer", "MockModel"]
+__all__ = [
+    "FakeClock",
+    "FakeProvider",
+    "FakeStreamFailure",
+    "FunctionProvider",
+    "MockLLMServer",
+    "MockModel",
+    "ScriptExhausted",
+]

@@ -1,0 +1,599 @@
+"""Spending limits and the cost ledger.
+
+Why reservations: a budget check that only looks at what has been *spent* lets
+500 concurrent requests all pass while the first reply is still in flight, and the
+limit is blown by the time the costs arrive. So the executor *reserves* the
+worst-case cost of a call before sending it (``reserve`` is synchronous, hence
+atomic on the event loop: no other task runs between the check and the
+booking), and replaces the reservation with the real cost when the reply arrives
+(``Reservation.settle``) or frees it if nothing was spent
+(``Reservation.release``). As long as the real cost does not exceed the reserved
+amount, a hard limit can never be crossed, whatever the concurrency.
+
+Scopes (``BudgetLimit.scope``):
+
+* ``"total"``: everything spent through this ledger;
+* ``"model:<alias>"``: calls to one model (the alias/reference the executor uses);
+* ``"tag:<key>=<value>"``: requests whose metadata tag ``key`` equals ``value``
+  (``tag:team=search``);
+* ``"tag:<key>"``: one budget *per distinct value* of ``key`` (``tag:user`` gives
+  every user their own limit). Requests without the tag are not subject to it.
+
+Actions: ``"reject"`` limits are hard: ``reserve`` raises ``BudgetExceeded``.
+``"downgrade"`` limits are soft: past them ``reserve`` raises ``BudgetDowngrade``
+(a ``BudgetExceeded`` subclass) naming a cheaper model; the executor re-routes the
+call there and reserves again. A downgrade limit never blocks a call that already
+goes to its ``downgrade_to`` model, so "past $50/day, send everything to the cheap
+model" does not loop; hard limits still apply to the cheaper call.
+
+Periods roll over on calendar boundaries of ``clock.wall()`` in the ledger's
+timezone (midnight, first of the month); ``"total"`` never rolls over. A call is
+charged to the period in which it was admitted, so a request in flight across
+midnight cannot push either day over its limit.
+
+State lives behind ``LedgerStore`` so a shared backend can replace the in-memory
+default (see its docstring for what that implies).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+from .._clock import SYSTEM_CLOCK, Clock
+from ..errors import BudgetExceeded, ConfigError
+
+__all__ = [
+    "BudgetDowngrade",
+    "BudgetLedger",
+    "BudgetLimit",
+    "LedgerStore",
+    "MemoryLedgerStore",
+    "Reservation",
+]
+
+Period: TypeAlias = Literal["day", "month", "total"]
+Action: TypeAlias = Literal["reject", "downgrade"]
+
+_PERIODS: tuple[Period, ...] = ("day", "month", "total")
+_ACTIONS = frozenset(("reject", "downgrade"))
+_PLAN_MEMO_MAX = 4096
+
+
+def _parse_scope(scope: str) -> tuple[str, str, str | None]:
+    """``(kind, name, value)``: kind is total/model/tag/tag_each. Raises ``ConfigError``."""
+    if scope == "total":
+        return ("total", "", None)
+    kind, sep, rest = scope.partition(":")
+    if sep and kind == "model" and rest:
+        return ("model", rest, None)
+    if sep and kind == "tag" and rest:
+        key, eq, value = rest.partition("=")
+        if key:
+            return ("tag", key, value) if eq else ("tag_each", key, None)
+    raise ConfigError(
+        f"invalid budget scope {scope!r}; expected 'total', 'model:<alias>', "
+        "'tag:<key>=<value>' or 'tag:<key>'",
+        field="scope",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    """A spending cap of ``limit_usd`` per ``period`` on ``scope``.
+
+    ``downgrade_to`` (a cheaper configured model alias) is required with
+    ``action="downgrade"`` and refused otherwise, so a half-configured limit fails at
+    start-up rather than silently rejecting or never downgrading. Whether the alias
+    exists is checked by the config layer, which knows the catalog.
+    """
+
+    limit_usd: float
+    period: Period
+    scope: str = "total"
+    action: Action = "reject"
+    downgrade_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit_usd, bool) or not isinstance(self.limit_usd, int | float):
+            raise ConfigError(f"must be a number, got {self.limit_usd!r}", field="limit_usd")
+        if not (0.0 <= self.limit_usd < math.inf):
+            raise ConfigError(f"must be a finite amount >= 0, got {self.limit_usd!r}", field="limit_usd")
+        if self.period not in _PERIODS:
+            raise ConfigError(f"must be one of {list(_PERIODS)}, got {self.period!r}", field="period")
+        if self.action not in _ACTIONS:
+            raise ConfigError(f"must be 'reject' or 'downgrade', got {self.action!r}", field="action")
+        kind, name, _ = _parse_scope(self.scope)
+        if self.action == "downgrade":
+            if not self.downgrade_to:
+                raise ConfigError(
+                    "action='downgrade' needs downgrade_to: the cheaper model alias to use past the limit",
+                    field="downgrade_to",
+                )
+            if kind == "model" and name == self.downgrade_to:
+                raise ConfigError(
+                    f"a limit on {self.scope!r} cannot downgrade to the same model", field="downgrade_to"
+                )
+        elif self.downgrade_to is not None:
+            raise ConfigError(
+                "downgrade_to is only used with action='downgrade' (this limit rejects)", field="downgrade_to"
+            )
+
+
+class BudgetDowngrade(BudgetExceeded):
+    """A soft (``action="downgrade"``) limit would be crossed: use ``downgrade_to`` instead.
+
+    A subclass of ``BudgetExceeded`` so code that does not know about downgrades
+    still treats it as a refusal. The executor catches it, re-routes the call to
+    ``downgrade_to`` and calls ``reserve`` again with that model (which may still
+    raise a plain ``BudgetExceeded`` from a hard limit).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        downgrade_to: str,
+        model: str = "",
+        scope: str = "total",
+        limit_usd: float | None = None,
+        spent_usd: float | None = None,
+        requested_usd: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, scope=scope, limit_usd=limit_usd, spent_usd=spent_usd, requested_usd=requested_usd
+        )
+        self.downgrade_to = downgrade_to
+        self.model = model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The keyword-only fields would be lost by the default Exception pickling.
+        return (_rebuild_downgrade, (str(self), self.__dict__.copy()))
+
+
+def _rebuild_downgrade(message: str, state: dict[str, Any]) -> BudgetDowngrade:
+    err = BudgetDowngrade.__new__(BudgetDowngrade)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+@runtime_checkable
+class LedgerStore(Protocol):
+    """Where spent amounts live, keyed by ``"<period id>|<scope>"`` strings.
+
+    The seam for sharing spend across instances (a Redis backend). The methods are
+    synchronous on purpose: the ledger's check-and-reserve must not await, or two
+    tasks could both pass the check. A network store therefore keeps a local mirror
+    (``get`` reads it; ``add`` updates it and queues the increment for a background
+    flush, e.g. pipelined ``INCRBYFLOAT`` with an expiry per period, while a
+    refresher pulls the other instances' totals). Spend is then shared within the
+    refresh interval; reservations (in-flight worst cases) stay per instance, so a
+    crashed instance cannot leak them into everyone's budget.
+    """
+
+    def get(self, key: str) -> float:
+        """The amount spent under ``key`` (0.0 if never seen)."""
+        ...
+
+    def add(self, keys: Sequence[str], amount: float) -> None:
+        """Add ``amount`` to every key in ``keys`` (one call per cost: batchable)."""
+        ...
+
+    def discard(self, keys: Iterable[str]) -> None:
+        """The ledger no longer needs these keys (their period is over). A shared
+        store may ignore this and let its own expiry remove them."""
+        ...
+
+
+class MemoryLedgerStore:
+    """The default store: a dict, private to one ledger (or shared by passing it in)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[str, float] = {}
+
+    def get(self, key: str) -> float:
+        return self._data.get(key, 0.0)
+
+    def add(self, keys: Sequence[str], amount: float) -> None:
+        data = self._data
+        for key in keys:
+            data[key] = data.get(key, 0.0) + amount
+
+    def discard(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one (model, relevant tags) pair touches in one period generation.
+
+    checks: every limit that applies, with its bucket key;
+    reserve_keys: the distinct bucket keys holding a limit (reservations go there);
+    record_keys: every bucket the cost is added to (limit buckets in all three
+    periods, plus ``total`` and ``model:<m>`` for reporting).
+    """
+
+    checks: tuple[tuple[BudgetLimit, str, str], ...]  # (limit, bucket key, concrete scope)
+    reserve_keys: tuple[str, ...]
+    record_keys: tuple[str, ...]
+
+
+class Reservation:
+    """A booked worst-case cost. Exactly one of ``settle`` or ``release`` takes
+    effect; later calls of either are no-ops, so both are safe in ``finally`` and
+    ``except`` blocks and on retry paths. As a context manager it releases on exit
+    unless settled, which covers cancellation.
+    """
+
+    __slots__ = ("_ledger", "_plan", "_state", "amount_usd", "model")
+
+    def __init__(self, ledger: BudgetLedger, model: str, plan: _Plan, amount_usd: float) -> None:
+        self._ledger = ledger
+        self._plan = plan
+        self._state: Literal["open", "settled", "released"] = "open"
+        self.model = model
+        self.amount_usd = amount_usd
+
+    @property
+    def state(self) -> Literal["open", "settled", "released"]:
+        return self._state
+
+    def settle(self, actual_usd: float | None) -> None:
+        """Replace the reservation by the real cost.
+
+        ``None`` (the price is unknown) books the *reserved* amount as spent: an
+        unknown cost must not be treated as free, or a model missing from the price
+        table could spend without limit. A cost above the reserved amount is booked
+        in full (the money is gone), which is why the executor reserves the
+        worst case (``max_tokens`` of output).
+        """
+        if self._state != "open":
+            return
+        cost = self.amount_usd if actual_usd is None else _check_amount(actual_usd, "actual_usd")
+        self._state = "settled"
+        ledger = self._ledger
+        ledger._unreserve(self._plan, self.amount_usd)
+        # Charged to the period the call was admitted in (the plan's keys).
+        ledger._store.add(self._plan.record_keys, cost)
+
+    def release(self) -> None:
+        """Free the reservation: the call was cancelled or failed before spending.
+
+        A failed attempt that did consume tokens should ``settle`` with their cost
+        instead (or ``release`` and ``BudgetLedger.record`` them).
+        """
+        if self._state != "open":
+            return
+        self._state = "released"
+        self._ledger._unreserve(self._plan, self.amount_usd)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"Reservation(model={self.model!r}, amount_usd={self.amount_usd!r}, state={self._state!r})"
+
+
+def _check_amount(value: float, name: str) -> float:
+    if not (0.0 <= value < math.inf):  # also rejects NaN
+        raise ValueError(f"{name} must be a finite amount >= 0, got {value!r}")
+    return float(value)
+
+
+class BudgetLedger:
+    """Tracks spend per scope and period and enforces ``limits`` with reservations.
+
+    Hot path: ``reserve``/``settle`` are a clock read, one memoized plan lookup and
+    a few dict operations per applicable limit. Plans (which limits apply to a
+    model and tag values, and their bucket keys) are memoized until the next period
+    rollover.
+
+    Spend of ``total`` and of every ``model:<m>`` is tracked even without a limit,
+    so ``spent()`` answers for them; tag scopes are tracked only when some limit
+    uses that tag key (metadata can hold unbounded values).
+    """
+
+    def __init__(
+        self,
+        limits: Sequence[BudgetLimit] = (),
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        timezone: tzinfo = UTC,
+        store: LedgerStore | None = None,
+    ) -> None:
+        self._limits = tuple(limits)
+        for lim in self._limits:
+            if not isinstance(lim, BudgetLimit):
+                raise TypeError(f"limits must be BudgetLimit objects, got {type(lim).__name__}")
+        self._clock = clock
+        self._tz = timezone
+        self._store: LedgerStore = MemoryLedgerStore() if store is None else store
+
+        # Index: which limits apply, by scope kind.
+        self._total_limits: list[BudgetLimit] = []
+        self._model_limits: dict[str, list[BudgetLimit]] = {}
+        self._tag_limits: dict[tuple[str, str], list[BudgetLimit]] = {}
+        self._tag_each_limits: dict[str, list[BudgetLimit]] = {}
+        for lim in self._limits:
+            kind, name, value = _parse_scope(lim.scope)
+            if kind == "total":
+                self._total_limits.append(lim)
+            elif kind == "model":
+                self._model_limits.setdefault(name, []).append(lim)
+            elif kind == "tag":
+                assert value is not None
+                self._tag_limits.setdefault((name, value), []).append(lim)
+            else:
+                self._tag_each_limits.setdefault(name, []).append(lim)
+        self._tag_keys: tuple[str, ...] = tuple(
+            dict.fromkeys([k for k, _ in self._tag_limits] + list(self._tag_each_limits))
+        )
+
+        # Outstanding reservations per bucket key (sum and count: the count lets the
+        # float sum snap back to exactly 0 when the last one goes).
+        self._reserved: dict[str, float] = {}
+        self._reserved_n: dict[str, int] = {}
+
+        # Concrete scopes seen, with the limits that apply to each (for snapshot/pruning).
+        self._scopes: dict[str, tuple[BudgetLimit, ...]] = {"total": tuple(self._total_limits)}
+        self._plans: dict[tuple[str, tuple[str | None, ...]], _Plan] = {}
+
+        # Current period window; recomputed only when wall time leaves it.
+        self._win_start = math.inf
+        self._win_end = -math.inf
+        self._day_id = ""
+        self._month_id = ""
+        self._day_start: datetime | None = None
+        self._month_start: datetime | None = None
+        self._prev_day_id: str | None = None
+        self._prev_month_id: str | None = None
+
+    # -- periods -----------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        w = self._clock.wall()
+        if self._win_start <= w < self._win_end:
+            return
+        tz = self._tz
+        day = datetime.fromtimestamp(w, tz).date()
+        day_start = datetime(day.year, day.month, day.day, tzinfo=tz)
+        nxt = day + timedelta(days=1)
+        day_end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz)
+        day_id = f"day:{day.isoformat()}"
+        month_id = f"month:{day.year:04d}-{day.month:02d}"
+        self._win_start = day_start.timestamp()
+        self._win_end = day_end.timestamp()
+        if day_id == self._day_id:
+            return  # clock jitter around a boundary; nothing changed
+        old_day, old_month = self._day_id, self._month_id
+        self._day_id, self._month_id = day_id, month_id
+        self._day_start = day_start
+        self._month_start = datetime(day.year, day.month, 1, tzinfo=tz)
+        self._plans.clear()
+        # Keep the period just ended (calls admitted in it may still settle there);
+        # drop the one before it.
+        stale: list[str] = []
+        if old_day:
+            if self._prev_day_id and self._prev_day_id != day_id:
+                stale.append(self._prev_day_id)
+            self._prev_day_id = old_day
+        if old_month and old_month != month_id:
+            if self._prev_month_id and self._prev_month_id != month_id:
+                stale.append(self._prev_month_id)
+            self._prev_month_id = old_month
+        if stale:
+            self._store.discard(f"{pid}|{scope}" for pid in stale for scope in self._scopes)
+            self._prune_scopes()
+
+    def _prune_scopes(self) -> None:
+        """Forget per-value tag scopes with no spend left in any live period, so a
+        ``tag:user`` limit does not keep every user ever seen."""
+        live = [p for p in (self._day_id, self._month_id, self._prev_day_id, self._prev_month_id) if p]
+        get = self._store.get
+        for scope in [s for s in self._scopes if s.startswith("tag:")]:
+            idle = get(f"total|{scope}") == 0.0 and all(get(f"{p}|{scope}") == 0.0 for p in live)
+            if idle and not any(k.endswith(f"|{scope}") for k in self._reserved):
+                del self._scopes[scope]
+
+    def _period_id(self, period: Period) -> str:
+        if period == "day":
+            return self._day_id
+        if period == "month":
+            return self._month_id
+        return "total"
+
+    # -- plans -------------------------------------------------------------------
+
+    def _tag_values(self, tags: Mapping[str, Any]) -> tuple[str | None, ...]:
+        if not self._tag_keys:
+            return ()
+        out: list[str | None] = []
+        for key in self._tag_keys:
+            v = tags.get(key)
+            out.append(None if v is None else str(v))
+        return tuple(out)
+
+    def _plan(self, model: str, values: tuple[str | None, ...]) -> _Plan:
+        memo_key = (model, values)
+        plan = self._plans.get(memo_key)
+        if plan is not None:
+            return plan
+        scoped: list[tuple[str, list[BudgetLimit]]] = [
+            ("total", self._total_limits),
+            (f"model:{model}", self._model_limits.get(model, [])),
+        ]
+        for key, value in zip(self._tag_keys, values, strict=True):
+            if value is None:
+                continue  # requests without the tag are not subject to its limits
+            lims = self._tag_limits.get((key, value), []) + self._tag_each_limits.get(key, [])
+            if lims:
+                scoped.append((f"tag:{key}={value}", lims))
+        checks: list[tuple[BudgetLimit, str, str]] = []
+        record: dict[str, None] = {}
+        for scope, lims in scoped:
+            self._scopes.setdefault(scope, tuple(lims))
+            for period in _PERIODS:
+                record[f"{self._period_id(period)}|{scope}"] = None
+            for lim in lims:
+                checks.append((lim, f"{self._period_id(lim.period)}|{scope}", scope))
+        plan = _Plan(
+            checks=tuple(checks),
+            reserve_keys=tuple(dict.fromkeys(key for _, key, _ in checks)),
+            record_keys=tuple(record),
+        )
+        if len(self._plans) >= _PLAN_MEMO_MAX:
+            self._plans.clear()
+        self._plans[memo_key] = plan
+        return plan
+
+    # -- public API --------------------------------------------------------------
+
+    @property
+    def limits(self) -> tuple[BudgetLimit, ...]:
+        return self._limits
+
+    def reserve(self, *, model: str, tags: Mapping[str, Any], amount_usd: float) -> Reservation:
+        """Book ``amount_usd`` (the call's worst-case cost) against every applicable limit.
+
+        Raises ``BudgetDowngrade`` if a soft limit would be crossed (checked first:
+        the cheaper model may still fit under the hard limits), else
+        ``BudgetExceeded`` if a hard limit would be crossed. Nothing is booked when
+        it raises. Synchronous, hence atomic with respect to other tasks.
+        """
+        amount = _check_amount(amount_usd, "amount_usd")
+        self._refresh()
+        plan = self._plan(model, self._tag_values(tags))
+        get = self._store.get
+        reserved = self._reserved
+        hard: tuple[BudgetLimit, str, float] | None = None
+        soft: tuple[BudgetLimit, str, float] | None = None
+        for lim, key, scope in plan.checks:
+            used = get(key) + reserved.get(key, 0.0)
+            if used + amount <= lim.limit_usd:
+                continue
+            if lim.action == "downgrade":
+                if lim.downgrade_to != model and soft is None:
+                    soft = (lim, scope, used)
+            elif hard is None:
+                hard = (lim, scope, used)
+        if soft is not None:
+            lim, scope, used = soft
+            assert lim.downgrade_to is not None
+            raise BudgetDowngrade(
+                f"budget {scope} ({lim.period}) would exceed ${lim.limit_usd:.4f} "
+                f"(used ${used:.4f} + ${amount:.4f}); downgrade {model} -> {lim.downgrade_to}",
+                downgrade_to=lim.downgrade_to,
+                model=model,
+                scope=scope,
+                limit_usd=lim.limit_usd,
+                spent_usd=used,
+                requested_usd=amount,
+            )
+        if hard is not None:
+            lim, scope, used = hard
+            raise BudgetExceeded(
+                f"budget {scope} ({lim.period}) would exceed ${lim.limit_usd:.4f} "
+                f"(used ${used:.4f} + ${amount:.4f} for {model})",
+                scope=scope,
+                limit_usd=lim.limit_usd,
+                spent_usd=used,
+                requested_usd=amount,
+            )
+        counts = self._reserved_n
+        for key in plan.reserve_keys:
+            reserved[key] = reserved.get(key, 0.0) + amount
+            counts[key] = counts.get(key, 0) + 1
+        return Reservation(self, model, plan, amount)
+
+    def _unreserve(self, plan: _Plan, amount: float) -> None:
+        reserved = self._reserved
+        counts = self._reserved_n
+        for key in plan.reserve_keys:
+            n = counts.get(key, 0) - 1
+            if n <= 0:
+                counts.pop(key, None)
+                reserved.pop(key, None)
+            else:
+                counts[key] = n
+                reserved[key] -= amount
+
+    def record(self, *, model: str, tags: Mapping[str, Any], cost_usd: float | None) -> None:
+        """Book a cost that was not reserved (a failed attempt that consumed tokens,
+        a verifier or judge call). ``None`` (unknown price) books nothing: there is
+        no amount to book, and the executor reports the unknown cost instead."""
+        if cost_usd is None:
+            return
+        cost = _check_amount(cost_usd, "cost_usd")
+        self._refresh()
+        self._store.add(self._plan(model, self._tag_values(tags)).record_keys, cost)
+
+    def spent(self, scope: str = "total", period: Period = "day") -> float:
+        """Spent in the current ``period`` on a concrete ``scope`` (``"tag:user=alice"``)."""
+        if period not in _PERIODS:
+            raise ValueError(f"period must be one of {list(_PERIODS)}, got {period!r}")
+        self._refresh()
+        return self._store.get(f"{self._period_id(period)}|{scope}")
+
+    def reserved(self, scope: str = "total", period: Period = "day") -> float:
+        """Outstanding reservations on a scope with a limit in ``period`` (0.0 otherwise)."""
+        if period not in _PERIODS:
+            raise ValueError(f"period must be one of {list(_PERIODS)}, got {period!r}")
+        self._refresh()
+        return self._reserved.get(f"{self._period_id(period)}|{scope}", 0.0)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Current state per ``"<scope>@<period>"``, for dashboards and ``/budget`` endpoints.
+
+        Each entry: ``scope``, ``period``, ``period_start`` (ISO, ``None`` for total),
+        ``spent_usd``, ``reserved_usd``, and for limited buckets ``limit_usd`` /
+        ``remaining_usd`` / ``action`` of the tightest limit plus all ``limits``.
+        """
+        self._refresh()
+        out: dict[str, dict[str, Any]] = {}
+        starts = {
+            "day": self._day_start.isoformat() if self._day_start else None,
+            "month": self._month_start.isoformat() if self._month_start else None,
+            "total": None,
+        }
+        for scope, lims in self._scopes.items():
+            for period in _PERIODS:
+                key = f"{self._period_id(period)}|{scope}"
+                spent = self._store.get(key)
+                reserved = self._reserved.get(key, 0.0)
+                mine = sorted((lim for lim in lims if lim.period == period), key=lambda x: x.limit_usd)
+                entry: dict[str, Any] = {
+                    "scope": scope,
+                    "period": period,
+                    "period_start": starts[period],
+                    "spent_usd": spent,
+                    "reserved_usd": reserved,
+                    "limit_usd": None,
+                    "remaining_usd": None,
+                    "action": None,
+                    "limits": [
+                        {"limit_usd": lim.limit_usd, "action": lim.action, "downgrade_to": lim.downgrade_to}
+                        for lim in mine
+                    ],
+                }
+                if mine:
+                    entry["limit_usd"] = mine[0].limit_usd
+                    entry["remaining_usd"] = max(0.0, mine[0].limit_usd - spent - reserved)
+                    entry["action"] = mine[0].action
+                out[f"{scope}@{period}"] = entry
+        return out
+
+    def __repr__(self) -> str:
+        return f"BudgetLedger(limits={len(self._limits)}, timezone={self._tz!r})"

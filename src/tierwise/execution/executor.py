@@ -1,0 +1,663 @@
+"""The executor: HOW a model is called, for every strategy.
+
+One path for every call: cache → budget → rate limit → timeout/retry → fallback
+chain → provider. Strategies only name a target; everything that keeps a
+deployment healthy and a bill honest happens here, once, so a cascade step, an
+ensemble member and a plain call all get the same guarantees.
+
+Fallback rules (DESIGN.md):
+
+* A chain is the primary, then its configured fallbacks followed transitively
+  (``opus → sonnet``, ``sonnet → gpt55`` gives ``opus, sonnet, gpt55``), then the
+  default chain. Each deployment appears once.
+* A deployment that is cooling (circuit open) moves to the end of the chain: it is
+  tried only when everything else has failed.
+* Retryable errors are retried on the same deployment (bounded by attempts and the
+  request deadline, honouring ``retry_after``), then fall through to the next.
+* ``ContextWindowExceeded`` skips every deployment whose window is not larger than
+  the one that refused; deployments whose window is known to be too small for the
+  estimated prompt are skipped without a call.
+* A plain ``BadRequestError`` stops the chain: the request itself is wrong, and
+  sending it to every model would only multiply the failure.
+* A stream falls back only before its first content event; after that, an error
+  is the caller's (the text already delivered cannot be taken back).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._clock import SYSTEM_CLOCK, Clock
+from ..errors import (
+    AllTargetsFailed,
+    BadRequestError,
+    BudgetExceeded,
+    ConfigError,
+    ContextWindowExceeded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimitError,
+)
+from ..types import Attempt, Done, Request, Response, RouteInfo, StreamEvent, Usage
+from .budget import BudgetDowngrade, BudgetLedger, Reservation
+from .cache import ResponseCache, SingleFlight, cacheable, request_key
+from .health import HealthTracker
+from .limits import Permit, RateLimiter
+from .retry import RetryPolicy
+from .tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    from ..catalog import ModelSpec
+    from ..observe.metrics import MetricsCollector
+    from ..providers.base import Provider
+
+__all__ = ["Deployment", "Executor"]
+
+_log = logging.getLogger("tierwise.executor")
+_DEFAULT_MAX_OUTPUT = 4096
+
+
+@dataclass(slots=True, eq=False)
+class Deployment:
+    """One configured model: an alias bound to a provider, a wire model name, its
+    prices and window (``spec``), its own limiter and timeouts, and its fallbacks."""
+
+    alias: str
+    provider: Provider
+    model: str
+    spec: ModelSpec | None = None
+    limiter: RateLimiter | None = None
+    fallbacks: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    first_token_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
+    max_output_tokens: int | None = None
+    _warned: bool = field(default=False, repr=False)
+
+    @property
+    def context_window(self) -> int | None:
+        return self.spec.context_window if self.spec is not None else None
+
+    def cost(self, usage: Usage) -> float | None:
+        """Dollar cost of ``usage``; ``None`` (with one warning) when the price is unknown."""
+        if usage.reported_cost_usd is not None:
+            return usage.reported_cost_usd
+        if self.spec is not None:
+            from ..catalog import compute_cost
+
+            cost = compute_cost(self.spec, usage)
+            if cost is not None:
+                return cost
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "no price known for model %r (deployment %r): cost_usd will be None, not 0; "
+                "add prices to its [models.%s] config",
+                self.model,
+                self.alias,
+                self.alias,
+            )
+        return None
+
+    def max_cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Worst-case cost used to reserve budget before the call (0 when unknown)."""
+        spec = self.spec
+        if spec is None or spec.input is None or spec.output is None:
+            return 0.0
+        return (input_tokens * spec.input + output_tokens * spec.output) / 1_000_000.0
+
+
+class _Call:
+    """Per-request state threaded through the chain (kept off the hot objects)."""
+
+    __slots__ = ("attempts", "errors", "estimate", "label", "metadata", "path", "start", "tags")
+
+    def __init__(self, path: str, label: str | None, metadata: Mapping[str, Any], start: float) -> None:
+        self.path = path
+        self.label = label
+        self.metadata = metadata
+        self.tags = {k: v for k, v in metadata.items() if isinstance(v, str)} if metadata else {}
+        self.start = start
+        self.attempts: list[Attempt] = []
+        self.errors: list[Exception] = []
+        self.estimate = 0
+
+
+class Executor:
+    """Calls deployments by alias with every guarantee applied."""
+
+    def __init__(
+        self,
+        deployments: Mapping[str, Deployment],
+        *,
+        retry: RetryPolicy | None = None,
+        health: HealthTracker | None = None,
+        budget: BudgetLedger | None = None,
+        cache: ResponseCache | None = None,
+        cache_force: bool = False,
+        metrics: MetricsCollector | None = None,
+        default_fallbacks: Sequence[str] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        seed: int | None = None,
+    ) -> None:
+        self.deployments = dict(deployments)
+        self.retry = retry or RetryPolicy()
+        self.clock = clock
+        self.health = health or HealthTracker(clock=clock)
+        self.budget = budget
+        self.cache = cache
+        self.cache_force = cache_force
+        self.metrics = metrics
+        self.default_fallbacks = tuple(default_fallbacks)
+        self.rng = random.Random(seed)
+        self._flight = SingleFlight()
+        for name in self.default_fallbacks:
+            if name not in self.deployments:
+                raise ConfigError(f"unknown model alias {name!r}", field="fallbacks")
+        for dep in self.deployments.values():
+            for i, name in enumerate(dep.fallbacks):
+                if name not in self.deployments:
+                    raise ConfigError(
+                        f"unknown model alias {name!r}", field=f"models.{dep.alias}.fallbacks[{i}]"
+                    )
+        self._chains = {alias: self._build_chain(alias) for alias in self.deployments}
+
+    # ------------------------------------------------------------------ chains
+
+    def _build_chain(self, alias: str) -> tuple[Deployment, ...]:
+        seen: dict[str, None] = {}
+        queue = [alias]
+        while queue:
+            name = queue.pop(0)
+            if name in seen:
+                continue
+            seen[name] = None
+            queue.extend(self.deployments[name].fallbacks)
+        for name in self.default_fallbacks:
+            seen.setdefault(name, None)
+        return tuple(self.deployments[n] for n in seen)
+
+    def chain(self, alias: str) -> tuple[Deployment, ...]:
+        """The fallback chain for ``alias``, in order (health not applied)."""
+        try:
+            return self._chains[alias]
+        except KeyError:
+            raise ConfigError(
+                f"unknown model {alias!r}; configured: {', '.join(sorted(self.deployments)) or 'none'}"
+            ) from None
+
+    def _ordered(self, alias: str) -> list[Deployment]:
+        chain = self.chain(alias)
+        health = self.health
+        ready = [d for d in chain if health.available(d.alias)]
+        if len(ready) == len(chain):
+            return ready
+        return ready + [d for d in chain if d not in ready]
+
+    # ------------------------------------------------------------------ complete
+
+    async def complete(
+        self,
+        alias: str,
+        request: Request,
+        *,
+        path: str = "",
+        label: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Response:
+        """Call ``alias`` (with its fallback chain) and return the answer.
+
+        Raises ``BudgetExceeded``, a plain ``BadRequestError``, or
+        ``AllTargetsFailed`` holding every attempt's error.
+        """
+        cache = self.cache
+        if cache is not None and cacheable(request, self.cache_force):
+            key = request_key(alias, request)
+            hit = await cache.get(key)
+            if hit is not None:
+                return self._cached(hit, alias, path)
+            led = False
+
+            async def lead() -> Response:
+                nonlocal led
+                led = True
+                return await self._complete_and_store(key, alias, request, path, label, metadata)
+
+            response = await self._flight.do(key, lead)
+            # Followers of a coalesced call share the leader's single provider call:
+            # they get their own copy, accounted like a cache hit ($0), so the one
+            # real cost is counted once.
+            return response if led else self._cached(response, alias, path)
+        return await self._complete(alias, request, path, label, metadata)
+
+    async def _complete_and_store(
+        self,
+        key: str,
+        alias: str,
+        request: Request,
+        path: str,
+        label: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Response:
+        response = await self._complete(alias, request, path, label, metadata)
+        assert self.cache is not None
+        await self.cache.set(key, response)
+        return response
+
+    def _cached(self, hit: Response, alias: str, path: str) -> Response:
+        response = replace(
+            hit,
+            cached=True,
+            cost_usd=0.0,
+            latency_ms=0.0,
+            fallback=False,
+            attempts=[Attempt(hit.deployment or alias, hit.provider, "cached", 0.0, 0.0, path=path)],
+            route=RouteInfo(path, hit.route.label, "cache hit"),
+        )
+        if self.metrics is not None:
+            self.metrics.record_attempt(
+                model=response.deployment or alias,
+                provider=response.provider,
+                path=path,
+                label=hit.route.label,
+                outcome="cached",
+                error_type=None,
+                latency_ms=0.0,
+                cost_usd=0.0,
+            )
+        return response
+
+    async def _complete(
+        self,
+        alias: str,
+        request: Request,
+        path: str,
+        label: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Response:
+        ordered = self._ordered(alias)
+        call = _Call(path, label, metadata or {}, self.clock.now())
+        call.estimate = estimate_tokens(request)
+        primary = ordered[0].alias if ordered else alias
+        min_window = 0
+        downgraded = False
+        i = 0
+        while i < len(ordered):
+            dep = ordered[i]
+            i += 1
+            window = dep.context_window
+            if window is not None and (window <= min_window or call.estimate > window):
+                call.attempts.append(
+                    Attempt(
+                        dep.alias,
+                        dep.provider.name,
+                        "skipped",
+                        error_type="ContextWindowExceeded",
+                        error=f"prompt ~{call.estimate} tokens exceeds window {window}",
+                        path=path,
+                    )
+                )
+                continue
+            try:
+                response = await self._try(dep, request, call)
+            except BudgetDowngrade as exc:
+                target = exc.downgrade_to
+                if downgraded or target is None or target not in self.deployments:
+                    raise
+                downgraded = True
+                ordered.insert(i, self.deployments[target])
+                continue
+            except ContextWindowExceeded as exc:
+                call.errors.append(exc)
+                min_window = max(min_window, window or 0)
+                continue
+            except BadRequestError as exc:
+                call.errors.append(exc)
+                raise
+            except ProviderError as exc:
+                call.errors.append(exc)
+                continue
+            response.fallback = dep.alias != primary
+            response.attempts = call.attempts
+            response.route = RouteInfo(path, label, response.route.reason or f"model {dep.alias}")
+            response.cost_usd = _sum_costs(call.attempts)
+            return response
+        raise AllTargetsFailed(
+            f"all {len(ordered)} target(s) failed for {alias!r}: "
+            + "; ".join(f"{type(e).__name__}: {e}" for e in call.errors[-3:]),
+            call.errors or [ConfigError(f"no deployment could take the request for {alias!r}")],
+            call.attempts,
+        )
+
+    async def _try(self, dep: Deployment, request: Request, call: _Call) -> Response:
+        """All tries on one deployment: returns the answer or raises its last error."""
+        retry = self.retry
+        clock = self.clock
+        limiter = dep.limiter
+        budget = self.budget
+        max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
+        attempt = 0
+        while True:
+            attempt += 1
+            reservation = (
+                budget.reserve(
+                    model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(call.estimate, max_out)
+                )
+                if budget is not None
+                else None
+            )
+            permit = await _acquire(limiter, call.estimate, reservation)
+            t0 = clock.now()
+            try:
+                if dep.timeout_s is not None:
+                    with anyio.fail_after(dep.timeout_s):
+                        response = await dep.provider.complete(dep.model, request)
+                else:
+                    response = await dep.provider.complete(dep.model, request)
+            except TimeoutError:
+                error: ProviderError = ProviderTimeout(
+                    f"no answer within {dep.timeout_s}s", provider=dep.provider.name, model=dep.model
+                )
+            except ProviderError as exc:
+                error = exc
+            except BaseException:
+                # Cancellation or a bug: give back everything this try held.
+                if permit is not None:
+                    permit.release(None)
+                if reservation is not None:
+                    reservation.release()
+                raise
+            else:
+                usage = response.usage
+                if permit is not None:
+                    permit.release(usage.input_tokens + usage.output_tokens)
+                    if response.rate_limits is not None:
+                        limiter.observe(response.rate_limits)  # type: ignore[union-attr]
+                cost = dep.cost(usage)
+                if reservation is not None:
+                    reservation.settle(cost)
+                self.health.record_success(dep.alias)
+                latency = (clock.now() - t0) * 1000.0
+                response.deployment = dep.alias
+                call.attempts.append(
+                    Attempt(
+                        dep.alias,
+                        dep.provider.name,
+                        "ok",
+                        latency,
+                        cost,
+                        usage=usage,
+                        path=call.path,
+                        retry=attempt - 1,
+                    )
+                )
+                if self.metrics is not None:
+                    self.metrics.record_attempt(
+                        model=dep.alias,
+                        provider=dep.provider.name,
+                        path=call.path,
+                        label=call.label,
+                        outcome="ok",
+                        error_type=None,
+                        latency_ms=latency,
+                        ttft_ms=response.ttft_ms,
+                        input_tokens=usage.input_tokens,
+                        output_tokens=usage.output_tokens,
+                        cost_usd=cost,
+                        retry=attempt > 1,
+                    )
+                return response
+            # A failed try: release what it held, record it, then retry or give up.
+            if permit is not None:
+                permit.release(None)
+                if isinstance(error, RateLimitError) and error.retry_after:
+                    limiter.penalize(error.retry_after)  # type: ignore[union-attr]
+            if reservation is not None:
+                reservation.settle(0.0)
+            self._failed(dep, error, call, (clock.now() - t0) * 1000.0, attempt)
+            elapsed = clock.now() - call.start
+            if not retry.should_retry(error, attempt, elapsed):
+                raise error
+            delay = retry.delay(attempt, error, self.rng)
+            if retry.deadline is not None and elapsed + delay > retry.deadline:
+                raise error
+            await clock.sleep(delay)
+
+    def _failed(
+        self, dep: Deployment, error: ProviderError, call: _Call, latency: float, attempt: int
+    ) -> None:
+        self.health.record_failure(dep.alias, error)
+        name = type(error).__name__
+        call.attempts.append(
+            Attempt(
+                dep.alias,
+                dep.provider.name,
+                "error",
+                latency,
+                0.0,
+                error_type=name,
+                error=str(error),
+                path=call.path,
+                retry=attempt - 1,
+            )
+        )
+        if self.metrics is not None:
+            self.metrics.record_attempt(
+                model=dep.alias,
+                provider=dep.provider.name,
+                path=call.path,
+                label=call.label,
+                outcome="error",
+                error_type=name,
+                latency_ms=latency,
+                cost_usd=0.0,
+                retry=attempt > 1,
+            )
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("attempt failed: %s try %d: %s", dep.alias, attempt, error)
+
+    # ------------------------------------------------------------------ stream
+
+    async def stream(
+        self,
+        alias: str,
+        request: Request,
+        *,
+        path: str = "",
+        label: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream ``alias``'s answer, ending with ``Done(response)``.
+
+        Falls back (and retries) only before the first content event. Timeouts:
+        ``first_token_timeout_s`` until the first event, ``idle_timeout_s`` between
+        events (a stalled stream is a ``ProviderTimeout``), and ``timeout_s`` for the
+        whole stream.
+        """
+        ordered = self._ordered(alias)
+        clock = self.clock
+        call = _Call(path, label, metadata or {}, clock.now())
+        call.estimate = estimate_tokens(request)
+        primary = ordered[0].alias if ordered else alias
+        budget = self.budget
+        min_window = 0
+        for dep in ordered:
+            window = dep.context_window
+            if window is not None and (window <= min_window or call.estimate > window):
+                continue
+            max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
+            limiter = dep.limiter
+            attempt = 0
+            while True:
+                attempt += 1
+                reservation = (
+                    budget.reserve(
+                        model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(call.estimate, max_out)
+                    )
+                    if budget is not None
+                    else None
+                )
+                permit = await _acquire(limiter, call.estimate, reservation)
+                t0 = clock.now()
+                deadline = t0 + dep.timeout_s if dep.timeout_s is not None else None
+                started = False
+                final: Response | None = None
+                error: ProviderError | None = None
+                events = dep.provider.stream(dep.model, request).__aiter__()
+                try:
+                    while True:
+                        limit = dep.idle_timeout_s if started else dep.first_token_timeout_s
+                        if deadline is not None:
+                            remaining = max(0.0, deadline - clock.now())
+                            limit = remaining if limit is None else min(limit, remaining)
+                        try:
+                            if limit is not None:
+                                with anyio.fail_after(limit):
+                                    event = await events.__anext__()
+                            else:
+                                event = await events.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        if isinstance(event, Done):
+                            final = event.response
+                            break
+                        started = True
+                        yield event
+                except TimeoutError:
+                    phase = "between chunks" if started else "before the first token"
+                    error = ProviderTimeout(
+                        f"stream stalled {phase}", provider=dep.provider.name, model=dep.model
+                    )
+                except ProviderError as exc:
+                    error = exc
+                except BaseException:
+                    # Cancelled, or the consumer stopped early: give everything back.
+                    if permit is not None:
+                        permit.release(None)
+                    if reservation is not None:
+                        reservation.release()
+                    with anyio.CancelScope(shield=True):
+                        await _aclose(events)
+                    raise
+                await _aclose(events)
+                if error is None and final is None:
+                    error = ProviderTimeout(
+                        "stream ended without a final response", provider=dep.provider.name, model=dep.model
+                    )
+                if error is None and final is not None:
+                    usage = final.usage
+                    if permit is not None:
+                        permit.release(usage.input_tokens + usage.output_tokens)
+                        if final.rate_limits is not None:
+                            limiter.observe(final.rate_limits)  # type: ignore[union-attr]
+                    cost = dep.cost(usage)
+                    if reservation is not None:
+                        reservation.settle(cost)
+                    self.health.record_success(dep.alias)
+                    latency = (clock.now() - t0) * 1000.0
+                    call.attempts.append(
+                        Attempt(
+                            dep.alias,
+                            dep.provider.name,
+                            "ok",
+                            latency,
+                            cost,
+                            usage=usage,
+                            path=path,
+                            retry=attempt - 1,
+                        )
+                    )
+                    if self.metrics is not None:
+                        self.metrics.record_attempt(
+                            model=dep.alias,
+                            provider=dep.provider.name,
+                            path=path,
+                            label=label,
+                            outcome="ok",
+                            error_type=None,
+                            latency_ms=latency,
+                            ttft_ms=final.ttft_ms,
+                            input_tokens=usage.input_tokens,
+                            output_tokens=usage.output_tokens,
+                            cost_usd=cost,
+                            retry=attempt > 1,
+                        )
+                    final.deployment = dep.alias
+                    final.fallback = dep.alias != primary
+                    final.attempts = call.attempts
+                    final.route = RouteInfo(path, label, f"model {dep.alias}")
+                    final.cost_usd = _sum_costs(call.attempts)
+                    yield Done(final)
+                    return
+                assert error is not None
+                if permit is not None:
+                    permit.release(None)
+                    if isinstance(error, RateLimitError) and error.retry_after:
+                        limiter.penalize(error.retry_after)  # type: ignore[union-attr]
+                if reservation is not None:
+                    reservation.settle(0.0)
+                self._failed(dep, error, call, (clock.now() - t0) * 1000.0, attempt)
+                if (
+                    started
+                    or isinstance(error, BadRequestError)
+                    and not isinstance(error, ContextWindowExceeded)
+                ):
+                    raise error
+                if isinstance(error, ContextWindowExceeded):
+                    call.errors.append(error)
+                    min_window = max(min_window, window or 0)
+                    break
+                elapsed = clock.now() - call.start
+                if not self.retry.should_retry(error, attempt, elapsed):
+                    call.errors.append(error)
+                    break
+                delay = self.retry.delay(attempt, error, self.rng)
+                if self.retry.deadline is not None and elapsed + delay > self.retry.deadline:
+                    call.errors.append(error)
+                    break
+                await clock.sleep(delay)
+        raise AllTargetsFailed(
+            f"all targets failed to stream for {alias!r}: "
+            + "; ".join(f"{type(e).__name__}: {e}" for e in call.errors[-3:]),
+            call.errors or [ConfigError(f"no deployment could take the request for {alias!r}")],
+            call.attempts,
+        )
+
+
+async def _acquire(
+    limiter: RateLimiter | None, tokens: int, reservation: Reservation | None
+) -> Permit | None:
+    """Wait for a rate-limit slot; a cancelled wait gives back the budget reservation."""
+    if limiter is None:
+        return None
+    try:
+        return await limiter.acquire(tokens)
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
+
+
+async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _sum_costs(attempts: Sequence[Attempt]) -> float | None:
+    """Total cost of a call: every attempt, failed ones included. ``None`` when the
+    answering attempt's price is unknown (a partial sum would understate the bill)."""
+    total = 0.0
+    for a in attempts:
+        if a.cost_usd is None:
+            if a.outcome == "ok":
+                return None
+        else:
+            total += a.cost_usd
+    return total

@@ -1,0 +1,446 @@
+"""Client-side rate limiting: requests per minute, tokens per minute, concurrency.
+
+One ``RateLimiter`` guards one deployment (a provider key + model, or whatever
+the executor keys it by). ``acquire(tokens)`` waits until all three budgets have
+room, then returns a ``Permit``; ``permit.release(used_tokens)`` gives the
+concurrency slot back and corrects the token reservation with real usage.
+
+Algorithm: sliding-window *log* for both RPM and TPM
+----------------------------------------------------
+Admission times (and each admission's token count) are kept in a deque; an entry
+counts until 60 s after it was admitted. A request is admitted when the window
+``(now - 60, now]`` holds fewer than ``rpm`` admissions and its tokens fit under
+``tpm``. Why a log rather than GCRA / token-bucket spacing:
+
+* **Exact guarantee.** No 60-second window, wherever it starts, ever holds more
+  than ``rpm`` admissions — the property a provider's limit is stated in. GCRA
+  gets the same guarantee only with zero burst tolerance, which spaces every
+  request ``60/rpm`` s apart and adds latency to any burst a provider would
+  happily accept; with burst tolerance it lets ``burst + rpm`` through a minute.
+* **Reservations can be corrected.** A TPM entry is the ``Permit`` itself, so
+  ``release(used_tokens)`` refunds or extra-charges exactly the admission that
+  over- or under-estimated, in the window it was counted in. With a bucket the
+  correction would land "now", in the wrong window.
+* **Cost.** Admission is an ``append``; expiry is amortized ``popleft``. Memory is
+  at most ``rpm`` floats plus the permits of the last minute.
+
+The price of a log is that it permits a full-minute burst at once (``rpm``
+admissions at t=0, then none until t=60). Providers' own headers, fed through
+``observe()``, and ``penalize()`` after a 429 cover providers that enforce
+finer-grained quanta.
+
+Fractional ``rpm``: for ``rpm >= 1`` the window holds ``floor(rpm)`` admissions
+(rounding down keeps the guarantee); for ``rpm < 1`` it holds one admission per
+``60 / rpm`` seconds.
+
+Estimates that run low: a reservation that is too small lets too much through
+*while the request is in flight*; the correction at release comes after the
+fact. With many requests in flight that overshoot is large (a burst of 12
+requests estimated at half their real size overruns the minute by ~10 %). So the
+limiter learns, from releases with real usage, the token-weighted ratio of used
+to estimated tokens (an exponentially weighted average) and scales reservations
+*up* by it (never down, at most ×4). Never down: providers such as OpenAI count
+``max_tokens`` against TPM when the request starts, so a reservation below the
+estimate would outrun the provider's own count; over-estimates are already
+given back by the refund at release.
+
+Oversized requests: a request whose estimate alone exceeds ``tpm`` can never
+"fit", so it is admitted *alone*: when the token window is empty. It then fills
+the window and later requests wait for it to expire, as the provider would make
+them.
+
+Waiting: strict FIFO
+--------------------
+Waiters queue in arrival order and only the head checks capacity, so a large
+request at the head is never starved by small ones behind it, and a new arrival
+never overtakes the queue (the fast path is taken only when nobody waits). The
+head sleeps on the injected clock until the time-based budgets allow it, and is
+woken early (through its cancel scope) when a release, refund or observation
+may have freed capacity; the others sleep until they become head. No background
+task exists, so nothing outlives the limiter.
+
+Cancellation: a waiter that is cancelled leaves the queue and has taken nothing
+(admission is synchronous, with no await between the capacity check and the
+bookkeeping); if it was the head, the next waiter is woken. A held permit is
+returned by ``release()``, which is idempotent, so ``finally: permit.release()``
+is always right.
+
+Not thread-safe: one limiter belongs to one event loop, like everything else in
+the executor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from .._clock import SYSTEM_CLOCK, Clock
+from ..types import RateLimitInfo
+
+__all__ = ["Permit", "RateLimiter"]
+
+_WINDOW = 60.0
+# Smallest sleep the head waiter takes: guards against float rounding leaving it
+# a few ulps short of an expiry time and spinning on zero-length sleeps.
+_MIN_SLEEP = 1e-6
+_NEVER = -math.inf
+# Weight of the newest release in the used/estimated ratio, and its cap.
+_LEARN_RATE = 0.05
+_MAX_SCALE = 4.0
+
+
+class Permit:
+    """The right to send one request. Release it exactly once (more is harmless).
+
+    ``estimate`` is what was passed to ``acquire``; ``tokens`` is what is counted
+    in the TPM window: the reservation (the estimate, scaled up when estimates
+    have been running low) until ``release(used_tokens)`` replaces it with real
+    usage. Usable as a context
+    manager (``with await limiter.acquire(n) as permit:``), which releases
+    without a correction.
+    """
+
+    __slots__ = ("_in_window", "_limiter", "_released", "acquired_at", "estimate", "tokens")
+
+    def __init__(self, limiter: RateLimiter, acquired_at: float, estimate: int, tokens: int) -> None:
+        self._limiter = limiter
+        self.acquired_at = acquired_at
+        self.estimate = estimate
+        self.tokens = tokens
+        self._released = False
+        self._in_window = False
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def release(self, used_tokens: int | None = None) -> None:
+        """Free the concurrency slot and, when ``used_tokens`` is given, replace the
+        token reservation with it (a refund or an extra charge in the window the
+        request was admitted in). Only the first call has any effect."""
+        if self._released:
+            return
+        if used_tokens is not None and used_tokens < 0:
+            raise ValueError(f"used_tokens must be >= 0, got {used_tokens}")
+        self._released = True
+        self._limiter._release(self, used_tokens)
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"Permit(tokens={self.tokens}, acquired_at={self.acquired_at!r}, {state})"
+
+
+class _Waiter:
+    __slots__ = ("scope", "tokens")
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.scope: anyio.CancelScope | None = None
+
+
+class RateLimiter:
+    """RPM + TPM + concurrency limits for one deployment, FIFO, cancellation-safe.
+
+    Any limit left ``None`` is not enforced; a limiter with none of them only
+    counts in-flight requests. See the module docstring for the algorithm.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_ew_est",
+        "_ew_used",
+        "_hdr_req_left",
+        "_hdr_req_reset_at",
+        "_hdr_tok_left",
+        "_hdr_tok_reset_at",
+        "_hold_until",
+        "_in_flight",
+        "_max_conc",
+        "_req_cap",
+        "_req_log",
+        "_req_window",
+        "_scale",
+        "_tok_log",
+        "_tok_sum",
+        "_tpm",
+        "_waiters",
+        "max_concurrency",
+        "name",
+        "rpm",
+        "tpm",
+    )
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_concurrency: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        name: str = "",
+    ) -> None:
+        for label, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{label} must be a positive number or None, got {value!r}")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency!r}")
+        self.rpm = rpm
+        self.tpm = tpm
+        self.max_concurrency = max_concurrency
+        self.name = name
+        self._clock = clock
+        # RPM: capacity 0 means "not enforced" so the hot path tests one int.
+        if rpm is None:
+            self._req_cap, self._req_window = 0, _WINDOW
+        elif rpm >= 1:
+            self._req_cap, self._req_window = int(rpm), _WINDOW
+        else:
+            self._req_cap, self._req_window = 1, _WINDOW / rpm
+        self._req_log: deque[float] = deque()
+        self._tpm = tpm
+        self._tok_log: deque[Permit] = deque()
+        self._tok_sum = 0
+        self._max_conc = max_concurrency or 0
+        self._in_flight = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._hold_until = _NEVER
+        self._hdr_req_left = 0
+        self._hdr_req_reset_at = _NEVER
+        self._hdr_tok_left = 0
+        self._hdr_tok_reset_at = _NEVER
+        self._ew_used = 0.0
+        self._ew_est = 0.0
+        self._scale = 1.0
+
+    # -- acquiring ------------------------------------------------------------
+
+    async def acquire(self, tokens: int = 0) -> Permit:
+        """Wait (FIFO) until a request slot, ``tokens`` of token budget and a
+        concurrency slot are all free, and take them.
+
+        The fast path (nobody queued, capacity free) neither yields nor
+        allocates anything but the ``Permit``.
+        """
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        if not self._waiters:
+            now = self._clock.now()
+            reserve = tokens if self._scale == 1.0 else self._scaled(tokens)
+            if self._wait_time(reserve, now) == 0.0:
+                return self._admit(tokens, reserve, now)
+        return await self._acquire_slow(tokens)
+
+    def try_acquire(self, tokens: int = 0) -> Permit | None:
+        """Take a permit only if that needs no waiting (and nobody is queued), else
+        ``None``: lets the executor prefer a deployment with free capacity."""
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        if self._waiters:
+            return None
+        now = self._clock.now()
+        reserve = tokens if self._scale == 1.0 else self._scaled(tokens)
+        if self._wait_time(reserve, now) == 0.0:
+            return self._admit(tokens, reserve, now)
+        return None
+
+    async def _acquire_slow(self, tokens: int) -> Permit:
+        waiters = self._waiters
+        me = _Waiter(tokens)
+        waiters.append(me)
+        admitted = False
+        try:
+            while True:
+                wait = math.inf
+                if waiters[0] is me:
+                    now = self._clock.now()
+                    reserve = tokens if self._scale == 1.0 else self._scaled(tokens)
+                    wait = self._wait_time(reserve, now)
+                    if wait == 0.0:
+                        waiters.popleft()
+                        admitted = True
+                        permit = self._admit(tokens, reserve, now)
+                        self._wake_head()
+                        return permit
+                with anyio.CancelScope() as scope:
+                    me.scope = scope
+                    if wait == math.inf:
+                        await anyio.sleep_forever()
+                    else:
+                        await self._clock.sleep(max(wait, _MIN_SLEEP))
+                me.scope = None
+        finally:
+            if not admitted:
+                was_head = bool(waiters) and waiters[0] is me
+                try:
+                    waiters.remove(me)
+                except ValueError:
+                    pass
+                if was_head:
+                    self._wake_head()
+
+    def _wake_head(self) -> None:
+        """Make the head waiter re-check capacity now (it may be sleeping on a
+        longer deadline, or forever while not yet head / blocked on concurrency)."""
+        if self._waiters:
+            scope = self._waiters[0].scope
+            if scope is not None:
+                scope.cancel()
+
+    def _purge(self, now: float) -> None:
+        if self._req_cap:
+            log = self._req_log
+            window = self._req_window
+            while log and log[0] + window <= now:
+                log.popleft()
+        if self._tpm is not None:
+            tlog = self._tok_log
+            while tlog and tlog[0].acquired_at + _WINDOW <= now:
+                p = tlog.popleft()
+                p._in_window = False
+                self._tok_sum -= p.tokens
+
+    def _wait_time(self, tokens: int, now: float) -> float:
+        """Seconds until ``tokens`` could be admitted: 0.0 = now, inf = blocked on
+        concurrency (only a release can help)."""
+        if self._max_conc and self._in_flight >= self._max_conc:
+            return math.inf
+        self._purge(now)
+        wait = self._hold_until - now
+        if self._req_cap:
+            log = self._req_log
+            if len(log) >= self._req_cap:
+                wait = max(wait, log[len(log) - self._req_cap] + self._req_window - now)
+        if self._hdr_req_reset_at > now and self._hdr_req_left <= 0:
+            wait = max(wait, self._hdr_req_reset_at - now)
+        tpm = self._tpm
+        if tpm is not None and self._tok_sum > 0 and self._tok_sum + tokens > tpm:
+            # Tokens that must expire before this request fits; all of them when
+            # it is larger than the whole budget (it then goes alone).
+            need = self._tok_sum if tokens > tpm else self._tok_sum + tokens - tpm
+            freed = 0
+            for p in self._tok_log:
+                freed += p.tokens
+                if freed >= need:
+                    wait = max(wait, p.acquired_at + _WINDOW - now)
+                    break
+        if self._hdr_tok_reset_at > now and tokens > self._hdr_tok_left:
+            wait = max(wait, self._hdr_tok_reset_at - now)
+        return wait if wait > 0.0 else 0.0
+
+    def _admit(self, estimate: int, tokens: int, now: float) -> Permit:
+        permit = Permit(self, now, estimate, tokens)
+        if self._req_cap:
+            self._req_log.append(now)
+        if self._tpm is not None:
+            self._tok_log.append(permit)
+            self._tok_sum += tokens
+            permit._in_window = True
+        if self._hdr_req_reset_at > now:
+            self._hdr_req_left -= 1
+        if self._hdr_tok_reset_at > now:
+            self._hdr_tok_left -= tokens
+        self._in_flight += 1
+        return permit
+
+    def _release(self, permit: Permit, used_tokens: int | None) -> None:
+        self._in_flight -= 1
+        if used_tokens is not None and self._tpm is not None:
+            if permit.estimate > 0:
+                self._learn(permit.estimate, used_tokens)
+            if permit._in_window:
+                self._tok_sum += used_tokens - permit.tokens
+            # Outside the window the correction no longer matters for admission:
+            # the request's minute is over. Keep the real figure for the record.
+            permit.tokens = used_tokens
+        pass
+
+    def _scaled(self, tokens: int) -> int:
+        # The epsilon keeps float noise (100 × 3.0000000001) from adding a token.
+        return math.ceil(tokens * self._scale - 1e-6)
+
+    def _learn(self, estimate: int, used: int) -> None:
+        """Update the used/estimated ratio (token-weighted EWMA, see module docstring)."""
+        self._ew_used += _LEARN_RATE * (used - self._ew_used)
+        self._ew_est += _LEARN_RATE * (estimate - self._ew_est)
+        ratio = self._ew_used / self._ew_est
+        self._scale = 1.0 if ratio <= 1.0 else min(ratio, _MAX_SCALE)
+
+    # -- feedback from the provider --------------------------------------------
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """Tighten the local view with the provider's rate-limit headers.
+
+        ``*_remaining`` with a ``*_reset_s`` becomes a budget until the reset: at
+        most that many more requests (or tokens) are admitted before it, and with
+        zero remaining nothing is. The latest observation replaces the previous
+        one (it is the provider's newest count). A remaining count without a reset
+        time cannot be bounded in time and is ignored; a 429 then arrives and
+        ``penalize()`` handles it. Configured ``rpm``/``tpm`` still apply on top.
+        """
+        now = self._clock.now()
+        if info.requests_remaining is not None and info.requests_reset_s is not None:
+            self._hdr_req_left = info.requests_remaining
+            self._hdr_req_reset_at = now + max(0.0, info.requests_reset_s)
+        if info.tokens_remaining is not None and info.tokens_reset_s is not None:
+            self._hdr_tok_left = info.tokens_remaining
+            self._hdr_tok_reset_at = now + max(0.0, info.tokens_reset_s)
+        # A newer window may be looser than the one the head is sleeping on.
+        self._wake_head()
+
+    def penalize(self, retry_after: float) -> None:
+        """After a 429: admit nothing new until ``now + retry_after``. Requests in
+        flight are not affected; a later, shorter penalty never shortens a hold."""
+        if not (retry_after >= 0 and math.isfinite(retry_after)):
+            raise ValueError(f"retry_after must be a finite number >= 0, got {retry_after!r}")
+        self._hold_until = max(self._hold_until, self._clock.now() + retry_after)
+
+    # -- introspection ---------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Current state, for metrics and debugging (plain JSON-able values)."""
+        now = self._clock.now()
+        self._purge(now)
+        return {
+            "name": self.name,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrency": self.max_concurrency,
+            "in_flight": self._in_flight,
+            "queued": len(self._waiters),
+            "requests_in_window": len(self._req_log) if self._req_cap else None,
+            "tokens_in_window": self._tok_sum if self._tpm is not None else None,
+            "estimate_scale": self._scale,
+            "hold_remaining_s": max(0.0, self._hold_until - now),
+            "provider_requests_remaining": (self._hdr_req_left if self._hdr_req_reset_at > now else None),
+            "provider_tokens_remaining": (self._hdr_tok_left if self._hdr_tok_reset_at > now else None),
+        }
+
+    def __repr__(self) -> str:
+        label = f"{self.name!r}, " if self.name else ""
+        return (
+            f"RateLimiter({label}rpm={self.rpm}, tpm={self.tpm}, max_concurrency={self.max_concurrency}, "
+            f"in_flight={self._in_flight}, queued={len(self._waiters)})"
+        )

@@ -1,0 +1,77 @@
+"""Observability: metrics, alerts, the audit trail and structured logging.
+
+Everything here is an object owned by one orchestrator — a ``MetricsCollector``,
+an ``AlertMonitor``, an ``AuditLog``, a logger from ``make_logger`` — and nothing
+is process-global, so two orchestrators in one process never see each other's
+numbers, alerts or secrets. The executor feeds ``MetricsCollector``; alert
+monitors and exporters (Prometheus, OpenTelemetry) subscribe to its events with
+``add_listener``. ``summarize``/``format_report`` read audit logs back for the
+``tierwise report`` command.
+
+The names below are loaded on first access: the orchestrator always imports
+``observe.metrics``, and that must not drag in structlog or sqlite3 for
+applications that never log through tierwise or keep a SQLite audit.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .alerts import Alert, AlertMonitor, AlertRule
+    from .audit import AuditLog, SQLiteAudit, audit_failure_record, audit_record, read_sqlite_audit
+    from .logging import make_logger, redacting_processor
+    from .metrics import AttemptEvent, MetricsCollector, QuantileSketch, RequestEvent
+    from .report import format_report, summarize
+
+__all__ = [
+    "Alert",
+    "AlertMonitor",
+    "AlertRule",
+    "AttemptEvent",
+    "AuditLog",
+    "MetricsCollector",
+    "QuantileSketch",
+    "RequestEvent",
+    "SQLiteAudit",
+    "audit_failure_record",
+    "audit_record",
+    "format_report",
+    "make_logger",
+    "read_sqlite_audit",
+    "redacting_processor",
+    "summarize",
+]
+
+_WHERE = {
+    "Alert": "alerts",
+    "AlertMonitor": "alerts",
+    "AlertRule": "alerts",
+    "AttemptEvent": "metrics",
+    "AuditLog": "audit",
+    "MetricsCollector": "metrics",
+    "QuantileSketch": "metrics",
+    "RequestEvent": "metrics",
+    "SQLiteAudit": "audit",
+    "audit_failure_record": "audit",
+    "audit_record": "audit",
+    "format_report": "report",
+    "make_logger": "logging",
+    "read_sqlite_audit": "audit",
+    "redacting_processor": "logging",
+    "summarize": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,283 @@
+"""The Orchestrator: the object an application holds for its lifetime.
+
+It owns everything stateful — deployments and their connection pools, the
+executor's limiters, health, budget ledger and cache, the metrics collector,
+the audit log — and nothing is process-global, so two orchestrators in one
+process share nothing unless handed the same backend object.
+
+``run`` is the whole flow of DESIGN.md: pick the strategy, let it decide, let the
+executor enforce, then record one metrics event and one audit record.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._clock import SYSTEM_CLOCK, Clock
+from .errors import ConfigError, TierwiseError
+from .execution.executor import Deployment, Executor
+from .observe.metrics import MetricsCollector
+from .strategies.base import RunContext, Strategy
+from .strategies.single import Single
+from .types import Done, Request, Response, RouteInfo, StreamEvent
+
+if TYPE_CHECKING:
+    from .execution.budget import BudgetLedger
+    from .execution.cache import ResponseCache
+    from .execution.health import HealthTracker
+    from .execution.retry import RetryPolicy
+    from .observe.alerts import AlertMonitor
+    from .observe.audit import AuditLog
+    from .providers.base import Provider
+
+__all__ = ["Orchestrator"]
+
+
+class Orchestrator:
+    """Routes, calls and accounts for LLM requests. Build it in code or with
+    ``Orchestrator.from_config("tierwise.toml")``; use it as an async context
+    manager (or call ``aclose()``) so connections are released."""
+
+    def __init__(
+        self,
+        models: Mapping[str, Deployment] | Sequence[Deployment],
+        *,
+        strategies: Mapping[str, Strategy] | None = None,
+        default_strategy: str | None = None,
+        fallbacks: Sequence[str] = (),
+        retry: RetryPolicy | None = None,
+        health: HealthTracker | None = None,
+        budget: BudgetLedger | None = None,
+        cache: ResponseCache | None = None,
+        cache_force: bool = False,
+        audit: AuditLog | None = None,
+        alerts: AlertMonitor | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        seed: int | None = None,
+        owned_providers: Sequence[Provider] | None = None,
+    ) -> None:
+        deployments = (
+            dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
+        )
+        if not deployments:
+            raise ConfigError("at least one model is required", field="models")
+        self.clock = clock
+        self.metrics = MetricsCollector()
+        self.executor = Executor(
+            deployments,
+            retry=retry,
+            health=health,
+            budget=budget,
+            cache=cache,
+            cache_force=cache_force,
+            metrics=self.metrics,
+            default_fallbacks=fallbacks,
+            clock=clock,
+            seed=seed,
+        )
+        self.strategies: dict[str, Strategy] = dict(strategies or {})
+        if not self.strategies:
+            first = next(iter(deployments))
+            self.strategies["default"] = Single(first, name="default")
+        if default_strategy is None:
+            default_strategy = "default" if "default" in self.strategies else next(iter(self.strategies))
+        if default_strategy not in self.strategies:
+            raise ConfigError(
+                f"unknown strategy {default_strategy!r}; defined: {', '.join(sorted(self.strategies))}",
+                field="default_strategy",
+            )
+        self.default_strategy = default_strategy
+        self.audit = audit
+        self.alerts = alerts
+        if alerts is not None:
+            self.metrics.add_listener(alerts.observe)
+        self._rng = random.Random(seed)
+        # Providers the orchestrator created (from config) and must close; when
+        # built in code, every distinct provider of the deployments is closed too,
+        # since each closes only a pool it created itself.
+        providers = owned_providers if owned_providers is not None else [d.provider for d in deployments.values()]
+        self._providers = list({id(p): p for p in providers}.values())
+        self._closed = False
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_config(
+        cls, source: str | os.PathLike[str] | Mapping[str, Any], *, clock: Clock = SYSTEM_CLOCK
+    ) -> Orchestrator:
+        """Build from a TOML file path or a dict; ``ConfigError`` names the bad field."""
+        from .config import build_orchestrator
+
+        return build_orchestrator(source, clock=clock)
+
+    @property
+    def deployments(self) -> dict[str, Deployment]:
+        return self.executor.deployments
+
+    # ------------------------------------------------------------------ running
+
+    def _strategy(self, name: str | None) -> Strategy:
+        key = name or self.default_strategy
+        try:
+            return self.strategies[key]
+        except KeyError:
+            raise ConfigError(
+                f"unknown strategy {key!r}; defined: {', '.join(sorted(self.strategies))}"
+            ) from None
+
+    def _request(self, prompt: str | Request, metadata: Mapping[str, Any] | None) -> Request:
+        if isinstance(prompt, str):
+            request = Request.from_prompt(prompt)
+        elif isinstance(prompt, Request):
+            request = prompt
+        else:
+            raise TypeError(f"prompt must be a str or a tierwise.Request, got {type(prompt).__name__}")
+        if metadata:
+            merged = dict(request.metadata)
+            merged.update(metadata)
+            request = _with_metadata(request, merged)
+        return request
+
+    def _context(self, strategy: Strategy, request: Request) -> RunContext:
+        return RunContext(
+            self.executor,
+            path=strategy.name,
+            metadata=request.metadata,
+            rng=random.Random(self._rng.getrandbits(64)),
+        )
+
+    async def run(
+        self,
+        prompt: str | Request,
+        strategy: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Response:
+        """Answer ``prompt`` with ``strategy`` (default: the configured default)."""
+        self._check_open()
+        request = self._request(prompt, metadata)
+        strat = self._strategy(strategy)
+        start = self.clock.now()
+        try:
+            response = await strat.run(request, self._context(strat, request))
+        except TierwiseError as exc:
+            self._record_failure(strat, request, exc, start)
+            raise
+        self._record(strat, request, response, start)
+        return response
+
+    async def stream(
+        self,
+        prompt: str | Request,
+        strategy: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream the answer: ``TextDelta``/``ToolCallDelta`` events, then ``Done``."""
+        self._check_open()
+        request = self._request(prompt, metadata)
+        strat = self._strategy(strategy)
+        start = self.clock.now()
+        try:
+            async for event in strat.stream(request, self._context(strat, request)):
+                if isinstance(event, Done):
+                    self._record(strat, request, event.response, start)
+                yield event
+        except TierwiseError as exc:
+            self._record_failure(strat, request, exc, start)
+            raise
+
+    def explain(self, prompt: str | Request, strategy: str | None = None) -> RouteInfo:
+        """Which route ``strategy`` would take for ``prompt`` and why; calls no model."""
+        request = self._request(prompt, None)
+        return self._strategy(strategy).explain(request)
+
+    def health(self) -> dict[str, Any]:
+        """Per-deployment health: state, failures, cooldown remaining."""
+        snap = self.executor.health.snapshot()
+        out: dict[str, Any] = {}
+        for alias in self.executor.deployments:
+            state = snap.get(alias)
+            out[alias] = asdict(state) if state is not None else {"state": "healthy"}
+        return out
+
+    # ------------------------------------------------------------------ recording
+
+    def _record(self, strat: Strategy, request: Request, response: Response, start: float) -> None:
+        latency = (self.clock.now() - start) * 1000.0
+        if not response.latency_ms:
+            response.latency_ms = latency
+        usage = response.usage
+        self.metrics.record_request(
+            strategy=strat.name,
+            label=response.route.label,
+            model=response.deployment or response.model,
+            latency_ms=latency,
+            cost_usd=response.cost_usd,
+            fallback=response.fallback,
+            cached=response.cached,
+            ttft_ms=response.ttft_ms,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
+        if self.audit is not None:
+            self.audit.log_response(response, request=request, strategy=strat.name, latency_ms=latency)
+
+    def _record_failure(self, strat: Strategy, request: Request, exc: BaseException, start: float) -> None:
+        latency = (self.clock.now() - start) * 1000.0
+        self.metrics.record_request(
+            strategy=strat.name,
+            label=None,
+            model=None,
+            latency_ms=latency,
+            cost_usd=None,
+            fallback=False,
+            cached=False,
+            error_type=type(exc).__name__,
+        )
+        if self.audit is not None:
+            self.audit.log_failure(exc, request=request, strategy=strat.name, latency_ms=latency)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Orchestrator is closed")
+
+    async def aclose(self) -> None:
+        """Release connections, flush the audit log and close the cache."""
+        if self._closed:
+            return
+        self._closed = True
+        for provider in self._providers:
+            await provider.aclose()
+        if self.executor.cache is not None:
+            await self.executor.cache.aclose()
+        if self.audit is not None:
+            await self.audit.aclose()
+
+    async def __aenter__(self) -> Orchestrator:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"Orchestrator(models={sorted(self.executor.deployments)}, "
+            f"strategies={sorted(self.strategies)}, default={self.default_strategy!r})"
+        )
+
+
+def _with_metadata(request: Request, metadata: dict[str, Any]) -> Request:
+    from dataclasses import replace
+
+    return replace(request, metadata=metadata)
