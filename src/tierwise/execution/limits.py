@@ -367,7 +367,8 @@ class RateLimiter:
             # Outside the window the correction no longer matters for admission:
             # the request's minute is over. Keep the real figure for the record.
             permit.tokens = used_tokens
-        pass
+        if self._waiters:
+            self._wake_head()
 
     def _scaled(self, tokens: int) -> int:
         # The epsilon keeps float noise (100 × 3.0000000001) from adding a token.

@@ -24,7 +24,9 @@ So the estimate needs to be cheap and roughly right, not exact:
   ``_PER_MESSAGE`` tokens of chat framing per message and ``_PER_REQUEST`` for
   the reply primer. Images count a flat ``_IMAGE_TOKENS``. Tools and a JSON
   schema count by the length of their JSON. A 2,000-word prompt costs about a
-  microsecond: ``str.isascii`` and ``len`` are O(n) in C.
+  microsecond (``str.isascii`` and ``len`` run in C); non-ASCII text longer than
+  2,048 characters is measured on two 1,024-character samples rather than
+  encoded whole (a few µs instead of ~20).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ _PER_REQUEST = 3  # the primer before the reply
 _IMAGE_TOKENS = 800  # a mid-size image; providers charge ~85 to ~1,600
 _FALLBACK_ENCODING = "o200k_base"
 _CACHE_SIZE = 256
+_SAMPLE = 1024  # characters per sample when measuring a long non-ASCII text
 
 _Counter = Callable[[str], int]
 # encoding name -> counter, or None when tiktoken could not provide it.
@@ -59,10 +62,17 @@ def heuristic_text_tokens(text: str) -> int:
     n = len(text)
     if n == 0:
         return 0
-    if not text.isascii():
+    if text.isascii():
+        return (n + 3) // 4
+    if n <= 2 * _SAMPLE:
         extra = len(text.encode("utf-8", "surrogatepass")) - n
-        return int((n + 1.5 * extra) / 4) + 1
-    return (n + 3) // 4
+    else:
+        # Encoding a long text costs ~7 ns/char; two samples give the byte ratio
+        # at a fraction of that, and prose is homogeneous enough for a reservation.
+        mid = n // 2
+        sample = text[:_SAMPLE] + text[mid : mid + _SAMPLE]
+        extra = (len(sample.encode("utf-8", "surrogatepass")) - len(sample)) * n // len(sample)
+    return int((n + 1.5 * extra) / 4) + 1
 
 
 def _load_encoding(name: str) -> _Counter | None:
