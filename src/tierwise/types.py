@@ -40,6 +40,7 @@ __all__ = [
     "Response",
     "Role",
     "RouteInfo",
+    "StepInfo",
     "StreamEvent",
     "TextDelta",
     "Tool",
@@ -322,6 +323,21 @@ class Attempt:
 
 
 @dataclass(slots=True)
+class StepInfo:
+    """One inner call of a composite strategy (a pipeline step, a cascade rung, an
+    ensemble member, a verifier or judge call): where it ran and what it cost."""
+
+    name: str
+    path: str
+    model: str
+    cost_usd: float | None
+    latency_ms: float
+    usage: Usage = field(default_factory=Usage)
+    accepted: bool | None = None
+    note: str = ""
+
+
+@dataclass(slots=True)
 class Response:
     """One normalized answer, whatever the provider and whether streamed or not."""
 
@@ -346,6 +362,8 @@ class Response:
     deployment: str = field(default="", compare=False)
     #: True when a fallback model answered instead of the primary.
     fallback: bool = field(default=False, compare=False)
+    #: Composite strategies only: each inner call in order (per-step cost/latency).
+    steps: list[StepInfo] = field(default_factory=list, compare=False)
 
 
 @dataclass(slots=True)
