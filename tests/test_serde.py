@@ -16,11 +16,12 @@ from tierwise._serde import (
     response_from_dict,
     response_to_dict,
     route_to_dict,
+    step_to_dict,
     tool_call_to_dict,
     usage_from_dict,
     usage_to_dict,
 )
-from tierwise.types import Attempt, RateLimitInfo, Response, RouteInfo, ToolCall, Usage
+from tierwise.types import Attempt, RateLimitInfo, Response, RouteInfo, StepInfo, ToolCall, Usage
 
 
 def field_names(cls: type) -> set[str]:
@@ -36,6 +37,7 @@ def test_every_field_is_written() -> None:
     assert set(route_to_dict(RouteInfo())) == field_names(RouteInfo)
     assert set(rate_limits_to_dict(RateLimitInfo())) == field_names(RateLimitInfo)
     assert set(tool_call_to_dict(ToolCall("i", "n"))) == field_names(ToolCall)
+    assert set(step_to_dict(StepInfo("s", "p", "m", None, 0.0))) == field_names(StepInfo)
 
 
 def deep_fields(obj: Any) -> Any:

@@ -29,18 +29,33 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from . import providers, testing
+    from . import providers, routing, strategies, testing, verify
     from .catalog import Catalog, ModelSpec
     from .execution.executor import Deployment
     from .orchestrator import Orchestrator
+    from .routing import Classification, Classifier, KeywordClassifier
     from .strategies.base import RunContext, Strategy
+    from .strategies.batch import BatchResult
+    from .strategies.cascade import Cascade
+    from .strategies.ensemble import Ensemble
+    from .strategies.pipeline import Pipeline, Step
+    from .strategies.router import Router
     from .strategies.single import Single
 
 __version__ = "0.1.0"
 
 # name -> module holding it; imported on first access (PEP 562).
 _LAZY = {
+    "BatchResult": "strategies.batch",
+    "Cascade": "strategies.cascade",
     "Catalog": "catalog",
+    "Classification": "routing",
+    "Classifier": "routing",
+    "Ensemble": "strategies.ensemble",
+    "KeywordClassifier": "routing",
+    "Pipeline": "strategies.pipeline",
+    "Router": "strategies.router",
+    "Step": "strategies.pipeline",
     "Deployment": "execution.executor",
     "ModelSpec": "catalog",
     "Orchestrator": "orchestrator",
@@ -48,7 +63,7 @@ _LAZY = {
     "Single": "strategies.single",
     "Strategy": "strategies.base",
 }
-_SUBMODULES = frozenset(("providers", "testing"))
+_SUBMODULES = frozenset(("providers", "routing", "strategies", "testing", "verify"))
 
 
 def __getattr__(name: str) -> Any:
@@ -67,21 +82,31 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
+
 __all__ = [
     "Attempt",
+    "BatchResult",
+    "Cascade",
     "Catalog",
+    "Classification",
+    "Classifier",
     "Deployment",
     "Done",
+    "Ensemble",
+    "KeywordClassifier",
     "Message",
     "ModelSpec",
     "Orchestrator",
+    "Pipeline",
     "RateLimitInfo",
     "ReasoningDelta",
     "Request",
     "Response",
     "RouteInfo",
+    "Router",
     "RunContext",
     "Single",
+    "Step",
     "Strategy",
     "StreamEvent",
     "TextDelta",
@@ -92,5 +117,8 @@ __all__ = [
     "__version__",
     "errors",
     "providers",
+    "routing",
+    "strategies",
     "testing",
+    "verify",
 ]

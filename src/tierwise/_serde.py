@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .types import Attempt, RateLimitInfo, Response, RouteInfo, ToolCall, Usage
+from .types import Attempt, RateLimitInfo, Response, RouteInfo, StepInfo, ToolCall, Usage
 
 __all__ = [
     "attempt_from_dict",
@@ -29,6 +29,8 @@ __all__ = [
     "response_to_dict",
     "route_from_dict",
     "route_to_dict",
+    "step_from_dict",
+    "step_to_dict",
     "tool_call_from_dict",
     "tool_call_to_dict",
     "usage_from_dict",
@@ -148,6 +150,33 @@ def attempt_from_dict(d: Mapping[str, Any]) -> Attempt:
     )
 
 
+def step_to_dict(step: StepInfo) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "path": step.path,
+        "model": step.model,
+        "cost_usd": step.cost_usd,
+        "latency_ms": step.latency_ms,
+        "usage": usage_to_dict(step.usage),
+        "accepted": step.accepted,
+        "note": step.note,
+    }
+
+
+def step_from_dict(d: Mapping[str, Any]) -> StepInfo:
+    usage = d.get("usage")
+    return StepInfo(
+        name=d.get("name", ""),
+        path=d.get("path", ""),
+        model=d.get("model", ""),
+        cost_usd=d.get("cost_usd"),
+        latency_ms=d.get("latency_ms", 0.0),
+        usage=Usage() if usage is None else usage_from_dict(usage),
+        accepted=d.get("accepted"),
+        note=d.get("note", ""),
+    )
+
+
 def response_to_dict(resp: Response) -> dict[str, Any]:
     """Every field of ``resp`` as plain dicts, lists, strings and numbers."""
     return {
@@ -169,6 +198,7 @@ def response_to_dict(resp: Response) -> dict[str, Any]:
         "rate_limits": None if resp.rate_limits is None else rate_limits_to_dict(resp.rate_limits),
         "deployment": resp.deployment,
         "fallback": resp.fallback,
+        "steps": [step_to_dict(st) for st in resp.steps],
     }
 
 
@@ -196,4 +226,5 @@ def response_from_dict(d: Mapping[str, Any]) -> Response:
         rate_limits=None if rate_limits is None else rate_limits_from_dict(rate_limits),
         deployment=d.get("deployment", ""),
         fallback=d.get("fallback", False),
+        steps=[step_from_dict(st) for st in d.get("steps") or ()],
     )

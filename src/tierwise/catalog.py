@@ -513,6 +513,8 @@ class Catalog:
                 if not overrides:
                     return None
                 return ModelSpec(model, provider, model=model, **overrides)
+            if not overrides and base.provider == provider and base.model == model:
+                return base  # frozen and already validated: share it (the common case)
             return dataclasses.replace(base, provider=provider, model=model, **overrides)
         except _FieldError as exc:
             raise ConfigError(exc.message, field=f"{path}.{exc.field}") from None

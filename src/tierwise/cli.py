@@ -24,14 +24,22 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def _config_path(arg: str | None) -> str:
     path = arg or os.environ.get("TIERWISE_CONFIG") or "tierwise.toml"
     if not Path(path).exists():
-        raise _UsageError(
-            f"config file not found: {path} (pass --config FILE or set TIERWISE_CONFIG)"
-        )
+        raise _UsageError(f"config file not found: {path} (pass --config FILE or set TIERWISE_CONFIG)")
     return path
 
 
 class _UsageError(Exception):
-    pass
+    """A mistake on the command line or in its inputs: exit 2, no traceback."""
+
+
+def _metadata(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kv in pairs:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--meta expects KEY=VALUE, got {kv!r}")
+        out[key] = value
+    return out
 
 
 def _print_json(data: Any) -> None:
@@ -46,23 +54,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from . import Orchestrator
+    from .errors import TierwiseError
     from .types import Done, TextDelta
 
+    metadata = _metadata(args.meta or [])
     orch = Orchestrator.from_config(_config_path(args.config))
-    metadata = dict(kv.split("=", 1) for kv in args.meta or [])
 
     async def go() -> dict[str, Any]:
         async with orch:
-            if args.stream and not args.json:
+            if args.stream:
+                # --stream --json still streams (so the JSON reflects a streamed call,
+                # ttft included); only the live text is left out of stdout.
                 response = None
                 async for event in orch.stream(args.prompt, strategy=args.strategy, metadata=metadata):
                     if isinstance(event, TextDelta):
-                        sys.stdout.write(event.text)
-                        sys.stdout.flush()
+                        if not args.json:
+                            sys.stdout.write(event.text)
+                            sys.stdout.flush()
                     elif isinstance(event, Done):
                         response = event.response
-                sys.stdout.write("\n")
-                assert response is not None
+                if not args.json:
+                    sys.stdout.write("\n")
+                if response is None:
+                    raise TierwiseError("the stream ended without a final response")
             else:
                 response = await orch.run(args.prompt, strategy=args.strategy, metadata=metadata)
                 if not args.json:
@@ -75,6 +89,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "finish_reason": response.finish_reason,
                 "cost_usd": response.cost_usd,
                 "latency_ms": round(response.latency_ms, 1),
+                "ttft_ms": None if response.ttft_ms is None else round(response.ttft_ms, 1),
                 "input_tokens": response.usage.input_tokens,
                 "output_tokens": response.usage.output_tokens,
                 "route": response.route.strategy_path,
@@ -100,10 +115,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    import anyio
+
     from . import Orchestrator
 
     orch = Orchestrator.from_config(_config_path(args.config))
-    route = orch.explain(args.prompt, strategy=args.strategy)
+    try:
+        route = orch.explain(args.prompt, strategy=args.strategy)
+    finally:
+        # Building opened the audit log (and may hold a cache); release them even
+        # though explain calls no model.
+        anyio.run(orch.aclose)
     data = {
         "strategy": route.strategy_path,
         "label": route.label,
@@ -124,7 +146,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     path = Path(args.audit)
     if not path.exists():
         raise _UsageError(f"audit log not found: {path}")
-    summary = summarize(path)
+    try:
+        summary = summarize(path)
+    except OSError as exc:  # a directory, no permission, ...
+        raise _UsageError(f"cannot read audit log {path}: {exc.strerror or exc}") from None
     if args.json:
         _print_json(summary)
     else:
@@ -133,15 +158,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import check_config
 
-    cfg = load_config(args.file)
+    cfg = check_config(args.file)
     missing = sorted(
-        {
-            p.api_key_env
-            for p in cfg.providers.values()
-            if p.api_key_env and not os.environ.get(p.api_key_env)
-        }
+        {p.api_key_env for p in cfg.providers.values() if p.api_key_env and not os.environ.get(p.api_key_env)}
     )
     data = {
         "ok": True,
@@ -162,12 +183,141 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .demo import format_demo, run_demo
+
+    if args.requests < 1:
+        raise _UsageError("--requests must be at least 1")
+    sys.stderr.write(f"running {args.requests} requests against the offline mock server…\n")
+    result = anyio.run(lambda: run_demo(args.requests, concurrency=args.concurrency, seed=args.seed))
+    if args.json:
+        from dataclasses import asdict
+
+        data = asdict(result)
+        data["saving_vs_opus"] = result.saving_vs_opus
+        data["saving_vs_sonnet"] = result.saving_vs_sonnet
+        _print_json(data)
+    else:
+        sys.stdout.write(format_demo(result) + "\n")
+    return EXIT_OK if result.failed == 0 else EXIT_FAILED
+
+
+def _read_items(path: str) -> list[Any]:
+    """JSONL: each line a JSON string, an object (with ``prompt`` or template
+    fields), or plain text (a line that is not JSON is taken as the prompt)."""
+    items: list[Any] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    items.append(json.loads(line))
+                except ValueError:
+                    items.append(line)
+    except OSError as exc:
+        raise _UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return items
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (rich's when the ``rich`` extra is installed)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.quiet = quiet or not sys.stderr.isatty()
+        self._rich: Any = None
+        self._task: Any = None
+        if not self.quiet:
+            try:
+                from rich.progress import Progress
+            except ImportError:
+                pass
+            else:
+                self._rich = Progress(transient=False)
+                self._rich.start()
+                self._task = self._rich.add_task("batch", total=total)
+
+    def __call__(self, p: Any) -> None:
+        if self._rich is not None:
+            self._rich.update(self._task, completed=p.done, description=f"batch ${p.cost_usd:.4f}")
+            return
+        if self.quiet:
+            return
+        width = 30
+        filled = int(width * p.done / max(1, p.total))
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} "
+            f"failed {p.failed} · ${p.cost_usd:.4f} · {p.elapsed_s:.0f}s"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        elif not self.quiet:
+            sys.stderr.write("\n")
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    import anyio
+
+    from . import Orchestrator
+    from .strategies.batch import run_batch
+
+    items = _read_items(args.file)
+    orch = Orchestrator.from_config(_config_path(args.config))
+    bar = _ProgressBar(len(items), quiet=args.quiet or args.json)
+
+    async def go() -> list[Any]:
+        async with orch:
+            return await run_batch(
+                orch,
+                items,
+                args.template,
+                concurrency=args.concurrency,
+                strategy=args.strategy,
+                progress=bar,
+                output=args.out,
+            )
+
+    try:
+        results = anyio.run(go)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    finally:
+        bar.close()
+    ok = sum(1 for r in results if r.ok)
+    cost = sum(r.response.cost_usd or 0.0 for r in results if r.response is not None)
+    summary = {
+        "items": len(results),
+        "ok": ok,
+        "failed": len(results) - ok,
+        "resumed": sum(1 for r in results if r.resumed),
+        "cost_usd": cost,
+        "output": args.out,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        sys.stdout.write(
+            f"{ok}/{len(results)} succeeded ({summary['resumed']} resumed from {args.out}), "
+            f"{summary['failed']} failed, cost ${cost:.6f}; results in {args.out}\n"
+        )
+    return EXIT_OK if ok == len(results) else EXIT_FAILED
+
+
 def _cmd_mock_server(args: argparse.Namespace) -> int:
-    from .testing.mock_server import main_mock_server
+    from .testing.mock_server import main_mock_server  # kept by the mock_server split (CLI entry)
 
     argv = ["--host", args.host, "--port", str(args.port)]
     if args.config:
         argv += ["--config", args.config]
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed)]
     return main_mock_server(argv)
 
 
@@ -183,7 +333,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, config: bool = True) -> None:
         if config:
-            p.add_argument("--config", "-c", help="config file (default: $TIERWISE_CONFIG or ./tierwise.toml)")
+            p.add_argument(
+                "--config", "-c", help="config file (default: $TIERWISE_CONFIG or ./tierwise.toml)"
+            )
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("run", help="answer a prompt, then print model, cost and latency")
@@ -210,10 +362,30 @@ def _parser() -> argparse.ArgumentParser:
     common(p, config=False)
     p.set_defaults(func=_cmd_check_config)
 
+    p = sub.add_parser(
+        "demo", help="the four-tier router on the offline mock server: cost, latency, fallbacks"
+    )
+    p.add_argument("--requests", "-n", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=24)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("batch", help="run every line of a JSONL file; resumable, results in order")
+    p.add_argument("file", help="JSONL input: one prompt (string or object) per line")
+    p.add_argument("--out", "-o", required=True, help="JSONL results; re-run with the same file to resume")
+    p.add_argument("--template", "-t", help="prompt template using {item} or the item's keys")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--strategy", "-s")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    common(p)
+    p.set_defaults(func=_cmd_batch)
+
     p = sub.add_parser("mock-server", help="run the offline mock LLM server (OpenAI, Anthropic, Gemini)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--config", help="TOML/JSON file describing the simulated models")
+    p.add_argument("--seed", type=int, help="seed for probabilistic faults")
     p.set_defaults(func=_cmd_mock_server)
     return parser
 

@@ -7,7 +7,15 @@ known ones, because a typo in a rate limit must fail loudly rather than be
 ignored.
 
 Keys are never read from the file: ``[providers.NAME]`` names the environment
-variable (``api_key_env``) that holds the key.
+variable (``api_key_env``) that holds the key, and when it does, that variable is
+the only source (no fallback to ``OPENAI_API_KEY`` & co., which may belong to
+another account). A literal ``api_key`` (or an ``Authorization`` header, or a key
+pasted into ``api_key_env``) is rejected with a message that never repeats it.
+
+Everything that can be checked without side effects is checked by
+``load_config`` (cross-references, strategy parameters, budget scopes, time
+zones, OpenAI-compatible rows), so ``tierwise check-config`` catches what
+``from_config`` would; ``build_orchestrator`` then only constructs.
 
 Example::
 
@@ -29,28 +37,48 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._clock import SYSTEM_CLOCK, Clock
-from .errors import ConfigError
+from .errors import ConfigError, redact
 
 if TYPE_CHECKING:
     from .orchestrator import Orchestrator
     from .providers.base import Provider
     from .strategies.base import Strategy
 
-__all__ = ["TierwiseConfig", "build_orchestrator", "load_config"]
+__all__ = ["TierwiseConfig", "build_orchestrator", "check_config", "load_config"]
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
+# Strict numbers: TOML already types its values, so ``rpm = true`` or ``rpm = "5"``
+# is a mistake to report, not a value to coerce (pydantic's lax mode reads True as 1).
+# Infinity and NaN are refused: no price, limit or timeout means "unbounded" here.
+PositiveFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+#: Keys under which people paste a literal secret. They get a message pointing at
+#: ``api_key_env`` instead of a bare "unknown field", wherever they appear.
+_SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "key", "token", "api_token", "secret"})
+_SECRET_HINT = (
+    "API keys are never read from the config file: remove it and set "
+    'api_key_env = "NAME_OF_ENV_VAR" on the provider; tierwise reads the key from that environment variable'
+)
+#: Headers the providers fill from the key; setting them in ``headers`` would put a
+#: literal key in the file (and silently override ``api_key_env``).
+_AUTH_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Provider names a model may use without a ``[providers.NAME]`` section.
+_BUILTIN_PROVIDERS = frozenset({"openai", "anthropic", "gemini"})
 
 
 class _Section(BaseModel):
@@ -64,17 +92,57 @@ class ProviderConfig(_Section):
     #: For ``type = "openai"``: which OpenAI-compatible server row to use
     #: (openai, deepseek, mistral, openrouter, vllm, ollama, gateway).
     compat: str | None = None
-    base_url: str | None = None
+    base_url: NonEmptyStr | None = None
     api_key_env: str | None = None
     timeout_s: PositiveFloat | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # A pasted key here would otherwise be echoed back in the error message;
+        # this message never repeats the value.
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (like OPENAI_API_KEY), not the key itself"
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name.casefold() in _AUTH_HEADERS:
+                raise _FieldError(name, f"{name!r} carries the API key; {_SECRET_HINT}", relative=True)
+        return value
+
+    @model_validator(mode="after")
+    def _known_compat(self) -> ProviderConfig:
+        # Checked here (not only when building) so ``check-config`` catches it.
+        if self.compat is None:
+            return self
+        if self.type != "openai":
+            raise _FieldError(
+                "compat", f'only applies to type = "openai" (this is {self.type!r})', relative=True
+            )
+        from .providers.openai import COMPATIBLE_SERVERS
+
+        if self.compat not in COMPATIBLE_SERVERS:
+            known = ", ".join(COMPATIBLE_SERVERS)
+            raise _FieldError(
+                "compat",
+                f"{_unknown('OpenAI-compatible server', self.compat, list(COMPATIBLE_SERVERS))}; "
+                f"known: {known}",
+                relative=True,
+            )
+        return self
 
 
 class ModelConfig(_Section):
     """``[models.ALIAS]``: a deployment. Prices default to the built-in catalog."""
 
-    provider: str
-    model: str
+    provider: NonEmptyStr
+    model: NonEmptyStr
     input_price: NonNegFloat | None = None
     output_price: NonNegFloat | None = None
     cached_input_price: NonNegFloat | None = None
@@ -92,7 +160,8 @@ class ModelConfig(_Section):
 
 class StrategyConfig(BaseModel):
     """``[strategies.NAME]``: ``type`` picks the strategy; the other keys are its
-    parameters, validated by the strategy's own builder."""
+    parameters, which differ per type and are checked by each strategy's
+    ``from_config`` (see ``construct_strategies``)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -103,14 +172,14 @@ class RetryConfig(_Section):
     max_attempts: PositiveInt = 3
     initial_backoff_s: NonNegFloat = 0.5
     max_backoff_s: NonNegFloat = 20.0
-    multiplier: Annotated[float, Field(ge=1)] = 2.0
+    multiplier: Annotated[float, Field(ge=1, strict=True, allow_inf_nan=False)] = 2.0
     deadline_s: PositiveFloat | None = 60.0
     max_retry_after_s: NonNegFloat = 30.0
 
 
 class HealthConfig(_Section):
     failure_threshold: PositiveInt = 5
-    cooldown_s: NonNegFloat = 30.0
+    cooldown_s: PositiveFloat = 30.0
     window_s: PositiveFloat = 60.0
 
 
@@ -122,15 +191,41 @@ class BudgetLimitConfig(_Section):
     downgrade_to: str | None = None
 
     @model_validator(mode="after")
-    def _downgrade_needs_target(self) -> BudgetLimitConfig:
-        if self.action == "downgrade" and not self.downgrade_to:
-            raise ValueError("action 'downgrade' needs downgrade_to (a cheaper model alias)")
+    def _valid_limit(self) -> BudgetLimitConfig:
+        # BudgetLimit owns the rules (scope syntax, downgrade_to only with
+        # action="downgrade", ...); running them here reports them at load time
+        # with the full path instead of a bare "scope" at build time.
+        from .execution.budget import BudgetLimit
+
+        try:
+            BudgetLimit(
+                limit_usd=self.limit_usd,
+                period=self.period,
+                scope=self.scope,
+                action=self.action,
+                downgrade_to=self.downgrade_to,
+            )
+        except ConfigError as exc:
+            raise _FieldError(exc.field or "", _bare_message(exc), relative=True) from None
         return self
 
 
 class BudgetConfig(_Section):
     limits: list[BudgetLimitConfig] = Field(default_factory=list)
     timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception:
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
+            ) from None
+        return value
 
 
 class CacheConfig(_Section):
@@ -144,12 +239,12 @@ class CacheConfig(_Section):
     @model_validator(mode="after")
     def _sqlite_needs_path(self) -> CacheConfig:
         if self.backend == "sqlite" and not self.path:
-            raise ValueError("backend 'sqlite' needs path")
+            raise _FieldError("path", "backend 'sqlite' needs path (the database file)", relative=True)
         return self
 
 
 class AuditConfig(_Section):
-    path: str
+    path: NonEmptyStr
     include_text: bool = False
 
 
@@ -166,55 +261,175 @@ class TierwiseConfig(_Section):
     budget: BudgetConfig | None = None
     cache: CacheConfig | None = None
     audit: AuditConfig | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(strict=True)] | None = None
 
     @model_validator(mode="after")
     def _references(self) -> TierwiseConfig:
         # Cross-references are checked here so the error names the exact field.
-        builtin = {"openai", "anthropic", "gemini"}
+        if not self.models:
+            raise _FieldError(
+                "models", "at least one model is required ([models.ALIAS] with provider and model)"
+            )
+        known_providers = set(self.providers) | _BUILTIN_PROVIDERS
         for alias, model in self.models.items():
-            if model.provider not in self.providers and model.provider not in builtin:
+            if model.provider not in known_providers:
                 raise _FieldError(
                     f"models.{alias}.provider",
-                    f"unknown provider {model.provider!r}{_suggest(model.provider, set(self.providers) | builtin)}",
+                    _unknown("provider", model.provider, known_providers)
+                    + f"; define [providers.{model.provider}] or use one of: "
+                    + ", ".join(sorted(known_providers)),
                 )
             for i, name in enumerate(model.fallbacks):
+                if name == alias:
+                    raise _FieldError(f"models.{alias}.fallbacks[{i}]", "a model cannot fall back to itself")
                 if name not in self.models:
                     raise _FieldError(
                         f"models.{alias}.fallbacks[{i}]",
-                        f"unknown model alias {name!r}{_suggest(name, self.models)}",
+                        _unknown("model alias", name, self.models),
                     )
-                if name == alias:
-                    raise _FieldError(f"models.{alias}.fallbacks[{i}]", "a model cannot fall back to itself")
         for i, name in enumerate(self.fallbacks):
             if name not in self.models:
-                raise _FieldError(f"fallbacks[{i}]", f"unknown model alias {name!r}{_suggest(name, self.models)}")
-        if self.default_strategy is not None and self.default_strategy not in self.strategies:
+                raise _FieldError(f"fallbacks[{i}]", _unknown("model alias", name, self.models))
+        try:
+            construct_strategies(self.strategies, self.models)
+        except ConfigError as exc:
+            raise _FieldError(exc.field or "strategies", _bare_message(exc)) from None
+        # With no [strategies], the Orchestrator defines "default" (the first model).
+        defined = set(self.strategies) or {"default"}
+        if self.default_strategy is not None and self.default_strategy not in defined:
             raise _FieldError(
                 "default_strategy",
-                f"unknown strategy {self.default_strategy!r}{_suggest(self.default_strategy, self.strategies)}",
+                _unknown("strategy", self.default_strategy, defined)
+                + f"; defined: {', '.join(sorted(defined))}",
             )
         if self.budget is not None:
             for i, limit in enumerate(self.budget.limits):
                 if limit.downgrade_to is not None and limit.downgrade_to not in self.models:
                     raise _FieldError(
                         f"budget.limits[{i}].downgrade_to",
-                        f"unknown model alias {limit.downgrade_to!r}{_suggest(limit.downgrade_to, self.models)}",
+                        _unknown("model alias", limit.downgrade_to, self.models),
+                    )
+                kind, _, scoped = limit.scope.partition(":")
+                if kind == "model" and scoped not in self.models:
+                    raise _FieldError(
+                        f"budget.limits[{i}].scope",
+                        _unknown("model alias", scoped, self.models) + " in 'model:<alias>'",
                     )
         return self
 
 
-class _FieldError(ValueError):
-    """Raised inside validators to carry an exact field path out of pydantic."""
+_STRATEGY_CLASSES = {
+    "single": ("strategies.single", "Single"),
+    "router": ("strategies.router", "Router"),
+    "cascade": ("strategies.cascade", "Cascade"),
+    "ensemble": ("strategies.ensemble", "Ensemble"),
+    "pipeline": ("strategies.pipeline", "Pipeline"),
+}
 
-    def __init__(self, field: str, message: str) -> None:
+
+def construct_strategies(
+    tables: Mapping[str, StrategyConfig], models: Mapping[str, Any]
+) -> dict[str, Strategy]:
+    """Build every ``[strategies.NAME]`` table, in dependency order.
+
+    A target anywhere in a strategy (a route, a cascade rung, an ensemble member, a
+    pipeline step, a judge) is resolved the same way: a model alias, the name of
+    another strategy (built first; a cycle is an error naming the field), or an
+    inline table with its own ``type`` (a nested strategy without a name of its
+    own). Each strategy class validates its own parameters in ``from_config`` and
+    raises ``ConfigError`` naming the field.
+    """
+    import importlib
+
+    built: dict[str, Strategy] = {}
+    building: list[str] = []
+
+    def build(name: str, table: StrategyConfig, where: str) -> Strategy:
+        module, cls_name = _STRATEGY_CLASSES[table.type]
+        cls = getattr(importlib.import_module(f".{module}", __package__), cls_name)
+        params = dict(table.model_extra or {})
+        return cls.from_config(name, params, where=where, target=lambda v, f: resolve(v, f))  # type: ignore[no-any-return]
+
+    def named(name: str) -> Strategy:
+        if name in built:
+            return built[name]
+        if name in building:
+            cycle = " → ".join([*building[building.index(name) :], name])
+            raise ConfigError(
+                f"strategies refer to each other in a cycle: {cycle}", field=f"strategies.{name}"
+            )
+        building.append(name)
+        try:
+            strategy = build(name, tables[name], f"strategies.{name}")
+        finally:
+            building.pop()
+        built[name] = strategy
+        return strategy
+
+    def resolve(value: Any, field: str) -> Any:
+        if isinstance(value, str):
+            if value in models:
+                return value
+            if value in tables:
+                return named(value)
+            raise ConfigError(
+                _unknown("target", value, [*models, *tables]) + " (a model alias or a strategy name)",
+                field=field,
+            )
+        if isinstance(value, Mapping) and "type" in value:
+            try:
+                table = StrategyConfig.model_validate(value)
+            except ValidationError:
+                raise ConfigError(
+                    f"inline strategy type must be one of {', '.join(_STRATEGY_CLASSES)}",
+                    field=f"{field}.type",
+                ) from None
+            return build(field.rpartition(".")[2] or field, table, field)
+        raise ConfigError(
+            "must be a string (a model alias or a strategy name) or an inline strategy table, "
+            f"got {type(value).__name__}",
+            field=field,
+        )
+
+    for name in tables:
+        named(name)
+    return built
+
+
+class _FieldError(ValueError):
+    """Raised inside validators to carry an exact field path out of pydantic.
+
+    ``relative`` paths are appended to where pydantic found the error, for
+    validators of nested sections that do not know their own position
+    (``budget.limits[2]`` + ``downgrade_to``).
+    """
+
+    def __init__(self, field: str, message: str, relative: bool = False) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
+        self.relative = relative
+
+
+def _bare_message(exc: ConfigError) -> str:
+    """``exc``'s message without the ``field: `` prefix ConfigError adds."""
+    text = str(exc)
+    prefix = f"{exc.field}: " if exc.field else ""
+    return text[len(prefix) :] if prefix and text.startswith(prefix) else text
+
+
+def _unknown(kind: str, name: str, known: Mapping[str, Any] | set[str] | list[str]) -> str:
+    return f"unknown {kind} {name!r}{_suggest(name, known)}"
+
+
+def _unknown_field(name: str, known: list[str]) -> str:
+    if name.casefold() in _SECRET_KEYS:
+        return _SECRET_HINT
+    return f"unknown field {name!r}{_suggest(name, known)}"
 
 
 def _suggest(name: str, known: Mapping[str, Any] | set[str] | list[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
+    close = difflib.get_close_matches(name, sorted(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -229,20 +444,34 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 
 def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
-    """Field names valid at ``loc``'s parent, for "did you mean" on unknown keys."""
+    """Field names valid at ``loc``'s parent, for "did you mean" on unknown keys.
+
+    Walks the schema alongside ``loc``: a section field descends into its model; a
+    dict or list field consumes the next part as a key/index (a model alias such as
+    ``model`` must not be mistaken for a field name).
+    """
     model: type[BaseModel] | None = TierwiseConfig
-    for part in loc[:-1]:
+    parts = list(loc[:-1])
+    i = 0
+    while i < len(parts):
         if model is None:
             return []
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
+        field = model.model_fields.get(str(parts[i]))
         if field is None:
-            # a dict key such as a model alias: descend into the dict's value type
-            continue
+            return []
         ann = field.annotation
         model = _model_in(ann)
+        if _is_container(ann):
+            i += 1  # skip the dict key / list index
+        i += 1
     return list(model.model_fields) if model is not None else []
+
+
+def _is_container(annotation: Any) -> bool:
+    origin = getattr(annotation, "__origin__", None)
+    if origin in (dict, list):
+        return True
+    return any(_is_container(a) for a in getattr(annotation, "__args__", ()) or ())
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -255,24 +484,37 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _priority(err: Any) -> int:
+    # Report the cause, not its echo: a typo'd key (extra_forbidden) also makes the
+    # real key "missing", and the typo is what the user must fix.
+    loc = err.get("loc", ())
+    if err["type"] == "extra_forbidden":
+        return 0 if loc and str(loc[-1]).casefold() in _SECRET_KEYS else 1
+    return 2
+
+
 def _config_error(exc: ValidationError) -> ConfigError:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = min(errors, key=_priority)
     loc = tuple(err.get("loc", ()))
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
-    if isinstance(inner, _FieldError):
-        return ConfigError(inner.message, field=inner.field)
     field = _path(loc)
-    if err["type"] == "extra_forbidden" and loc:
-        unknown = str(loc[-1])
-        message = f"unknown field {unknown!r}{_suggest(unknown, _known_fields(loc))}"
+    if isinstance(inner, _FieldError):
+        field = ".".join(p for p in (field, inner.field) if p) if inner.relative else inner.field
+        message = inner.message
+    elif err["type"] == "extra_forbidden" and loc:
+        message = _unknown_field(str(loc[-1]), _known_fields(loc))
     elif err["type"] == "missing":
         message = "required field is missing"
+    elif isinstance(inner, Exception):
+        message = str(inner)  # our own validators' messages, without pydantic's "Value error, "
     else:
         message = err["msg"]
         if "input" in err and err["type"] not in ("model_type", "dict_type"):
-            message += f" (got {err['input']!r:.60})"
-    more = len(exc.errors()) - 1
+            # Never echo something shaped like a key, even from a misplaced value.
+            message += f" (got {redact(repr(err['input'])[:60])})"
+    more = len(errors) - 1
     if more:
         message += f" (+{more} more error{'s' if more > 1 else ''})"
     return ConfigError(message, field=field or None)
@@ -289,52 +531,90 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> TierwiseC
                 data = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except OSError as exc:  # a directory, no permission, ...
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
         return TierwiseConfig.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc) from None
 
 
+def check_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> TierwiseConfig:
+    """Everything ``build_orchestrator`` would check, without its side effects
+    (no audit file created, no cache opened): what ``tierwise check-config`` runs."""
+    cfg = load_config(source)
+    for name in {m.provider for m in cfg.models.values()}:
+        _make_provider(name, cfg.providers.get(name))  # constructing opens no connection
+    if cfg.audit is not None:
+        _check_parent_dir(cfg.audit.path, "audit.path")
+    if cfg.cache is not None and cfg.cache.backend == "sqlite" and cfg.cache.path:
+        _check_parent_dir(cfg.cache.path, "cache.path")
+    return cfg
+
+
+def _check_parent_dir(path: str, field: str) -> None:
+    parent = Path(path).expanduser().parent
+    if not parent.is_dir():
+        raise ConfigError(f"directory {str(parent)!r} does not exist", field=field)
+
+
 # ---------------------------------------------------------------------- building
 
 
 def _make_provider(name: str, cfg: ProviderConfig | None) -> Provider:
+    """One provider instance for ``[providers.NAME]`` (or a built-in name).
+
+    When ``api_key_env`` is set, that variable is the only source of the key: a
+    provider's own default variable (``OPENAI_API_KEY``, ``GOOGLE_API_KEY``...) is
+    not consulted, so a deployment never silently bills another account's key.
+    """
     from .providers.anthropic import Anthropic
     from .providers.gemini import Gemini
     from .providers.openai import COMPATIBLE_SERVERS, OpenAI
 
     if cfg is None:  # a built-in provider name used without a [providers] section
         cfg = ProviderConfig(type=name)  # type: ignore[arg-type]
-    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    env = cfg.api_key_env
+    # "" (not None) tells the provider "no key" without falling back to its default env var.
+    api_key = (os.environ.get(env) or "") if env else None
     common: dict[str, Any] = {"api_key": api_key, "base_url": cfg.base_url, "timeout": cfg.timeout_s}
     if cfg.headers:
         common["headers"] = cfg.headers
-    if cfg.type == "openai":
-        compat = cfg.compat or ("openai" if name in ("openai",) else None)
-        if compat is None:
-            compat = name if name in COMPATIBLE_SERVERS else ("gateway" if cfg.base_url else "openai")
-        if compat not in COMPATIBLE_SERVERS:
-            raise ConfigError(
-                f"unknown OpenAI-compatible server {compat!r}{_suggest(compat, list(COMPATIBLE_SERVERS))}",
-                field=f"providers.{name}.compat",
+    try:
+        if cfg.type == "openai":
+            compat = cfg.compat or (
+                name if name in COMPATIBLE_SERVERS else ("gateway" if cfg.base_url else "openai")
             )
-        provider: Provider = OpenAI(compat=compat, **common)
-    elif cfg.type == "anthropic":
-        provider = Anthropic(**common)
-    else:
-        provider = Gemini(**common)
-    if cfg.api_key_env and api_key is None:
+            if compat not in COMPATIBLE_SERVERS:
+                raise ConfigError(_unknown("OpenAI-compatible server", compat, list(COMPATIBLE_SERVERS)))
+            row = COMPATIBLE_SERVERS[compat]
+            if env:
+                # The row names the variable in the provider's "no API key" error.
+                row = dataclasses.replace(row, api_key_env=env)
+            provider: Provider = OpenAI(compat=row, **common)
+        elif cfg.type == "anthropic":
+            provider = Anthropic(**common)
+        else:
+            provider = Gemini(**common)
+    except ConfigError as exc:
+        sub = "compat" if exc.field is None else exc.field
+        raise ConfigError(_bare_message(exc), field=f"providers.{name}.{sub}") from None
+    if env and not api_key:
         # Keep the configured env var name in the "no key" error the provider raises.
-        provider.api_key_env = cfg.api_key_env  # type: ignore[misc]
+        provider.api_key_env = env  # type: ignore[misc]
     return provider
 
 
 def build_orchestrator(
     source: str | os.PathLike[str] | Mapping[str, Any] | TierwiseConfig, *, clock: Clock = SYSTEM_CLOCK
 ) -> Orchestrator:
-    """Build an ``Orchestrator`` from config (a path, a dict or a validated config)."""
+    """Build an ``Orchestrator`` from config (a path, a dict or a validated config).
+
+    All validation happens in ``load_config``; this only constructs, so the
+    only files touched (audit log) are opened last, after everything that can fail.
+    """
     from .catalog import Catalog
     from .execution.budget import BudgetLedger, BudgetLimit
     from .execution.cache import MemoryCache, ResponseCache, SQLiteCache
@@ -348,13 +628,12 @@ def build_orchestrator(
     catalog = Catalog.default()
 
     providers: dict[str, Provider] = {}
-    for alias, m in cfg.models.items():
+    for m in cfg.models.values():
         if m.provider not in providers:
             providers[m.provider] = _make_provider(m.provider, cfg.providers.get(m.provider))
 
     deployments: dict[str, Deployment] = {}
     for alias, m in cfg.models.items():
-        spec = catalog.get(m.model)
         overrides = {
             k: v
             for k, v in (
@@ -367,7 +646,10 @@ def build_orchestrator(
             )
             if v is not None
         }
-        spec = catalog.spec_for(m.model, provider=providers[m.provider].name, **overrides)
+        try:
+            spec = catalog.spec_for(m.model, provider=providers[m.provider].name, **overrides)
+        except ConfigError as exc:  # name the alias's field, not the catalog row
+            raise ConfigError(_bare_message(exc), field=f"models.{alias}") from None
         limiter = (
             RateLimiter(rpm=m.rpm, tpm=m.tpm, max_concurrency=m.max_concurrency, clock=clock, name=alias)
             if (m.rpm or m.tpm or m.max_concurrency)
@@ -403,20 +685,19 @@ def build_orchestrator(
     if cfg.budget is not None and cfg.budget.limits:
         from zoneinfo import ZoneInfo
 
-        try:
-            tz = ZoneInfo(cfg.budget.timezone)
-        except Exception:
-            raise ConfigError(f"unknown timezone {cfg.budget.timezone!r}", field="budget.timezone") from None
         budget = BudgetLedger(
             [
                 BudgetLimit(
-                    limit_usd=b.limit_usd, period=b.period, scope=b.scope, action=b.action,
+                    limit_usd=b.limit_usd,
+                    period=b.period,
+                    scope=b.scope,
+                    action=b.action,
                     downgrade_to=b.downgrade_to,
                 )
                 for b in cfg.budget.limits
             ],
             clock=clock,
-            timezone=tz,
+            timezone=ZoneInfo(cfg.budget.timezone),  # validated by BudgetConfig
         )
     cache: ResponseCache | None = None
     cache_force = False
@@ -424,17 +705,23 @@ def build_orchestrator(
         cache_force = cfg.cache.force
         if cfg.cache.backend == "sqlite":
             assert cfg.cache.path is not None
+            # SQLiteCache connects lazily: a bad directory would otherwise surface on
+            # the first request instead of at start-up.
+            _check_parent_dir(cfg.cache.path, "cache.path")
             cache = SQLiteCache(cfg.cache.path, ttl_s=cfg.cache.ttl_s, clock=clock)
         else:
             cache = MemoryCache(max_entries=cfg.cache.max_entries, ttl_s=cfg.cache.ttl_s, clock=clock)
+    strategies = _build_strategies(cfg)
     audit = None
     if cfg.audit is not None:
         from .observe.audit import AuditLog
 
         secrets = [p._api_key for p in providers.values() if p._api_key]
-        audit = AuditLog(cfg.audit.path, include_text=cfg.audit.include_text, secrets=secrets)
+        try:
+            audit = AuditLog(cfg.audit.path, include_text=cfg.audit.include_text, secrets=secrets)
+        except OSError as exc:
+            raise ConfigError(f"cannot open audit log: {exc.strerror or exc}", field="audit.path") from None
 
-    strategies = _build_strategies(cfg, deployments)
     return Orchestrator(
         deployments,
         strategies=strategies,
@@ -452,26 +739,6 @@ def build_orchestrator(
     )
 
 
-def _build_strategies(cfg: TierwiseConfig, deployments: Mapping[str, Any]) -> dict[str, Strategy]:
-    from .strategies.single import Single
-
-    out: dict[str, Strategy] = {}
-    for name, s in cfg.strategies.items():
-        params = dict(s.model_extra or {})
-        where = f"strategies.{name}"
-        if s.type == "single":
-            target = params.pop("target", None)
-            if not isinstance(target, str):
-                raise ConfigError("single strategy needs target = \"<model alias>\"", field=f"{where}.target")
-            if target not in deployments:
-                raise ConfigError(
-                    f"unknown model alias {target!r}{_suggest(target, deployments)}", field=f"{where}.target"
-                )
-            if params:
-                raise ConfigError(f"unknown field {next(iter(params))!r}", field=f"{where}.{next(iter(params))}")
-            out[name] = Single(target, name=name)
-        else:
-            raise ConfigError(
-                f"strategy type {s.type!r} is not available in this version", field=f"{where}.type"
-            )
-    return out
+def _build_strategies(cfg: TierwiseConfig) -> dict[str, Strategy]:
+    """Construct the strategies (validated at load time by the same code)."""
+    return construct_strategies(cfg.strategies, cfg.models)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import asdict
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ from .execution.executor import Deployment, Executor
 from .observe.metrics import MetricsCollector
 from .strategies.base import RunContext, Strategy
 from .strategies.single import Single
-from .types import Done, Request, Response, RouteInfo, StreamEvent
+from .types import Done, Message, Request, Response, RouteInfo, StreamEvent
 
 if TYPE_CHECKING:
     from .execution.budget import BudgetLedger
@@ -61,9 +61,7 @@ class Orchestrator:
         seed: int | None = None,
         owned_providers: Sequence[Provider] | None = None,
     ) -> None:
-        deployments = (
-            dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
-        )
+        deployments = dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
         if not deployments:
             raise ConfigError("at least one model is required", field="models")
         self.clock = clock
@@ -100,7 +98,9 @@ class Orchestrator:
         # Providers the orchestrator created (from config) and must close; when
         # built in code, every distinct provider of the deployments is closed too,
         # since each closes only a pool it created itself.
-        providers = owned_providers if owned_providers is not None else [d.provider for d in deployments.values()]
+        providers = (
+            owned_providers if owned_providers is not None else [d.provider for d in deployments.values()]
+        )
         self._providers = list({id(p): p for p in providers}.values())
         self._closed = False
 
@@ -132,7 +132,8 @@ class Orchestrator:
 
     def _request(self, prompt: str | Request, metadata: Mapping[str, Any] | None) -> Request:
         if isinstance(prompt, str):
-            request = Request.from_prompt(prompt)
+            # What Request.from_prompt(prompt) builds, without its parameter checks.
+            request = Request([Message("user", prompt)])
         elif isinstance(prompt, Request):
             request = prompt
         else:
@@ -148,7 +149,9 @@ class Orchestrator:
             self.executor,
             path=strategy.name,
             metadata=request.metadata,
-            rng=random.Random(self._rng.getrandbits(64)),
+            # The seed is drawn now (so seeded runs stay reproducible); the Random
+            # itself is only built if the strategy uses it.
+            seed=self._rng.getrandbits(64),
         )
 
     async def run(
@@ -175,20 +178,34 @@ class Orchestrator:
         prompt: str | Request,
         strategy: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[StreamEvent]:
-        """Stream the answer: ``TextDelta``/``ToolCallDelta`` events, then ``Done``."""
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Stream the answer: ``TextDelta``/``ToolCallDelta`` events, then ``Done``.
+
+        Typed as an async generator (not just an iterator) so callers that may stop
+        early can write ``async with contextlib.aclosing(orch.stream(...))``: closing
+        it releases the request's limiter slot, budget reservation and connection
+        at once."""
         self._check_open()
         request = self._request(prompt, metadata)
         strat = self._strategy(strategy)
         start = self.clock.now()
+        events = strat.stream(request, self._context(strat, request))
         try:
-            async for event in strat.stream(request, self._context(strat, request)):
+            async for event in events:
                 if isinstance(event, Done):
                     self._record(strat, request, event.response, start)
                 yield event
         except TierwiseError as exc:
             self._record_failure(strat, request, exc, start)
             raise
+        finally:
+            # When the caller stops early (``aclose()``, ``break`` + aclosing), close
+            # the strategy's stream now, so its limiter slot, budget reservation and
+            # connection are back when our aclose() returns, not whenever the event
+            # loop's async-generator finalizer gets round to it.
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def explain(self, prompt: str | Request, strategy: str | None = None) -> RouteInfo:
         """Which route ``strategy`` would take for ``prompt`` and why; calls no model."""
@@ -196,13 +213,13 @@ class Orchestrator:
         return self._strategy(strategy).explain(request)
 
     def health(self) -> dict[str, Any]:
-        """Per-deployment health: state, failures, cooldown remaining."""
-        snap = self.executor.health.snapshot()
-        out: dict[str, Any] = {}
-        for alias in self.executor.deployments:
-            state = snap.get(alias)
-            out[alias] = asdict(state) if state is not None else {"state": "healthy"}
-        return out
+        """Per-deployment health: state, failures, cooldown remaining.
+
+        Every configured deployment gets the same keys (``HealthState``'s fields),
+        whether or not it has been called yet, so dashboards need no special case.
+        """
+        state = self.executor.health.state
+        return {alias: asdict(state(alias)) for alias in self.executor.deployments}
 
     # ------------------------------------------------------------------ recording
 

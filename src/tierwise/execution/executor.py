@@ -18,7 +18,12 @@ Fallback rules (DESIGN.md):
   the one that refused; deployments whose window is known to be too small for the
   estimated prompt are skipped without a call.
 * A plain ``BadRequestError`` stops the chain: the request itself is wrong, and
-  sending it to every model would only multiply the failure.
+  sending it to every model would only multiply the failure. ``NotFoundError``
+  (404) does not: it says this deployment's model is unknown to its key, like a
+  401 says its key is bad, and the next deployment is another model.
+* A budget downgrade replaces the deployment it hit by the cheaper model, which
+  then counts as the primary: ``Response.fallback`` and the fallback metrics are
+  about provider failures, not spending policy.
 * A stream falls back only before its first content event; after that, an error
   is the caller's (the text already delivered cannot be taken back).
 """
@@ -34,12 +39,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._clock import SYSTEM_CLOCK, Clock
+from ..catalog import compute_cost
 from ..errors import (
     AllTargetsFailed,
     BadRequestError,
-    BudgetExceeded,
     ConfigError,
     ContextWindowExceeded,
+    NotFoundError,
+    ProtocolError,
     ProviderError,
     ProviderTimeout,
     RateLimitError,
@@ -50,7 +57,7 @@ from .cache import ResponseCache, SingleFlight, cacheable, request_key
 from .health import HealthTracker
 from .limits import Permit, RateLimiter
 from .retry import RetryPolicy
-from .tokens import estimate_tokens
+from .tokens import DEFAULT_OUTPUT_TOKENS, estimate_tokens
 
 if TYPE_CHECKING:
     from ..catalog import ModelSpec
@@ -89,8 +96,6 @@ class Deployment:
         if usage.reported_cost_usd is not None:
             return usage.reported_cost_usd
         if self.spec is not None:
-            from ..catalog import compute_cost
-
             cost = compute_cost(self.spec, usage)
             if cost is not None:
                 return cost
@@ -114,11 +119,20 @@ class Deployment:
 
 
 class _Call:
-    """Per-request state threaded through the chain (kept off the hot objects)."""
+    """Per-request state threaded through the chain (kept off the hot objects).
 
-    __slots__ = ("attempts", "errors", "estimate", "label", "metadata", "path", "start", "tags")
+    ``estimate`` (prompt + expected output) is what the rate limiter reserves and
+    what must fit a context window; ``prompt`` is its prompt part alone, priced at
+    the input rate when the budget reserves the worst case (the output part is
+    priced separately at the output rate, so it must not be counted twice).
+    ``errors`` gets every failed attempt's error, in order, for ``AllTargetsFailed``.
+    """
 
-    def __init__(self, path: str, label: str | None, metadata: Mapping[str, Any], start: float) -> None:
+    __slots__ = ("attempts", "errors", "estimate", "label", "metadata", "path", "prompt", "start", "tags")
+
+    def __init__(
+        self, path: str, label: str | None, metadata: Mapping[str, Any], start: float, request: Request
+    ) -> None:
         self.path = path
         self.label = label
         self.metadata = metadata
@@ -126,7 +140,25 @@ class _Call:
         self.start = start
         self.attempts: list[Attempt] = []
         self.errors: list[Exception] = []
-        self.estimate = 0
+        self.estimate = estimate = estimate_tokens(request)
+        # estimate_tokens adds max_tokens, or DEFAULT_OUTPUT_TOKENS (+ thinking budget).
+        out = request.max_tokens
+        if out is None:
+            out = DEFAULT_OUTPUT_TOKENS + (request.thinking_budget or 0)
+        self.prompt = max(0, estimate - max(0, out))
+
+    def skip(self, dep: Deployment, window: int) -> None:
+        """Record a deployment passed over because the prompt cannot fit its window."""
+        self.attempts.append(
+            Attempt(
+                dep.alias,
+                dep.provider.name,
+                "skipped",
+                error_type="ContextWindowExceeded",
+                error=f"prompt ~{self.estimate} tokens exceeds window {window}",
+                path=self.path,
+            )
+        )
 
 
 class Executor:
@@ -282,9 +314,10 @@ class Executor:
         metadata: Mapping[str, Any] | None,
     ) -> Response:
         ordered = self._ordered(alias)
-        call = _Call(path, label, metadata or {}, self.clock.now())
-        call.estimate = estimate_tokens(request)
-        primary = ordered[0].alias if ordered else alias
+        call = _Call(path, label, metadata or {}, self.clock.now(), request)
+        # The requested alias, not ordered[0]: when the primary is cooling and moved
+        # to the end, whatever answers instead is still a fallback.
+        primary = alias
         min_window = 0
         downgraded = False
         i = 0
@@ -293,16 +326,7 @@ class Executor:
             i += 1
             window = dep.context_window
             if window is not None and (window <= min_window or call.estimate > window):
-                call.attempts.append(
-                    Attempt(
-                        dep.alias,
-                        dep.provider.name,
-                        "skipped",
-                        error_type="ContextWindowExceeded",
-                        error=f"prompt ~{call.estimate} tokens exceeds window {window}",
-                        path=path,
-                    )
-                )
+                call.skip(dep, window)
                 continue
             try:
                 response = await self._try(dep, request, call)
@@ -311,17 +335,16 @@ class Executor:
                 if downgraded or target is None or target not in self.deployments:
                     raise
                 downgraded = True
-                ordered.insert(i, self.deployments[target])
+                if dep.alias == primary:
+                    primary = target
+                _insert_next(ordered, i, self.deployments[target])
                 continue
-            except ContextWindowExceeded as exc:
-                call.errors.append(exc)
+            except ContextWindowExceeded:
                 min_window = max(min_window, window or 0)
                 continue
-            except BadRequestError as exc:
-                call.errors.append(exc)
-                raise
             except ProviderError as exc:
-                call.errors.append(exc)
+                if _stops_chain(exc):
+                    raise
                 continue
             response.fallback = dep.alias != primary
             response.attempts = call.attempts
@@ -346,9 +369,7 @@ class Executor:
         while True:
             attempt += 1
             reservation = (
-                budget.reserve(
-                    model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(call.estimate, max_out)
-                )
+                budget.reserve(model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(call.prompt, max_out))
                 if budget is not None
                 else None
             )
@@ -433,6 +454,7 @@ class Executor:
         self, dep: Deployment, error: ProviderError, call: _Call, latency: float, attempt: int
     ) -> None:
         self.health.record_failure(dep.alias, error)
+        call.errors.append(error)
         name = type(error).__name__
         call.attempts.append(
             Attempt(
@@ -478,31 +500,44 @@ class Executor:
         Falls back (and retries) only before the first content event. Timeouts:
         ``first_token_timeout_s`` until the first event, ``idle_timeout_s`` between
         events (a stalled stream is a ``ProviderTimeout``), and ``timeout_s`` for the
-        whole stream.
+        whole stream. Chain, budget (downgrades included) and window rules are the
+        same as ``complete``'s.
         """
         ordered = self._ordered(alias)
         clock = self.clock
-        call = _Call(path, label, metadata or {}, clock.now())
-        call.estimate = estimate_tokens(request)
-        primary = ordered[0].alias if ordered else alias
+        call = _Call(path, label, metadata or {}, clock.now(), request)
+        primary = alias
         budget = self.budget
         min_window = 0
-        for dep in ordered:
+        downgraded = False
+        i = 0
+        while i < len(ordered):
+            dep = ordered[i]
+            i += 1
             window = dep.context_window
             if window is not None and (window <= min_window or call.estimate > window):
+                call.skip(dep, window)
                 continue
             max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
             limiter = dep.limiter
             attempt = 0
             while True:
                 attempt += 1
-                reservation = (
-                    budget.reserve(
-                        model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(call.estimate, max_out)
-                    )
-                    if budget is not None
-                    else None
-                )
+                reservation: Reservation | None = None
+                if budget is not None:
+                    try:
+                        reservation = budget.reserve(
+                            model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(call.prompt, max_out)
+                        )
+                    except BudgetDowngrade as exc:
+                        target = exc.downgrade_to
+                        if downgraded or target is None or target not in self.deployments:
+                            raise
+                        downgraded = True
+                        if dep.alias == primary:
+                            primary = target
+                        _insert_next(ordered, i, self.deployments[target])
+                        break
                 permit = await _acquire(limiter, call.estimate, reservation)
                 t0 = clock.now()
                 deadline = t0 + dep.timeout_s if dep.timeout_s is not None else None
@@ -547,7 +582,7 @@ class Executor:
                     raise
                 await _aclose(events)
                 if error is None and final is None:
-                    error = ProviderTimeout(
+                    error = ProtocolError(
                         "stream ended without a final response", provider=dep.provider.name, model=dep.model
                     )
                 if error is None and final is not None:
@@ -603,23 +638,18 @@ class Executor:
                 if reservation is not None:
                     reservation.settle(0.0)
                 self._failed(dep, error, call, (clock.now() - t0) * 1000.0, attempt)
-                if (
-                    started
-                    or isinstance(error, BadRequestError)
-                    and not isinstance(error, ContextWindowExceeded)
-                ):
+                if started or _stops_chain(error):
+                    # Text already delivered cannot be taken back, and a bad request
+                    # is bad everywhere: the error is the caller's.
                     raise error
                 if isinstance(error, ContextWindowExceeded):
-                    call.errors.append(error)
                     min_window = max(min_window, window or 0)
                     break
                 elapsed = clock.now() - call.start
                 if not self.retry.should_retry(error, attempt, elapsed):
-                    call.errors.append(error)
                     break
                 delay = self.retry.delay(attempt, error, self.rng)
                 if self.retry.deadline is not None and elapsed + delay > self.retry.deadline:
-                    call.errors.append(error)
                     break
                 await clock.sleep(delay)
         raise AllTargetsFailed(
@@ -628,6 +658,20 @@ class Executor:
             call.errors or [ConfigError(f"no deployment could take the request for {alias!r}")],
             call.attempts,
         )
+
+
+def _stops_chain(error: ProviderError) -> bool:
+    """A request-level refusal: the same request would fail on every model."""
+    return isinstance(error, BadRequestError) and not isinstance(error, ContextWindowExceeded | NotFoundError)
+
+
+def _insert_next(ordered: list[Deployment], i: int, target: Deployment) -> None:
+    """Put ``target`` at position ``i`` (tried next), removing any later copy so each
+    deployment is still tried once."""
+    later = ordered[i:]
+    del ordered[i:]
+    ordered.append(target)
+    ordered.extend(d for d in later if d is not target)
 
 
 async def _acquire(

@@ -99,6 +99,7 @@ class Anthropic(Provider):
         *,
         timeout: float | httpx.Timeout | None = None,
         headers: Mapping[str, str] | None = None,
+        http: str = "httpx",
         default_max_tokens: int | None = None,
         anthropic_version: str = "2023-06-01",
     ) -> None:
@@ -106,7 +107,7 @@ class Anthropic(Provider):
         self._anthropic_version = anthropic_version
         self._default_max_tokens = default_max_tokens
         self._max_output: dict[str, int] = {}
-        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers)
+        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers, http=http)
         # Accept a base URL given with or without the /v1 suffix.
         base = self.base_url
         self._endpoint = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"

@@ -64,12 +64,14 @@ from ..types import (
 from ._sse import SSEDecoder, SSEEvent
 
 __all__ = [
+    "HTTP_CLIENT_KINDS",
     "Provider",
     "SSEDecoder",
     "SSEEvent",
     "StreamAccumulator",
     "StreamParser",
     "classify_error",
+    "make_http_client",
     "parse_duration",
     "parse_rate_limit_headers",
     "parse_retry_after",
@@ -81,6 +83,74 @@ _perf = time.perf_counter
 # connections; the executor's own limiter is what bounds concurrency.
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+
+#: Values of ``Provider(http=...)`` / ``make_http_client(kind)``.
+HTTP_CLIENT_KINDS = ("httpx", "aiohttp")
+_FAST_HINT = 'http="aiohttp" needs the httpx-aiohttp package: pip install "tierwise[fast]"'
+
+
+def _check_http_kind(kind: str) -> None:
+    if kind not in HTTP_CLIENT_KINDS:
+        raise ValueError(f"unknown http client kind {kind!r}; use one of {', '.join(HTTP_CLIENT_KINDS)}")
+    if kind == "aiohttp":
+        import importlib.util
+
+        if importlib.util.find_spec("httpx_aiohttp") is None:
+            raise ImportError(_FAST_HINT, name="httpx_aiohttp")
+
+
+def _env_proxies() -> dict[str, str]:
+    import urllib.request
+
+    return {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https", "all")}
+
+
+def make_http_client(
+    kind: str = "httpx",
+    *,
+    timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+    limits: httpx.Limits = DEFAULT_LIMITS,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for providers: httpx's own transport (``"httpx"``) or,
+    with the ``fast`` extra, one backed by aiohttp (``"aiohttp"``).
+
+    The aiohttp transport (package ``httpx-aiohttp``) keeps httpx's API, so every
+    provider works unchanged, but sends and parses HTTP with aiohttp's C-accelerated
+    machinery, which costs noticeably less CPU per request than httpcore (see
+    ``benchmarks/overhead.py``). It runs on asyncio only (not trio). Its
+    connection pool honours ``limits.max_connections`` and ``keepalive_expiry``;
+    the TLS context is httpx's (certifi), and ``HTTP(S)_PROXY``/``ALL_PROXY`` from
+    the environment are honoured as with httpx. Raises ``ImportError`` naming the
+    extra when the package is missing. ``headers`` become the client's defaults.
+    """
+    _check_http_kind(kind)
+    if kind == "httpx":
+        return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
+    import importlib
+
+    try:
+        aiohttp: Any = importlib.import_module("aiohttp")
+        transport_cls: Any = importlib.import_module("httpx_aiohttp").AiohttpTransport
+    except ImportError as exc:  # pragma: no cover - find_spec said it was there
+        raise ImportError(_FAST_HINT, name="httpx_aiohttp") from exc
+
+    def session() -> Any:
+        # Built on first request, inside the running loop (aiohttp binds to it).
+        extra: dict[str, Any] = {}
+        if limits.keepalive_expiry is not None:
+            extra["keepalive_timeout"] = limits.keepalive_expiry
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections or 0, ssl=httpx.create_ssl_context(), **extra
+        )
+        # trust_env makes aiohttp re-read proxy variables and ~/.netrc on every
+        # request (~1/3 of its CPU per call); only pay that when a proxy is set.
+        return aiohttp.ClientSession(connector=connector, trust_env=bool(_env_proxies()))
+
+    # ``client=`` (a session factory) is accepted by every httpx-aiohttp release.
+    transport: httpx.AsyncBaseTransport = transport_cls(client=session)
+    return httpx.AsyncClient(transport=transport, timeout=timeout, headers=headers)
+
 
 _CONTEXT_PATTERNS = re.compile(
     r"context[ _-]?length|context[ _-]?window|maximum context|prompt is too long"
@@ -380,7 +450,9 @@ class Provider(ABC):
 
     ``http_client`` lets an application share one connection pool (and its own
     transport, proxies or ``httpx.MockTransport`` in tests); when omitted the
-    provider creates one lazily and closes it in ``aclose()``.
+    provider creates one lazily and closes it in ``aclose()``; ``http`` picks that
+    client's transport: ``"httpx"`` (default) or ``"aiohttp"`` (the ``fast`` extra,
+    see ``make_http_client``).
 
     The API key is held privately, never appears in ``repr``, and is scrubbed from
     every error message.
@@ -403,7 +475,11 @@ class Provider(ABC):
         *,
         timeout: float | httpx.Timeout | None = None,
         headers: Mapping[str, str] | None = None,
+        http: str = "httpx",
     ) -> None:
+        if http_client is None:
+            _check_http_kind(http)
+        self._http = http
         env = self.api_key_env
         self._api_key: str | None = api_key if api_key is not None else (os.environ.get(env) if env else None)
         self.base_url = (base_url or self.default_base_url).rstrip("/")
@@ -418,6 +494,12 @@ class Provider(ABC):
         )
         self._extra_headers = dict(headers or {})
         self._headers = self._auth_headers() | {"content-type": "application/json"} | self._extra_headers
+        # Hot-path caches. httpx would otherwise normalize the header dict and parse the
+        # URL string again on every request. The client this provider builds itself
+        # carries ``_headers`` as its defaults, so requests through it pass none.
+        self._request_headers = httpx.Headers(self._headers)
+        self._own_client: httpx.AsyncClient | None = None
+        self._urls: dict[str, httpx.URL] = {}
 
     # -- hooks --------------------------------------------------------------
 
@@ -469,16 +551,32 @@ class Provider(ABC):
     def client(self) -> httpx.AsyncClient:
         client = self._client
         if client is None:
-            client = self._client = httpx.AsyncClient(timeout=self._timeout, limits=DEFAULT_LIMITS)
+            client = self._client = self._own_client = make_http_client(
+                self._http, timeout=self._timeout, limits=DEFAULT_LIMITS, headers=self._headers
+            )
         return client
+
+    def _target(self, model: str, stream: bool) -> tuple[httpx.AsyncClient, httpx.URL, httpx.Headers | None]:
+        """Client, parsed endpoint URL (cached per URL string) and the per-request
+        headers (none when the client already carries them)."""
+        client = self.client
+        url = self._url(model, stream)
+        target = self._urls.get(url)
+        if target is None:
+            target = httpx.URL(url)
+            if len(self._urls) >= 256:  # per-model URLs (Gemini) stay few; bound it anyway
+                self._urls.clear()
+            self._urls[url] = target
+        return client, target, None if client is self._own_client else self._request_headers
 
     async def complete(self, model: str, request: Request) -> Response:
         """One non-streamed call. Raises a ``ProviderError`` subclass on failure."""
         self._check_key(model)
         body = json.dumps(self._build_body(model, request, False), separators=(",", ":")).encode()
+        client, url, headers = self._target(model, False)
         start = _perf()
         try:
-            http = await self.client.post(self._url(model, False), content=body, headers=self._headers)
+            http = await client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model) from None
         content = http.content
@@ -510,12 +608,11 @@ class Provider(ABC):
         self._check_key(model)
         body = json.dumps(self._build_body(model, request, True), separators=(",", ":")).encode()
         parser = self._stream_parser(model)
+        client, url, req_headers = self._target(model, True)
         start = _perf()
         ttft: float | None = None
         try:
-            async with self.client.stream(
-                "POST", self._url(model, True), content=body, headers=self._headers
-            ) as http:
+            async with client.stream("POST", url, content=body, headers=req_headers) as http:
                 if http.status_code >= 400:
                     content = await http.aread()
                     raise self._http_error(http.status_code, http.headers, content, model)
@@ -573,12 +670,16 @@ class Provider(ABC):
             ) from None
 
     def _stamp(self, response: Response, headers: httpx.Headers) -> None:
+        # One pass into a plain dict: each httpx ``Headers.get`` scans and decodes every
+        # header, and up to nine names are looked up here. ``items()`` joins repeated
+        # names with ", " exactly as ``get`` does.
+        h: Mapping[str, str] = dict(headers.items()) if isinstance(headers, httpx.Headers) else headers
         for name in self.request_id_headers:
-            rid = headers.get(name)
+            rid = h.get(name)
             if rid:
                 response.request_id = rid
                 break
-        response.rate_limits = parse_rate_limit_headers(headers)
+        response.rate_limits = parse_rate_limit_headers(h)
 
     def loads(self, data: str | bytes, model: str) -> Any:
         """``json.loads`` that raises ``ProtocolError`` with a short excerpt."""

@@ -110,10 +110,11 @@ class Gemini(Provider):
         *,
         timeout: float | httpx.Timeout | None = None,
         headers: Mapping[str, str] | None = None,
+        http: str = "httpx",
     ) -> None:
         if api_key is None and not os.environ.get("GEMINI_API_KEY"):
             api_key = os.environ.get("GOOGLE_API_KEY")
-        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers)
+        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers, http=http)
 
     # -- request --------------------------------------------------------------
 

@@ -321,6 +321,7 @@ class OpenAI(Provider):
         compat: str | OpenAICompat = "openai",
         timeout: float | httpx.Timeout | None = None,
         headers: Mapping[str, str] | None = None,
+        http: str = "httpx",
     ) -> None:
         if isinstance(compat, OpenAICompat):
             row = compat
@@ -343,7 +344,7 @@ class OpenAI(Provider):
         if not base_url:
             hint = f" or set {row.base_url_env}" if row.base_url_env else ""
             raise ConfigError(f"{row.name!r} has no default base URL: pass base_url={hint}", field="base_url")
-        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers)
+        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers, http=http)
         # Per-instance constants so building a body does no lookups in the row.
         self._chat_url = self.base_url + "/chat/completions"
         self._max_tokens_field = row.max_tokens_field

@@ -1,6 +1,69 @@
-"""Strategies decide WHICH model(s) answer; see ``base`` for the contract."""
+"""Strategies decide WHICH model(s) answer; see ``base`` for the contract.
+
+Built-ins are imported on first access, so using one does not load the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .base import RunContext, Strategy, Target
 from .single import Single
 
-__all__ = ["RunContext", "Single", "Strategy", "Target"]
+if TYPE_CHECKING:
+    from .aggregate import Aggregator, Fastest, FirstValid, JudgePick, MajorityVote
+    from .batch import BatchProgress, BatchResult, run_batch
+    from .cascade import Cascade
+    from .ensemble import Ensemble
+    from .pipeline import Pipeline, Step
+    from .router import Router
+
+__all__ = [
+    "Aggregator",
+    "BatchProgress",
+    "BatchResult",
+    "Cascade",
+    "Ensemble",
+    "Fastest",
+    "FirstValid",
+    "JudgePick",
+    "MajorityVote",
+    "Pipeline",
+    "Router",
+    "RunContext",
+    "Single",
+    "Step",
+    "Strategy",
+    "Target",
+    "run_batch",
+]
+
+_LAZY = {
+    "Aggregator": "aggregate",
+    "BatchProgress": "batch",
+    "BatchResult": "batch",
+    "Cascade": "cascade",
+    "Ensemble": "ensemble",
+    "Fastest": "aggregate",
+    "FirstValid": "aggregate",
+    "JudgePick": "aggregate",
+    "MajorityVote": "aggregate",
+    "Pipeline": "pipeline",
+    "Router": "router",
+    "Step": "pipeline",
+    "run_batch": "batch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tierwise.strategies' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -26,12 +26,33 @@ __all__ = ["RunContext", "Strategy", "Target"]
 Target: TypeAlias = "str | Strategy"
 
 
+class _LazyRandom:
+    """A ``random.Random`` made on first use: seeding one costs several µs, and most
+    requests never draw a number. Shared by a context and its children, as the
+    ``Random`` itself would be."""
+
+    __slots__ = ("rng", "seed")
+
+    def __init__(self, seed: int, rng: random.Random | None = None) -> None:
+        self.seed = seed
+        self.rng = rng
+
+    def get(self) -> random.Random:
+        rng = self.rng
+        if rng is None:
+            rng = self.rng = random.Random(self.seed)
+        return rng
+
+
 class RunContext:
     """What a strategy may use while it runs: ``call``/``stream`` for targets, its
     path, the request's metadata, a deadline (clock seconds, or ``None``), and a
-    seeded random source so sampling strategies are reproducible."""
+    seeded random source so sampling strategies are reproducible.
 
-    __slots__ = ("deadline", "executor", "label", "metadata", "path", "rng")
+    ``rng`` is the given ``Random``, else one seeded with ``seed`` (default 0),
+    created on first access."""
+
+    __slots__ = ("_rng", "deadline", "executor", "label", "metadata", "path")
 
     def __init__(
         self,
@@ -42,24 +63,34 @@ class RunContext:
         metadata: Mapping[str, Any] | None = None,
         deadline: float | None = None,
         rng: random.Random | None = None,
+        seed: int | None = None,
     ) -> None:
         self.executor = executor
         self.path = path
         self.label = label
         self.metadata: Mapping[str, Any] = metadata if metadata is not None else {}
         self.deadline = deadline
-        self.rng = rng if rng is not None else random.Random(0)
+        self._rng = _LazyRandom(0 if seed is None else seed, rng)
+
+    @property
+    def rng(self) -> random.Random:
+        return self._rng.get()
+
+    @rng.setter
+    def rng(self, value: random.Random) -> None:
+        self._rng = _LazyRandom(0, value)
 
     def child(self, segment: str, *, label: str | None = None) -> RunContext:
         """A context for a nested call, one path segment deeper."""
-        return RunContext(
+        ctx = RunContext(
             self.executor,
             path=f"{self.path}.{segment}" if self.path else segment,
             label=label if label is not None else self.label,
             metadata=self.metadata,
             deadline=self.deadline,
-            rng=self.rng,
         )
+        ctx._rng = self._rng  # the same (still lazy) random source
+        return ctx
 
     async def call(
         self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
@@ -72,7 +103,11 @@ class RunContext:
             return await target.run(request, self.child(name or target.name, label=label))
         path = f"{self.path}.{name}" if name else self.path
         return await self.executor.complete(
-            target, request, path=path, label=label if label is not None else self.label, metadata=self.metadata
+            target,
+            request,
+            path=path,
+            label=label if label is not None else self.label,
+            metadata=self.metadata,
         )
 
     def stream(
@@ -83,7 +118,11 @@ class RunContext:
             return target.stream(request, self.child(name or target.name, label=label))
         path = f"{self.path}.{name}" if name else self.path
         return self.executor.stream(
-            target, request, path=path, label=label if label is not None else self.label, metadata=self.metadata
+            target,
+            request,
+            path=path,
+            label=label if label is not None else self.label,
+            metadata=self.metadata,
         )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
+from ..errors import ConfigError
 from ..types import Request, Response, RouteInfo, StreamEvent
 from .base import RunContext, Strategy, Target
 
@@ -23,10 +25,32 @@ class Single(Strategy):
     async def run(self, request: Request, ctx: RunContext) -> Response:
         return await ctx.call(self.target, request)
 
-    async def stream(self, request: Request, ctx: RunContext) -> AsyncIterator[StreamEvent]:
-        async for event in ctx.stream(self.target, request):
-            yield event
+    def stream(self, request: Request, ctx: RunContext) -> AsyncIterator[StreamEvent]:
+        # The target's own stream, not a generator re-yielding it: one layer less
+        # per event, and closing what the caller holds closes the executor's stream
+        # (its slot, reservation and connection) directly.
+        return ctx.stream(self.target, request)
 
     def explain(self, request: Request) -> RouteInfo:
         target = self.target if isinstance(self.target, str) else self.target.name
         return RouteInfo(self.name, None, f"always {target}")
+
+    @classmethod
+    def from_config(
+        cls,
+        name: str,
+        params: Mapping[str, Any],
+        *,
+        where: str,
+        target: Callable[[Any, str], Target],
+    ) -> Single:
+        """``type = "single"`` with ``target = "<model alias or strategy>"``."""
+        for key in params:
+            if key != "target":
+                hint = " (did you mean 'target'?)" if key.startswith("target") else ""
+                raise ConfigError(
+                    f"unknown field {key!r}{hint}; single takes only 'target'", field=f"{where}.{key}"
+                )
+        if "target" not in params:
+            raise ConfigError('single strategy needs target = "<model alias>"', field=f"{where}.target")
+        return cls(target(params["target"], f"{where}.target"), name=name)

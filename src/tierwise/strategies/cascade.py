@@ -1,0 +1,357 @@
+"""Cascade: try the cheap target first and escalate only when its answer is not good enough.
+
+``Cascade(["haiku", "sonnet", "opus"], accept=verifier)`` calls each target in
+order and stops at the first answer the verifier accepts, so most requests are
+paid at the cheap rung and only the hard ones reach the strong model. The
+tutorials report 60–80% savings over always calling the best model; the price is
+latency on escalated requests and the verifier's own cost, both of which the
+returned ``Response`` shows.
+
+Decisions, and why:
+
+* **Nothing accepted → the last answer.** When no rung passes, the answer of the
+  last rung that answered is returned (the strongest model's attempt), with
+  ``route.reason`` starting ``"not accepted"``. Raising would throw away a paid
+  answer that is usually still the best available; callers who need a hard
+  guarantee check ``response.route.reason`` or the last step's ``accepted``.
+* **A rung that raises is skipped.** Provider failures (``AllTargetsFailed`` after
+  the executor's own fallbacks), a plain ``BadRequestError`` (rungs are different
+  models: a cheap one may lack a feature the request uses) and ``BudgetExceeded``
+  (budgets can be per model) are recorded and the cascade escalates. Only when
+  every rung raised does the cascade raise ``AllTargetsFailed`` holding every
+  error. ``ConfigError`` (an unknown alias) is a bug and propagates at once.
+* **Everything is billed.** The returned ``Response`` carries the summed cost and
+  usage of every rung and every verifier call (a judge that rejected the cheap
+  answer was still paid for), ``attempts`` lists every inner attempt in call
+  order, and ``steps`` lists each rung (``accepted`` flag and the verdict's
+  reason as note) followed by the verifier calls made to check it. Verifier calls
+  are recorded as they happen, so a subclass ``accept`` that calls ``ctx.call``
+  directly is billed even if it forgets ``Verdict.calls``.
+* **Paths.** Rung ``i`` runs at ``<path>.cascade[i]``; a verifier's calls run
+  beneath it (``<path>.cascade[0].judge``). ``route.strategy_path`` is the
+  answering rung's path and ``route.label`` is ``"cascade[i]"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from ..errors import AllTargetsFailed, ConfigError, TierwiseError
+from ..types import (
+    Attempt,
+    Done,
+    Request,
+    Response,
+    RouteInfo,
+    StepInfo,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from ..verify import Verdict, Verifier, VerifyFn, as_verifier
+from ..verify import from_config as verifier_from_config
+from ..verify.base import AnyOf
+from ._compose import combine, step_of
+from .base import RunContext, Strategy, Target
+
+__all__ = ["Cascade"]
+
+
+def _name(target: Target) -> str:
+    return target if isinstance(target, str) else target.name
+
+
+def _join(path: str, segment: str) -> str:
+    return f"{path}.{segment}" if path else segment
+
+
+class _Recording(RunContext):
+    """A context that remembers every response its ``call``/``stream`` produced, so
+    verifier calls are billed no matter how the verifier reports them."""
+
+    __slots__ = ("recorded",)
+
+    def __init__(self, parent: RunContext, segment: str) -> None:
+        super().__init__(
+            parent.executor,
+            path=_join(parent.path, segment),
+            label=parent.label,
+            metadata=parent.metadata,
+            deadline=parent.deadline,
+            rng=parent.rng,
+        )
+        self.recorded: list[Response] = []
+
+    async def call(
+        self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
+    ) -> Response:
+        response = await super().call(target, request, name=name, label=label)
+        self.recorded.append(response)
+        return response
+
+    def stream(
+        self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        return self._record_stream(super().stream(target, request, name=name, label=label))
+
+    async def _record_stream(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+        async for event in events:
+            if isinstance(event, Done):
+                self.recorded.append(event.response)
+            yield event
+
+
+def _failed_rung(exc: Exception, path: str, target: str, latency_ms: float) -> Response:
+    """A stand-in response for a rung that raised, so ``combine`` sums its attempts
+    (failed tries can still have consumed billed tokens) in call order."""
+    attempts: list[Attempt] = [a for a in getattr(exc, "attempts", ()) or () if isinstance(a, Attempt)]
+    usage = Usage()
+    cost = 0.0
+    for a in attempts:
+        if a.usage is not None:
+            usage = usage + a.usage
+        if a.cost_usd is not None:
+            cost += a.cost_usd
+    return Response(
+        text="",
+        model=target,
+        provider="",
+        finish_reason="error",
+        usage=usage,
+        cost_usd=cost,
+        latency_ms=latency_ms,
+        attempts=attempts,
+        route=RouteInfo(path, None, f"failed: {type(exc).__name__}"),
+        deployment=target,
+    )
+
+
+class Cascade(Strategy):
+    """Try ``targets`` in order; stop at the first answer ``accept`` accepts.
+
+    ``targets`` are model aliases or strategies (a rung may itself be a router or
+    another cascade). ``accept`` is a ``Verifier`` (compose with ``&``/``|``) or a
+    plain function (wrapped in ``Check``). To decide differently, subclass and
+    override the ``accept`` hook alone; ``accept=`` may then be omitted.
+
+    ``verify_last=False`` skips checking the last rung's answer: it is returned
+    either way, so a judge call there only buys a label in ``route.reason``.
+    When ``ctx.deadline`` has passed, the cascade stops escalating and returns
+    the last answer it has.
+
+    Streaming: the cascade needs a whole answer before it can decide, so
+    ``stream`` runs the cascade and then replays the chosen answer (text, then
+    tool calls, then ``Done``); time to first token is the whole cascade's time.
+    """
+
+    kind = "cascade"
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        accept: Verifier | VerifyFn | None = None,
+        *,
+        name: str | None = None,
+        verify_last: bool = True,
+    ) -> None:
+        super().__init__(name=name)
+        if isinstance(targets, str | Strategy):
+            raise TypeError("targets must be a list of model aliases or strategies")
+        self.targets: list[Target] = list(targets)
+        if not self.targets:
+            raise ValueError("a cascade needs at least one target")
+        for t in self.targets:
+            if not isinstance(t, str | Strategy):
+                raise TypeError(f"cascade target must be a model alias or a Strategy, got {type(t).__name__}")
+        self.verifier: Verifier | None = as_verifier(accept) if accept is not None else None
+        if self.verifier is None and type(self).accept is Cascade.accept:
+            raise TypeError("Cascade needs accept=<Verifier or function>, or a subclass overriding accept()")
+        self.verify_last = verify_last
+
+    # ------------------------------------------------------------------ the hook
+
+    async def accept(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
+        """Is ``response`` good enough to stop at? Override to decide differently.
+
+        The default asks the configured verifier. Model calls made here must go
+        through ``ctx.call`` (they are then costed, counted and billed to the
+        cascade's response).
+        """
+        if self.verifier is None:  # only reachable if a subclass calls super() without a verifier
+            raise TypeError(f"{type(self).__name__} has no verifier; pass accept=...")
+        return await self.verifier.check(request, response, ctx)
+
+    # ------------------------------------------------------------------ running
+
+    async def _check(
+        self, request: Request, response: Response, ctx: RunContext, rung: str
+    ) -> tuple[Verdict, list[Response]]:
+        """Run the ``accept`` hook; returns the verdict and every call to bill.
+
+        A verifier that fails with a tierwise error (its judge is down, the budget
+        is spent) rejects: escalating is the safe side of an unchecked answer.
+        """
+        recording = _Recording(ctx, rung)
+        try:
+            verdict = await self.accept(request, response, recording)
+        except ConfigError:
+            raise
+        except TierwiseError as exc:
+            verdict = Verdict.reject(f"verifier failed: {type(exc).__name__}: {exc}")
+        billed = list(recording.recorded)
+        billed += [c for c in verdict.calls if not any(c is r for r in billed)]
+        return verdict, billed
+
+    async def run(self, request: Request, ctx: RunContext) -> Response:
+        clock = ctx.executor.clock
+        start = clock.now()
+        calls: list[Response] = []  # everything paid for, in call order
+        steps: list[StepInfo] = []
+        errors: list[Exception] = []
+        history: list[str] = []
+        answered: tuple[int, Response, Verdict | None] | None = None
+        accepted = False
+        last = len(self.targets) - 1
+        for i, target in enumerate(self.targets):
+            rung, who = f"cascade[{i}]", _name(target)
+            if answered is not None and ctx.deadline is not None and clock.now() >= ctx.deadline:
+                history.append(f"deadline reached before rung {i}")
+                break
+            t0 = clock.now()
+            try:
+                response = await ctx.call(target, request, name=rung)
+            except ConfigError:
+                raise
+            except TierwiseError as exc:
+                errors.append(exc)
+                failed = _failed_rung(exc, _join(ctx.path, rung), who, (clock.now() - t0) * 1000.0)
+                calls.append(failed)
+                steps.append(
+                    step_of(rung, failed, accepted=False, note=f"failed: {type(exc).__name__}: {exc}")
+                )
+                history.append(f"rung {i} ({who}) failed: {type(exc).__name__}")
+                continue
+            calls.append(response)
+            if i == last and not self.verify_last:
+                steps.append(step_of(rung, response, note="last rung, not verified"))
+                answered = (i, response, None)
+                break
+            verdict, billed = await self._check(request, response, ctx, rung)
+            calls.extend(billed)
+            steps.append(step_of(rung, response, accepted=verdict.accepted, note=verdict.reason))
+            steps.extend(step_of(_step_name(rung, ctx.path, c), c, note="verifier call") for c in billed)
+            answered = (i, response, verdict)
+            if verdict.accepted:
+                accepted = True
+                break
+            history.append(f"rung {i} ({who}) rejected")
+        if answered is None:
+            raise AllTargetsFailed(
+                f"all {len(self.targets)} cascade rung(s) of {self.name!r} failed: "
+                + "; ".join(f"{type(e).__name__}: {e}" for e in errors[-3:]),
+                errors,
+                [a for c in calls for a in c.attempts],
+            )
+        i, response, final = answered
+        who = _name(self.targets[i])
+        if final is None:
+            reason = f"rung {i} ({who}) is the last; returned without verification"
+        elif accepted:
+            reason = f"accepted at rung {i} ({who}): {final.reason}"
+        else:
+            reason = (
+                f"not accepted: no rung passed; returning rung {i} ({who}), the last answer: {final.reason}"
+            )
+        earlier = [h for h in history if not h.startswith(f"rung {i} ")]
+        if earlier:
+            reason += f" [{'; '.join(earlier)}]"
+        score = final.score if final is not None else None
+        route = RouteInfo(_join(ctx.path, f"cascade[{i}]"), f"cascade[{i}]", reason, score)
+        return combine(response, calls, route=route, steps=steps, latency_ms=(clock.now() - start) * 1000.0)
+
+    async def stream(self, request: Request, ctx: RunContext) -> AsyncIterator[StreamEvent]:
+        response = await self.run(request, ctx)
+        if response.text:
+            yield TextDelta(response.text)
+        for index, call in enumerate(response.tool_calls):
+            yield ToolCallDelta(index, call.id, call.name, call.raw_arguments)
+        yield Done(response)
+
+    def explain(self, request: Request) -> RouteInfo:
+        chain = " → ".join(_name(t) for t in self.targets)
+        check = self.verifier.describe() if self.verifier is not None else f"{type(self).__name__}.accept()"
+        return RouteInfo(
+            self.name, "cascade[0]", f"try {chain} in order; stop at the first answer with {check}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, targets={[_name(t) for t in self.targets]})"
+
+    # ------------------------------------------------------------------ config
+
+    @classmethod
+    def from_config(
+        cls,
+        name: str,
+        params: Mapping[str, Any],
+        *,
+        where: str,
+        target: Callable[[Any, str], Target],
+    ) -> Cascade:
+        """Build from ``[strategies.NAME]`` parameters::
+
+            type = "cascade"
+            targets = ["haiku", "sonnet", "opus"]        # aliases or strategy names
+            accept = ["finish_reason", "json", {min_length = {ratio = 0.5}},
+                      {judge = {target = "opus", threshold = 0.7}}]   # all must pass
+            # accept_any = [...]                          # or: any may pass
+            verify_last = true
+
+        ``target(value, field)`` resolves aliases and strategy names; every error is
+        a ``ConfigError`` naming its field (``{where}.accept[2]``).
+        """
+        allowed = ("type", "targets", "accept", "accept_any", "verify_last")
+        for key in params:
+            if key not in allowed:
+                raise ConfigError(
+                    f"unknown cascade parameter {key!r}; expected: {', '.join(allowed[1:])}",
+                    field=f"{where}.{key}",
+                )
+        raw = params.get("targets")
+        if not isinstance(raw, list) or not raw:
+            raise ConfigError(
+                'cascade needs targets = ["<cheap>", ..., "<strong>"] (model aliases or strategy names)',
+                field=f"{where}.targets",
+            )
+        targets = [target(value, f"{where}.targets[{i}]") for i, value in enumerate(raw)]
+        if "accept" in params and "accept_any" in params:
+            raise ConfigError(
+                "give accept (all must pass) or accept_any, not both", field=f"{where}.accept_any"
+            )
+        if "accept_any" in params:
+            spec = params["accept_any"]
+            field = f"{where}.accept_any"
+            if not isinstance(spec, list) or not spec:
+                raise ConfigError("must be a non-empty list of verifiers", field=field)
+            verifier: Verifier = AnyOf(
+                *(verifier_from_config(item, f"{field}[{i}]", target) for i, item in enumerate(spec))
+            )
+        elif "accept" in params:
+            verifier = verifier_from_config(params["accept"], f"{where}.accept", target)
+        else:
+            raise ConfigError(
+                'cascade needs accept = [...] (e.g. ["finish_reason", "no_refusal"])', field=f"{where}.accept"
+            )
+        verify_last = params.get("verify_last", True)
+        if not isinstance(verify_last, bool):
+            raise ConfigError("must be true or false", field=f"{where}.verify_last")
+        return cls(targets, verifier, name=name, verify_last=verify_last)
+
+
+def _step_name(rung: str, path: str, call: Response) -> str:
+    """``cascade[0].judge`` for a verifier call made beneath rung ``cascade[0]``."""
+    prefix = _join(path, rung) + "."
+    call_path = call.route.strategy_path
+    return f"{rung}.{call_path[len(prefix) :]}" if call_path.startswith(prefix) else f"{rung}.verify"

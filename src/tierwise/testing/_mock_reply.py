@@ -1,0 +1,182 @@
+"""What one model request gets back: the answer, the rate-limit window and the
+scripted or drawn fault, turned into the connection's write operations (``_Op``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from ._mock_http import _JSON, _LAST_CHUNK, _SSE, _frame, _head, _json_reply, _Op, _paced, _Signal
+from ._mock_model import (
+    _CHARS_PER_TOKEN,
+    MockRequest,
+    _last_user_text,
+    _max_tokens,
+    _ModelState,
+    estimate_tokens,
+)
+from ._mock_wire import _GEMINI, _OPENAI, _Answer, _Wire
+
+
+def _respond(
+    wire: _Wire,
+    st: _ModelState,
+    rec: MockRequest,
+    data: dict[str, Any],
+    sse: bool,
+    close: bool,
+    headers: list[tuple[str, str]],
+    rid: str,
+    seq: int,
+) -> list[_Op]:
+    """The reply to request number ``seq`` for the model of ``st``: counts it, draws its
+    fault, applies the rate-limit window (adding to ``headers``) and frames the answer,
+    an error or a broken stream."""
+    m = st.model
+    stats = st.stats
+    stats.requests += 1
+    if rec.stream:
+        stats.streamed += 1
+    kind = st.next_fault()
+    answer: _Answer | None = None
+    if m.rate_limit_requests is not None or m.rate_limit_tokens is not None:
+        answer = _answer(st, rec, data, wire, seq)
+        now = time.monotonic()
+        if now - st.win_start >= 60.0:
+            st.win_start, st.win_requests, st.win_tokens = now, 0, 0
+        reset_s = max(0.001, 60.0 - (now - st.win_start))
+        over = (m.rate_limit_requests is not None and st.win_requests >= m.rate_limit_requests) or (
+            m.rate_limit_tokens is not None and st.win_tokens >= m.rate_limit_tokens
+        )
+        if over and m.enforce_rate_limits and kind == "ok":
+            kind = "429"
+            retry_after = reset_s
+        else:
+            st.win_requests += 1
+            st.win_tokens += answer.input_tokens + answer.output_tokens
+            retry_after = m.retry_after_s
+        headers += wire.ratelimit_headers(m, st, reset_s)
+    else:
+        retry_after = m.retry_after_s
+    if kind == "ok":
+        stats.ok += 1
+    else:
+        stats.faults[kind] = stats.faults.get(kind, 0) + 1
+
+    ops: list[_Op] = []
+    delay = m.latency_ms / 1000.0
+    if m.jitter_ms:
+        delay += st.jitter_rng.uniform(0.0, m.jitter_ms / 1000.0)
+    if delay > 0:
+        ops.append(delay)
+    if kind == "hang":
+        ops.append(_Signal.HANG)
+        return ops
+    if kind == "reset" and not sse:
+        ops.append(_Signal.RESET)
+        return ops
+    if kind == "context":
+        tokens = answer.input_tokens if answer is not None else estimate_tokens(rec.prompt)
+        ops += _json_reply(400, wire.context_error(rec.model or "", tokens, request_id=rid), headers, close)
+        return ops
+    if kind[0].isdigit():
+        status = int(kind)
+        if status == 429:
+            headers.append(("retry-after", str(math.ceil(retry_after))))
+            headers.append(("retry-after-ms", str(round(retry_after * 1000))))
+        body = wire.error_body(status, rec.model or "", None, retry_after=retry_after, request_id=rid)
+        ops += _json_reply(status, body, headers, close)
+        return ops
+
+    if answer is None:
+        answer = _answer(st, rec, data, wire, seq)
+    if kind == "inband_error" and not sse:
+        ops += _json_reply(
+            200,
+            wire.error_body(500 if wire is _OPENAI else 529, answer.model, request_id=rid),
+            headers,
+            close,
+        )
+        return ops
+    if not sse:
+        # Gemini's streamGenerateContent without alt=sse answers one JSON array.
+        body = _GEMINI.reply_array(answer) if wire is _GEMINI and rec.stream else wire.reply_json(answer)
+        if kind == "ok":
+            ops += _json_reply(200, body, headers, close)
+        elif kind == "malformed":
+            ops += _json_reply(200, body[: len(body) // 2], headers, close)
+        else:  # truncate / stall: promise the whole body, deliver half
+            ops.append(_head(200, _JSON, len(body), headers, close) + body[: len(body) // 2])
+            ops.append(_Signal.CLOSE if kind == "truncate" else _Signal.HANG)
+        return ops
+
+    pre, content, tail = wire.reply_stream(answer, data)
+    n = min(m.fault_after_chunks, len(content))
+    events: list[bytes]
+    end: _Op = _LAST_CHUNK
+    if kind == "ok":
+        events = pre + content + tail
+    elif kind == "malformed":
+        events = pre + content[:n] + [wire.malformed_event(answer)] + content[n:] + tail
+    elif kind == "inband_error":
+        events = [*pre, *content[:n], wire.inband_error()]
+    else:  # truncate / reset / stall
+        events = pre + content[:n]
+        end = _LAST_CHUNK if kind == "truncate" else _Signal.RESET if kind == "reset" else _Signal.HANG
+    head = _head(200, _SSE, None, headers, close)
+    gap = m.stream_chunk_delay_ms / 1000.0
+    if gap <= 0:
+        ops.append(head + b"".join(_frame(e) for e in events) + (end if isinstance(end, bytes) else b""))
+    else:
+        # Preamble goes out with the headers; each later event is its own write after a pause.
+        ops += _paced(head, events, gap, len(pre))
+        if isinstance(end, bytes):
+            ops.append(end)
+    if not isinstance(end, bytes):
+        ops.append(end)
+    return ops
+
+
+def _answer(st: _ModelState, rec: MockRequest, data: dict[str, Any], wire: _Wire, seq: int) -> _Answer:
+    """The model's answer to ``rec``: its text (cut at the request's max tokens) and token counts."""
+    m = st.model
+    model = rec.model or ""
+    tools = m._tools
+    reply = m.reply
+    if callable(reply):
+        text = reply(rec)
+        if not isinstance(text, str):
+            raise TypeError(f"MockModel.reply callable returned {type(text).__name__}, not str")
+    elif reply is not None:
+        text = reply
+    elif tools:
+        text = ""
+    else:
+        said = " ".join(_last_user_text(wire.name, data).split())
+        text = f"Mock reply from {model}: {said[:160] or '(empty prompt)'}"
+    if m.output_tokens is not None:
+        visible = m.output_tokens
+    else:
+        visible = estimate_tokens(text) + sum(estimate_tokens(n + json.dumps(a)) for n, a in tools)
+    finish = m.finish
+    cap = _max_tokens(wire.name, data)
+    if cap is not None and visible > cap and not tools:
+        text = text[: cap * _CHARS_PER_TOKEN]
+        visible = cap
+        finish = "length"
+    in_tokens = m.input_tokens if m.input_tokens is not None else max(1, estimate_tokens(rec.prompt))
+    return _Answer(
+        model=model,
+        text=text,
+        tools=tools,
+        input_tokens=in_tokens,
+        output_tokens=visible + m.reasoning_tokens,
+        cached=min(m.cached_tokens, in_tokens),
+        reasoning=m.reasoning_tokens,
+        finish=finish,
+        seq=seq,
+        created=int(time.time()),
+        chunk_chars=m.tokens_per_chunk * _CHARS_PER_TOKEN,
+    )

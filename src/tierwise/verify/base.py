@@ -1,0 +1,274 @@
+"""The verifier contract: ``Verdict``, ``Verifier`` and the ``&`` / ``|`` / ``~`` combinators.
+
+A cascade has to decide, answer by answer, whether to stop or escalate. That
+decision is a ``Verifier``: ``await verifier.check(request, response, ctx)``
+returns a ``Verdict``. Verifiers are small objects rather than bare functions so
+they compose (``ValidJSON() & NoRefusal() | Judge("opus")``), describe themselves
+in ``explain()`` output, and can be built from config.
+
+A verifier that needs a model (self-rated confidence, a judge) calls it through
+``ctx.call`` like any strategy does, so the call is rate-limited, retried, costed
+and counted by the executor; it returns those responses in ``Verdict.calls`` so
+the composite that asked can add them to the bill.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ..types import Request, Response
+
+if TYPE_CHECKING:
+    from ..strategies.base import RunContext
+
+__all__ = ["AllOf", "AnyOf", "Check", "Not", "Verdict", "Verifier", "VerifyFn", "VerifyResult", "as_verifier"]
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The outcome of one check.
+
+    ``score`` is the 0–1 figure a graded check computed (confidence, judge score),
+    ``None`` for pass/fail checks. ``reason`` is one human-readable line that ends
+    up in ``Response.route.reason``. ``calls`` are the responses of any model calls
+    the verifier made — the exact objects ``ctx.call`` returned, so the cascade can
+    bill each exactly once.
+    """
+
+    accepted: bool
+    score: float | None = None
+    reason: str = ""
+    calls: list[Response] = field(default_factory=list)
+
+    @classmethod
+    def accept(cls, reason: str, *, score: float | None = None, calls: Iterable[Response] = ()) -> Verdict:
+        return cls(True, score, reason, list(calls))
+
+    @classmethod
+    def reject(cls, reason: str, *, score: float | None = None, calls: Iterable[Response] = ()) -> Verdict:
+        return cls(False, score, reason, list(calls))
+
+
+VerifyResult: TypeAlias = "bool | float | Verdict"
+#: A plain check: ``fn(response)``, ``fn(request, response)`` or ``fn(request, response, ctx)``,
+#: sync or async, returning ``bool``, a 0–1 ``float`` or a ``Verdict``.
+VerifyFn: TypeAlias = Callable[..., "VerifyResult | Awaitable[VerifyResult]"]
+
+
+class Verifier(ABC):
+    """Decides whether an answer is good enough to stop at.
+
+    Subclass and implement ``check``. ``a & b`` accepts only when both accept and
+    skips ``b`` when ``a`` already rejected; ``a | b`` accepts when either does and
+    skips ``b`` when ``a`` already accepted — so an expensive judge placed second
+    is only paid for when the cheap check could not decide. ``~a`` inverts.
+    Plain callables are accepted on either side and wrapped in ``Check``.
+    """
+
+    #: Short name used in reasons, step names and ``describe()``.
+    name: str = "verifier"
+
+    @abstractmethod
+    async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
+        """Judge ``response`` to ``request``; make any model call through ``ctx.call``."""
+
+    def describe(self) -> str:
+        """What this check requires, for ``Strategy.explain`` (no model is called)."""
+        return self.name
+
+    def __and__(self, other: Verifier | VerifyFn) -> Verifier:
+        return AllOf(self, as_verifier(other))
+
+    def __rand__(self, other: Verifier | VerifyFn) -> Verifier:
+        return AllOf(as_verifier(other), self)
+
+    def __or__(self, other: Verifier | VerifyFn) -> Verifier:
+        return AnyOf(self, as_verifier(other))
+
+    def __ror__(self, other: Verifier | VerifyFn) -> Verifier:
+        return AnyOf(as_verifier(other), self)
+
+    def __invert__(self) -> Verifier:
+        return Not(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+def as_verifier(value: Verifier | VerifyFn) -> Verifier:
+    """``value`` itself if it is a ``Verifier``, else a ``Check`` wrapping the callable."""
+    if isinstance(value, Verifier):
+        return value
+    if callable(value):
+        return Check(value)
+    raise TypeError(f"expected a Verifier or a callable, got {type(value).__name__}")
+
+
+def _min_score(verdicts: Iterable[Verdict]) -> float | None:
+    scores = [v.score for v in verdicts if v.score is not None]
+    return min(scores) if scores else None
+
+
+def _max_score(verdicts: Iterable[Verdict]) -> float | None:
+    scores = [v.score for v in verdicts if v.score is not None]
+    return max(scores) if scores else None
+
+
+class AllOf(Verifier):
+    """Accept only when every verifier accepts; stop at the first rejection.
+
+    Order matters for cost: put cheap local checks before model-graded ones. The
+    reason joins every reason checked so far; ``calls`` joins their model calls;
+    ``score`` is the lowest score seen (the weakest link).
+    """
+
+    name = "all"
+
+    def __init__(self, *verifiers: Verifier | VerifyFn) -> None:
+        flat: list[Verifier] = []
+        for v in verifiers:
+            v = as_verifier(v)
+            flat.extend(v.verifiers if type(v) is AllOf else [v])
+        if not flat:
+            raise ValueError("AllOf needs at least one verifier")
+        self.verifiers: tuple[Verifier, ...] = tuple(flat)
+
+    async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
+        seen: list[Verdict] = []
+        for verifier in self.verifiers:
+            verdict = await verifier.check(request, response, ctx)
+            seen.append(verdict)
+            if not verdict.accepted:
+                break
+        return Verdict(
+            accepted=seen[-1].accepted,
+            score=_min_score(seen),
+            reason="; ".join(v.reason for v in seen if v.reason),
+            calls=[c for v in seen for c in v.calls],
+        )
+
+    def describe(self) -> str:
+        return " and ".join(_group(v) for v in self.verifiers)
+
+
+class AnyOf(Verifier):
+    """Accept when any verifier accepts; stop at the first acceptance.
+
+    The reason joins every reason checked so far; ``calls`` joins their model
+    calls; ``score`` is the highest score seen.
+    """
+
+    name = "any"
+
+    def __init__(self, *verifiers: Verifier | VerifyFn) -> None:
+        flat: list[Verifier] = []
+        for v in verifiers:
+            v = as_verifier(v)
+            flat.extend(v.verifiers if type(v) is AnyOf else [v])
+        if not flat:
+            raise ValueError("AnyOf needs at least one verifier")
+        self.verifiers: tuple[Verifier, ...] = tuple(flat)
+
+    async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
+        seen: list[Verdict] = []
+        for verifier in self.verifiers:
+            verdict = await verifier.check(request, response, ctx)
+            seen.append(verdict)
+            if verdict.accepted:
+                break
+        return Verdict(
+            accepted=seen[-1].accepted,
+            score=_max_score(seen),
+            reason="; ".join(v.reason for v in seen if v.reason),
+            calls=[c for v in seen for c in v.calls],
+        )
+
+    def describe(self) -> str:
+        return " or ".join(_group(v) for v in self.verifiers)
+
+
+class Not(Verifier):
+    """Accept exactly when ``verifier`` rejects (e.g. ``~Check(mentions_competitor)``).
+
+    The score is kept as the inner verifier computed it: inverting a pass/fail
+    decision does not make a judge's 0.2 a 0.8.
+    """
+
+    name = "not"
+
+    def __init__(self, verifier: Verifier | VerifyFn) -> None:
+        self.verifier = as_verifier(verifier)
+
+    async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
+        inner = await self.verifier.check(request, response, ctx)
+        return Verdict(not inner.accepted, inner.score, f"not ({inner.reason})", inner.calls)
+
+    def describe(self) -> str:
+        return f"not {_group(self.verifier)}"
+
+
+def _group(verifier: Verifier) -> str:
+    text = verifier.describe()
+    return f"({text})" if isinstance(verifier, AllOf | AnyOf) else text
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    """How many positional arguments ``fn`` takes (3 when it takes ``*args``)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 2
+    count = 0
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            return 3
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+class Check(Verifier):
+    """Any function as a verifier, sync or async.
+
+    The function is called by how many positional parameters it declares:
+    ``fn(response)``, ``fn(request, response)`` or ``fn(request, response, ctx)``
+    (three or ``*args``; take ``ctx`` to make model calls). It returns ``bool``,
+    a 0–1 number (accepted when ``>= threshold``) or a ``Verdict``. A function
+    that calls a model through ``ctx.call`` inside a cascade is billed either way
+    (the cascade records every call made while checking); returning the
+    responses in ``Verdict.calls`` also bills them elsewhere.
+    """
+
+    def __init__(self, fn: VerifyFn, *, threshold: float = 0.5, name: str | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"Check needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.threshold = threshold
+        self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
+        self._arity = _arity(fn)
+
+    async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
+        if self._arity <= 1:
+            result = self.fn(response)
+        elif self._arity == 2:
+            result = self.fn(request, response)
+        else:
+            result = self.fn(request, response, ctx)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, Verdict):
+            return result
+        if isinstance(result, bool):
+            return Verdict(result, None, f"{self.name}: {'passed' if result else 'failed'}")
+        if isinstance(result, int | float):
+            score = float(result)
+            ok = score >= self.threshold
+            sign = ">=" if ok else "<"
+            return Verdict(ok, score, f"{self.name}: {score:.2f} {sign} {self.threshold:g}")
+        raise TypeError(
+            f"check {self.name!r} must return bool, a number or a Verdict, got {type(result).__name__}"
+        )
