@@ -393,7 +393,8 @@ def construct_strategies(
 
     for name in tables:
         named(name)
-    return built
+    # Config order, not build order: the first table is the default strategy.
+    return {name: built[name] for name in tables}
 
 
 class _FieldError(ValueError):
