@@ -332,8 +332,9 @@ async def test_a_route_that_is_a_strategy_keeps_cost_usage_and_attempts_summed()
     assert out.route == RouteInfo(
         "r.routes[complex]", "complex", "matched 'trade-offs' (complex) → polished a draft", 0.8
     )
-    assert [s.name for s in out.steps] == ["routes[complex]"]
-    assert out.steps[0].cost_usd == pytest.approx(out.cost_usd)
+    # the nested strategy's own breakdown survives the router
+    assert [s.name for s in out.steps] == ["r.routes[complex].draft", "r.routes[complex].final"]
+    assert sum(s.cost_usd or 0.0 for s in out.steps) == pytest.approx(out.cost_usd)
     # a Single is a strategy too
     orch, providers = orchestrator(router(routes={**TIERS, "standard": Single("gpt")}))
     out = await orch.run("hello")
@@ -556,3 +557,22 @@ async def test_router_from_orchestrator_config() -> None:
         async with Orchestrator.from_config(config) as orch:
             assert (await orch.run("Debug our kubernetes cluster")).text == "one"
             assert (await orch.run("Refactor this")).text == "two"  # default complex keywords replaced
+
+
+async def test_nested_strategy_keeps_its_step_breakdown() -> None:
+    import tierwise as tw
+
+    """A cascade behind a route must keep its per-rung steps, not collapse to one."""
+    from tierwise.execution.executor import Deployment, Executor
+    from tierwise.strategies.base import RunContext
+    from tierwise.testing import FakeProvider
+    from tierwise.verify import Check
+
+    fake = FakeProvider(["too short", "a long enough answer"])
+    executor = Executor({a: Deployment(a, fake, a) for a in ("cheap", "strong")})
+    cascade = tw.Cascade(["cheap", "strong"], accept=Check(lambda r: len(r.text) > 10))
+    router = tw.Router(tw.KeywordClassifier.default(), routes={"standard": cascade}, default="standard")
+    resp = await router.run(tw.Request.from_prompt("hello"), RunContext(executor, path="router"))
+    assert resp.text == "a long enough answer"
+    assert [s.name for s in resp.steps][:2] == ["cascade[0]", "cascade[1]"]
+    assert [s.accepted for s in resp.steps][:2] == [False, True]

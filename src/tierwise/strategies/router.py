@@ -265,7 +265,10 @@ class Router(Strategy):
         path = inner.strategy_path or f"{ctx.path}.routes[{label}]"
         route = RouteInfo(path, label, reason, c.score)
         if isinstance(target, Strategy):
-            return combine(response, [response], route=route, steps=[step_of(f"routes[{label}]", response)])
+            # Keep the nested strategy's own breakdown (cascade rungs, verifier and
+            # judge calls); only a strategy that reported none gets one summary step.
+            steps = response.steps or [step_of(f"routes[{label}]", response)]
+            return combine(response, [response], route=route, steps=steps)
         response.route = route
         return response
 
