@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import asdict
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .observe.alerts import AlertMonitor
     from .observe.audit import AuditLog
     from .providers.base import Provider
+    from .strategies.batch import BatchProgress, BatchResult
 
 __all__ = ["Orchestrator"]
 
@@ -207,10 +208,62 @@ class Orchestrator:
             if aclose is not None:
                 await aclose()
 
-    def explain(self, prompt: str | Request, strategy: str | None = None) -> RouteInfo:
-        """Which route ``strategy`` would take for ``prompt`` and why; calls no model."""
-        request = self._request(prompt, None)
-        return self._strategy(strategy).explain(request)
+    def explain(
+        self,
+        prompt: str | Request,
+        strategy: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RouteInfo:
+        """Which route ``strategy`` would take for ``prompt`` and why; calls no model.
+
+        ``metadata`` carries routing hints (``tier``, ``json_output``) as in ``run``.
+        """
+        request = self._request(prompt, metadata)
+        strat = self._strategy(strategy)
+        return strat.explain(request, self._context(strat, request))
+
+    def add_strategy(self, name: str, strategy: Strategy, *, default: bool = False) -> None:
+        """Register a strategy built in code (a subclass, a cascade of verifier
+        objects) under ``name``, optionally as the default."""
+        if not isinstance(strategy, Strategy):
+            raise TypeError(f"strategy must be a tierwise Strategy, got {type(strategy).__name__}")
+        if not name:
+            raise ValueError("strategy name must not be empty")
+        self.strategies[name] = strategy
+        if default:
+            self.default_strategy = name
+
+    @property
+    def providers(self) -> tuple[Provider, ...]:
+        """The distinct providers this orchestrator closes on ``aclose()``."""
+        return tuple(self._providers)
+
+    async def batch(
+        self,
+        items: Sequence[Any],
+        template: str | None = None,
+        *,
+        concurrency: int = 8,
+        strategy: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        progress: Callable[[BatchProgress], None] | None = None,
+        output: str | os.PathLike[str] | None = None,
+    ) -> list[BatchResult]:
+        """Run many items (strings, dicts, or Requests) with bounded concurrency:
+        results in input order, each item's error captured, resumable through
+        ``output`` (see ``tierwise.strategies.batch``)."""
+        from .strategies.batch import run_batch
+
+        return await run_batch(
+            self,
+            items,
+            template,
+            concurrency=concurrency,
+            strategy=strategy,
+            metadata=metadata,
+            progress=progress,
+            output=output,
+        )
 
     def health(self) -> dict[str, Any]:
         """Per-deployment health: state, failures, cooldown remaining.

@@ -151,8 +151,12 @@ class Strategy(ABC):
             yield TextDelta(response.text)
         yield Done(response)
 
-    def explain(self, request: Request) -> RouteInfo:
-        """The decision this strategy would make for ``request``, without calling a model."""
+    def explain(self, request: Request, ctx: RunContext | None = None) -> RouteInfo:
+        """The decision this strategy would make for ``request``, without calling a model.
+
+        ``ctx`` (when the orchestrator has one) lets a strategy consult deployments,
+        e.g. the router's long-context check against a model's window.
+        """
         return RouteInfo(self.name, None, f"{self.kind} strategy")
 
     def __repr__(self) -> str:

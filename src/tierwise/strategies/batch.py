@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ async def run_batch(
     strategy: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     progress: Callable[[BatchProgress], None] | None = None,
-    output: str | Path | None = None,
+    output: str | os.PathLike[str] | None = None,
 ) -> list[BatchResult]:
     """Run every item; results in input order, errors captured per item."""
     if concurrency < 1:
@@ -161,7 +162,7 @@ async def run_batch(
     start = time.perf_counter()
     sink: TextIO | None = out_path.open("a", encoding="utf-8") if out_path is not None else None
     limiter = anyio.CapacityLimiter(concurrency)
-    secrets = [getattr(p, "_api_key", None) for p in orch._providers]
+    secrets = [getattr(p, "_api_key", None) for p in orch.providers]
 
     def report() -> None:
         if progress is not None:

@@ -279,7 +279,7 @@ class Cascade(Strategy):
             yield ToolCallDelta(index, call.id, call.name, call.raw_arguments)
         yield Done(response)
 
-    def explain(self, request: Request) -> RouteInfo:
+    def explain(self, request: Request, ctx: RunContext | None = None) -> RouteInfo:
         chain = " → ".join(_name(t) for t in self.targets)
         check = self.verifier.describe() if self.verifier is not None else f"{type(self).__name__}.accept()"
         return RouteInfo(

@@ -382,7 +382,7 @@ class Ensemble(Strategy):
 
     # ------------------------------------------------------------------ describing
 
-    def explain(self, request: Request) -> RouteInfo:
+    def explain(self, request: Request, ctx: RunContext | None = None) -> RouteInfo:
         names = ", ".join(_target_name(t) for t in self.targets)
         quorum = f"; quorum {self.quorum} of {len(self.targets)}" if self.aggregator.mode == "all" else ""
         return RouteInfo(

@@ -516,7 +516,7 @@ class Pipeline(Strategy):
 
     # ------------------------------------------------------------------ describing
 
-    def explain(self, request: Request) -> RouteInfo:
+    def explain(self, request: Request, ctx: RunContext | None = None) -> RouteInfo:
         parts = []
         for s in self.steps:
             target = s.target if isinstance(s.target, str) else s.target.name

@@ -31,7 +31,7 @@ class Single(Strategy):
         # (its slot, reservation and connection) directly.
         return ctx.stream(self.target, request)
 
-    def explain(self, request: Request) -> RouteInfo:
+    def explain(self, request: Request, ctx: RunContext | None = None) -> RouteInfo:
         target = self.target if isinstance(self.target, str) else self.target.name
         return RouteInfo(self.name, None, f"always {target}")
 
