@@ -338,3 +338,33 @@ async def test_audit_log_scrubs_a_known_secret_from_an_unredacted_custom_provide
     record = json.loads(path.read_text(encoding="utf-8"))
     assert record["attempts"][0]["error_type"] == "ServerError"
     assert SECRET not in path.read_text(encoding="utf-8")
+
+
+async def test_every_attempt_is_a_structlog_event_without_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    """Failures log at info, successes at debug, through the orchestrator's own
+    logger; the provider key never appears in a rendered line."""
+    import logging
+
+    from tierwise.errors import ServerError
+    from tierwise.execution.executor import Deployment
+    from tierwise.testing import FakeProvider
+
+    secret = "sk-test-SECRETSECRET123456"
+    bad = FakeProvider([ServerError(f"upstream said {secret}")], name="bad")
+    bad._api_key = secret
+    good = FakeProvider(["fine"], name="good")
+    orch = Orchestrator(
+        [Deployment("a", bad, "a", fallbacks=("b",)), Deployment("b", good, "b")], log_level="debug"
+    )
+    with caplog.at_level(logging.DEBUG, logger="tierwise"):
+        resp = await orch.run("hi")
+    assert resp.text == "fine"
+    lines = [r.getMessage() for r in caplog.records if r.name == "tierwise"]
+    assert any("attempt_failed" in line and "model=a" in line for line in lines), lines
+    assert any(
+        line.startswith("timestamp") and "event=attempt " in line and "model=b" in line for line in lines
+    ) or any("event=attempt" in line and "model=b" in line for line in lines), lines
+    assert any("event=request" in line for line in lines), lines
+    assert all(secret not in line for line in lines)
+    quiet = Orchestrator([Deployment("b", FakeProvider(["x"]), "b")], log_level=None)
+    assert quiet.log is None

@@ -248,6 +248,13 @@ class AuditConfig(_Section):
     include_text: bool = False
 
 
+class LoggingConfig(_Section):
+    """``[logging]``: the orchestrator's structlog events (one per attempt)."""
+
+    level: Literal["debug", "info", "warning", "error", "off"] = "info"
+    format: Literal["logfmt", "json"] = "logfmt"
+
+
 class TierwiseConfig(_Section):
     """The whole file."""
 
@@ -261,6 +268,7 @@ class TierwiseConfig(_Section):
     budget: BudgetConfig | None = None
     cache: CacheConfig | None = None
     audit: AuditConfig | None = None
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     seed: Annotated[int, Field(strict=True)] | None = None
 
     @model_validator(mode="after")
@@ -737,6 +745,8 @@ def build_orchestrator(
         clock=clock,
         seed=cfg.seed,
         owned_providers=list(providers.values()),
+        log_level=None if cfg.logging.level == "off" else cfg.logging.level,
+        log_json=cfg.logging.format == "json",
     )
 
 

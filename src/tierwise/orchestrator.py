@@ -61,6 +61,8 @@ class Orchestrator:
         clock: Clock = SYSTEM_CLOCK,
         seed: int | None = None,
         owned_providers: Sequence[Provider] | None = None,
+        log_level: str | None = "info",
+        log_json: bool = False,
     ) -> None:
         deployments = dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
         if not deployments:
@@ -104,6 +106,64 @@ class Orchestrator:
         )
         self._providers = list({id(p): p for p in providers}.values())
         self._closed = False
+        self.log: Any = None
+        if log_level is not None:
+            self._attach_logger(log_level, log_json)
+
+    def _attach_logger(self, level: str, json: bool) -> None:
+        """One structlog event per attempt, through this orchestrator's own logger.
+
+        Failed attempts log at info (``attempt_failed``), successful ones and whole
+        requests at debug, so the default level records every fault without
+        rendering anything on the success path. Secrets (the providers' keys) are
+        scrubbed from every value; nothing is configured process-wide.
+        """
+        from .observe.logging import make_logger
+        from .observe.metrics import AttemptEvent
+
+        secrets = [k for k in (getattr(p, "_api_key", None) for p in self._providers) if k]
+        log = make_logger("tierwise", level=level, json=json, secrets=secrets)
+        self.log = log
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, AttemptEvent):
+                if event.outcome == "error":
+                    log.info(
+                        "attempt_failed",
+                        model=event.model,
+                        provider=event.provider,
+                        path=event.path,
+                        error_type=event.error_type,
+                        latency_ms=round(event.latency_ms, 1),
+                        retry=event.retry,
+                    )
+                else:
+                    log.debug(
+                        "attempt",
+                        model=event.model,
+                        provider=event.provider,
+                        path=event.path,
+                        outcome=event.outcome,
+                        latency_ms=round(event.latency_ms, 1),
+                        input_tokens=event.input_tokens,
+                        output_tokens=event.output_tokens,
+                        cost_usd=event.cost_usd,
+                        retry=event.retry,
+                    )
+            else:
+                log.debug(
+                    "request",
+                    strategy=event.strategy,
+                    label=event.label,
+                    model=event.model,
+                    latency_ms=round(event.latency_ms, 1),
+                    cost_usd=event.cost_usd,
+                    fallback=event.fallback,
+                    cached=event.cached,
+                    error_type=event.error_type,
+                )
+
+        self.metrics.add_listener(on_event)
 
     # ------------------------------------------------------------------ building
 
