@@ -18,6 +18,9 @@ Method
 * Every variant is built and warmed up (connections opened) first; then each of
   ``--runs`` rounds (default 5) measures *every* variant once, in an order rotated
   by one each round, so machine drift and position effects hit all variants alike.
+  Before each measured batch the variant runs ≥ 6 s of unmeasured load, so its
+  connection pool is back in steady state (see ``steady()``: without it, httpx
+  rows swing by up to 1.7× depending on their position in the round).
   The table shows medians; ``×raw`` is the median of the per-round ratios to raw
   httpx measured in the same round (robust against a noisy, shared machine).
 * Variants whose packages are missing are skipped with a note: ``openai`` and
@@ -31,10 +34,10 @@ Variants
   executor with a 3-model fallback chain, a rate limiter on every model (rpm/tpm
   far above what the run needs, so nothing ever waits), retry policy, health
   tracking, metrics, cost (prices configured), no cache, audit off.
-* ``tierwise classify``: the same plus a classification step: a small keyword
-  classifier strategy (defined below) picks a label and calls the target with it,
-  as ``tw.Router`` will. **The real Router variant is pending the strategies
-  issue**; when ``tw.Router`` exists, uncomment its line in ``VARIANTS``.
+* ``tierwise Router``: the same plus the classification step:
+  ``tw.Router(tw.KeywordClassifier.default(), routes, default="standard")``, every
+  label routed to the same chain (so every tierwise row makes the same provider
+  call). Skipped on a tierwise without ``tw.Router``.
 * ``… +aiohttp``: the tierwise variants with ``http="aiohttp"`` (``fast`` extra).
 * ``openai SDK``: ``AsyncOpenAI(base_url=...).chat.completions.create``.
 * ``litellm Router``: ``litellm.Router(model_list=[3 models], fallbacks=...)`` +
@@ -63,7 +66,7 @@ import importlib.util
 import json
 import os
 import platform
-import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -153,47 +156,23 @@ async def raw_httpx_aiohttp(base_url: str) -> tuple[Call, Close]:
     return await _raw(base_url, client)
 
 
-def _keyword_classifier() -> Any:
-    """A stand-in for ``tw.Router(tw.KeywordClassifier.default(), ...)``: a strategy
-    that classifies the prompt with a few regexes (the rule classifier's kind of
-    work) and calls the label's target through the executor with that label."""
-    from tierwise import RunContext, Strategy
-    from tierwise.types import Request, Response
-
-    rules = [
-        ("complex", re.compile(r"\b(prove|derive|architect|refactor|step[- ]by[- ]step|analy[sz]e)\b", re.I)),
-        ("structured", re.compile(r"\b(json|yaml|csv|schema|table)\b", re.I)),
-        ("bulk", re.compile(r"\b(classify|extract|tag|label each)\b", re.I)),
-    ]
-
-    class KeywordRoute(Strategy):
-        kind = "router"
-
-        def __init__(self, routes: dict[str, str], default: str) -> None:
-            super().__init__(name="router")
-            self.routes = routes
-            self.default = default
-
-        def classify(self, request: Request) -> str:
-            text = ""
-            for m in reversed(request.messages):
-                if m.role == "user" and isinstance(m.content, str):
-                    text = m.content
-                    break
-            for label, rx in rules:
-                if rx.search(text):
-                    return label
-            return "complex" if len(text) > 4000 else self.default
-
-        async def run(self, request: Request, ctx: RunContext) -> Response:
-            label = self.classify(request)
-            return await ctx.call(self.routes[label], request, label=label)
-
-    labels = ("complex", "standard", "structured", "bulk")
-    return KeywordRoute({label: "primary" for label in labels}, "standard")
+# Label → target for classifying strategies: every label answers on the same chain,
+# so all tierwise rows make the same provider call.
+ROUTES = {label: "primary" for label in ("complex", "standard", "structured", "bulk")}
+StrategyFactory = Callable[[Any], Any]  # the tierwise module → a Strategy
 
 
-def _orchestrator(base_url: str, http: str, strategy: str) -> Any:
+def single(tw: Any) -> Any:
+    return tw.Single("primary", name="single")
+
+
+def router(tw: Any) -> Any:
+    if not hasattr(tw, "Router"):
+        raise Skip("this tierwise has no tw.Router yet")
+    return tw.Router(tw.KeywordClassifier.default(), ROUTES, "standard", name="router")
+
+
+def _orchestrator(base_url: str, http: str, strategy: StrategyFactory) -> Any:
     """Built in code (the same objects ``from_config`` builds) so the transport can be
     chosen: 3 models chained primary → second → third, a limiter on each, prices
     for cost, default retry/health policies, metrics on, no cache, no audit."""
@@ -214,15 +193,10 @@ def _orchestrator(base_url: str, http: str, strategy: str) -> Any:
         )
         for i, (alias, model) in enumerate(zip(aliases, MODELS, strict=True))
     ]
-    strategies: dict[str, Any] = {"single": tw.Single("primary", name="single")}
-    if strategy == "classify":
-        strategies["classify"] = _keyword_classifier()
-    # Pending the strategies issue — when tw.Router exists, this is the one line to add:
-    # strategies["router"] = tw.Router(tw.KeywordClassifier.default(), routes={...: "primary"}, default="standard")
-    return tw.Orchestrator(deployments, strategies=strategies, default_strategy=strategy)
+    return tw.Orchestrator(deployments, strategies={"bench": strategy(tw)}, default_strategy="bench")
 
 
-def tierwise_variant(http: str, strategy: str) -> Callable[[str], Awaitable[tuple[Call, Close]]]:
+def tierwise_variant(http: str, strategy: StrategyFactory) -> Callable[[str], Awaitable[tuple[Call, Close]]]:
     async def build(base_url: str) -> tuple[Call, Close]:
         if http == "aiohttp" and importlib.util.find_spec("httpx_aiohttp") is None:
             raise Skip('needs httpx-aiohttp (pip install "tierwise[fast]")')
@@ -294,22 +268,21 @@ async def litellm_router(base_url: str) -> tuple[Call, Close]:
 VARIANTS: list[Variant] = [
     Variant("raw httpx", raw_httpx, "baseline: post(json=) + .json()"),
     Variant("raw httpx+aiohttp", raw_httpx_aiohttp, "fast: httpx_aiohttp transport", "raw httpx+aiohttp"),
-    Variant("tierwise single", tierwise_variant("httpx", "single"), "orch.run, single strategy"),
+    Variant("tierwise single", tierwise_variant("httpx", single), "orch.run, single strategy"),
     Variant(
-        "tierwise classify",
-        tierwise_variant("httpx", "classify"),
-        "orch.run + keyword classify (Router stand-in)",
+        "tierwise Router",
+        tierwise_variant("httpx", router),
+        "orch.run, tw.Router + KeywordClassifier.default()",
     ),
-    # Variant("tierwise Router", tierwise_variant("httpx", "router"), "orch.run, tw.Router"),  # pending strategies issue
     Variant(
         "tierwise single+aiohttp",
-        tierwise_variant("aiohttp", "single"),
+        tierwise_variant("aiohttp", single),
         'http="aiohttp"',
         "raw httpx+aiohttp",
     ),
     Variant(
-        "tierwise classify+aiohttp",
-        tierwise_variant("aiohttp", "classify"),
+        "tierwise Router+aiohttp",
+        tierwise_variant("aiohttp", router),
         'http="aiohttp"',
         "raw httpx+aiohttp",
     ),
@@ -367,6 +340,24 @@ async def drive(call: Call, total: int, concurrency: int) -> tuple[float, float]
     return time.process_time() - cpu0, time.perf_counter() - t0
 
 
+async def steady(call: Call, args: argparse.Namespace) -> None:
+    """Bring a client back to steady state before it is measured.
+
+    While the other variants ran, this client's keep-alive connections expired
+    (httpx's default keep-alive is 5 s). Its first requests then open a burst of
+    ``--concurrency`` new connections, and the pool only shrinks back to what the
+    load really needs once the surplus idles out again, another 5 s later. httpcore's
+    pool bookkeeping costs O(connections²) per request, so a batch measured during
+    that phase costs up to 1.7× more CPU than the same batch in steady state, and
+    which variant pays it would depend on its position in the round. So: at least
+    ``--round-warmup`` requests and ``--round-warmup-s`` seconds of load first.
+    """
+    deadline = time.perf_counter() + args.round_warmup_s
+    await drive(call, args.round_warmup, args.concurrency)
+    while time.perf_counter() < deadline:
+        await drive(call, max(1, args.round_warmup), args.concurrency)
+
+
 async def measure(base_url: str, variants: list[Variant], args: argparse.Namespace) -> list[Result]:
     results = [Result(v.name, note=v.note, raw=v.raw) for v in variants]
     live: list[tuple[Variant, Result, Call, Close]] = []
@@ -389,9 +380,7 @@ async def measure(base_url: str, variants: list[Variant], args: argparse.Namespa
             base_cpu: float | None = None
             measured: dict[str, float] = {}
             for v, res, call, _ in order:
-                # Bring this client's pool back to steady state first: other variants
-                # ran for seconds, long enough for its keep-alive connections to expire.
-                await drive(call, args.round_warmup, args.concurrency)
+                await steady(call, args)
                 cpu, wall = await drive(call, args.requests, args.concurrency)
                 us = cpu / args.requests * 1e6
                 res.cpu_us.append(us)
@@ -463,8 +452,7 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
     foot = (
         "×raw httpx: median of per-round ratios to raw httpx in the same round. Target: tierwise ≤ "
         f"{TARGET_RATIO}×.\n+µs vs raw: median per-round difference to the raw row on the same transport "
-        "(what the library itself adds).\nThe tw.Router variant is pending the strategies issue ('tierwise classify' "
-        "stands in: a keyword classifier strategy in front of the same executor path)."
+        "(what the library itself adds)."
     )
     return f"{head}\n\n" + "\n".join(lines) + f"\n\n{foot}"
 
@@ -479,6 +467,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=300, help="warm-up requests per variant")
     parser.add_argument(
         "--round-warmup", type=int, default=200, help="unmeasured requests before each measured batch"
+    )
+    parser.add_argument(
+        "--round-warmup-s",
+        type=float,
+        default=6.0,
+        help="and at least this many seconds of load (> httpx's 5 s keep-alive expiry; see steady())",
     )
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
     parser.add_argument("--server-url", help="use a running mock server instead of starting one")
@@ -504,6 +498,8 @@ def main() -> int:
             parser.error(f"unknown variant(s) {unknown}; --list shows them")
         variants = [by_name[n] for n in wanted]
 
+    # A plain SIGTERM would skip the finally blocks that stop the server process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.server_url:
         results = asyncio.run(measure(args.server_url, variants, args))
     else:

@@ -716,3 +716,20 @@ def test_benchmark_configs_stay_valid(tmp_path: Path) -> None:
     assert load_config(path) == load_config(cfg)
     chained = build_orchestrator(bench.make_config(chained=True))
     assert len(chained.executor.chain("m0")) == bench.N_MODELS
+
+
+def test_fast_transport_without_the_extra_names_the_field() -> None:
+    """``http = "aiohttp"`` needs the ``fast`` extra; without it the error says how to
+    get it and points at the field."""
+    import importlib.util
+
+    if importlib.util.find_spec("httpx_aiohttp") is not None:
+        pytest.skip("httpx-aiohttp is installed here")
+    cfg = {
+        "providers": {"p": {"type": "openai", "compat": "vllm", "base_url": "http://x/v1", "http": "aiohttp"}},
+        "models": {"m": {"provider": "p", "model": "m"}},
+    }
+    with pytest.raises(ConfigError) as info:
+        build_orchestrator(cfg)
+    assert info.value.field == "providers.p.http"
+    assert "tierwise[fast]" in str(info.value)
