@@ -726,7 +726,9 @@ def test_fast_transport_without_the_extra_names_the_field() -> None:
     if importlib.util.find_spec("httpx_aiohttp") is not None:
         pytest.skip("httpx-aiohttp is installed here")
     cfg = {
-        "providers": {"p": {"type": "openai", "compat": "vllm", "base_url": "http://x/v1", "http": "aiohttp"}},
+        "providers": {
+            "p": {"type": "openai", "compat": "vllm", "base_url": "http://x/v1", "http": "aiohttp"}
+        },
         "models": {"m": {"provider": "p", "model": "m"}},
     }
     with pytest.raises(ConfigError) as info:
