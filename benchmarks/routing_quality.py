@@ -1,0 +1,292 @@
+"""Routing quality on recorded outcomes: which prompts deserve the strong model?
+
+No model is called and nothing is downloaded: the data (see its README) records every
+model's outcome on every prompt, so routing decisions are replayed offline.
+
+Track A — RouteLLM MMLU and GSM8K (GPT-4 vs Mixtral-8x7B; contaminated prompts dropped),
+5-fold cross-validation (KFold, shuffle, seed 0). Metrics (``routing_metrics.py``): APGR,
+CPT(50%), CPT(80%) as mean ± std over the folds, for random, always-weak, always-strong, the
+keyword classifier, prompt length, OutcomeModel and the oracle. The OutcomeModel's routing score
+is p(strong) − p(weak), which is exactly the order in which ``route()`` moves prompts to the
+strong model as ``cost_weight`` falls. Its configuration is fixed before the folds are run
+(never chosen on a test fold); ``--variants`` adds the alternatives that were tried.
+
+Track B — LLMRouter (9 models, the given train/test split, prices from ``default_llm.json``):
+accuracy vs cost per query as ``cost_weight`` sweeps, against every single model and the oracle.
+Cost of a query on model m = price_m × (prompt tokens + OUTPUT_TOKENS) / 1M, prompt tokens
+≈ characters / 4, OUTPUT_TOKENS = 200 (the data has no responses to count).
+
+Usage::
+
+    python benchmarks/routing_quality.py --data ../shared/data/routing            # both tracks
+    python benchmarks/routing_quality.py --data ../shared/data/routing --track A --plots docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from routing_metrics import apgr, cpt, pgr_curve
+
+from tierwise.routing import KeywordClassifier
+from tierwise.routing.learned import OutcomeModel
+from tierwise.types import Request
+
+WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+STRONG = "gpt-4-1106-preview"
+COST = {"weak": 0.24, "strong": 24.7}  # $ per 1M tokens, the RouteLLM paper's figures
+OUTPUT_TOKENS = 200
+KEYWORD_ORDER = {"complex": 3, "standard": 2, "structured": 1, "bulk": 0}
+
+
+def _bool(v: str) -> float:
+    return 1.0 if v.strip().lower() in ("true", "1", "1.0") else 0.0
+
+
+def load_routellm(data: str, bench: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    base = os.path.join(data, "routellm", bench)
+    with open(os.path.join(base, "contaminated_prompts.jsonl"), encoding="utf-8") as fh:
+        bad = {json.loads(line)["eval_prompt"] for line in fh if line.strip()}
+    files = (
+        sorted(glob.glob(os.path.join(base, "responses", "*.csv")))
+        if bench == "mmlu"
+        else [os.path.join(base, "gsm8k_responses.csv")]
+    )
+    csv.field_size_limit(1 << 30)
+    prompts, weak, strong = [], [], []
+    for f in files:
+        with open(f, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row["prompt"] in bad:
+                    continue
+                prompts.append(row["prompt"])
+                weak.append(_bool(row[WEAK]))
+                strong.append(_bool(row[STRONG]))
+    return prompts, np.array(weak), np.array(strong)
+
+
+def keyword_scores(prompts: list[str]) -> np.ndarray:
+    clf = KeywordClassifier.default()
+    return np.array(
+        [KEYWORD_ORDER.get(clf.classify(Request.from_prompt(p)).label, 2) for p in prompts], dtype=float
+    )
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "OutcomeModel": {},  # the default: word 1-2 + char_wb 3-5 TF-IDF, log length, LR C=1
+    "OutcomeModel (word only)": {"char_ngrams": None},
+    "OutcomeModel (C=0.3)": {"c": 0.3},
+}
+
+
+def track_a(data: str, bench: str, folds: int, variants: bool, plots: str | None) -> dict[str, Any]:
+    from sklearn.model_selection import KFold
+
+    prompts, weak, strong = load_routellm(data, bench)
+    n = len(prompts)
+    print(f"\n## Track A — {bench}: {n} prompts, weak {weak.mean():.3f}, strong {strong.mean():.3f}")
+    lengths = np.array([len(p.split()) for p in prompts], dtype=float)
+    kw = keyword_scores(prompts)
+    kw_complex = float(np.mean(kw == 3))
+    names = ["random", "always-weak", "always-strong", "keyword", "prompt length"]
+    names += list(VARIANTS) if variants else ["OutcomeModel"]
+    names += ["oracle"]
+    res: dict[str, list[tuple[float, float, float]]] = {k: [] for k in names}
+    curves: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    fit_s: list[float] = []
+    for f, (tr, te) in enumerate(KFold(folds, shuffle=True, random_state=0).split(prompts)):
+        w, s = weak[te], strong[te]
+        scores: dict[str, np.ndarray] = {
+            "random": np.random.default_rng(100 + f).random(te.size),
+            "prompt length": lengths[te],
+            "keyword": kw[te],
+            "oracle": s - w,
+        }
+        for name in names:
+            if not name.startswith("OutcomeModel"):
+                continue
+            t0 = time.perf_counter()
+            model = OutcomeModel.fit(
+                [prompts[i] for i in tr], {"weak": weak[tr], "strong": strong[tr]}, COST, **VARIANTS[name]
+            )
+            if name == "OutcomeModel":
+                fit_s.append(time.perf_counter() - t0)
+            pred = model.predict([prompts[i] for i in te])
+            scores[name] = pred["strong"] - pred["weak"]
+        for name in names:
+            if name == "always-weak":
+                # a fixed policy is one point, not a curve: PGR 0 at 0% strong calls
+                res[name].append((float("nan"), float("nan"), float("nan")))
+                continue
+            if name == "always-strong":
+                # PGR 1 at 100% strong calls
+                res[name].append((float("nan"), float("nan"), float("nan")))
+                continue
+            sc = scores[name]
+            res[name].append((apgr(sc, w, s, seed=f), cpt(sc, w, s, 0.5, seed=f), cpt(sc, w, s, 0.8, seed=f)))
+            grid = np.linspace(0, 1, 101)
+            sh, pg = pgr_curve(sc, w, s, seed=f)
+            curves[name].append(np.interp(grid, sh, pg))
+        print(f"  fold {f}: OutcomeModel APGR {res['OutcomeModel'][-1][0]:.3f}", flush=True)
+
+    def fmt(vals: list[float], pct: bool) -> str:
+        a = np.array(vals)
+        if np.all(np.isnan(a)):
+            return "—"
+        m, sd = float(np.mean(a)), float(np.std(a))
+        return f"{100 * m:.1f}% ± {100 * sd:.1f}" if pct else f"{m:.3f} ± {sd:.3f}"
+
+    print(f"\n| {bench} router | APGR | CPT(50%) | CPT(80%) |\n|---|---|---|---|")
+    for name in names:
+        r = res[name]
+        print(
+            f"| {name} | {fmt([x[0] for x in r], False)} | {fmt([x[1] for x in r], True)} | "
+            f"{fmt([x[2] for x in r], True)} |"
+        )
+    print("\nalways-weak is one point (0% strong calls, PGR 0); always-strong is (100%, PGR 1).")
+    print(
+        f"\nkeyword classifier as a router (complex → strong, else weak): {100 * kw_complex:.1f}% strong calls"
+    )
+    print(f"OutcomeModel fit time per fold ({n * (folds - 1) // folds} prompts): {np.mean(fit_s):.1f} s")
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        grid = np.linspace(0, 1, 101)
+        for name in names:
+            if curves[name]:
+                ax.plot(100 * grid, np.mean(curves[name], axis=0), label=name)
+        ax.set_xlabel("strong-model calls (%)")
+        ax.set_ylabel("performance gap recovered")
+        ax.set_title(f"RouteLLM {bench.upper()}: GPT-4 vs Mixtral ({folds}-fold CV)")
+        ax.set_ylim(-0.05, 1.6 if bench == "mmlu" else 1.4)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        out = os.path.join(plots, f"routing_{bench}.png")
+        fig.savefig(out, dpi=110)
+        print(f"plot: {out}")
+    return {"results": res}
+
+
+def track_b(data: str, plots: str | None) -> None:
+    base = os.path.join(data, "llmrouter")
+    with open(os.path.join(base, "dcrouter_train.json"), encoding="utf-8") as fh:
+        train = json.load(fh)
+    with open(os.path.join(base, "dcrouter_test.json"), encoding="utf-8") as fh:
+        test = json.load(fh)
+    with open(os.path.join(base, "default_llm.json"), encoding="utf-8") as fh:
+        llms = json.load(fh)
+    models = sorted(train[0]["scores"])
+
+    def matrices(items: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        qs = [it["question"] for it in items]
+        sc = np.array([[float(it["scores"][m]) for m in models] for it in items])
+        cost = (
+            (np.array([len(q) / 4 for q in qs])[:, None] * np.array([llms[m]["input_price"] for m in models]))
+            + OUTPUT_TOKENS * np.array([llms[m]["output_price"] for m in models])[None, :]
+        ) / 1e6
+        return qs, sc, cost
+
+    q_tr, s_tr, c_tr = matrices(train)
+    q_te, s_te, c_te = matrices(test)
+    print(f"\n## Track B — LLMRouter: {len(q_tr)} train, {len(q_te)} test, {len(models)} models")
+    t0 = time.perf_counter()
+    model = OutcomeModel.fit(
+        q_tr, {m: s_tr[:, k] for k, m in enumerate(models)}, {m: c_tr[:, k] for k, m in enumerate(models)}
+    )
+    print(f"fit: {time.perf_counter() - t0:.1f} s")
+    pred = model.predict_matrix(q_te)
+    col = [model.models.index(m) for m in models]
+    pred = pred[:, col]
+    print("\n| model | test accuracy | $ per 1k queries |\n|---|---|---|")
+    single = []
+    for k, m in enumerate(models):
+        acc, cost = float(s_te[:, k].mean()), float(c_te[:, k].mean())
+        single.append((acc, cost, m))
+        print(f"| {m} | {100 * acc:.1f}% | {1000 * cost:.4f} |")
+    best_acc, best_cost, best = max(single)
+    oracle_idx = np.argmax(s_te - 1e-9 * c_te, axis=1)  # best score, cheapest among ties
+    o_acc = float(s_te[np.arange(len(q_te)), oracle_idx].mean())
+    o_cost = float(c_te[np.arange(len(q_te)), oracle_idx].mean())
+    print(f"| oracle | {100 * o_acc:.1f}% | {1000 * o_cost:.4f} |")
+    mcost = np.array([model.expected_cost[m] for m in models])
+    curve = []
+    for lam in [0.0, *np.geomspace(1e-1, 1e6, 400)]:
+        util = pred - lam * mcost
+        order = np.argsort(mcost, kind="stable")
+        ch = order[np.argmax(util[:, order], axis=1)]
+        rows = np.arange(len(q_te))
+        curve.append((float(c_te[rows, ch].mean()), float(s_te[rows, ch].mean()), float(lam)))
+    curve.sort()
+    match = [c for c, a, _ in curve if a >= best_acc]
+    eq = [a for c, a, _ in curve if c <= best_cost]
+    print(f"\nbest single model: {best} {100 * best_acc:.1f}% at ${1000 * best_cost:.4f}/1k")
+    print(f"OutcomeModel max accuracy: {100 * max(a for _, a, _ in curve):.1f}%")
+    if match:
+        print(
+            f"cost to match the best single model: ${1000 * min(match):.4f}/1k = "
+            f"{100 * min(match) / best_cost:.0f}% of its cost"
+        )
+    else:
+        print("OutcomeModel never matches the best single model's accuracy")
+    if eq:
+        print(
+            f"accuracy at ≤ the best single model's cost: {100 * max(eq):.1f}% ({100 * (max(eq) - best_acc):+.1f} points)"
+        )
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        ax.plot([1000 * c for c, _, _ in curve], [100 * a for _, a, _ in curve], "-", label="OutcomeModel")
+        for acc, cost, m in single:
+            ax.scatter(1000 * cost, 100 * acc, s=18)
+            ax.annotate(m, (1000 * cost, 100 * acc), fontsize=6)
+        ax.scatter(1000 * o_cost, 100 * o_acc, marker="*", s=80, label="oracle")
+        ax.set_xscale("log")
+        ax.set_xlabel("$ per 1,000 queries (log)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("LLMRouter: accuracy vs cost as cost_weight sweeps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        out = os.path.join(plots, "routing_llmrouter.png")
+        fig.savefig(out, dpi=110)
+        print(f"plot: {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="the routing data directory (see its README)")
+    ap.add_argument("--track", choices=["A", "B", "both"], default="both")
+    ap.add_argument("--bench", choices=["mmlu", "gsm8k", "both"], default="both")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--variants", action="store_true", help="also run the OutcomeModel variants tried")
+    ap.add_argument("--plots", default=None, help="directory for PNG plots (e.g. docs)")
+    args = ap.parse_args(argv)
+    if args.track in ("A", "both"):
+        for bench in ["mmlu", "gsm8k"] if args.bench == "both" else [args.bench]:
+            track_a(args.data, bench, args.folds, args.variants, args.plots)
+    if args.track in ("B", "both"):
+        track_b(args.data, args.plots)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""OutcomeModel (tierwise.routing.learned) on tiny synthetic data, and the routing-quality metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+np = pytest.importorskip("numpy")
+pytest.importorskip("sklearn")
+
+from tierwise.catalog import ModelSpec  # noqa: E402
+from tierwise.execution.executor import Deployment  # noqa: E402
+from tierwise.execution.retry import RetryPolicy  # noqa: E402
+from tierwise.orchestrator import Orchestrator  # noqa: E402
+from tierwise.routing import Classifier  # noqa: E402
+from tierwise.routing.learned import OutcomeModel  # noqa: E402
+from tierwise.strategies.router import Router  # noqa: E402
+from tierwise.testing import FakeProvider  # noqa: E402
+from tierwise.types import Request  # noqa: E402
+
+HARD = ["integral", "theorem", "proof", "eigenvalue", "derivative", "lemma"]
+EASY = ["capital", "color", "weather", "greeting", "animal", "fruit"]
+COSTS = {"strong": 10.0, "weak": 1.0}
+
+
+def synthetic(n: int = 200, seed: int = 0) -> tuple[list[str], dict[str, list[float]]]:
+    """Hard prompts: only the strong model answers well. Easy prompts: both do."""
+    rng = random.Random(seed)
+    prompts: list[str] = []
+    scores: dict[str, list[float]] = {"strong": [], "weak": []}
+    for i in range(n):
+        hard = i % 2 == 0
+        words = rng.sample(HARD if hard else EASY, 3) + [f"filler{rng.randrange(20)}" for _ in range(4)]
+        rng.shuffle(words)
+        prompts.append("please answer about " + " ".join(words))
+        scores["strong"].append(1.0)
+        scores["weak"].append(0.0 if hard else 1.0)
+    return prompts, scores
+
+
+@pytest.fixture(scope="module")
+def model() -> OutcomeModel:
+    prompts, scores = synthetic()
+    return OutcomeModel.fit(prompts, scores, COSTS, c=10.0)
+
+
+def test_predict_learns_which_model_fails(model: OutcomeModel) -> None:
+    pred = model.predict(["prove the theorem with an integral", "what color is the fruit"])
+    assert set(pred) == {"strong", "weak"}
+    assert pred["weak"][0] < 0.3 < 0.7 < pred["weak"][1]
+    assert pred["strong"][0] > 0.9 and pred["strong"][1] > 0.9
+
+
+def test_route_sends_hard_prompts_to_strong(model: OutcomeModel) -> None:
+    w = 0.01  # a 9-unit cost gap is worth 0.09 of score
+    assert model.route("prove the theorem with an integral", cost_weight=w) == "strong"
+    assert model.route("what color is the fruit", cost_weight=w) == "weak"
+
+
+def test_cost_weight_trades_quality_for_cost(model: OutcomeModel) -> None:
+    hard = "eigenvalue lemma derivative"
+    assert model.route(hard, cost_weight=0.0) == "strong"
+    assert model.route(hard, cost_weight=1.0) == "weak"  # cost dominates
+    prompts, _ = synthetic(100, seed=1)
+    shares = [np.mean([model.route(p, cost_weight=w) == "strong" for p in prompts]) for w in (0.0, 0.01, 0.5)]
+    assert shares[0] >= shares[1] >= shares[2]
+    assert shares[1] == pytest.approx(0.5, abs=0.1)
+    assert shares[2] == 0.0
+
+
+def test_fractional_scores_and_per_prompt_costs() -> None:
+    prompts, scores = synthetic(60)
+    soft = {m: [0.2 + 0.6 * v for v in vals] for m, vals in scores.items()}
+    m = OutcomeModel.fit(prompts, soft, {"strong": [9.0, 11.0] * 30, "weak": 1.0})
+    assert m.expected_cost == {"strong": 10.0, "weak": 1.0}
+    p = m.predict(["integral theorem proof"])
+    assert 0.0 < p["weak"][0] < p["strong"][0] < 1.0
+
+
+def test_fit_validates_inputs() -> None:
+    prompts, scores = synthetic(10)
+    with pytest.raises(ValueError, match="costs has no entry"):
+        OutcomeModel.fit(prompts, scores, {"strong": 1.0})
+    with pytest.raises(ValueError, match=r"within 0\.\.1"):
+        OutcomeModel.fit(prompts, {"a": [2.0] * 10}, {"a": 1.0})
+    with pytest.raises(ValueError, match="values for 10 prompts"):
+        OutcomeModel.fit(prompts, {"a": [1.0] * 9}, {"a": 1.0})
+
+
+def test_constant_outcome_model_is_fine() -> None:
+    prompts, scores = synthetic(20)
+    m = OutcomeModel.fit(prompts, {"always": [1.0] * 20, "weak": scores["weak"]}, {"always": 5, "weak": 1})
+    assert m.predict(["anything"])["always"][0] > 0.99
+
+
+def test_save_load_round_trip_is_exact(model: OutcomeModel, tmp_path: Path) -> None:
+    path = tmp_path / "router.json"
+    model.save(path)
+    assert path.read_text(encoding="utf-8").lstrip().startswith("{")  # plain JSON, no pickle
+    loaded = OutcomeModel.load(path)
+    probe, _ = synthetic(50, seed=7)
+    probe += ["", "unseen words only", "x" * 10_000]
+    a, b = model.predict(probe), loaded.predict(probe)
+    for name in model.models:
+        assert np.array_equal(a[name], b[name])
+    assert loaded.expected_cost == model.expected_cost
+    assert loaded.cost_weight_for(strong_share=0.3) == model.cost_weight_for(strong_share=0.3)
+
+
+def test_load_rejects_other_files(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text('{"format": "something else"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="not a tierwise outcome model"):
+        OutcomeModel.load(path)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 1.0])
+def test_calibrate_to_a_strong_share(model: OutcomeModel, share: float) -> None:
+    w = model.cost_weight_for(strong_share=share)
+    prompts, _ = synthetic()  # the training prompts the calibration used
+    got = np.mean([model.route(p, cost_weight=w) == "strong" for p in prompts])
+    assert got <= share + 1e-9
+    if share in (0.5, 1.0):  # half the training prompts are hard: reachable exactly
+        assert got == pytest.approx(share, abs=0.02)
+
+
+def test_calibrate_to_a_cost_per_request(model: OutcomeModel) -> None:
+    w = model.cost_weight_for(cost_per_request=5.5)  # 50% strong: 0.5 × 10 + 0.5 × 1
+    prompts, _ = synthetic()
+    chosen = [model.route(p, cost_weight=w) for p in prompts]
+    mean_cost = np.mean([COSTS[c] for c in chosen])
+    assert mean_cost <= 5.5 + 1e-9
+    assert mean_cost == pytest.approx(5.5, abs=0.2)
+    with pytest.raises(ValueError, match="exactly one"):
+        model.cost_weight_for(strong_share=0.1, cost_per_request=1.0)
+
+
+def test_as_classifier_reason_and_protocol(model: OutcomeModel) -> None:
+    clf = model.as_classifier(cost_weight=0.01)
+    assert isinstance(clf, Classifier)
+    c = clf.classify(Request.from_prompt("prove the lemma about the eigenvalue", system="be brief"))
+    assert c.label == "strong"
+    assert 0.0 <= c.score <= 1.0
+    assert "strong" in c.reason and "weak" in c.reason and "cost" in c.reason
+    with pytest.raises(ValueError, match="exactly one"):
+        model.as_classifier()
+
+
+async def test_as_classifier_inside_a_router(model: OutcomeModel) -> None:
+    provider = FakeProvider({"big": "from big", "small": "from small"})
+    deps = {
+        alias: Deployment(alias, provider, alias, spec=ModelSpec(alias, "fake", input=i, output=o))
+        for alias, i, o in (("big", 10.0, 30.0), ("small", 0.1, 0.3))
+    }
+    router = Router(
+        model.as_classifier(strong_share=0.5), {"strong": "big", "weak": "small"}, "weak", name="learned"
+    )
+    orch = Orchestrator(deps, strategies={"learned": router}, retry=RetryPolicy(max_attempts=1))
+    hard = await orch.run("integral of the derivative, with proof")
+    easy = await orch.run("the capital and the weather")
+    assert [m for m, _ in provider.calls] == ["big", "small"]
+    assert hard.text == "from big" and easy.text == "from small"
+    assert hard.route is not None and "predicted" in hard.route.reason
+    await orch.aclose()
+
+
+def test_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    prompts, scores = synthetic(10)
+    with pytest.raises(ImportError, match=r'pip install "tierwise\[learn\]"'):
+        OutcomeModel.fit(prompts, scores, COSTS)
+
+
+def test_routing_package_import_is_lazy() -> None:
+    import subprocess
+
+    code = (
+        "import sys, tierwise.routing as r;"
+        " assert 'sklearn' not in sys.modules and 'numpy' not in sys.modules;"
+        " r.OutcomeModel; assert 'tierwise.routing.learned' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the benchmark's metrics, on hand-computed cases ------------------------------------------
+
+
+def _metrics() -> Any:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "routing_metrics.py"
+    spec = importlib.util.spec_from_file_location("routing_metrics", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pgr_apgr_cpt_hand_computed() -> None:
+    m = _metrics()
+    # 4 prompts: weak right on 0,1; strong right on 0,1,2,3 → perf weak 0.5, strong 1.0
+    weak = [1, 1, 0, 0]
+    strong = [1, 1, 1, 1]
+    perfect = [0, 0, 1, 1]  # the prompts weak fails come first
+    shares, pgr = m.pgr_curve(perfect, weak, strong)
+    assert list(shares) == [0, 0.25, 0.5, 0.75, 1.0]
+    assert list(pgr) == [0, 0.5, 1.0, 1.0, 1.0]
+    # trapezoids: 0.0625 + 0.1875 + 0.25 + 0.25
+    assert m.apgr(perfect, weak, strong) == pytest.approx(0.75)
+    assert m.cpt(perfect, weak, strong, 0.5) == 0.25
+    assert m.cpt(perfect, weak, strong, 0.8) == 0.5
+    worst = [1, 1, 0, 0]  # prompts weak already gets right come first
+    assert list(m.pgr_curve(worst, weak, strong)[1]) == [0, 0, 0, 0.5, 1.0]
+    assert m.apgr(worst, weak, strong) == pytest.approx(0.25)
+    assert m.cpt(worst, weak, strong, 0.8) == 1.0
+
+
+def test_pgr_can_exceed_one_and_ties_are_random() -> None:
+    m = _metrics()
+    with pytest.raises(ValueError, match="undefined"):
+        m.pgr_curve([1, 0], [0, 1], [1, 0])  # weak 0.5 = strong 0.5: no gap to recover
+    weak, strong = [0, 1, 0], [1, 0, 1]  # weak 1/3, strong 2/3
+    _, pgr = m.pgr_curve([2, 0, 1], weak, strong)
+    assert list(np.round(pgr, 9)) == [0, 1.0, 2.0, 1.0]
+    const = np.zeros(1000)
+    w = np.random.default_rng(12345).random(1000) < 0.5  # not the tie-break seed's stream
+    s = np.ones(1000)
+    assert m.apgr(const, w, s) == pytest.approx(0.5, abs=0.03)  # constant score ≈ random
