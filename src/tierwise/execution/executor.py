@@ -389,59 +389,13 @@ class Executor:
                 error = exc
             except BaseException:
                 # Cancellation or a bug: give back everything this try held.
-                if permit is not None:
-                    permit.release(None)
-                if reservation is not None:
-                    reservation.release()
+                _give_back(permit, reservation)
                 raise
             else:
-                usage = response.usage
-                if permit is not None:
-                    permit.release(usage.input_tokens + usage.output_tokens)
-                    if response.rate_limits is not None:
-                        limiter.observe(response.rate_limits)  # type: ignore[union-attr]
-                cost = dep.cost(usage)
-                if reservation is not None:
-                    reservation.settle(cost)
-                self.health.record_success(dep.alias)
-                latency = (clock.now() - t0) * 1000.0
-                response.deployment = dep.alias
-                call.attempts.append(
-                    Attempt(
-                        dep.alias,
-                        dep.provider.name,
-                        "ok",
-                        latency,
-                        cost,
-                        usage=usage,
-                        path=call.path,
-                        retry=attempt - 1,
-                    )
-                )
-                if self.metrics is not None:
-                    self.metrics.record_attempt(
-                        model=dep.alias,
-                        provider=dep.provider.name,
-                        path=call.path,
-                        label=call.label,
-                        outcome="ok",
-                        error_type=None,
-                        latency_ms=latency,
-                        ttft_ms=response.ttft_ms,
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                        cost_usd=cost,
-                        retry=attempt > 1,
-                    )
+                self._succeeded(dep, response, call, permit, reservation, t0, attempt)
                 return response
             # A failed try: release what it held, record it, then retry or give up.
-            if permit is not None:
-                permit.release(None)
-                if isinstance(error, RateLimitError) and error.retry_after:
-                    limiter.penalize(error.retry_after)  # type: ignore[union-attr]
-            if reservation is not None:
-                reservation.settle(0.0)
-            self._failed(dep, error, call, (clock.now() - t0) * 1000.0, attempt)
+            self._release_failed(dep, error, call, permit, reservation, t0, attempt)
             elapsed = clock.now() - call.start
             if not retry.should_retry(error, attempt, elapsed):
                 raise error
@@ -449,6 +403,77 @@ class Executor:
             if retry.deadline is not None and elapsed + delay > retry.deadline:
                 raise error
             await clock.sleep(delay)
+
+    def _succeeded(
+        self,
+        dep: Deployment,
+        response: Response,
+        call: _Call,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        t0: float,
+        attempt: int,
+    ) -> None:
+        """Book a successful try: release the permit with the real usage, settle the
+        reservation at the real cost, and record the attempt (health, metrics)."""
+        usage = response.usage
+        if permit is not None:
+            permit.release(usage.input_tokens + usage.output_tokens)
+            if response.rate_limits is not None:
+                dep.limiter.observe(response.rate_limits)  # type: ignore[union-attr]
+        cost = dep.cost(usage)
+        if reservation is not None:
+            reservation.settle(cost)
+        self.health.record_success(dep.alias)
+        latency = (self.clock.now() - t0) * 1000.0
+        response.deployment = dep.alias
+        call.attempts.append(
+            Attempt(
+                dep.alias,
+                dep.provider.name,
+                "ok",
+                latency,
+                cost,
+                usage=usage,
+                path=call.path,
+                retry=attempt - 1,
+            )
+        )
+        if self.metrics is not None:
+            self.metrics.record_attempt(
+                model=dep.alias,
+                provider=dep.provider.name,
+                path=call.path,
+                label=call.label,
+                outcome="ok",
+                error_type=None,
+                latency_ms=latency,
+                ttft_ms=response.ttft_ms,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=cost,
+                retry=attempt > 1,
+            )
+
+    def _release_failed(
+        self,
+        dep: Deployment,
+        error: ProviderError,
+        call: _Call,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        t0: float,
+        attempt: int,
+    ) -> None:
+        """Book a failed try: release the permit (penalizing the limiter on a
+        ``retry_after``), settle the reservation at $0, and record the failure."""
+        if permit is not None:
+            permit.release(None)
+            if isinstance(error, RateLimitError) and error.retry_after:
+                dep.limiter.penalize(error.retry_after)  # type: ignore[union-attr]
+        if reservation is not None:
+            reservation.settle(0.0)
+        self._failed(dep, error, call, (self.clock.now() - t0) * 1000.0, attempt)
 
     def _failed(
         self, dep: Deployment, error: ProviderError, call: _Call, latency: float, attempt: int
@@ -573,10 +598,7 @@ class Executor:
                     error = exc
                 except BaseException:
                     # Cancelled, or the consumer stopped early: give everything back.
-                    if permit is not None:
-                        permit.release(None)
-                    if reservation is not None:
-                        reservation.release()
+                    _give_back(permit, reservation)
                     with anyio.CancelScope(shield=True):
                         await _aclose(events)
                     raise
@@ -586,44 +608,7 @@ class Executor:
                         "stream ended without a final response", provider=dep.provider.name, model=dep.model
                     )
                 if error is None and final is not None:
-                    usage = final.usage
-                    if permit is not None:
-                        permit.release(usage.input_tokens + usage.output_tokens)
-                        if final.rate_limits is not None:
-                            limiter.observe(final.rate_limits)  # type: ignore[union-attr]
-                    cost = dep.cost(usage)
-                    if reservation is not None:
-                        reservation.settle(cost)
-                    self.health.record_success(dep.alias)
-                    latency = (clock.now() - t0) * 1000.0
-                    call.attempts.append(
-                        Attempt(
-                            dep.alias,
-                            dep.provider.name,
-                            "ok",
-                            latency,
-                            cost,
-                            usage=usage,
-                            path=path,
-                            retry=attempt - 1,
-                        )
-                    )
-                    if self.metrics is not None:
-                        self.metrics.record_attempt(
-                            model=dep.alias,
-                            provider=dep.provider.name,
-                            path=path,
-                            label=label,
-                            outcome="ok",
-                            error_type=None,
-                            latency_ms=latency,
-                            ttft_ms=final.ttft_ms,
-                            input_tokens=usage.input_tokens,
-                            output_tokens=usage.output_tokens,
-                            cost_usd=cost,
-                            retry=attempt > 1,
-                        )
-                    final.deployment = dep.alias
+                    self._succeeded(dep, final, call, permit, reservation, t0, attempt)
                     final.fallback = dep.alias != primary
                     final.attempts = call.attempts
                     final.route = RouteInfo(path, label, f"model {dep.alias}")
@@ -631,13 +616,7 @@ class Executor:
                     yield Done(final)
                     return
                 assert error is not None
-                if permit is not None:
-                    permit.release(None)
-                    if isinstance(error, RateLimitError) and error.retry_after:
-                        limiter.penalize(error.retry_after)  # type: ignore[union-attr]
-                if reservation is not None:
-                    reservation.settle(0.0)
-                self._failed(dep, error, call, (clock.now() - t0) * 1000.0, attempt)
+                self._release_failed(dep, error, call, permit, reservation, t0, attempt)
                 if started or _stops_chain(error):
                     # Text already delivered cannot be taken back, and a bad request
                     # is bad everywhere: the error is the caller's.
@@ -672,6 +651,14 @@ def _insert_next(ordered: list[Deployment], i: int, target: Deployment) -> None:
     del ordered[i:]
     ordered.append(target)
     ordered.extend(d for d in later if d is not target)
+
+
+def _give_back(permit: Permit | None, reservation: Reservation | None) -> None:
+    """Return an interrupted try's permit (unused) and budget reservation (unspent)."""
+    if permit is not None:
+        permit.release(None)
+    if reservation is not None:
+        reservation.release()
 
 
 async def _acquire(
