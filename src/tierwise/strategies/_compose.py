@@ -8,12 +8,52 @@ module does that once, so every composite reports cost the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
-from ..types import Response, RouteInfo, StepInfo, Usage
+from ..types import Done, Request, Response, RouteInfo, StepInfo, StreamEvent, Usage
+from .base import RunContext, Target
 
-__all__ = ["combine", "step_of"]
+__all__ = ["RecordingContext", "combine", "step_of"]
+
+
+class RecordingContext(RunContext):
+    """A ``RunContext`` that keeps every response its ``call``/``stream`` produced,
+    so the model calls a hook makes (a verifier's, a judge's, a custom
+    aggregator's) are billed to the composite strategy however the hook reports
+    them.
+
+    It is a copy of ``parent`` (every ``RunContext`` field, the still-lazy random
+    source shared), one path ``segment`` deeper when one is given.
+    """
+
+    __slots__ = ("recorded",)
+
+    def __init__(self, parent: RunContext, segment: str = "") -> None:
+        # No super().__init__(): every RunContext field is copied from the parent.
+        for slot in RunContext.__slots__:
+            setattr(self, slot, getattr(parent, slot))
+        if segment:
+            self.path = f"{parent.path}.{segment}" if parent.path else segment
+        self.recorded: list[Response] = []
+
+    async def call(
+        self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
+    ) -> Response:
+        response = await super().call(target, request, name=name, label=label)
+        self.recorded.append(response)
+        return response
+
+    def stream(
+        self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        return self._record_stream(super().stream(target, request, name=name, label=label))
+
+    async def _record_stream(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+        async for event in events:
+            if isinstance(event, Done):
+                self.recorded.append(event.response)
+            yield event
 
 
 def step_of(name: str, response: Response, *, accepted: bool | None = None, note: str = "") -> StepInfo:

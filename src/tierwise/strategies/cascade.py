@@ -53,7 +53,7 @@ from ..types import (
 from ..verify import Verdict, Verifier, VerifyFn, as_verifier
 from ..verify import from_config as verifier_from_config
 from ..verify.base import AnyOf
-from ._compose import combine, step_of
+from ._compose import RecordingContext, combine, step_of
 from .base import RunContext, Strategy, Target
 
 __all__ = ["Cascade"]
@@ -65,42 +65,6 @@ def _name(target: Target) -> str:
 
 def _join(path: str, segment: str) -> str:
     return f"{path}.{segment}" if path else segment
-
-
-class _Recording(RunContext):
-    """A context that remembers every response its ``call``/``stream`` produced, so
-    verifier calls are billed no matter how the verifier reports them."""
-
-    __slots__ = ("recorded",)
-
-    def __init__(self, parent: RunContext, segment: str) -> None:
-        super().__init__(
-            parent.executor,
-            path=_join(parent.path, segment),
-            label=parent.label,
-            metadata=parent.metadata,
-            deadline=parent.deadline,
-            rng=parent.rng,
-        )
-        self.recorded: list[Response] = []
-
-    async def call(
-        self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
-    ) -> Response:
-        response = await super().call(target, request, name=name, label=label)
-        self.recorded.append(response)
-        return response
-
-    def stream(
-        self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
-    ) -> AsyncIterator[StreamEvent]:
-        return self._record_stream(super().stream(target, request, name=name, label=label))
-
-    async def _record_stream(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
-        async for event in events:
-            if isinstance(event, Done):
-                self.recorded.append(event.response)
-            yield event
 
 
 def _failed_rung(exc: Exception, path: str, target: str, latency_ms: float) -> Response:
@@ -193,7 +157,7 @@ class Cascade(Strategy):
         A verifier that fails with a tierwise error (its judge is down, the budget
         is spent) rejects: escalating is the safe side of an unchecked answer.
         """
-        recording = _Recording(ctx, rung)
+        recording = RecordingContext(ctx, rung)
         try:
             verdict = await self.accept(request, response, recording)
         except ConfigError:

@@ -29,15 +29,15 @@ path, ``label="ensemble[i]"`` and the aggregator's reason.
 from __future__ import annotations
 
 import difflib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import anyio
 
 from ..errors import AllTargetsFailed, ConfigError, TierwiseError
-from ..types import Attempt, Done, Request, Response, RouteInfo, StepInfo, StreamEvent
-from ._compose import combine, step_of
+from ..types import Attempt, Request, Response, RouteInfo, StepInfo
+from ._compose import RecordingContext, combine, step_of
 from .aggregate import (
     AGGREGATE_NAMES,
     AggregateFn,
@@ -49,43 +49,6 @@ from .aggregate import (
 from .base import RunContext, Strategy, Target
 
 __all__ = ["Ensemble"]
-
-
-class _Recorder(RunContext):
-    """The context handed to aggregators and verifiers: a ``RunContext`` that keeps
-    every response its calls return, so a judge's (or a custom aggregator's) model
-    calls are billed to the ensemble without the aggregator reporting them."""
-
-    __slots__ = ("calls",)
-
-    def __init__(self, ctx: RunContext) -> None:
-        super().__init__(
-            ctx.executor,
-            path=ctx.path,
-            label=ctx.label,
-            metadata=ctx.metadata,
-            deadline=ctx.deadline,
-            rng=ctx.rng,
-        )
-        self.calls: list[Response] = []
-
-    async def call(
-        self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
-    ) -> Response:
-        response = await super().call(target, request, name=name, label=label)
-        self.calls.append(response)
-        return response
-
-    def stream(
-        self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
-    ) -> AsyncIterator[StreamEvent]:
-        return self._recorded(super().stream(target, request, name=name, label=label))
-
-    async def _recorded(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
-        async for event in events:
-            if isinstance(event, Done):
-                self.calls.append(event.response)
-            yield event
 
 
 class _Member:
@@ -189,7 +152,7 @@ class Ensemble(Strategy):
         clock = ctx.executor.clock
         start = clock.now()
         members = [_Member(i, t) for i, t in enumerate(self.targets)]
-        recorder = _Recorder(ctx)
+        recorder = RecordingContext(ctx)
         if self.aggregator.mode == "race":
             chosen, reason = await self._race(request, ctx, recorder, members)
         else:
@@ -197,7 +160,7 @@ class Ensemble(Strategy):
         return self._result(chosen, reason, members, recorder, ctx, (clock.now() - start) * 1000.0)
 
     async def _gather(
-        self, request: Request, ctx: RunContext, recorder: _Recorder, members: list[_Member]
+        self, request: Request, ctx: RunContext, recorder: RecordingContext, members: list[_Member]
     ) -> tuple[Response, str]:
         clock = ctx.executor.clock
         need = self.quorum
@@ -243,7 +206,7 @@ class Ensemble(Strategy):
         return await self.aggregate(request, answers, recorder)
 
     async def _race(
-        self, request: Request, ctx: RunContext, recorder: _Recorder, members: list[_Member]
+        self, request: Request, ctx: RunContext, recorder: RecordingContext, members: list[_Member]
     ) -> tuple[Response, str]:
         clock = ctx.executor.clock
         winner: list[_Member] = []
@@ -326,12 +289,12 @@ class Ensemble(Strategy):
         chosen: Response,
         reason: str,
         members: list[_Member],
-        recorder: _Recorder,
+        recorder: RecordingContext,
         ctx: RunContext,
         latency_ms: float,
     ) -> Response:
         answered = [m.response for m in members if m.response is not None]
-        extra = list(recorder.calls)
+        extra = list(recorder.recorded)
         calls = answered + extra
         label = "aggregate"
         for m in members:
