@@ -44,7 +44,7 @@ import httpx
 
 from ..errors import BadRequestError, ContextWindowExceeded, ProtocolError, ProviderError, excerpt
 from ..types import FinishReason, Message, Request, Response, StreamEvent, Tool, ToolCall, Usage
-from .base import Provider, SSEEvent, StreamAccumulator, StreamParser, make_tool_call
+from .base import Provider, SSEEvent, StreamAccumulator, StreamParser, _recast, make_tool_call
 
 __all__ = ["Anthropic"]
 
@@ -227,18 +227,7 @@ class Anthropic(Provider):
     def _http_error(self, status: int, headers: httpx.Headers, content: bytes, model: str) -> ProviderError:
         err = super()._http_error(status, headers, content, model)
         if type(err) is BadRequestError and _CONTEXT_LIMIT.search(err.message):
-            err = ContextWindowExceeded(
-                err.message,
-                provider=err.provider,
-                model=err.model,
-                status_code=err.status_code,
-                request_id=err.request_id,
-                error_type=err.error_type,
-                error_code=err.error_code,
-                retry_after=err.retry_after,
-                retryable=err.retryable,
-                rate_limits=err.rate_limits,
-            )
+            err = _recast(err, ContextWindowExceeded, retryable=err.retryable)
         if err.request_id is None:
             # Error bodies carry "request_id" too; useful when a proxy drops the header.
             try:

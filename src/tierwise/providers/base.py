@@ -458,6 +458,23 @@ def classify_error(
     return ServerError  # 409, 5xx, 529 and anything unexpected
 
 
+def _recast(err: ProviderError, cls: type[ProviderError], *, retryable: bool | None = None) -> ProviderError:
+    """``err`` as a ``cls``, every field kept but ``retryable`` (``cls``'s default
+    unless given)."""
+    return cls(
+        err.message,
+        provider=err.provider,
+        model=err.model,
+        status_code=err.status_code,
+        request_id=err.request_id,
+        error_type=err.error_type,
+        error_code=err.error_code,
+        retry_after=err.retry_after,
+        retryable=retryable,
+        rate_limits=err.rate_limits,
+    )
+
+
 # --------------------------------------------------------------------------- provider
 
 

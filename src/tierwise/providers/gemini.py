@@ -57,7 +57,7 @@ from ..errors import (
     redact,
 )
 from ..types import FinishReason, Message, Request, Response, StreamEvent, Usage
-from .base import Provider, SSEEvent, StreamAccumulator, classify_error
+from .base import Provider, SSEEvent, StreamAccumulator, _recast, classify_error
 
 __all__ = ["Gemini"]
 
@@ -532,17 +532,3 @@ def _duration(value: Any) -> float | None:
         except (TypeError, ValueError):
             return None
     return None
-
-
-def _recast(err: ProviderError, cls: type[ProviderError]) -> ProviderError:
-    return cls(
-        err.message,
-        provider=err.provider,
-        model=err.model,
-        status_code=err.status_code,
-        request_id=err.request_id,
-        error_type=err.error_type,
-        error_code=err.error_code,
-        retry_after=err.retry_after,
-        rate_limits=err.rate_limits,
-    )

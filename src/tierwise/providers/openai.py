@@ -41,7 +41,7 @@ from ..errors import (
     redact,
 )
 from ..types import FinishReason, Message, Request, Response, StreamEvent, Tool, Usage
-from .base import Provider, SSEEvent, StreamAccumulator, classify_error, make_tool_call
+from .base import Provider, SSEEvent, StreamAccumulator, _recast, classify_error, make_tool_call
 
 __all__ = ["COMPATIBLE_SERVERS", "OpenAI", "OpenAICompat"]
 
@@ -529,18 +529,7 @@ class OpenAI(Provider):
         err = super()._http_error(status, headers, content, model)
         if err.error_code == "content_filter" and not isinstance(err, ContentFiltered):
             # OpenRouter moderation refusals come as 403; they are a content verdict, not a key problem.
-            return ContentFiltered(
-                err.message,
-                provider=err.provider,
-                model=err.model,
-                status_code=err.status_code,
-                request_id=err.request_id,
-                error_type=err.error_type,
-                error_code=err.error_code,
-                retry_after=err.retry_after,
-                retryable=False,
-                rate_limits=err.rate_limits,
-            )
+            return _recast(err, ContentFiltered, retryable=False)
         return err
 
     def _inband_error(self, data: Any, model: str) -> ProviderError:
