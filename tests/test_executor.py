@@ -793,3 +793,31 @@ async def test_a_429_with_retry_after_holds_the_limiter() -> None:
 
     assert resp.text == "ok"
     assert s.times == [0.0, 10.0]
+
+
+async def test_ordering_the_chain_does_not_claim_unused_half_open_trials() -> None:
+    """A half-open fallback that is never called keeps its trial for a request that
+    needs it; only the deployment actually called claims one."""
+    from tierwise.errors import ServerError
+    from tierwise.execution.executor import Deployment, Executor
+    from tierwise.execution.health import HealthTracker
+    from tierwise.testing import FakeProvider
+    from tierwise.testing.clock import FakeClock
+
+    clock = FakeClock(auto_advance=False)
+    health = HealthTracker(failure_threshold=1, cooldown_s=10.0, clock=clock)
+    health.record_failure("b", ServerError("down"))
+    clock.advance(11.0)  # b is half-open now
+    assert health.ready("b")
+    a = FakeProvider(["from a"], name="a")
+    b = FakeProvider(["from b"], name="b")
+    ex = Executor(
+        {"a": Deployment("a", a, "a", fallbacks=("b",)), "b": Deployment("b", b, "b")},
+        health=health,
+        clock=clock,
+    )
+    resp = await ex.complete("a", Request.from_prompt("hi"))
+    assert resp.deployment == "a"
+    assert health.ready("b")  # still unclaimed: a answered, b was never called
+    resp = await ex.complete("b", Request.from_prompt("hi"))
+    assert resp.deployment == "b"

@@ -227,7 +227,9 @@ class Executor:
     def _ordered(self, alias: str) -> list[Deployment]:
         chain = self.chain(alias)
         health = self.health
-        ready = [d for d in chain if health.available(d.alias)]
+        # ``ready`` claims nothing: a half-open deployment's single trial is claimed
+        # (``available``) only when a call is actually sent to it.
+        ready = [d for d in chain if health.ready(d.alias)]
         if len(ready) == len(chain):
             return ready
         return ready + [d for d in chain if d not in ready]
@@ -328,6 +330,8 @@ class Executor:
             if window is not None and (window <= min_window or call.estimate > window):
                 call.skip(dep, window)
                 continue
+            # Claim a half-open deployment's single trial now that it is called.
+            self.health.available(dep.alias)
             try:
                 response = await self._try(dep, request, call)
             except BudgetDowngrade as exc:
@@ -543,6 +547,7 @@ class Executor:
             if window is not None and (window <= min_window or call.estimate > window):
                 call.skip(dep, window)
                 continue
+            self.health.available(dep.alias)  # claim a half-open trial: it is called now
             max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
             limiter = dep.limiter
             attempt = 0
