@@ -118,6 +118,42 @@ def _max_score(verdicts: Iterable[Verdict]) -> float | None:
     return max(scores) if scores else None
 
 
+def _flatten(cls: type[AllOf | AnyOf], verifiers: Iterable[Verifier | VerifyFn]) -> tuple[Verifier, ...]:
+    """``verifiers`` as ``Verifier``s, with each one that is exactly a ``cls`` (a
+    nested ``AllOf`` in an ``AllOf``) replaced by its own verifiers."""
+    flat: list[Verifier] = []
+    for v in verifiers:
+        v = as_verifier(v)
+        flat.extend(v.verifiers if isinstance(v, cls) and type(v) is cls else [v])
+    if not flat:
+        raise ValueError(f"{cls.__name__} needs at least one verifier")
+    return tuple(flat)
+
+
+async def _check_until(
+    verifiers: Iterable[Verifier],
+    stop_on: bool,
+    score: Callable[[Iterable[Verdict]], float | None],
+    request: Request,
+    response: Response,
+    ctx: RunContext,
+) -> Verdict:
+    """Run ``verifiers`` in order until one's ``accepted`` is ``stop_on``; the last
+    verdict decides, reasons and calls are joined, ``score`` folds the scores."""
+    seen: list[Verdict] = []
+    for verifier in verifiers:
+        verdict = await verifier.check(request, response, ctx)
+        seen.append(verdict)
+        if bool(verdict.accepted) is stop_on:
+            break
+    return Verdict(
+        accepted=seen[-1].accepted,
+        score=score(seen),
+        reason="; ".join(v.reason for v in seen if v.reason),
+        calls=[c for v in seen for c in v.calls],
+    )
+
+
 class AllOf(Verifier):
     """Accept only when every verifier accepts; stop at the first rejection.
 
@@ -129,27 +165,10 @@ class AllOf(Verifier):
     name = "all"
 
     def __init__(self, *verifiers: Verifier | VerifyFn) -> None:
-        flat: list[Verifier] = []
-        for v in verifiers:
-            v = as_verifier(v)
-            flat.extend(v.verifiers if type(v) is AllOf else [v])
-        if not flat:
-            raise ValueError("AllOf needs at least one verifier")
-        self.verifiers: tuple[Verifier, ...] = tuple(flat)
+        self.verifiers: tuple[Verifier, ...] = _flatten(AllOf, verifiers)
 
     async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
-        seen: list[Verdict] = []
-        for verifier in self.verifiers:
-            verdict = await verifier.check(request, response, ctx)
-            seen.append(verdict)
-            if not verdict.accepted:
-                break
-        return Verdict(
-            accepted=seen[-1].accepted,
-            score=_min_score(seen),
-            reason="; ".join(v.reason for v in seen if v.reason),
-            calls=[c for v in seen for c in v.calls],
-        )
+        return await _check_until(self.verifiers, False, _min_score, request, response, ctx)
 
     def describe(self) -> str:
         return " and ".join(_group(v) for v in self.verifiers)
@@ -165,27 +184,10 @@ class AnyOf(Verifier):
     name = "any"
 
     def __init__(self, *verifiers: Verifier | VerifyFn) -> None:
-        flat: list[Verifier] = []
-        for v in verifiers:
-            v = as_verifier(v)
-            flat.extend(v.verifiers if type(v) is AnyOf else [v])
-        if not flat:
-            raise ValueError("AnyOf needs at least one verifier")
-        self.verifiers: tuple[Verifier, ...] = tuple(flat)
+        self.verifiers: tuple[Verifier, ...] = _flatten(AnyOf, verifiers)
 
     async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
-        seen: list[Verdict] = []
-        for verifier in self.verifiers:
-            verdict = await verifier.check(request, response, ctx)
-            seen.append(verdict)
-            if verdict.accepted:
-                break
-        return Verdict(
-            accepted=seen[-1].accepted,
-            score=_max_score(seen),
-            reason="; ".join(v.reason for v in seen if v.reason),
-            calls=[c for v in seen for c in v.calls],
-        )
+        return await _check_until(self.verifiers, True, _max_score, request, response, ctx)
 
     def describe(self) -> str:
         return " or ".join(_group(v) for v in self.verifiers)
