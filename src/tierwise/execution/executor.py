@@ -510,8 +510,6 @@ class Executor:
                 cost_usd=0.0,
                 retry=attempt > 1,
             )
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("attempt failed: %s try %d: %s", dep.alias, attempt, error)
 
     # ------------------------------------------------------------------ stream
 

@@ -156,9 +156,8 @@ async def run_batch(
         for index, result in _load_done(out_path, requests).items():
             results[index] = result
     resumed = sum(1 for r in results if r is not None)
-    counters = {"done": resumed, "failed": 0, "unknown": 0}
+    done, failed, unknown = resumed, 0, 0
     cost = sum(r.response.cost_usd or 0.0 for r in results if r is not None and r.response is not None)
-    cost_box = [cost]
     start = time.perf_counter()
     sink: TextIO | None = out_path.open("a", encoding="utf-8") if out_path is not None else None
     limiter = anyio.CapacityLimiter(concurrency)
@@ -168,17 +167,18 @@ async def run_batch(
         if progress is not None:
             progress(
                 BatchProgress(
-                    counters["done"],
+                    done,
                     total,
-                    counters["failed"],
+                    failed,
                     resumed,
-                    cost_box[0],
-                    counters["unknown"],
+                    cost,
+                    unknown,
                     time.perf_counter() - start,
                 )
             )
 
     async def one(index: int, request: Request) -> None:
+        nonlocal done, failed, unknown, cost
         async with limiter:
             try:
                 response = await orch.run(request, strategy=strategy, metadata=metadata)
@@ -186,15 +186,15 @@ async def run_batch(
                 result = BatchResult(
                     index, request.prompt_text, error=redact(str(exc), secrets), error_type=type(exc).__name__
                 )
-                counters["failed"] += 1
+                failed += 1
             else:
                 result = BatchResult(index, request.prompt_text, response)
                 if response.cost_usd is None:
-                    counters["unknown"] += 1
+                    unknown += 1
                 else:
-                    cost_box[0] += response.cost_usd
+                    cost += response.cost_usd
         results[index] = result
-        counters["done"] += 1
+        done += 1
         if sink is not None:
             record: dict[str, Any] = {
                 "index": index,
