@@ -229,3 +229,108 @@ def test_pgr_can_exceed_one_and_ties_are_random() -> None:
     w = np.random.default_rng(12345).random(1000) < 0.5  # not the tie-break seed's stream
     s = np.ones(1000)
     assert m.apgr(const, w, s) == pytest.approx(0.5, abs=0.03)  # constant score ≈ random
+
+
+# -- hashed n-grams, the lookup table, unobserved scores, the file format --------------------
+
+
+def test_ngram_hashes_follow_the_documented_tokenization() -> None:
+    from tierwise.routing._ngrams import NgramHasher
+
+    words = NgramHasher((1, 2), None)
+    # words: runs of \w of length >= 2, lowercased; "a" and "x" are too short; bigrams join neighbours
+    assert words.hashes("a bb cc_d é9 x").size == 3 + 2
+    assert set(words.hashes("Hello WORLD").tolist()) == set(words.hashes("hello world").tolist())
+    # the same n-gram hashes the same wherever it appears
+    assert set(words.hashes("hello world").tolist()) <= set(words.hashes("say hello world now").tolist())
+    chars = NgramHasher(None, (3, 3))
+    # char 3-grams within space-padded words: " ab", "ab "; " cd", "cde", "de "
+    assert chars.hashes("ab cde").size == 5
+    assert np.array_equal(np.sort(chars.hashes("ab \t\n cde")), np.sort(chars.hashes("  ab cde ")))
+    # word and char n-grams of one string never share a hash; bigrams differ from unigrams
+    both = NgramHasher((1, 2), (3, 5))
+    h = both.hashes("alpha beta")
+    assert np.unique(h).size == h.size
+    # caps bound the work: only the first char_chars characters make char n-grams
+    capped = NgramHasher(None, (3, 3), char_chars=10)
+    assert np.array_equal(capped.hashes("x" * 10 + " tail words"), capped.hashes("x" * 10))
+    # odd input: empty, astral code points, lone surrogates
+    assert both.hashes("").size == 0
+    assert both.hashes("🙂🙂 \ud800 ok").size > 0
+    with pytest.raises(ValueError, match="word_ngrams supports"):
+        NgramHasher((1, 3), None)
+    with pytest.raises(ValueError, match="1 <= lo <= hi"):
+        NgramHasher(None, (4, 2))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_hash_table_agrees_with_a_binary_search(n: int) -> None:
+    from tierwise.routing._ngrams import HashTable
+
+    rng = np.random.default_rng(n)
+    keys = np.unique(rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True))
+    table = HashTable(keys)
+    probe = np.concatenate(
+        [
+            keys,
+            keys[table._stash_cols],
+            rng.integers(0, 2**64 - 1, 2000, dtype=np.uint64),
+            np.zeros(3, np.uint64),
+        ]
+    )
+    expect = np.full(probe.size, -1)
+    if keys.size:
+        pos = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
+        expect = np.where(keys[pos] == probe, pos, -1)
+    assert np.array_equal(table.lookup(probe), expect)
+    if n == 5000:
+        assert table._stash_keys.size > 0  # the overflow path is exercised, not just the buckets
+
+
+def test_unobserved_scores_are_left_out_of_that_models_fit() -> None:
+    prompts, scores = synthetic(200)
+    nan = float("nan")
+    # the strong model was only ever tried on hard prompts (as a cascade would), the weak one on all
+    strong = [1.0 if i % 2 == 0 else nan for i in range(200)]
+    m = OutcomeModel.fit(prompts, {"strong": strong, "weak": scores["weak"]}, COSTS, c=10.0)
+    p = m.predict(["prove the theorem with an integral", "what color is the fruit"])
+    assert p["strong"][0] > 0.9 and p["weak"][0] < 0.3 < 0.7 < p["weak"][1]
+    assert m.route("eigenvalue lemma derivative", cost_weight=0.01) == "strong"
+    # a nan in per-prompt costs is left out of the mean
+    m2 = OutcomeModel.fit(prompts, scores, {"strong": [nan, 12.0] * 100, "weak": 1.0})
+    assert m2.expected_cost["strong"] == 12.0
+    with pytest.raises(ValueError, match="no observed value"):
+        OutcomeModel.fit(prompts, {"strong": [nan] * 200, "weak": scores["weak"]}, COSTS)
+    with pytest.raises(ValueError, match="finite"):
+        OutcomeModel.fit(prompts, scores, {"strong": [nan] * 200, "weak": 1.0})
+
+
+def test_saved_file_is_compact_json_and_damage_is_a_clear_error(model: OutcomeModel, tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "router.json"
+    model.save(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["format"] == "tierwise.outcome-model/2"
+    assert data["keys"]["dtype"] == "<u8" and data["coef"]["dtype"] == "<f8"
+    broken = dict(data, coef=dict(data["coef"], data="not base64!"))
+    with pytest.raises(ValueError, match="'coef' has malformed data"):
+        OutcomeModel.from_dict(broken)
+    short = dict(data, idf=dict(data["idf"], shape=[data["idf"]["shape"][0] + 1]))
+    with pytest.raises(ValueError, match="'idf'"):
+        OutcomeModel.from_dict(short)
+    with pytest.raises(ValueError, match="lacks keys"):
+        OutcomeModel.from_dict({k: v for k, v in data.items() if k != "keys"})
+    pickled = dict(data, keys={"dtype": "|O", "shape": [1], "data": ""})
+    with pytest.raises(ValueError, match="not a packed array"):
+        OutcomeModel.from_dict(pickled)
+
+
+def test_classifier_sees_the_text_the_audit_records(model: OutcomeModel) -> None:
+    from tierwise.routing.learned import OutcomeClassifier
+
+    request = Request.from_prompt("prove the lemma", system="you are a tutor")
+    assert OutcomeClassifier.text_of(request) == request.prompt_text
+    clf = model.as_classifier(cost_weight=0.01)
+    direct = model.route(request.prompt_text, cost_weight=0.01)
+    assert clf.classify(request).label == direct
