@@ -20,7 +20,7 @@ from tierwise.observe.audit import (
 )
 from tierwise.observe.report import summarize
 from tierwise.testing import FakeClock
-from tierwise.types import Attempt, Request, Response, RouteInfo, Usage
+from tierwise.types import Attempt, Request, Response, RouteInfo, StepInfo, Usage
 
 KEY = "tw-live-4f9a8c7e2b1d"  # not key-shaped: only the known-secrets list can catch it
 SHAPED = "sk-proj-ABCDEFGHIJKLMNOP1234"  # caught by pattern even when not listed
@@ -96,6 +96,7 @@ def test_audit_record_fields() -> None:
     }
     assert a0["error_type"] == "ServerError" and a0["retry"] == 0 and a0["latency_ms"] == 31.5
     assert rec["attempts"][1]["usage"]["output_tokens"] == 300
+    assert rec["steps"] == []  # a plain call has no inner steps
     assert "prompt" not in rec and "response" not in rec
     json.dumps(rec)
 
@@ -103,6 +104,44 @@ def test_audit_record_fields() -> None:
         _response(), request_hash="h", strategy="s", prompt_text="hello", include_text=True, ts=TS
     )
     assert with_text["prompt"] == "hello" and with_text["response"] == "The answer is 42."
+
+
+def _steps() -> list[StepInfo]:
+    """A cascade's steps: a rejected rung (the verifier's reason as note), its judge call, the winner."""
+    return [
+        StepInfo("cascade[0]", "c.cascade[0]", "haiku", 0.001, 300.0, Usage(10, 5), False,
+                 f"judge (opus): 0.20 < 0.7; it quoted {KEY}"),
+        StepInfo("cascade[0].judge", "c.cascade[0].judge", "opus", 0.002, 400.0, Usage(20, 1), None,
+                 "verifier call"),
+        StepInfo("cascade[1]", "c.cascade[1]", "opus", 0.0123, 812.0, Usage(1200, 300), True, "json: ok"),
+    ]  # fmt: skip
+
+
+def test_steps_are_recorded() -> None:
+    rec = audit_record(_response(steps=_steps()), request_hash="h", strategy="c", ts=TS)
+    assert [(s["name"], s["model"], s["accepted"]) for s in rec["steps"]] == [
+        ("cascade[0]", "haiku", False),
+        ("cascade[0].judge", "opus", None),
+        ("cascade[1]", "opus", True),
+    ]
+    assert rec["steps"][0] == {
+        "name": "cascade[0]",
+        "path": "c.cascade[0]",
+        "model": "haiku",
+        "cost_usd": 0.001,
+        "latency_ms": 300.0,
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cached_input_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
+            "reported_cost_usd": None,
+        },
+        "accepted": False,
+        "note": f"judge (opus): 0.20 < 0.7; it quoted {KEY}",  # redacted by the sink, not here
+    }
+    json.dumps(rec)
 
 
 def test_unknown_cost_is_null_and_fallback_is_inferred() -> None:
@@ -119,7 +158,9 @@ async def test_log_file_is_complete_and_never_contains_keys(tmp_path: Path) -> N
     path = tmp_path / "audit.jsonl"
     audit = AuditLog(path, include_text=True, secrets=[KEY], clock=FakeClock(wall_start=TS))
     request = _request()
-    audit.log_response(_response(text=f"echo {KEY}"), request=request, strategy="router", latency_ms=900.0)
+    audit.log_response(
+        _response(text=f"echo {KEY}", steps=_steps()), request=request, strategy="router", latency_ms=900.0
+    )
     err = AllTargetsFailed(
         "all failed",
         [ServerError(f"boom {KEY}", provider="anthropic", model="opus")],
@@ -131,12 +172,14 @@ async def test_log_file_is_complete_and_never_contains_keys(tmp_path: Path) -> N
     raw = path.read_text(encoding="utf-8")
     assert KEY not in raw
     assert SHAPED not in raw
-    assert raw.count("[REDACTED]") >= 5  # attempt error, metadata, prompt, response, failure
+    assert raw.count("[REDACTED]") >= 6  # attempt error, step note, metadata, prompt, response, failure
     ok, failed = _lines(path)
     assert ok["latency_ms"] == 900.0
     assert ok["metadata"] == {"team": "search", "note": "key=[REDACTED]"}
     assert ok["prompt"] == "summarize this; my key is [REDACTED]"
     assert ok["response"] == "echo [REDACTED]"
+    assert ok["steps"][0]["note"] == "judge (opus): 0.20 < 0.7; it quoted [REDACTED]"
+    assert [s["accepted"] for s in ok["steps"]] == [False, None, True]
     assert re.fullmatch(r"[0-9a-f]{64}", ok["request_hash"])
     assert ok["request_hash"] == failed["request_hash"]  # same request, same hash
     assert ok["ts"] == "2025-01-01T00:00:00.250Z"
@@ -146,6 +189,7 @@ async def test_log_file_is_complete_and_never_contains_keys(tmp_path: Path) -> N
     assert failed["attempts"][0]["error"] == "boom [REDACTED]"
     assert failed["cost_usd"] is None  # the only attempt was unpriced
     assert failed["latency_ms"] == 12.0
+    assert failed["steps"] == []
 
 
 async def test_text_only_when_enabled(tmp_path: Path) -> None:
@@ -238,12 +282,13 @@ async def test_write_errors_are_counted_and_raised_on_flush(tmp_path: Path) -> N
 async def test_sqlite_audit_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     audit = SQLiteAudit(path, secrets=[KEY], clock=FakeClock(wall_start=TS))
-    audit.log_response(_response(), request=_request(), strategy="router")
+    audit.log_response(_response(steps=_steps()), request=_request(), strategy="router")
     audit.log_response(_response(cost_usd=None, cached=True), request=_request("x"), strategy="router")
     await audit.aclose()
     records = list(read_sqlite_audit(path))
     assert len(records) == 2
     assert records[0]["route"]["label"] == "complex"
+    assert records[0]["steps"][0]["note"] == "judge (opus): 0.20 < 0.7; it quoted [REDACTED]"
     assert KEY not in path.read_bytes().decode("utf-8", "replace")
     summary = summarize(path)  # the report reads SQLite too
     assert summary["requests"] == 2
@@ -258,3 +303,4 @@ def test_failure_record_without_attempts() -> None:
     assert rec["error"] == {"type": "TimeoutError", "message": "deadline"}
     assert rec["cost_usd"] == 0.0  # nothing was sent, so nothing was spent
     assert rec["response"] is None
+    assert rec["steps"] == []

@@ -3,10 +3,14 @@
 What a record holds (``audit_record``/``audit_failure_record`` build it): ISO 8601
 UTC timestamp, the request hash, the strategy, the route (path, label, reason),
 every attempt (model, provider, outcome, error type and redacted message, latency,
-cost, usage, retry index), the answering model, usage, cost (``null`` when the
-price is unknown, never a made-up 0), latency, whether it was cached or a fallback,
-string-valued metadata tags, and the prompt/response text only with
-``include_text=True``.
+cost, usage, retry index), the response's ``steps`` (one per inner call of a
+composite strategy: name, path, model, cost, latency, usage, ``accepted`` and
+note, e.g. each cascade rung with its verifier's verdict and reason; ``[]`` for a
+plain call and for a failed request), the answering model, usage, cost (``null``
+when the price is unknown, never a made-up 0), latency, whether it was cached or a
+fallback, string-valued metadata tags, and the prompt/response text only with
+``include_text=True``. Records written before ``steps`` existed lack the key;
+readers treat a missing key as ``[]``.
 
 Secrets: every string in a record (keys of metadata included) passes through
 ``tierwise.errors.redact`` with the sink's known secrets just before it is
@@ -44,9 +48,9 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from .._clock import SYSTEM_CLOCK, Clock
-from .._serde import attempt_to_dict, usage_to_dict
+from .._serde import attempt_to_dict, step_to_dict, usage_to_dict
 from ..errors import redact
-from ..types import Attempt, Request, Response
+from ..types import Attempt, Request, Response, StepInfo
 
 if TYPE_CHECKING:
     import sqlite3
@@ -82,6 +86,10 @@ def _string_tags(metadata: Mapping[str, Any] | None) -> dict[str, str]:
 
 def _attempts(attempts: Sequence[Any]) -> list[dict[str, Any]]:
     return [attempt_to_dict(a) for a in attempts if isinstance(a, Attempt)]
+
+
+def _steps(steps: Sequence[Any]) -> list[dict[str, Any]]:
+    return [step_to_dict(s) for s in steps if isinstance(s, StepInfo)]
 
 
 def _infer_fallback(model: str, attempts: Sequence[Attempt]) -> bool:
@@ -134,6 +142,7 @@ def audit_record(
         "cached": response.cached,
         "fallback": bool(fallback),
         "attempts": _attempts(response.attempts),
+        "steps": _steps(getattr(response, "steps", None) or ()),
         "metadata": _string_tags(metadata),
         "error": None,
     }
@@ -155,10 +164,10 @@ def audit_failure_record(
     latency_ms: float,
     attempts: Sequence[Attempt] | None = None,
 ) -> dict[str, Any]:
-    """The audit record of a failed request: no model, ``error`` set, and every
-    attempt (from ``error.attempts`` for ``AllTargetsFailed`` unless given). Cost is
-    the known cost of failed attempts that still consumed tokens, ``null`` if none
-    were priced."""
+    """The audit record of a failed request: no model, ``error`` set, no steps,
+    and every attempt (from ``error.attempts`` for ``AllTargetsFailed`` unless
+    given). Cost is the known cost of failed attempts that still consumed tokens,
+    ``null`` if none were priced."""
     tries = _attempts(attempts if attempts is not None else getattr(error, "attempts", None) or ())
     costs = [a["cost_usd"] for a in tries]
     known = [c for c in costs if c is not None]
@@ -179,6 +188,7 @@ def audit_failure_record(
         "cached": False,
         "fallback": False,
         "attempts": tries,
+        "steps": [],
         "metadata": _string_tags(metadata),
         "error": {"type": type(error).__name__, "message": str(error)},
     }

@@ -56,7 +56,17 @@ from ..verify.base import AnyOf
 from ._compose import RecordingContext, combine, step_of
 from .base import RunContext, Strategy, Target
 
-__all__ = ["Cascade"]
+__all__ = ["RUNG_FAILED", "VERIFIER_CALL", "VERIFIER_FAILED", "Cascade"]
+
+# How a rung's step note (``StepInfo.note``) and ``route.reason`` say that no
+# verdict was given, so readers of audit records (``routing.feedback``) need not
+# repeat the literals. A rung whose own call raised has the note
+# ``"failed: <Error>: …"``; a verifier that raised instead of judging turns into a
+# rejection noted ``"verifier failed: <Error>: …"``; the steps of the model calls
+# a verifier made are noted ``"verifier call"``.
+RUNG_FAILED = "failed"
+VERIFIER_FAILED = "verifier failed"
+VERIFIER_CALL = "verifier call"
 
 
 def _name(target: Target) -> str:
@@ -163,7 +173,7 @@ class Cascade(Strategy):
         except ConfigError:
             raise
         except TierwiseError as exc:
-            verdict = Verdict.reject(f"verifier failed: {type(exc).__name__}: {exc}")
+            verdict = Verdict.reject(f"{VERIFIER_FAILED}: {type(exc).__name__}: {exc}")
         billed = list(recording.recorded)
         billed += [c for c in verdict.calls if not any(c is r for r in billed)]
         return verdict, billed
@@ -193,7 +203,7 @@ class Cascade(Strategy):
                 failed = _failed_rung(exc, _join(ctx.path, rung), who, (clock.now() - t0) * 1000.0)
                 calls.append(failed)
                 steps.append(
-                    step_of(rung, failed, accepted=False, note=f"failed: {type(exc).__name__}: {exc}")
+                    step_of(rung, failed, accepted=False, note=f"{RUNG_FAILED}: {type(exc).__name__}: {exc}")
                 )
                 history.append(f"rung {i} ({who}) failed: {type(exc).__name__}")
                 continue
@@ -205,7 +215,7 @@ class Cascade(Strategy):
             verdict, billed = await self._check(request, response, ctx, rung)
             calls.extend(billed)
             steps.append(step_of(rung, response, accepted=verdict.accepted, note=verdict.reason))
-            steps.extend(step_of(_step_name(rung, ctx.path, c), c, note="verifier call") for c in billed)
+            steps.extend(step_of(_step_name(rung, ctx.path, c), c, note=VERIFIER_CALL) for c in billed)
             answered = (i, response, verdict)
             if verdict.accepted:
                 accepted = True
