@@ -1,7 +1,8 @@
 """The ``tierwise`` command.
 
 Exit codes follow shell conventions: 0 success, 1 the request failed (provider
-errors, budget exceeded), 2 usage or configuration error, 130 interrupted.
+errors, budget exceeded) or ``train`` could not train, 2 usage, configuration or
+input-file error, 130 interrupted.
 Every command that prints a result takes ``--json`` for scripts; human output
 goes to stdout, diagnostics to stderr.
 """
@@ -310,6 +311,114 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return EXIT_OK if ok == len(results) else EXIT_FAILED
 
 
+def _costs(pairs: Sequence[str]) -> dict[str, float]:
+    import math
+
+    out: dict[str, float] = {}
+    for kv in pairs:
+        model, sep, value = kv.partition("=")
+        try:
+            usd = float(value)
+        except ValueError:
+            usd = math.nan
+        if not sep or not model or not math.isfinite(usd) or usd < 0:
+            raise _UsageError(f"--cost expects MODEL=USD (USD per request, >= 0), got {kv!r}")
+        out[model] = usd
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .routing.feedback import FeedbackError, read_audit, read_feedback, training_set
+    from .routing.learned import require_learn
+
+    costs = _costs(args.cost or [])
+    if args.min_feedback < 1:
+        raise _UsageError("--min-feedback must be at least 1")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise _UsageError(f"--out: directory not found: {out.parent}")
+    try:
+        require_learn()
+    except ImportError as exc:
+        sys.stderr.write(f"tierwise: error: {exc}\n")
+        return EXIT_FAILED
+    try:
+        records = [r for path in args.audit for r in read_audit(path)]
+        rows = [r for path in args.feedback or [] for r in read_feedback(path)]
+        data = training_set(
+            records, rows, from_verifier=args.from_verifier, costs=costs, min_feedback=args.min_feedback
+        )
+    except FeedbackError as exc:
+        raise _UsageError(str(exc)) from None
+    if len(data.models) < 2:
+        raise _UsageError(
+            f"feedback covers only {data.models[0]!r}: a router needs verdicts on at least two models"
+        )
+    try:
+        model = data.fit()
+        model.save(out)
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"tierwise: training failed: {type(exc).__name__}: {exc}\n")
+        return EXIT_FAILED
+
+    cheapest = min(model.models, key=lambda m: (model.expected_cost[m], m))
+    strong = model.strongest()
+    # A starting point: send the strong model about as often as the cheap one was judged bad.
+    share = min(max(round(1.0 - data.good_rate(cheapest), 2), 0.05), 0.95)
+    routes = ", ".join(f"{json.dumps(m)}: {json.dumps(m)}" for m in model.models)
+    snippet = (
+        f"clf = OutcomeModel.load({json.dumps(str(out))}).as_classifier(strong_share={share})\n"
+        f"router = tw.Router(clf, routes={{{routes}}}, default={json.dumps(cheapest)})"
+    )
+    summary = {
+        "prompts": len(data.prompts),
+        "audit_records": data.audit_records,
+        "feedback_rows": sum(data.rows.values()),
+        "sources": data.sources,
+        "skipped": data.skipped,
+        "models": {
+            m: {
+                "labeled_prompts": data.labeled[m],
+                "feedback_rows": data.rows[m],
+                "good_rate": data.good_rate(m),
+                "expected_cost_usd": model.expected_cost[m],
+                "cost_from": data.cost_source[m],
+            }
+            for m in model.models
+        },
+        "out": str(out),
+        "strong": strong,
+        "suggested_strong_share": share,
+        "snippet": snippet,
+    }
+    if args.json:
+        _print_json(summary)
+        return EXIT_OK
+    w = sys.stdout.write
+    w(
+        f"trained on {len(data.prompts)} distinct prompts from {data.audit_records} audit records, "
+        f"{summary['feedback_rows']} feedback rows ("
+        + ", ".join(f"{n} {src}" for src, n in sorted(data.sources.items()))
+        + ")\n"
+    )
+    if data.skipped:
+        w("skipped feedback rows: " + ", ".join(f"{n} {why}" for why, n in sorted(data.skipped.items())))
+        w("\n")
+    width = max(len(m) for m in model.models)
+    w(f"  {'model':<{width}}  prompts   rows  good rate  expected cost/request\n")
+    for m in model.models:
+        cost = model.expected_cost[m]
+        note = " (--cost)" if data.cost_source[m] == "given" else ""
+        w(
+            f"  {m:<{width}}  {data.labeled[m]:>7}  {data.rows[m]:>5}  {data.good_rate(m):>9.1%}  "
+            f"${cost:.8f}{note}\n"
+        )
+    w(f"wrote {out}\nuse it (strong model: {strong}; tune strong_share to your budget):\n")
+    w("  import tierwise as tw\n  from tierwise.routing import OutcomeModel\n")
+    w("".join(f"  {line}\n" for line in snippet.splitlines()))
+    return EXIT_OK
+
+
 def _cmd_mock_server(args: argparse.Namespace) -> int:
     from .testing.mock_server import main_mock_server  # kept by the mock_server split (CLI entry)
 
@@ -325,6 +434,8 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .routing.feedback import DEFAULT_MIN_FEEDBACK
+
     parser = argparse.ArgumentParser(
         prog="tierwise",
         description="Send each LLM request to the cheapest model that can do it well.",
@@ -380,6 +491,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     common(p)
     p.set_defaults(func=_cmd_batch)
+
+    p = sub.add_parser(
+        "train", help="fit a learned router (router.json) from your audit log and good/bad feedback"
+    )
+    p.add_argument(
+        "--audit",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="audit log written with include_text = true (JSONL or SQLite; repeatable)",
+    )
+    p.add_argument(
+        "--feedback",
+        action="append",
+        metavar="FILE",
+        help='feedback JSONL: {"request_hash": ..., "good": true|false} per line (repeatable)',
+    )
+    p.add_argument("--out", "-o", required=True, help="where to write the model (router.json)")
+    p.add_argument(
+        "--from-verifier",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also learn from cascade verifier accepts/rejects in the audit (default: on)",
+    )
+    p.add_argument(
+        "--cost",
+        action="append",
+        metavar="MODEL=USD",
+        help="cost per request of MODEL, instead of (or when missing from) the audit (repeatable)",
+    )
+    p.add_argument(
+        "--min-feedback",
+        type=int,
+        default=DEFAULT_MIN_FEEDBACK,
+        metavar="N",
+        help=f"labeled prompts each model needs (default {DEFAULT_MIN_FEEDBACK})",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("mock-server", help="run the offline mock LLM server (OpenAI, Anthropic, Gemini)")
     p.add_argument("--host", default="127.0.0.1")

@@ -3,7 +3,9 @@
 ``KeywordClassifier`` is the tutorials' rule classifier (metadata hints, keyword
 rules, long-prompt upgrade); learned classifiers plug into the same
 ``Classifier`` protocol: ``OutcomeModel`` (``tierwise.routing.learned``, extra
-``learn``) predicts each model's chance of a good answer from recorded outcomes.
+``learn``) predicts each model's chance of a good answer from recorded outcomes,
+and ``tierwise.routing.feedback`` turns your audit log plus good/bad feedback
+into its training data (``tierwise train``).
 """
 
 from __future__ import annotations
@@ -14,23 +16,59 @@ from .base import Classification, Classifier
 from .keyword import DEFAULT_TASK_TYPES, KeywordClassifier, Rule, default_rules
 
 if TYPE_CHECKING:
+    from .feedback import (
+        Feedback,
+        FeedbackError,
+        TrainingSet,
+        read_audit,
+        read_feedback,
+        request_hash,
+        training_set,
+        verifier_feedback,
+        write_feedback,
+    )
     from .learned import OutcomeModel
 
 __all__ = [
     "DEFAULT_TASK_TYPES",
     "Classification",
     "Classifier",
+    "Feedback",
+    "FeedbackError",
     "KeywordClassifier",
     "OutcomeModel",
     "Rule",
+    "TrainingSet",
     "default_rules",
+    "read_audit",
+    "read_feedback",
+    "request_hash",
+    "training_set",
+    "verifier_feedback",
+    "write_feedback",
 ]
+
+# name -> submodule, loaded on first access
+_LAZY = {
+    "OutcomeModel": "learned",
+    "Feedback": "feedback",
+    "FeedbackError": "feedback",
+    "TrainingSet": "feedback",
+    "read_audit": "feedback",
+    "read_feedback": "feedback",
+    "request_hash": "feedback",
+    "training_set": "feedback",
+    "verifier_feedback": "feedback",
+    "write_feedback": "feedback",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: ``import tierwise.routing`` must not import numpy or scikit-learn.
-    if name == "OutcomeModel":
-        from .learned import OutcomeModel
+    # Lazy: ``import tierwise.routing`` must not import numpy or scikit-learn, nor
+    # pay for the training helpers a serving process never uses.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return OutcomeModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
