@@ -191,6 +191,56 @@ async def test_verifier_failure_rejects_and_escalates() -> None:
     assert "verifier failed: AllTargetsFailed" in out.steps[0].note
 
 
+async def test_verifier_failure_is_noted_as_no_verdict() -> None:
+    ex, _ = build(cheap=R("a"), strong=R("b"), judge=AuthenticationError("bad key"))
+
+    async def grade(request: Request, response: Response, ctx: RunContext) -> bool:
+        await ctx.call("judge", request, name="grade")  # raises AllTargetsFailed
+        return True
+
+    out = await run(Cascade(["cheap", "strong"], accept=Check(grade)), ex)
+    note = out.steps[0].note
+    assert note.startswith("verifier failed: AllTargetsFailed") and not note.startswith(
+        "verifier failed: verifier"
+    )
+    assert "rung 0 (cheap) rejected (no verdict)" in out.route.reason
+
+
+async def test_undecided_verdict_escalates_with_a_verifier_failed_note() -> None:
+    # the judge is down for rung 0, then scores rung 1's answer 0.2 (a real rejection)
+    ex, p = build(
+        cheap=R("a"), mid=R("b"), strong=R("c"), judge=[AuthenticationError("bad key"), R("0.2"), R("0.9")]
+    )
+    out = await run(Cascade(["cheap", "mid", "strong"], accept=Judge("judge")), ex)
+    assert out.text == "c" and len(p["judge"].calls) == 3
+    assert [(s.name, s.accepted) for s in out.steps] == [
+        ("cascade[0]", False),
+        ("cascade[1]", False),
+        ("cascade[1].judge", None),
+        ("cascade[2]", True),
+        ("cascade[2].judge", None),
+    ]
+    assert out.steps[0].note.startswith("verifier failed: judge (judge): call failed: AllTargetsFailed")
+    assert out.steps[1].note == "judge (judge): 0.20 < 0.7"  # decided: no prefix
+    assert out.steps[3].note == "judge (judge): 0.90 >= 0.7"
+    # the route reason keeps the verifier's own words, and says which rung had no verdict
+    assert out.route.reason.startswith("accepted at rung 2 (strong): judge (judge): 0.90 >= 0.7 [")
+    assert "rung 0 (cheap) rejected (no verdict); rung 1 (mid) rejected]" in out.route.reason
+    assert "verifier failed" not in out.route.reason
+
+
+async def test_undecided_last_rung_and_unparseable_reply() -> None:
+    ex, _ = build(cheap=R("a"), strong=R("b"), judge=R("no idea"))
+    out = await run(Cascade(["cheap", "strong"], accept=Judge("judge")), ex)
+    assert out.text == "b" and [s.accepted for s in out.steps if "." not in s.name] == [False, False]
+    assert out.steps[0].note == "verifier failed: judge (judge): unparseable reply 'no idea'"
+    assert out.steps[2].note == "verifier failed: judge (judge): unparseable reply 'no idea'"
+    assert out.route.reason.startswith(
+        "not accepted: no rung passed; returning rung 1 (strong), the last answer: "
+        "judge (judge): unparseable reply 'no idea' [rung 0 (cheap) rejected (no verdict)]"
+    )
+
+
 async def test_unknown_price_is_none_not_zero() -> None:
     ex, _ = build(cheap=R("a"), strong=R("[]"))
     ex.deployments["cheap"].spec = None

@@ -49,7 +49,7 @@ from tierwise.strategies.router import Router
 from tierwise.strategies.single import Single
 from tierwise.testing import FunctionProvider
 from tierwise.types import Request, Response
-from tierwise.verify import Check
+from tierwise.verify import Check, Judge
 
 HARD = ["integral", "theorem", "proof", "eigenvalue", "derivative", "lemma"]
 EASY = ["capital", "color", "weather", "greeting", "animal", "fruit"]
@@ -80,6 +80,8 @@ def reply(model: str, request: Request) -> str:
     if model == "judge":
         if "[judge-flaky]" in text and "WRONG" in text:
             raise ServerError("overloaded", status_code=503)  # down only when grading a wrong answer
+        if "<response>" in text and "[judge-garbled]" not in text:  # the built-in Judge's prompt
+            return "0.1" if "WRONG" in text else "0.9"
         return "looks right"
     if f"[{model}-wrong]" in text or (model == "cheap" and is_hard(text)):
         return "WRONG"
@@ -134,6 +136,8 @@ def orchestrator(audit: AuditLog | SQLiteAudit, *, priced: bool = True) -> Orche
         "nolast": Cascade(["cheap", "strong"], accept=Check(not_wrong), verify_last=False, name="nolast"),
         "judged": Cascade(["cheap", "strong"], accept=Check(judged), name="judged"),
         "unnamed": Cascade(["cheap", "strong"], accept=Check(judged_unnamed), name="unnamed"),
+        # the built-in Judge: a failed call or an unparseable reply is no verdict
+        "real_judge": Cascade(["cheap", "strong"], accept=Judge("judge"), name="real_judge"),
         "single": Single("cheap", name="single"),
         "strong_only": Single("strong", name="strong_only"),
         # nested: a cascade as a router's route, as a pipeline step, with a router as a rung
@@ -289,6 +293,12 @@ async def test_verifier_feedback_rows_exactly(tmp_path: Path) -> None:
         ("piped", "xi [cheap-wrong]"),  # a cascade nested in a pipeline: they do not
         ("router_rung", "omicron [cheap-wrong]"),  # a rung that is a strategy: its answer is judged
         ("raced", "pi [cheap-wrong]"),  # an ensemble's accepted marks the winner: not a verdict
+        # the built-in Judge (scores 0.1 for WRONG, 0.9 otherwise) down for both rungs: no verdict
+        # on either answer, so no row, although the cascade escalated and returned "not accepted"
+        ("real_judge", "rho [judge-down] [cheap-wrong]"),
+        ("real_judge", "sigma [cheap-wrong]"),  # the judge's real rejection is a verdict
+        ("real_judge", "tau [judge-garbled]"),  # an unparseable reply is no verdict
+        ("real_judge", "upsilon [judge-flaky] [cheap-wrong]"),  # down for the wrong answer only
     ]
     responses = await collect(tmp_path / "audit.jsonl", cases)
     assert responses[10] is None and all(r is not None for i, r in enumerate(responses) if i != 10)
@@ -315,6 +325,9 @@ async def test_verifier_feedback_rows_exactly(tmp_path: Path) -> None:
         (h["nu"], "strong", 1.0, "verifier"),
         (h["omicron"], "cheap", 0.0, "verifier"),
         (h["omicron"], "strong", 1.0, "verifier"),
+        (h["sigma"], "cheap", 0.0, "verifier"),
+        (h["sigma"], "strong", 1.0, "verifier"),
+        (h["upsilon"], "strong", 1.0, "verifier"),
     ]
     by_hash = {r["request_hash"]: r for r in records}
     assert all(r.ts == by_hash[r.request_hash]["ts"] and isinstance(r.ts, str) for r in rows)
@@ -337,6 +350,18 @@ async def test_verifier_feedback_rows_exactly(tmp_path: Path) -> None:
     assert {(s[0], s[1]) for s in steps("pi")} == {("ensemble[0]", "cheap"), ("ensemble[1]", "strong")}
     assert ("ensemble[1]", "strong", True, "") in steps("pi")
     assert steps("kappa") == [] and by_hash[h["lambda"]]["steps"] == []
+    rho = steps("rho")
+    assert [s[:3] for s in rho] == [("cascade[0]", "cheap", False), ("cascade[1]", "strong", False)]
+    assert all(
+        s[3].startswith("verifier failed: judge (judge): call failed: AllTargetsFailed: ") for s in rho
+    )
+    assert by_hash[h["rho"]]["route"]["reason"].startswith("not accepted: no rung passed")
+    assert steps("sigma")[0] == ("cascade[0]", "cheap", False, "judge (judge): 0.10 < 0.7")
+    assert [s[3] for s in steps("tau") if s[2] is not None] == [
+        "verifier failed: judge (judge): unparseable reply 'looks right'"
+    ] * 2
+    assert steps("upsilon")[0][:3] == ("cascade[0]", "cheap", False)
+    assert steps("upsilon")[0][3].startswith("verifier failed: judge (judge): call failed: ")
 
     # Records written before audit records had steps give no verifier feedback.
     old = [{k: v for k, v in r.items() if k != "steps"} for r in records]

@@ -319,6 +319,7 @@ async def test_self_confidence_garbage_and_follow_up_request() -> None:
     answer = resp("Paris.", deployment="cheap")
     verdict = await SelfConfidence().check(question, answer, ctx(cheap=rater))
     assert not verdict.accepted and "unparseable" in verdict.reason
+    assert verdict.decided is False  # no verdict on the answer, only escalation
     assert len(verdict.calls) == 1  # still billed
     model, follow_up = rater.calls[0]
     assert model == "cheap"
@@ -352,10 +353,16 @@ async def test_self_confidence_target_and_unknown_model() -> None:
     same, other = FakeProvider("9"), FakeProvider("2")
     c = ctx(cheap=same, strong=other)
     answer = resp("Paris.", deployment="cheap")
-    assert not (await SelfConfidence(target="strong").check(req(), answer, c)).accepted
+    low = await SelfConfidence(target="strong").check(req(), answer, c)
+    assert not low.accepted and low.decided  # a real rating of 2/10: a verdict
     assert len(other.calls) == 1 and not same.calls
     nobody = await SelfConfidence().check(req(), resp("Paris."), c)  # no deployment known
     assert not nobody.accepted and not nobody.calls and not same.calls
+    assert nobody.decided is False
+    down = FakeProvider(AuthenticationError("bad key", status_code=401))
+    failed = await SelfConfidence().check(req(), answer, ctx(cheap=down))
+    assert not failed.accepted and failed.decided is False
+    assert failed.reason.startswith("confidence (cheap): call failed: AllTargetsFailed")
 
 
 @pytest.mark.parametrize(
@@ -365,6 +372,7 @@ async def test_judge_scores(reply: str, ok: bool) -> None:
     judge = FakeProvider(reply)
     verdict = await Judge("opus", threshold=0.7).check(req("What is 2+2?"), resp("4"), ctx(opus=judge))
     assert verdict.accepted is ok
+    assert verdict.decided is (reply != "nope")  # a score is a verdict, either way; "nope" is none
     assert len(judge.calls) == 1 and len(verdict.calls) == 1
     assert verdict.calls[0].cost_usd is not None and verdict.calls[0].cost_usd > 0
 
@@ -378,7 +386,18 @@ async def test_judge_prompt_and_failures() -> None:
 
     down = FakeProvider(AuthenticationError("bad key", status_code=401))
     failed = await Judge("opus").check(req(), resp("4"), ctx(opus=down))
-    assert not failed.accepted and "call failed" in failed.reason
+    assert not failed.accepted and failed.decided is False
+    assert failed.reason.startswith("judge (opus): call failed: AllTargetsFailed")
+    assert failed.calls == []
+
+    garbled = FakeProvider("Looks fine to me!")
+    unread = await Judge("opus").check(req(), resp("4"), ctx(opus=garbled))
+    assert not unread.accepted and unread.decided is False
+    assert unread.reason == "judge (opus): unparseable reply 'Looks fine to me!'"
+    assert len(unread.calls) == 1  # still billed
+
+    low = await Judge("opus").check(req(), resp("4"), ctx(opus=FakeProvider("0.2")))
+    assert not low.accepted and low.decided is True and low.score == pytest.approx(0.2)
 
     with pytest.raises(ConfigError):  # an unknown judge alias is a bug, not a rejection
         await Judge("nope").check(req(), resp("4"), ctx(opus=judge))
@@ -445,6 +464,88 @@ async def test_invert_flatten_and_functions() -> None:
     assert not (await check(mixed, resp("[]"))).accepted
     assert (await check(mixed, resp('["x"]'))).accepted
     assert "valid JSON" in (ValidJSON() | ~NoRefusal()).describe()
+
+
+class Fixed(Verifier):
+    """A verifier with a set outcome: ``"yes"`` accepts, ``"no"`` rejects,
+    ``"unsure"`` reaches no verdict; records that it ran."""
+
+    def __init__(self, outcome: str, ran: list[str]) -> None:
+        self.outcome = outcome
+        self.ran = ran
+        self.name = outcome
+
+    async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
+        self.ran.append(self.outcome)
+        if self.outcome == "yes":
+            return Verdict.accept("yes")
+        if self.outcome == "no":
+            return Verdict.reject("no")
+        return Verdict.undecided("unsure")
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "accepted", "decided", "ran"),
+    [
+        (["yes", "yes"], True, True, 2),
+        (["no", "unsure"], False, True, 1),  # a real rejection first: decided, the rest skipped
+        (["yes", "no"], False, True, 2),
+        (["unsure", "no"], False, False, 1),  # stops at the first rejection, even one without a verdict
+        (["yes", "unsure"], False, False, 2),
+        (["yes", "unsure", "yes"], False, False, 2),
+    ],
+)
+async def test_all_of_decided(outcomes: list[str], accepted: bool, decided: bool, ran: int) -> None:
+    seen: list[str] = []
+    verdict = await check(AllOf(*(Fixed(o, seen) for o in outcomes)), resp())
+    assert (verdict.accepted, verdict.decided) == (accepted, decided)
+    assert seen == outcomes[:ran]
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "accepted", "decided", "ran"),
+    [
+        (["no", "no"], False, True, 2),
+        (["unsure", "yes"], True, True, 2),  # accepted by the second: a verdict
+        (["yes", "unsure"], True, True, 1),
+        (["no", "unsure"], False, False, 2),  # the unsure one might have accepted
+        (["unsure", "no"], False, False, 2),
+        (["unsure", "unsure"], False, False, 2),
+    ],
+)
+async def test_any_of_decided(outcomes: list[str], accepted: bool, decided: bool, ran: int) -> None:
+    seen: list[str] = []
+    verdict = await check(AnyOf(*(Fixed(o, seen) for o in outcomes)), resp())
+    assert (verdict.accepted, verdict.decided) == (accepted, decided)
+    assert seen == outcomes[:ran]
+
+
+async def test_decided_through_nesting_and_not() -> None:
+    seen: list[str] = []
+    # (no | unsure) & yes: the AnyOf gave no verdict and stopped the AllOf
+    nested = await check(AllOf(AnyOf(Fixed("no", seen), Fixed("unsure", seen)), Fixed("yes", seen)), resp())
+    assert not nested.accepted and nested.decided is False and seen == ["no", "unsure"]
+    # yes | (yes & unsure): accepted at once
+    rescued = await check(AnyOf(Fixed("yes", seen), AllOf(Fixed("yes", seen), Fixed("unsure", seen))), resp())
+    assert rescued.accepted and rescued.decided
+    inverted = await check(~Fixed("unsure", seen), resp())
+    assert not inverted.accepted and inverted.decided is False  # never accepts an unchecked answer
+    assert inverted.reason == "not (unsure)"
+    assert (await check(~Fixed("no", seen), resp())).accepted
+    flipped = await check(~Fixed("yes", seen), resp())
+    assert not flipped.accepted and flipped.decided
+
+
+async def test_combinators_with_a_judge_that_is_down() -> None:
+    down = FakeProvider(AuthenticationError("bad key", status_code=401))
+    c = ctx(opus=down)
+    both = await (ValidJSON() & Judge("opus")).check(req(), resp("[]"), c)
+    assert not both.accepted and both.decided is False
+    assert both.reason.startswith("json: valid; judge (opus): call failed")
+    either = await (ValidJSON() | Judge("opus")).check(req(), resp("prose"), c)
+    assert not either.accepted and either.decided is False  # the judge might have rescued it
+    bad_json = await (ValidJSON() & Judge("opus")).check(req(), resp("prose"), c)
+    assert not bad_json.accepted and bad_json.decided and len(down.calls) == 2  # judge skipped
 
 
 # ---------------------------------------------------------------- config
@@ -516,3 +617,10 @@ def test_verdict_constructors() -> None:
     r = resp()
     assert Verdict.accept("fine", score=0.5, calls=[r]) == Verdict(True, 0.5, "fine", [r])
     assert Verdict.reject("bad") == Verdict(False, None, "bad", [])
+    assert Verdict(True, 0.5, "fine", [r]).decided and Verdict.reject("bad").decided
+    unsure = Verdict.undecided("judge down", score=0.1, calls=[r])
+    assert unsure == Verdict(False, 0.1, "judge down", [r], decided=False)
+    assert not unsure.accepted and unsure.decided is False
+    assert unsure != Verdict.reject("judge down", score=0.1, calls=[r])
+    with pytest.raises(ValueError):
+        Verdict(True, None, "an acceptance is a verdict", decided=False)

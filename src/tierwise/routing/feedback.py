@@ -309,7 +309,8 @@ def _list(record: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 
 def _no_verdict(note: str) -> bool:
     """A rejection that is no verdict: the rung itself failed (no answer to judge),
-    or its verifier raised instead of judging (``Cascade._check``)."""
+    or its verifier reached none: it raised, or returned ``Verdict.undecided``
+    (a judge whose call failed); ``Cascade`` notes both ``"verifier failed: …"``."""
     return any(note == p or note.startswith(p + ":") for p in (RUNG_FAILED, VERIFIER_FAILED))
 
 
@@ -325,11 +326,12 @@ def verifier_feedback(records: Iterable[Mapping[str, Any]]) -> list[Feedback]:
       its ``model``;
     * the same with ``accepted`` false → **bad** (0.0), except when no verdict
       was given: the rung failed (note ``"failed: …"``, no answer to judge) or
-      its verifier raised (note ``"verifier failed: …"``; the cascade escalates
-      as if rejected, but nobody judged the answer; a verifier's own reason
-      that starts the same way is skipped too). A built-in ``Judge`` or
-      ``SelfConfidence`` whose model call failed does not raise: it rejects
-      (``"judge (m): call failed: …"``), and that counts as bad;
+      its verifier reached no verdict (note ``"verifier failed: …"``): it
+      raised, or it returned ``Verdict.undecided`` — a built-in ``Judge`` or
+      ``SelfConfidence`` whose model call failed or whose reply was
+      unparseable, a combination that hinged on such a check. The cascade
+      escalates as if rejected, but nobody judged the answer. A verifier's own
+      decided reason that starts ``"verifier failed:"`` is skipped too;
     * every other step → nothing: ``accepted`` ``None`` (the last rung returned
       unverified with ``verify_last=False``, the verifier's own model calls,
       pipeline steps, a router's summary step) and every step not named

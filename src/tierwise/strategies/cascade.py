@@ -20,6 +20,11 @@ Decisions, and why:
   (budgets can be per model) are recorded and the cascade escalates. Only when
   every rung raised does the cascade raise ``AllTargetsFailed`` holding every
   error. ``ConfigError`` (an unknown alias) is a bug and propagates at once.
+* **No verdict → escalate.** A verifier that could not judge the answer (a
+  judge whose call failed or whose reply was unparseable: ``Verdict.undecided``;
+  or a verifier that raised a tierwise error) rejects, since an unchecked answer
+  should not stop the cascade, but the rung's step note starts
+  ``"verifier failed: "`` so training feedback does not count it as a bad answer.
 * **Everything is billed.** The returned ``Response`` carries the summed cost and
   usage of every rung and every verifier call (a judge that rejected the cheap
   answer was still paid for), ``attempts`` lists every inner attempt in call
@@ -62,8 +67,10 @@ __all__ = ["RUNG_FAILED", "VERIFIER_CALL", "VERIFIER_FAILED", "Cascade"]
 # verdict was given, so readers of audit records (``routing.feedback``) need not
 # repeat the literals. A rung whose own call raised has the note
 # ``"failed: <Error>: …"``; a verifier that raised instead of judging turns into a
-# rejection noted ``"verifier failed: <Error>: …"``; the steps of the model calls
-# a verifier made are noted ``"verifier call"``.
+# rejection noted ``"verifier failed: <Error>: …"``, and one that reached no
+# verdict (``Verdict.undecided``: a judge whose call failed) into a rejection noted
+# ``"verifier failed: <its reason>"``; the steps of the model calls a verifier
+# made are noted ``"verifier call"``.
 RUNG_FAILED = "failed"
 VERIFIER_FAILED = "verifier failed"
 VERIFIER_CALL = "verifier call"
@@ -165,7 +172,9 @@ class Cascade(Strategy):
         """Run the ``accept`` hook; returns the verdict and every call to bill.
 
         A verifier that fails with a tierwise error (its judge is down, the budget
-        is spent) rejects: escalating is the safe side of an unchecked answer.
+        is spent) gives an undecided rejection (``Verdict.undecided``), like a
+        built-in judge whose call failed: escalating is the safe side of an
+        unchecked answer.
         """
         recording = RecordingContext(ctx, rung)
         try:
@@ -173,7 +182,7 @@ class Cascade(Strategy):
         except ConfigError:
             raise
         except TierwiseError as exc:
-            verdict = Verdict.reject(f"{VERIFIER_FAILED}: {type(exc).__name__}: {exc}")
+            verdict = Verdict.undecided(f"{VERIFIER_FAILED}: {type(exc).__name__}: {exc}")
         billed = list(recording.recorded)
         billed += [c for c in verdict.calls if not any(c is r for r in billed)]
         return verdict, billed
@@ -214,13 +223,13 @@ class Cascade(Strategy):
                 break
             verdict, billed = await self._check(request, response, ctx, rung)
             calls.extend(billed)
-            steps.append(step_of(rung, response, accepted=verdict.accepted, note=verdict.reason))
+            steps.append(step_of(rung, response, accepted=verdict.accepted, note=_note(verdict)))
             steps.extend(step_of(_step_name(rung, ctx.path, c), c, note=VERIFIER_CALL) for c in billed)
             answered = (i, response, verdict)
             if verdict.accepted:
                 accepted = True
                 break
-            history.append(f"rung {i} ({who}) rejected")
+            history.append(f"rung {i} ({who}) rejected" + ("" if verdict.decided else " (no verdict)"))
         if answered is None:
             raise AllTargetsFailed(
                 f"all {len(self.targets)} cascade rung(s) of {self.name!r} failed: "
@@ -322,6 +331,17 @@ class Cascade(Strategy):
         if not isinstance(verify_last, bool):
             raise ConfigError("must be true or false", field=f"{where}.verify_last")
         return cls(targets, verifier, name=name, verify_last=verify_last)
+
+
+def _note(verdict: Verdict) -> str:
+    """A rung step's note: the verdict's reason, prefixed ``"verifier failed: "``
+    when no verdict was reached, so an audit reader can tell it from a rejection."""
+    reason = verdict.reason
+    if verdict.accepted or verdict.decided:
+        return reason
+    if reason == VERIFIER_FAILED or reason.startswith(VERIFIER_FAILED + ":"):
+        return reason  # a verifier that raised: already says so
+    return f"{VERIFIER_FAILED}: {reason}" if reason else VERIFIER_FAILED
 
 
 def _step_name(rung: str, path: str, call: Response) -> str:

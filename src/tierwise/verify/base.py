@@ -37,12 +37,25 @@ class Verdict:
     up in ``Response.route.reason``. ``calls`` are the responses of any model calls
     the verifier made — the exact objects ``ctx.call`` returned, so the cascade can
     bill each exactly once.
+
+    ``decided`` is ``False`` when the check reached no verdict: its model call
+    failed, its reply could not be read, it had nothing to check against. Such a
+    verdict is a rejection (``Verdict.undecided``): escalating is the safe side of
+    an unchecked answer, but it says nothing about whether the answer was good,
+    so a cascade notes it as ``"verifier failed: …"`` and training feedback skips
+    it. An acceptance is always decided (constructing one with ``decided=False``
+    raises ``ValueError``).
     """
 
     accepted: bool
     score: float | None = None
     reason: str = ""
     calls: list[Response] = field(default_factory=list)
+    decided: bool = True
+
+    def __post_init__(self) -> None:
+        if self.accepted and not self.decided:
+            raise ValueError("an accepted Verdict is a decision: decided=False needs accepted=False")
 
     @classmethod
     def accept(cls, reason: str, *, score: float | None = None, calls: Iterable[Response] = ()) -> Verdict:
@@ -51,6 +64,12 @@ class Verdict:
     @classmethod
     def reject(cls, reason: str, *, score: float | None = None, calls: Iterable[Response] = ()) -> Verdict:
         return cls(False, score, reason, list(calls))
+
+    @classmethod
+    def undecided(cls, reason: str, *, score: float | None = None, calls: Iterable[Response] = ()) -> Verdict:
+        """No verdict was reached (the check's model call failed, its reply was
+        unparseable): a rejection, so the caller escalates, with ``decided=False``."""
+        return cls(False, score, reason, list(calls), decided=False)
 
 
 VerifyResult: TypeAlias = "bool | float | Verdict"
@@ -67,6 +86,9 @@ class Verifier(ABC):
     skips ``b`` when ``a`` already accepted — so an expensive judge placed second
     is only paid for when the cheap check could not decide. ``~a`` inverts.
     Plain callables are accepted on either side and wrapped in ``Check``.
+    A check that cannot reach a verdict (its model call failed) returns
+    ``Verdict.undecided``, a rejection marked ``decided=False``; see ``AllOf``,
+    ``AnyOf`` and ``Not`` for how that combines.
     """
 
     #: Short name used in reasons, step names and ``describe()``.
@@ -139,18 +161,27 @@ async def _check_until(
     ctx: RunContext,
 ) -> Verdict:
     """Run ``verifiers`` in order until one's ``accepted`` is ``stop_on``; the last
-    verdict decides, reasons and calls are joined, ``score`` folds the scores."""
+    verdict decides, reasons and calls are joined, ``score`` folds the scores.
+
+    ``decided``: when a verdict stopped the run, the outcome is that verdict's,
+    and so is ``decided``; when none did, every verifier ran and agreed, and the
+    outcome is decided only if each of them was (an ``AnyOf`` whose judge could
+    not answer might have been accepted by it).
+    """
     seen: list[Verdict] = []
+    stopped = False
     for verifier in verifiers:
         verdict = await verifier.check(request, response, ctx)
         seen.append(verdict)
         if bool(verdict.accepted) is stop_on:
+            stopped = True
             break
     return Verdict(
         accepted=seen[-1].accepted,
         score=score(seen),
         reason="; ".join(v.reason for v in seen if v.reason),
         calls=[c for v in seen for c in v.calls],
+        decided=seen[-1].decided if stopped else all(v.decided for v in seen),
     )
 
 
@@ -160,6 +191,12 @@ class AllOf(Verifier):
     Order matters for cost: put cheap local checks before model-graded ones. The
     reason joins every reason checked so far; ``calls`` joins their model calls;
     ``score`` is the lowest score seen (the weakest link).
+
+    ``decided``: an acceptance is decided; a rejection is as decided as the
+    verdict that stopped the run. So a check that could not decide
+    (``Verdict.undecided``) makes the whole an undecided rejection: every check
+    before it accepted and the ones after it are skipped, as after any
+    rejection, so nobody said the answer was bad.
     """
 
     name = "all"
@@ -179,6 +216,10 @@ class AnyOf(Verifier):
 
     The reason joins every reason checked so far; ``calls`` joins their model
     calls; ``score`` is the highest score seen.
+
+    ``decided``: an acceptance is decided; a rejection (every verifier ran and
+    rejected) is decided only when every one of them decided: one that could not
+    decide might have accepted, so then the whole is an undecided rejection.
     """
 
     name = "any"
@@ -197,7 +238,9 @@ class Not(Verifier):
     """Accept exactly when ``verifier`` rejects (e.g. ``~Check(mentions_competitor)``).
 
     The score is kept as the inner verifier computed it: inverting a pass/fail
-    decision does not make a judge's 0.2 a 0.8.
+    decision does not make a judge's 0.2 a 0.8. No verdict stays no verdict: an
+    undecided inner rejection (``~Judge(...)`` whose judge is down) is an
+    undecided rejection here too, not an acceptance of an unchecked answer.
     """
 
     name = "not"
@@ -207,6 +250,8 @@ class Not(Verifier):
 
     async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
         inner = await self.verifier.check(request, response, ctx)
+        if not inner.decided:
+            return Verdict.undecided(f"not ({inner.reason})", score=inner.score, calls=inner.calls)
         return Verdict(not inner.accepted, inner.score, f"not ({inner.reason})", inner.calls)
 
     def describe(self) -> str:

@@ -9,8 +9,10 @@ other call, and returned in ``Verdict.calls`` so the cascade bills it.
 
 Models do not reliably "just return the number", so ``parse_score`` reads
 ``8/10``, ``0.85``, ``85%``, ``Confidence: 9`` and a scale echoed back
-("on a scale of 1-10, 8") before giving up; an unparseable reply rejects the
-answer with the reply quoted in the reason (escalating is the safe side).
+("on a scale of 1-10, 8") before giving up. An unparseable reply, or a rating
+call that failed, gives no verdict: ``Verdict.undecided``, a rejection (escalating
+is the safe side) with ``decided=False`` and the reply or error quoted in the
+reason, so training feedback does not count it against the answer.
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ def _target_name(target: Target | None) -> str:
 
 async def _ask(ctx: RunContext, target: Target, request: Request, name: str) -> Response | str:
     """The grader's response, or why the call failed. Provider failures and budget
-    refusals become a rejection (escalate rather than accept unchecked); a
-    ``ConfigError`` (e.g. an unknown judge alias) is a bug and propagates."""
+    refusals become an undecided rejection (escalate rather than accept unchecked);
+    a ``ConfigError`` (e.g. an unknown judge alias) is a bug and propagates."""
     try:
         return await ctx.call(target, request, name=name)
     except ConfigError:
@@ -114,7 +116,7 @@ def _verdict(
 ) -> Verdict:
     score = parse_score(response.text, scale)
     if score is None:
-        return Verdict.reject(
+        return Verdict.undecided(
             f"{name} ({who}): unparseable reply {response.text.strip()[:60]!r}", calls=calls
         )
     ok = score >= threshold
@@ -185,13 +187,13 @@ class SelfConfidence(Verifier):
     async def check(self, request: Request, response: Response, ctx: RunContext) -> Verdict:
         target: Target | None = self.target if self.target is not None else (response.deployment or None)
         if target is None:
-            return Verdict.reject(
+            return Verdict.undecided(
                 "confidence: cannot tell which model answered; give SelfConfidence a target"
             )
         who = _target_name(target)
         reply = await _ask(ctx, target, self.build_request(request, response), self.name)
         if isinstance(reply, str):
-            return Verdict.reject(f"confidence ({who}): call failed: {reply}")
+            return Verdict.undecided(f"confidence ({who}): call failed: {reply}")
         return _verdict("confidence", who, reply, self.threshold, self.scale, [reply])
 
     def describe(self) -> str:
@@ -253,7 +255,7 @@ class Judge(Verifier):
         who = _target_name(self.target)
         reply = await _ask(ctx, self.target, self.build_request(request, response), self.name)
         if isinstance(reply, str):
-            return Verdict.reject(f"judge ({who}): call failed: {reply}")
+            return Verdict.undecided(f"judge ({who}): call failed: {reply}")
         return _verdict("judge", who, reply, self.threshold, 1.0, [reply])
 
     def describe(self) -> str:
