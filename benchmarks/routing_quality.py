@@ -14,12 +14,18 @@ strong model as ``cost_weight`` falls. Its configuration is fixed before the fol
 Track B — LLMRouter (9 models, the given train/test split, prices from ``default_llm.json``):
 accuracy vs cost per query as ``cost_weight`` sweeps, against every single model and the oracle.
 Cost of a query on model m = price_m × (prompt tokens + OUTPUT_TOKENS) / 1M, prompt tokens
-≈ characters / 4, OUTPUT_TOKENS = 200 (the data has no responses to count).
+≈ characters / 4, OUTPUT_TOKENS = 200 (the data has no responses to count). The gain at
+equal cost comes with a paired bootstrap interval over the 500 test prompts; ``--variants``
+runs the alternatives tried on a train-only validation split (selection looks only there).
+
+Fit time — ``OutcomeModel.fit`` on 15,000 real prompts (all of MMLU, then GSM8K), median of 3.
 
 Usage::
 
-    python benchmarks/routing_quality.py --data ../shared/data/routing            # both tracks
+    python benchmarks/routing_quality.py --data ../shared/data/routing            # everything
     python benchmarks/routing_quality.py --data ../shared/data/routing --track A --plots docs
+    python benchmarks/routing_quality.py --data ../shared/data/routing --track B --variants
+    python benchmarks/routing_quality.py --data ../shared/data/routing --track fit   # 15,000-prompt fit
 """
 
 from __future__ import annotations
@@ -182,7 +188,7 @@ def track_a(data: str, bench: str, folds: int, variants: bool, plots: str | None
     return {"results": res}
 
 
-def track_b(data: str, plots: str | None) -> None:
+def load_llmrouter(data: str) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     base = os.path.join(data, "llmrouter")
     with open(os.path.join(base, "dcrouter_train.json"), encoding="utf-8") as fh:
         train = json.load(fh)
@@ -192,26 +198,129 @@ def track_b(data: str, plots: str | None) -> None:
         llms = json.load(fh)
     models = sorted(train[0]["scores"])
 
-    def matrices(items: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def matrices(items: list[dict[str, Any]]) -> dict[str, Any]:
         qs = [it["question"] for it in items]
         sc = np.array([[float(it["scores"][m]) for m in models] for it in items])
         cost = (
             (np.array([len(q) / 4 for q in qs])[:, None] * np.array([llms[m]["input_price"] for m in models]))
             + OUTPUT_TOKENS * np.array([llms[m]["output_price"] for m in models])[None, :]
         ) / 1e6
-        return qs, sc, cost
+        return {"q": qs, "s": sc, "c": cost}
 
-    q_tr, s_tr, c_tr = matrices(train)
-    q_te, s_te, c_te = matrices(test)
-    print(f"\n## Track B — LLMRouter: {len(q_tr)} train, {len(q_te)} test, {len(models)} models")
-    t0 = time.perf_counter()
+    return models, matrices(train), matrices(test)
+
+
+def fit_predict(
+    models: list[str], tr: dict[str, Any], te_q: list[str], **kw: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit on ``tr``; (predicted scores of ``te_q`` in ``models`` order, expected cost per model)."""
     model = OutcomeModel.fit(
-        q_tr, {m: s_tr[:, k] for k, m in enumerate(models)}, {m: c_tr[:, k] for k, m in enumerate(models)}
+        tr["q"],
+        {m: tr["s"][:, k] for k, m in enumerate(models)},
+        {m: tr["c"][:, k] for k, m in enumerate(models)},
+        **kw,
     )
-    print(f"fit: {time.perf_counter() - t0:.1f} s")
-    pred = model.predict_matrix(q_te)
-    col = [model.models.index(m) for m in models]
-    pred = pred[:, col]
+    pred = model.predict_matrix(te_q)[:, [model.models.index(m) for m in models]]
+    return pred, np.array([model.expected_cost[m] for m in models])
+
+
+def sweep(
+    pred: np.ndarray, mcost: np.ndarray, s: np.ndarray, c: np.ndarray
+) -> list[tuple[float, float, float]]:
+    """(mean cost, accuracy, cost_weight) of ``route()``'s choices as cost_weight sweeps, sorted by cost."""
+    order = np.argsort(mcost, kind="stable")  # ties go to the cheaper model, as in route()
+    rows = np.arange(len(s))
+    curve = []
+    for lam in [0.0, *np.geomspace(1e-1, 1e6, 400)]:
+        ch = order[np.argmax((pred - lam * mcost)[:, order], axis=1)]
+        curve.append((float(c[rows, ch].mean()), float(s[rows, ch].mean()), float(lam)))
+    curve.sort()
+    return curve
+
+
+def gains(
+    curve: list[tuple[float, float, float]], s: np.ndarray, c: np.ndarray
+) -> tuple[float, float, float, float]:
+    """(best single accuracy, its cost, points gained at ≤ its cost, cost share to match it)."""
+    best_acc, best_cost = max((float(s[:, k].mean()), float(c[:, k].mean())) for k in range(s.shape[1]))
+    eq = max((a for cc, a, _ in curve if cc <= best_cost), default=float("nan"))
+    match = min((cc for cc, a, _ in curve if a >= best_acc), default=float("inf"))
+    return best_acc, best_cost, 100 * (eq - best_acc), 100 * match / best_cost
+
+
+B_VARIANTS: dict[str, dict[str, Any]] = {
+    "default (word 1-2 + char 3-5, C = 1)": {},
+    "C = 0.3": {"c": 0.3},
+    "C = 3": {"c": 3.0},
+    "word n-grams only": {"char_ngrams": None},
+    "char n-grams only": {"word_ngrams": None},
+    "char 2-5": {"char_ngrams": (2, 5)},
+    "min_df = 1": {"min_df": 1},
+}
+
+
+def track_b_variants(models: list[str], train: dict[str, Any], test: dict[str, Any]) -> None:
+    """Each variant on a train-only validation split (80/20, seed 0), and on the test split.
+
+    Selection may only look at the validation column; the test column shows whether
+    a choice made that way would have transferred.
+    """
+    perm = np.random.default_rng(0).permutation(len(train["q"]))
+    cut = len(perm) // 5
+    va_i, tr_i = perm[:cut], perm[cut:]
+    tr = {"q": [train["q"][i] for i in tr_i], "s": train["s"][tr_i], "c": train["c"][tr_i]}
+    va = {"q": [train["q"][i] for i in va_i], "s": train["s"][va_i], "c": train["c"][va_i]}
+    print(
+        "\n| variant | validation: points at equal cost | validation: cost to match | test: points | test: cost to match |"
+    )
+    print("|---|---|---|---|---|")
+    preds: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"val": {}, "test": {}}
+    for name, kw in B_VARIANTS.items():
+        preds["val"][name] = fit_predict(models, tr, va["q"], **kw)
+        preds["test"][name] = fit_predict(models, train, test["q"], **kw)
+    views = ["default (word 1-2 + char 3-5, C = 1)", "word n-grams only", "char n-grams only"]
+    for split in ("val", "test"):
+        p = preds[split]
+        p["mean of default, word-only, char-only"] = (
+            np.mean([p[v][0] for v in views], axis=0),
+            p[views[0]][1],
+        )
+    for name in preds["val"]:
+        cells = []
+        for split, data in (("val", va), ("test", test)):
+            pred, mcost = preds[split][name]
+            _, _, pts, share = gains(sweep(pred, mcost, data["s"], data["c"]), data["s"], data["c"])
+            cells += [f"{pts:+.1f}", f"{share:.0f}%"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def bootstrap_gain(
+    s: np.ndarray, c: np.ndarray, pred: np.ndarray, mcost: np.ndarray, reps: int = 2000
+) -> tuple[float, float]:
+    """95% interval of (router accuracy − best single accuracy) at the equal-cost cost_weight.
+
+    The cost_weight and the best single model are fixed from the full test set; only
+    the prompts are resampled (paired: both policies answer the same resample).
+    """
+    curve = sweep(pred, mcost, s, c)
+    _, best_cost, _, _ = gains(curve, s, c)
+    best_k = int(np.argmax(s.mean(axis=0)))
+    lam = max(((a, -cc, w) for cc, a, w in curve if cc <= best_cost), default=(0.0, 0.0, 0.0))[2]
+    order = np.argsort(mcost, kind="stable")
+    ch = order[np.argmax((pred - lam * mcost)[:, order], axis=1)]
+    diff = s[np.arange(len(s)), ch] - s[:, best_k]
+    rng = np.random.default_rng(0)
+    boot = diff[rng.integers(0, len(diff), (reps, len(diff)))].mean(axis=1)
+    return 100 * float(np.percentile(boot, 2.5)), 100 * float(np.percentile(boot, 97.5))
+
+
+def track_b(data: str, plots: str | None, variants: bool) -> None:
+    models, train, test = load_llmrouter(data)
+    q_te, s_te, c_te = test["q"], test["s"], test["c"]
+    print(f"\n## Track B — LLMRouter: {len(train['q'])} train, {len(q_te)} test, {len(models)} models")
+    t0 = time.perf_counter()
+    pred, mcost = fit_predict(models, train, q_te)
+    print(f"fit + predict: {time.perf_counter() - t0:.1f} s")
     print("\n| model | test accuracy | $ per 1k queries |\n|---|---|---|")
     single = []
     for k, m in enumerate(models):
@@ -223,30 +332,20 @@ def track_b(data: str, plots: str | None) -> None:
     o_acc = float(s_te[np.arange(len(q_te)), oracle_idx].mean())
     o_cost = float(c_te[np.arange(len(q_te)), oracle_idx].mean())
     print(f"| oracle | {100 * o_acc:.1f}% | {1000 * o_cost:.4f} |")
-    mcost = np.array([model.expected_cost[m] for m in models])
-    curve = []
-    for lam in [0.0, *np.geomspace(1e-1, 1e6, 400)]:
-        util = pred - lam * mcost
-        order = np.argsort(mcost, kind="stable")
-        ch = order[np.argmax(util[:, order], axis=1)]
-        rows = np.arange(len(q_te))
-        curve.append((float(c_te[rows, ch].mean()), float(s_te[rows, ch].mean()), float(lam)))
-    curve.sort()
-    match = [c for c, a, _ in curve if a >= best_acc]
-    eq = [a for c, a, _ in curve if c <= best_cost]
+    curve = sweep(pred, mcost, s_te, c_te)
+    _, _, pts, share = gains(curve, s_te, c_te)
     print(f"\nbest single model: {best} {100 * best_acc:.1f}% at ${1000 * best_cost:.4f}/1k")
     print(f"OutcomeModel max accuracy: {100 * max(a for _, a, _ in curve):.1f}%")
-    if match:
-        print(
-            f"cost to match the best single model: ${1000 * min(match):.4f}/1k = "
-            f"{100 * min(match) / best_cost:.0f}% of its cost"
-        )
+    if np.isfinite(share):
+        print(f"cost to match the best single model: {share:.0f}% of its cost")
     else:
         print("OutcomeModel never matches the best single model's accuracy")
-    if eq:
-        print(
-            f"accuracy at ≤ the best single model's cost: {100 * max(eq):.1f}% ({100 * (max(eq) - best_acc):+.1f} points)"
-        )
+    lo, hi = bootstrap_gain(s_te, c_te, pred, mcost)
+    print(
+        f"accuracy at ≤ the best single model's cost: {pts:+.1f} points (95% bootstrap interval {lo:+.1f} to {hi:+.1f})"
+    )
+    if variants:
+        track_b_variants(models, train, test)
     if plots:
         import matplotlib
 
@@ -271,20 +370,47 @@ def track_b(data: str, plots: str | None) -> None:
         print(f"plot: {out}")
 
 
+def fit_time(data: str, n: int = 15_000, repeats: int = 3) -> None:
+    """Median wall time of ``OutcomeModel.fit`` on ``n`` real prompts (MMLU, then GSM8K to fill)."""
+    prompts: list[str] = []
+    weak: list[float] = []
+    strong: list[float] = []
+    for bench in ("mmlu", "gsm8k"):
+        p, w, s = load_routellm(data, bench)
+        prompts += p
+        weak += w.tolist()
+        strong += s.tolist()
+    if len(prompts) < n:
+        raise SystemExit(f"only {len(prompts)} prompts in the data, {n} asked")
+    prompts, weak, strong = prompts[:n], weak[:n], strong[:n]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model = OutcomeModel.fit(prompts, {"weak": weak, "strong": strong}, COST)
+        times.append(time.perf_counter() - t0)
+    print(
+        f"\n## Fit time: {n:,} prompts (RouteLLM MMLU + GSM8K), 2 models, {model._featurizer.n_text:,} features: "
+        f"median {float(np.median(times)):.1f} s over {repeats} runs (min {min(times):.1f}, max {max(times):.1f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="the routing data directory (see its README)")
-    ap.add_argument("--track", choices=["A", "B", "both"], default="both")
+    ap.add_argument("--track", choices=["A", "B", "fit", "all"], default="all")
     ap.add_argument("--bench", choices=["mmlu", "gsm8k", "both"], default="both")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--variants", action="store_true", help="also run the OutcomeModel variants tried")
+    ap.add_argument("--fit-prompts", type=int, default=15_000, help="prompts for the fit-time measurement")
     ap.add_argument("--plots", default=None, help="directory for PNG plots (e.g. docs)")
     args = ap.parse_args(argv)
-    if args.track in ("A", "both"):
+    if args.track in ("A", "all"):
         for bench in ["mmlu", "gsm8k"] if args.bench == "both" else [args.bench]:
             track_a(args.data, bench, args.folds, args.variants, args.plots)
-    if args.track in ("B", "both"):
-        track_b(args.data, args.plots)
+    if args.track in ("B", "all"):
+        track_b(args.data, args.plots, args.variants)
+    if args.track in ("fit", "all"):
+        fit_time(args.data, args.fit_prompts)
     return 0
 
 
