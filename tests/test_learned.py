@@ -334,3 +334,142 @@ def test_classifier_sees_the_text_the_audit_records(model: OutcomeModel) -> None
     clf = model.as_classifier(cost_weight=0.01)
     direct = model.route(request.prompt_text, cost_weight=0.01)
     assert clf.classify(request).label == direct
+
+
+# -- the embedding half ------------------------------------------------------------------------
+
+
+def embedded(n: int = 200, seed: int = 0) -> tuple[list[str], dict[str, list[float]], Any]:
+    """Prompts whose words say nothing about difficulty; only the embedding does."""
+    rng = np.random.default_rng(seed)
+    prompts = [" ".join(f"filler{rng.integers(30)}" for _ in range(6)) for _ in range(n)]
+    hard = np.arange(n) % 2 == 0
+    emb = rng.normal(0, 0.3, (n, 8))
+    emb[:, 0] += np.where(hard, 3.0, -3.0)  # the direction that means "hard"
+    scores = {"strong": [1.0] * n, "weak": [0.0 if h else 1.0 for h in hard]}
+    return prompts, scores, emb
+
+
+W = 0.05  # with costs 10 vs 1: strong when p(weak) < ~0.55, weak when it is above ~0.55
+HARD_VEC = [3.0, 0, 0, 0, 0, 0, 0, 0]
+EASY_VEC = [-3.0, 0, 0, 0, 0, 0, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def emb_model() -> OutcomeModel:
+    prompts, scores, emb = embedded()
+    return OutcomeModel.fit(prompts, scores, COSTS, embeddings=emb, c_embedding=10.0)
+
+
+def test_embeddings_carry_the_signal_the_text_lacks(emb_model: OutcomeModel) -> None:
+    assert emb_model.embedding_dim == 8
+    text = "filler3 filler7 filler1"
+    p = emb_model.predict([text, text], embeddings=[HARD_VEC, EASY_VEC])
+    # the mean of an uninformed text half (≈ 0.5) and a confident embedding half
+    assert p["weak"][0] < 0.35 < 0.65 < p["weak"][1]
+    assert emb_model.route(text, cost_weight=W, embedding=HARD_VEC) == "strong"
+    assert emb_model.route(text, cost_weight=W, embedding=EASY_VEC) == "weak"
+    # without an embedding the text half answers alone: it cannot tell the two apart
+    alone = emb_model.predict([text])["weak"][0]
+    assert p["weak"][0] + 0.15 < alone < p["weak"][1] - 0.15
+    # vectors are normalized: a scaled vector predicts the same
+    scaled = emb_model.predict([text], embeddings=[[30.0, 0, 0, 0, 0, 0, 0, 0]])["weak"][0]
+    assert scaled == pytest.approx(p["weak"][0])
+
+
+def test_embedding_inputs_are_checked(emb_model: OutcomeModel, model: OutcomeModel) -> None:
+    prompts, scores, emb = embedded(20)
+    with pytest.raises(ValueError, match="one row per prompt: 20 prompts"):
+        OutcomeModel.fit(prompts, scores, COSTS, embeddings=emb[:19])
+    bad = emb.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="nan or infinity"):
+        OutcomeModel.fit(prompts, scores, COSTS, embeddings=bad)
+    with pytest.raises(ValueError, match="dimension 3; the model was fitted with 8"):
+        emb_model.predict(["x"], embeddings=[[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="fitted without embeddings"):
+        model.predict(["x"], embeddings=[HARD_VEC])
+    with pytest.raises(ValueError, match="fitted without embeddings"):
+        model.as_classifier(cost_weight=W, embedder=lambda texts: None)  # type: ignore[arg-type,return-value]
+
+
+def test_embedding_model_round_trips_exactly(emb_model: OutcomeModel, tmp_path: Path) -> None:
+    path = tmp_path / "router.json"
+    emb_model.save(path)
+    loaded = OutcomeModel.load(path)
+    prompts, _, emb = embedded(30, seed=5)
+    a = emb_model.predict_matrix(prompts, embeddings=emb)
+    b = loaded.predict_matrix(prompts, embeddings=emb)
+    assert np.array_equal(a, b)
+    assert loaded.embedding_dim == 8
+    assert loaded.cost_weight_for(strong_share=0.5) == emb_model.cost_weight_for(strong_share=0.5)
+
+
+async def test_aclassify_fetches_the_embedding_and_falls_back_without_it(emb_model: OutcomeModel) -> None:
+    from tierwise.errors import ProviderError
+
+    seen: list[list[str]] = []
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        seen.append(texts)
+        return [HARD_VEC if "hard" in t else EASY_VEC for t in texts]
+
+    clf = emb_model.as_classifier(cost_weight=W, embedder=embed)
+    hard = Request.from_prompt("filler1 hard filler2", system="sys")
+    c = await clf.aclassify(hard)
+    assert seen == [[hard.prompt_text]]
+    assert c.label == "strong" and "embedding" not in c.reason
+    assert (await clf.aclassify(Request.from_prompt("filler1 filler2"))).label == "weak"
+    sync = clf.classify(hard)  # explain's path: never calls out
+    assert len(seen) == 2 and "text features only" in sync.reason
+
+    async def down(texts: list[str]) -> list[list[float]]:
+        raise ProviderError("embeddings endpoint down", provider="x", model="e")
+
+    c = await emb_model.as_classifier(cost_weight=W, embedder=down).aclassify(hard)
+    assert "embedding failed (ProviderError): text features only" in c.reason
+
+    async def wrong_count(texts: list[str]) -> list[list[float]]:
+        return [HARD_VEC, HARD_VEC]
+
+    c = await emb_model.as_classifier(cost_weight=W, embedder=wrong_count).aclassify(hard)
+    assert "embedding failed (ValueError)" in c.reason
+
+    import anyio
+
+    never = anyio.Event()
+
+    async def hangs(texts: list[str]) -> list[list[float]]:
+        await never.wait()  # never set: only the timeout ends this
+        return []
+
+    c = await emb_model.as_classifier(cost_weight=W, embedder=hangs, embed_timeout_s=0.01).aclassify(hard)
+    assert "embedding failed (TimeoutError)" in c.reason
+
+
+async def test_router_awaits_an_async_classifier(emb_model: OutcomeModel) -> None:
+    calls: list[str] = []
+
+    async def embed(texts: list[str]) -> Any:
+        calls.extend(texts)
+
+        from types import SimpleNamespace  # like tierwise.Embeddings: vectors under .vectors
+
+        return SimpleNamespace(vectors=[HARD_VEC if "hard" in t else EASY_VEC for t in texts])
+
+    provider = FakeProvider({"big": "from big", "small": "from small"})
+    deps = {
+        alias: Deployment(alias, provider, alias, spec=ModelSpec(alias, "fake", input=i, output=o))
+        for alias, i, o in (("big", 10.0, 30.0), ("small", 0.1, 0.3))
+    }
+    clf = emb_model.as_classifier(cost_weight=W, embedder=embed)
+    router = Router(clf, {"strong": "big", "weak": "small"}, "weak", name="learned")
+    orch = Orchestrator(deps, strategies={"learned": router}, retry=RetryPolicy(max_attempts=1))
+    assert (await orch.run("filler4 hard")).text == "from big"
+    assert (await orch.run("filler4 easy")).text == "from small"
+    chunks = [e async for e in orch.stream("filler5 hard")]
+    assert chunks and calls == ["filler4 hard", "filler4 easy", "filler5 hard"]
+    # explain stays offline: no embedding call, the text half decides
+    route = orch.explain("filler4 hard")
+    assert "text features only" in route.reason and len(calls) == 3
+    await orch.aclose()

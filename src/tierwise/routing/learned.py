@@ -38,12 +38,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..types import Request
-from ._ngrams import HashTable, NgramHasher
+from ._features import Featurizer, embedding_matrix, pack, unpack, word_count
+from ._ngrams import NgramHasher
 from .base import Classification
 
 if TYPE_CHECKING:
@@ -52,7 +53,11 @@ if TYPE_CHECKING:
 
     FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["OutcomeClassifier", "OutcomeModel", "require_learn"]
+__all__ = ["Embedder", "OutcomeClassifier", "OutcomeModel", "require_learn"]
+
+Embedder: TypeAlias = Callable[[list[str]], Awaitable[Any]]
+"""An async function from texts to one vector per text (a list of vectors, or an
+object with ``.vectors`` such as ``tierwise.Embeddings``)."""
 
 FORMAT = "tierwise.outcome-model/2"
 _INSTALL = 'pip install "tierwise[learn]"'
@@ -71,91 +76,45 @@ def require_learn(*, sklearn: bool = True) -> None:
         ) from None
 
 
-def _word_count(text: str) -> int:
-    return len(text.split())
-
-
-def _pack(arr: Any) -> dict[str, Any]:
-    """A numpy array as JSON: dtype, shape and the little-endian bytes in base64 (exact, compact)."""
-    import base64
-
+def _sigmoid(z: FloatArray) -> FloatArray:
     import numpy as np
 
-    a = np.ascontiguousarray(arr)
-    dtype = {"f": "<f8", "u": "<u8"}[a.dtype.kind]
-    return {
-        "dtype": dtype,
-        "shape": list(a.shape),
-        "data": base64.b64encode(a.astype(dtype).tobytes()).decode("ascii"),
-    }
+    out: FloatArray = 1.0 / (1.0 + np.exp(-z))
+    return out
 
 
-def _unpack(obj: Any, field: str) -> Any:
-    import base64
-    import binascii
+def _fit_per_model(x: Any, y: Any, c: float) -> tuple[Any, Any]:
+    """One logistic regression per column of ``y`` on the rows where it is observed.
 
-    import numpy as np
-
-    if not isinstance(obj, dict) or obj.get("dtype") not in ("<f8", "<u8"):
-        raise ValueError(f"outcome model field {field!r} is not a packed array")
-    shape = tuple(int(d) for d in obj.get("shape", ()))
-    try:
-        raw = base64.b64decode(obj["data"], validate=True)
-    except (KeyError, TypeError, binascii.Error) as exc:
-        raise ValueError(f"outcome model field {field!r} has malformed data: {exc}") from None
-    arr = np.frombuffer(raw, dtype=obj["dtype"])
-    if arr.size != math.prod(shape):
-        raise ValueError(f"outcome model field {field!r}: {arr.size} values for shape {list(shape)}")
-    return arr.reshape(shape).astype(np.float64 if obj["dtype"] == "<f8" else np.uint64)
-
-
-class _Featurizer:
-    """Hashed word + char n-grams (``_ngrams``) → sublinear TF × IDF, L2-normalized, + log length.
-
-    ``keys`` is the sorted array of n-gram hashes kept at fit time (column j of
-    the text block is ``keys[j]``); the last column is the length feature.
+    A fractional score s counts as a positive of weight s and a negative of weight
+    1 − s; a column that is all good or all bad gets only an intercept.
     """
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
 
-    def __init__(self, params: Mapping[str, Any], keys: Any, idf: Any) -> None:
-        import numpy as np
-
-        self.params = dict(params)
-        word = self.params.get("word_ngrams")
-        char = self.params.get("char_ngrams")
-        self.hasher = NgramHasher(
-            tuple(word) if word else None,
-            tuple(char) if char else None,
-            word_chars=int(self.params.get("word_chars", 20_000)),
-            char_chars=int(self.params.get("char_chars", 2_000)),
-        )
-        self.keys = np.asarray(keys, dtype=np.uint64)
-        self.idf = np.asarray(idf, dtype=np.float64)
-        if self.keys.shape != self.idf.shape or self.keys.ndim != 1:
-            raise ValueError("outcome model keys and idf must be 1-D arrays of one length")
-        if self.keys.size > 1 and not bool(np.all(self.keys[1:] > self.keys[:-1])):
-            raise ValueError("outcome model keys must be sorted and distinct")
-        self.n_text = int(self.keys.size)
-        self.n_features = self.n_text + 1  # + log word count
-        self.table = HashTable(self.keys)
-
-    def lookup(self, hashes: Any) -> tuple[Any, Any]:
-        """(columns, counts) of the distinct known n-grams among ``hashes``."""
-        import numpy as np
-
-        cols = self.table.lookup(hashes)
-        u, counts = np.unique(cols[cols >= 0], return_counts=True)
-        return u, counts
-
-    def row(self, text: str) -> tuple[Any, Any, float]:
-        """(columns, L2-normalized TF-IDF values, length feature) of one text."""
-        import numpy as np
-
-        cols, counts = self.lookup(self.hasher.hashes(text))
-        vals = (1.0 + np.log(counts)) * self.idf[cols]
-        norm = float(np.sqrt(vals @ vals))
-        if norm > 0:
-            vals /= norm
-        return cols, vals, math.log1p(_word_count(text)) / 8.0
+    n_models = y.shape[1]
+    coef = np.zeros((x.shape[1], n_models), dtype=np.float64)
+    intercept = np.zeros(n_models, dtype=np.float64)
+    for k in range(n_models):
+        observed = ~np.isnan(y[:, k])
+        s = y[observed, k]
+        mean = float(s.mean())
+        if mean <= 0.0 or mean >= 1.0:
+            p = min(max(mean, 1e-4), 1 - 1e-4)
+            intercept[k] = math.log(p / (1 - p))
+            continue
+        xo = x[observed]
+        m = int(observed.sum())
+        xx = sp.vstack([xo, xo], format="csr") if sp.issparse(xo) else np.vstack([xo, xo])
+        yy = np.concatenate([np.ones(m), np.zeros(m)])
+        ww = np.concatenate([s, 1.0 - s])
+        nz = ww > 0
+        lr = LogisticRegression(C=c, max_iter=1000, solver="liblinear")
+        lr.fit(xx[nz], yy[nz], sample_weight=ww[nz])
+        coef[:, k] = lr.coef_.ravel()
+        intercept[k] = float(lr.intercept_[0])
+    return coef, intercept
 
 
 class OutcomeModel:
@@ -177,6 +136,8 @@ class OutcomeModel:
         coef: Any,
         intercept: Any,
         calibration: Any = (),
+        emb_coef: Any = None,
+        emb_intercept: Any = None,
     ) -> None:
         require_learn(sklearn=False)
         import numpy as np
@@ -185,7 +146,7 @@ class OutcomeModel:
         if len(set(self.models)) != len(self.models) or not self.models:
             raise ValueError("models must be distinct, non-empty names")
         self.expected_cost: dict[str, float] = {m: float(expected_cost[m]) for m in self.models}
-        self._featurizer = _Featurizer(params, keys, idf)
+        self._featurizer = Featurizer(params, keys, idf)
         k = len(self.models)
         self._coef: FloatArray = np.asarray(coef, dtype=np.float64).reshape(self._featurizer.n_features, k)
         # the text block and the length row apart: a prediction gathers rows of the first
@@ -195,6 +156,21 @@ class OutcomeModel:
         self._cost_vec: FloatArray = np.array([self.expected_cost[m] for m in self.models], dtype=np.float64)
         # training-set predictions (n × models), for calibrating a target share or cost
         self._calibration: FloatArray = np.asarray(calibration, dtype=np.float64).reshape(-1, k)
+        # the optional embedding half: one more logistic regression per model, on the
+        # prompt's embedding; predictions average the two halves' probabilities
+        self._emb_coef: FloatArray | None = None
+        self._emb_intercept: FloatArray | None = None
+        if emb_coef is not None:
+            ec = np.asarray(emb_coef, dtype=np.float64)
+            if ec.ndim != 2 or ec.shape[1] != k or emb_intercept is None:
+                raise ValueError(f"emb_coef must be (dimension, {k}) with an emb_intercept")
+            self._emb_coef = ec
+            self._emb_intercept = np.asarray(emb_intercept, dtype=np.float64).reshape(k)
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """The embedding dimension the model was fitted with, or ``None`` (text features only)."""
+        return None if self._emb_coef is None else int(self._emb_coef.shape[0])
 
     def __repr__(self) -> str:
         return f"OutcomeModel(models={list(self.models)}, features={self._featurizer.n_features})"
@@ -215,6 +191,8 @@ class OutcomeModel:
         min_df: int = 2,
         max_features: int | None = 200_000,
         c: float = 1.0,
+        embeddings: Any = None,
+        c_embedding: float = 1.0,
     ) -> OutcomeModel:
         """Learn each model's probability of answering well, and its expected cost.
 
@@ -236,11 +214,19 @@ class OutcomeModel:
         most ``max_features`` (the most frequent) kept; ``c`` is the logistic
         regression's inverse regularization. Needs scikit-learn (``pip install
         "tierwise[learn]"``).
+
+        ``embeddings`` (optional, ``(n_prompts, dimension)``): each prompt's
+        embedding, e.g. from ``Orchestrator.embed`` (any provider's
+        ``/v1/embeddings``). A second logistic regression per model (inverse
+        regularization ``c_embedding``) is fitted on the L2-normalized vectors, and
+        a prediction is the mean of the two halves' probabilities: that is what
+        measured best on LLMRouter, chosen by cross-validation on the training
+        split (``docs/routing.md``). Predicting then takes the prompt's embedding
+        too; without one, the text half alone answers (see ``predict_matrix``).
         """
         require_learn()
         import numpy as np
         import scipy.sparse as sp
-        from sklearn.linear_model import LogisticRegression
 
         prompts = list(prompts)
         n = len(prompts)
@@ -277,6 +263,7 @@ class OutcomeModel:
                 raise ValueError(f"costs[{m!r}] must be finite and >= 0")
             expected[m] = value
 
+        emb = None if embeddings is None else embedding_matrix(embeddings, n)
         params: dict[str, Any] = {
             "word_ngrams": list(word_ngrams) if word_ngrams else None,
             "char_ngrams": list(char_ngrams) if char_ngrams else None,
@@ -301,7 +288,6 @@ class OutcomeModel:
             keep &= top
         keys, df = keys[keep], df[keep]
         idf = np.log((1.0 + n) / (1.0 + df)) + 1.0  # smoothed IDF
-        featurizer = _Featurizer(params, keys, idf)
         pos = np.searchsorted(keys, flat)
         pos[pos == keys.size] = 0
         hit = keys[pos] == flat if keys.size else np.zeros(flat.size, dtype=bool)
@@ -311,30 +297,13 @@ class OutcomeModel:
         norms = np.sqrt(np.asarray(text_x.multiply(text_x).sum(axis=1)).ravel())
         norms[norms == 0] = 1.0
         text_x = sp.diags(1.0 / norms) @ text_x
-        length = np.log1p([_word_count(p) for p in prompts]) / 8.0
+        length = np.log1p([word_count(p) for p in prompts]) / 8.0
         x = sp.hstack([text_x, sp.csr_matrix(length.reshape(-1, 1))], format="csr")
 
-        coef = np.zeros((featurizer.n_features, len(models)), dtype=np.float64)
-        intercept = np.zeros(len(models), dtype=np.float64)
-        for k in range(len(models)):
-            observed = ~np.isnan(y[:, k])
-            s = y[observed, k]
-            mean = float(s.mean())
-            if mean <= 0.0 or mean >= 1.0:
-                p = min(max(mean, 1e-4), 1 - 1e-4)
-                intercept[k] = math.log(p / (1 - p))
-                continue
-            xo = x[observed]
-            m_obs = int(observed.sum())
-            # a fractional score s counts as a positive of weight s and a negative of weight 1 − s
-            xx = sp.vstack([xo, xo], format="csr")
-            yy = np.concatenate([np.ones(m_obs), np.zeros(m_obs)])
-            ww = np.concatenate([s, 1.0 - s])
-            nz = ww > 0
-            lr = LogisticRegression(C=c, max_iter=1000, solver="liblinear")
-            lr.fit(xx[nz], yy[nz], sample_weight=ww[nz])
-            coef[:, k] = lr.coef_.ravel()
-            intercept[k] = float(lr.intercept_[0])
+        coef, intercept = _fit_per_model(x, y, c)
+        emb_coef = emb_intercept = None
+        if emb is not None:
+            emb_coef, emb_intercept = _fit_per_model(emb, y, c_embedding)
 
         model = cls(
             models=models,
@@ -344,33 +313,61 @@ class OutcomeModel:
             idf=idf,
             coef=coef,
             intercept=intercept,
+            emb_coef=emb_coef,
+            emb_intercept=emb_intercept,
         )
-        model._calibration = model.predict_matrix(prompts)
+        model._calibration = model.predict_matrix(prompts, embeddings=emb)
         return model
 
     # ------------------------------------------------------------------ predicting
 
-    def predict_matrix(self, prompts: Sequence[str]) -> FloatArray:
-        """Predicted scores as an ``(n_prompts, n_models)`` array, columns in ``models`` order."""
+    def predict_matrix(self, prompts: Sequence[str], *, embeddings: Any = None) -> FloatArray:
+        """Predicted scores as an ``(n_prompts, n_models)`` array, columns in ``models`` order.
+
+        For a model fitted with embeddings, pass the prompts' ``embeddings``
+        (``(n_prompts, dimension)``); without them the text half's prediction is
+        returned alone, which is how a router keeps routing when the embedding
+        endpoint is down (a little less accurate, never stuck). A model without an
+        embedding half rejects ``embeddings``: they would be silently ignored.
+        """
         import numpy as np
 
-        rows = [self._logits(p) for p in prompts]
-        if not rows:
+        n = len(prompts)
+        if n == 0:
             return np.zeros((0, len(self.models)), dtype=np.float64)
-        z = np.vstack(rows)
-        out: FloatArray = 1.0 / (1.0 + np.exp(-z))
+        out: FloatArray = _sigmoid(np.vstack([self._logits(p) for p in prompts]))
+        if embeddings is not None:
+            if self._emb_coef is None:
+                raise ValueError("this model was fitted without embeddings; predict without them")
+            emb = embedding_matrix(embeddings, n, dim=self.embedding_dim)
+            out = (out + self._emb_proba(emb)) / 2.0
         return out
+
+    def _emb_proba(self, emb: FloatArray) -> FloatArray:
+        assert self._emb_coef is not None
+        assert self._emb_intercept is not None
+        return _sigmoid(emb @ self._emb_coef + self._emb_intercept)
 
     def _logits(self, prompt: str) -> FloatArray:
         cols, vals, length = self._featurizer.row(prompt)
         z: FloatArray = vals @ self._coef_text[cols] + (length * self._coef_len + self._intercept)
         return z
 
-    def predict(self, prompts: Sequence[str]) -> dict[str, FloatArray]:
+    def _proba(self, prompt: str, embedding: Sequence[float] | None) -> FloatArray:
+        """One prompt's predicted scores (the hot path of ``route`` and the classifier)."""
+        p = _sigmoid(self._logits(prompt))
+        if embedding is not None:
+            if self._emb_coef is None:
+                raise ValueError("this model was fitted without embeddings; route without one")
+            emb = embedding_matrix([embedding], 1, dim=self.embedding_dim)
+            p = (p + self._emb_proba(emb)[0]) / 2.0
+        return p
+
+    def predict(self, prompts: Sequence[str], *, embeddings: Any = None) -> dict[str, FloatArray]:
         """Predicted score (probability of a good answer) per model: ``{model: array(n)}``."""
         if isinstance(prompts, str):
             raise TypeError("predict takes a sequence of prompts, not one string")
-        mat = self.predict_matrix(prompts)
+        mat = self.predict_matrix(prompts, embeddings=embeddings)
         return {m: mat[:, k].copy() for k, m in enumerate(self.models)}
 
     def utilities(self, predicted: FloatArray, cost_weight: float) -> FloatArray:
@@ -386,11 +383,13 @@ class OutcomeModel:
         util = self.utilities(predicted, cost_weight)[:, order]
         return order[np.argmax(util, axis=1)]
 
-    def route(self, prompt: str, *, cost_weight: float) -> str:
-        """The model maximizing predicted score − ``cost_weight`` × expected cost."""
-        import numpy as np
+    def route(self, prompt: str, *, cost_weight: float, embedding: Sequence[float] | None = None) -> str:
+        """The model maximizing predicted score − ``cost_weight`` × expected cost.
 
-        p = 1.0 / (1.0 + np.exp(-self._logits(prompt)))
+        ``embedding``: the prompt's embedding, for a model fitted with embeddings
+        (without it the text half decides alone).
+        """
+        p = self._proba(prompt, embedding)
         return self.models[int(self.choose(p.reshape(1, -1), cost_weight)[0])]
 
     # ------------------------------------------------------------------ calibrating
@@ -406,6 +405,7 @@ class OutcomeModel:
         cost_per_request: float | None = None,
         strong: str | None = None,
         prompts: Sequence[str] | None = None,
+        embeddings: Any = None,
     ) -> float:
         """The smallest ``cost_weight`` meeting a target, calibrated on training prompts.
 
@@ -413,13 +413,17 @@ class OutcomeModel:
         (default: the most expensive model). ``cost_per_request``: the mean
         expected cost per request may not exceed it. Give exactly one. The
         predictions on the training prompts (stored at fit time) are used, or
-        on ``prompts`` if given (e.g. a sample of your recent traffic).
+        on ``prompts`` if given (e.g. a sample of your recent traffic, with
+        their ``embeddings`` for a model fitted with embeddings).
         """
         import numpy as np
 
         if (strong_share is None) == (cost_per_request is None):
             raise ValueError("give exactly one of strong_share or cost_per_request")
-        pred = self.predict_matrix(prompts) if prompts is not None else self._calibration
+        if prompts is not None:
+            pred = self.predict_matrix(prompts, embeddings=embeddings)
+        else:
+            pred = self._calibration
         if pred.shape[0] == 0:
             raise ValueError("no calibration prompts: pass prompts=")
         if strong_share is not None:
@@ -461,12 +465,15 @@ class OutcomeModel:
         strong_share: float | None = None,
         cost_per_request: float | None = None,
         strong: str | None = None,
+        embedder: Embedder | None = None,
+        embed_timeout_s: float = 2.0,
     ) -> OutcomeClassifier:
         """A ``Classifier`` whose labels are model names (route them in a ``Router``).
 
         Give a raw ``cost_weight``, or a target ``strong_share`` /
         ``cost_per_request`` calibrated on the training prompts
-        (``cost_weight_for``).
+        (``cost_weight_for``). For a model fitted with embeddings, ``embedder``
+        fetches each request's embedding (see ``OutcomeClassifier``).
         """
         given = sum(v is not None for v in (cost_weight, strong_share, cost_per_request))
         if given != 1:
@@ -477,7 +484,7 @@ class OutcomeModel:
             )
         if cost_weight < 0 or not math.isfinite(cost_weight):
             raise ValueError("cost_weight must be finite and >= 0")
-        return OutcomeClassifier(self, cost_weight)
+        return OutcomeClassifier(self, cost_weight, embedder=embedder, embed_timeout_s=embed_timeout_s)
 
     # ------------------------------------------------------------------ saving
 
@@ -489,11 +496,16 @@ class OutcomeModel:
             "models": list(self.models),
             "expected_cost": self.expected_cost,
             "params": f.params,
-            "keys": _pack(f.keys),
-            "idf": _pack(f.idf),
-            "coef": _pack(self._coef),
-            "intercept": _pack(self._intercept),
-            "calibration": _pack(self._calibration),
+            "keys": pack(f.keys),
+            "idf": pack(f.idf),
+            "coef": pack(self._coef),
+            "intercept": pack(self._intercept),
+            "calibration": pack(self._calibration),
+            **(
+                {"emb_coef": pack(self._emb_coef), "emb_intercept": pack(self._emb_intercept)}
+                if self._emb_coef is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -513,11 +525,13 @@ class OutcomeModel:
             models=data["models"],
             expected_cost=data["expected_cost"],
             params=data["params"],
-            keys=_unpack(data["keys"], "keys"),
-            idf=_unpack(data["idf"], "idf"),
-            coef=_unpack(data["coef"], "coef"),
-            intercept=_unpack(data["intercept"], "intercept"),
-            calibration=_unpack(data["calibration"], "calibration") if "calibration" in data else (),
+            keys=unpack(data["keys"], "keys"),
+            idf=unpack(data["idf"], "idf"),
+            coef=unpack(data["coef"], "coef"),
+            intercept=unpack(data["intercept"], "intercept"),
+            calibration=unpack(data["calibration"], "calibration") if "calibration" in data else (),
+            emb_coef=unpack(data["emb_coef"], "emb_coef") if "emb_coef" in data else None,
+            emb_intercept=unpack(data["emb_intercept"], "emb_intercept") if "emb_intercept" in data else None,
         )
 
     def save(self, path: str | Path) -> None:
@@ -541,32 +555,78 @@ class OutcomeClassifier:
     trained from your own traffic (``tierwise train``) sees at routing time the
     text it was trained on. Train a model on benchmark prompts with the system
     prompt your application sends, for the same reason.
+
+    **Embeddings.** For a model fitted with embeddings, give an ``embedder``:
+    an async function from texts to vectors, typically
+    ``lambda texts: orch.embed(texts, model="embed")`` (``Orchestrator.embed``
+    returns ``Embeddings``, whose ``vectors`` are used) or any coroutine
+    returning one vector per text. A ``Router`` awaits ``aclassify``, which
+    fetches the embedding first. If the call fails or takes longer than
+    ``embed_timeout_s``, the request is routed on the text features alone and
+    the reason says so: an embedding endpoint that is down must not stop
+    routing. ``classify`` (sync, used by ``explain``) never calls out: it
+    decides on the text features alone.
     """
 
-    def __init__(self, model: OutcomeModel, cost_weight: float) -> None:
+    def __init__(
+        self,
+        model: OutcomeModel,
+        cost_weight: float,
+        *,
+        embedder: Embedder | None = None,
+        embed_timeout_s: float = 2.0,
+    ) -> None:
+        if embedder is not None and model.embedding_dim is None:
+            raise ValueError("embedder given, but the model was fitted without embeddings")
+        if not embed_timeout_s > 0:
+            raise ValueError("embed_timeout_s must be > 0")
         self.model = model
         self.cost_weight = cost_weight
+        self.embedder = embedder
+        self.embed_timeout_s = embed_timeout_s
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.model.models
 
     def __repr__(self) -> str:
-        return f"OutcomeClassifier(models={list(self.model.models)}, cost_weight={self.cost_weight:.6g})"
+        emb = ", embedder=…" if self.embedder is not None else ""
+        return f"OutcomeClassifier(models={list(self.model.models)}, cost_weight={self.cost_weight:.6g}{emb})"
 
     @staticmethod
     def text_of(request: Request) -> str:
         return request.prompt_text
 
     def classify(self, request: Request) -> Classification:
-        import numpy as np
+        note = "; text features only" if self.model.embedding_dim is not None else ""
+        return self._decide(self.text_of(request), None, note)
 
+    async def aclassify(self, request: Request) -> Classification:
+        """``classify`` with the request's embedding fetched first (when there is an embedder)."""
+        if self.embedder is None:
+            return self.classify(request)
+        import anyio
+
+        from ..errors import TierwiseError
+
+        text = self.text_of(request)
+        try:
+            with anyio.fail_after(self.embed_timeout_s):
+                got = await self.embedder([text])
+            vectors: Any = getattr(got, "vectors", got)
+            if len(vectors) != 1:
+                raise ValueError(f"the embedder returned {len(vectors)} vectors for 1 text")
+            return self._decide(text, vectors[0], "")
+        except (TierwiseError, TimeoutError, OSError, ValueError) as exc:
+            return self._decide(text, None, f"; embedding failed ({type(exc).__name__}): text features only")
+
+    def _decide(self, text: str, embedding: Sequence[float] | None, note: str) -> Classification:
         model = self.model
-        p = 1.0 / (1.0 + np.exp(-model._logits(self.text_of(request))))
+        p = model._proba(text, embedding)
         k = int(model.choose(p.reshape(1, -1), self.cost_weight)[0])
         label = model.models[k]
         parts = ", ".join(
             f"{m} {p[i]:.2f} (cost {model.expected_cost[m]:.4g})" for i, m in enumerate(model.models)
         )
-        reason = f"predicted {parts}; cost_weight {self.cost_weight:.4g} → {label}"
+        reason = f"predicted {parts}; cost_weight {self.cost_weight:.4g}{note} → {label}"
         return Classification(label, min(max(float(p[k]), 0.0), 1.0), reason)

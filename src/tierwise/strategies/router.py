@@ -181,18 +181,25 @@ class Router(Strategy):
 
     # ------------------------------------------------------------------ deciding
 
-    def select(self, request: Request, ctx: RunContext | None = None) -> tuple[str, Target, Classification]:
+    def select(
+        self, request: Request, ctx: RunContext | None = None, *, classification: Classification | None = None
+    ) -> tuple[str, Target, Classification]:
         """The routing decision: ``(label, target, classification)``.
 
         The returned classification describes the final decision (its label is
         the route label, its reason covers stickiness, unknown labels and the
         long-context override). ``ctx`` is ``None`` when called from
         ``explain()`` without one: the long-context check needs the executor's
-        deployments and is skipped. Override to change how routes are chosen;
-        ``run``/``stream``/``explain`` all go through here.
+        deployments and is skipped. ``classification`` is the classifier's
+        answer when the caller already has it (``aselect`` for an async
+        classifier); otherwise ``classify`` is called. Override to change how
+        routes are chosen; ``run``/``stream``/``explain`` all go through here.
         """
         found = self._sticky_label(request)
-        c = found if found is not None else self.classifier.classify(request)
+        if found is not None:
+            c = found
+        else:
+            c = classification if classification is not None else self.classifier.classify(request)
         label = c.label
         reason = c.reason or f"classified {label!r}"
         if label not in self.routes:
@@ -272,14 +279,27 @@ class Router(Strategy):
         response.route = route
         return response
 
+    async def aselect(self, request: Request, ctx: RunContext) -> tuple[str, Target, Classification]:
+        """``select`` for ``run``/``stream``: awaits the classifier's ``aclassify`` when it has one.
+
+        Why a second, async entry point: a classifier may need I/O to decide (the
+        learned router fetching the prompt's embedding), and the ``Classifier``
+        protocol itself stays synchronous so ``explain()`` never calls out. A
+        sticky conversation skips the classifier, async or not.
+        """
+        aclassify = getattr(self.classifier, "aclassify", None)
+        if aclassify is None or self._conversation(request) in self._conversations:
+            return self.select(request, ctx)
+        return self.select(request, ctx, classification=await aclassify(request))
+
     async def run(self, request: Request, ctx: RunContext) -> Response:
-        label, target, c = self.select(request, ctx)
+        label, target, c = await self.aselect(request, ctx)
         self._remember(request, label)
         response = await ctx.call(target, request, name=f"routes[{label}]", label=label)
         return self._answer(response, label, target, c, ctx)
 
     async def stream(self, request: Request, ctx: RunContext) -> AsyncIterator[StreamEvent]:
-        label, target, c = self.select(request, ctx)
+        label, target, c = await self.aselect(request, ctx)
         self._remember(request, label)
         events = ctx.stream(target, request, name=f"routes[{label}]", label=label)
         try:
