@@ -457,7 +457,13 @@ def test_required_models_are_built_in(default: Catalog, name: str) -> None:
 def test_every_builtin_row_is_priced_and_sized(default: Catalog) -> None:
     for spec in default:
         assert spec.input is not None and spec.input >= 0, spec.ref
-        assert spec.output is not None and spec.output >= spec.input, spec.ref
+        assert spec.priced, spec.ref
+        if spec.embedding:
+            # Embedding models bill input only: no output price, and no chat capabilities.
+            assert spec.output is None, spec.ref
+            assert not (spec.tools or spec.json_schema or spec.vision or spec.reasoning), spec.ref
+        else:
+            assert spec.output is not None and spec.output >= spec.input, spec.ref
         assert spec.context_window is not None and spec.context_window > 0, spec.ref
         if spec.max_output_tokens is not None:
             assert 0 < spec.max_output_tokens <= spec.context_window, spec.ref

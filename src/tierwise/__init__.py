@@ -14,6 +14,7 @@ from . import errors
 from .types import (
     Attempt,
     Done,
+    Embeddings,
     Message,
     RateLimitInfo,
     ReasoningDelta,
@@ -92,6 +93,7 @@ __all__ = [
     "Classifier",
     "Deployment",
     "Done",
+    "Embeddings",
     "Ensemble",
     "KeywordClassifier",
     "Message",

@@ -54,7 +54,7 @@ logger = logging.getLogger("tierwise.catalog")
 _PER_TOKENS: Final = 1_000_000
 _PRICE_FIELDS: Final = ("input", "cached_input", "cache_write", "output")
 _INT_FIELDS: Final = ("context_window", "max_output_tokens")
-_BOOL_FIELDS: Final = ("tools", "json_schema", "vision", "reasoning")
+_BOOL_FIELDS: Final = ("tools", "json_schema", "vision", "reasoning", "embedding")
 _DATA_PACKAGE: Final = "tierwise"
 _DATA_FILE: Final = ("data", "prices.toml")
 
@@ -106,6 +106,9 @@ class ModelSpec:
     known to price a call without cache traffic. ``context_window`` /
     ``max_output_tokens`` of ``None`` mean unknown / not separately limited.
 
+    ``embedding`` marks an embedding model (``Orchestrator.embed``): it bills input
+    tokens only, so ``input`` alone prices it and ``output`` stays ``None``.
+
     ``name`` is the canonical id used in references (``"anthropic/claude-opus-4-7"``);
     ``model`` is what goes on the wire and defaults to ``name`` — they differ when a
     deployment calls e.g. an Azure deployment or an OpenRouter slug.
@@ -126,6 +129,7 @@ class ModelSpec:
     json_schema: bool = False
     vision: bool = False
     reasoning: bool = False
+    embedding: bool = False
 
     def __post_init__(self) -> None:
         # Validate here, not only in config loading, so a hand-built spec cannot carry
@@ -166,8 +170,9 @@ class ModelSpec:
 
     @property
     def priced(self) -> bool:
-        """True when a call without cache traffic can be priced (input and output known)."""
-        return self.input is not None and self.output is not None
+        """True when a call without cache traffic can be priced: input and output
+        known (input alone for an embedding model, which has no output tokens)."""
+        return self.input is not None and (self.output is not None or self.embedding)
 
 
 def compute_cost(spec: ModelSpec, usage: Usage) -> float | None:

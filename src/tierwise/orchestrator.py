@@ -24,7 +24,7 @@ from .execution.executor import Deployment, Executor
 from .observe.metrics import MetricsCollector
 from .strategies.base import RunContext, Strategy
 from .strategies.single import Single
-from .types import Done, Message, Request, Response, RouteInfo, StreamEvent
+from .types import Done, Embeddings, Message, Request, Response, RouteInfo, StreamEvent
 
 if TYPE_CHECKING:
     from .execution.budget import BudgetLedger
@@ -267,6 +267,27 @@ class Orchestrator:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def embed(self, texts: Sequence[str], *, model: str) -> Embeddings:
+        """Embedding vectors for ``texts`` (in input order) from the deployment ``model``.
+
+        ``model`` is a configured alias (``[models.embedder]`` with e.g.
+        ``provider = "openai"``, ``model = "text-embedding-3-small"``); its provider is
+        called with its provider-side model name, under its ``timeout_s`` and rate
+        limiter, with this orchestrator's retry policy and budget. There is no
+        fallback: vectors from another model are not comparable. ``cost_usd`` comes
+        from the catalog's input price, ``None`` when the price (or the provider's
+        token count) is unknown. Raises ``ConfigError`` for an unknown alias,
+        ``NotFoundError`` when the deployment's provider has no embeddings endpoint
+        (Anthropic), else the last attempt's ``ProviderError``.
+        """
+        from .execution.embeddings import embed_with_retry
+
+        self._check_open()
+        # The chain starts with the alias itself; an unknown alias raises the same
+        # ConfigError as run() does.
+        dep = self.executor.chain(model)[0]
+        return await embed_with_retry(self.executor, dep, texts)
 
     def explain(
         self,

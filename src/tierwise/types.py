@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeAlias
 __all__ = [
     "Attempt",
     "Done",
+    "Embeddings",
     "FinishReason",
     "Message",
     "RateLimitInfo",
@@ -364,6 +365,34 @@ class Response:
     fallback: bool = field(default=False, compare=False)
     #: Composite strategies only: each inner call in order (per-step cost/latency).
     steps: list[StepInfo] = field(default_factory=list, compare=False)
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """Embedding vectors for a batch of texts, normalized across providers.
+
+    ``vectors[i]`` belongs to the ``i``-th input text, whatever order the provider
+    sent them in. ``model`` is the provider's name for the model that answered;
+    ``usage.input_tokens`` is the billed prompt size (0 when the provider did not
+    report it; ``output_tokens`` is always 0). A provider leaves ``cost_usd`` at
+    ``None``; ``Orchestrator.embed`` fills it from the catalog, and keeps it ``None``
+    when the price or the token count is unknown — never a silent 0.
+    """
+
+    vectors: list[list[float]]
+    model: str
+    provider: str
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = field(default=None, compare=False)
+    latency_ms: float = field(default=0.0, compare=False)
+    request_id: str | None = field(default=None, compare=False)
+    #: The configured model alias that answered (set by ``Orchestrator.embed``).
+    deployment: str = field(default="", compare=False)
+
+    @property
+    def dimensions(self) -> int:
+        """Length of each vector (0 for an empty batch)."""
+        return len(self.vectors[0]) if self.vectors else 0
 
 
 @dataclass(slots=True)

@@ -12,6 +12,11 @@ Subclasses implement four hooks and inherit ``complete`` / ``stream``:
 * ``_stream_parser(model)``: an object turning ``SSEEvent`` s into stream events and,
   at the end, the same ``Response`` the non-streamed call would give.
 
+Embeddings (``embed``) use three more hooks, which only adapters whose API has an
+embeddings endpoint override (``supports_embeddings = True``): ``_embed_url``,
+``_embed_body`` and ``_parse_embeddings``. The request goes through the same
+client, auth headers, timeouts, error mapping and key redaction as a chat call.
+
 Error mapping (status + headers + body → the right ``ProviderError`` subclass with
 ``retry_after``) is shared here with small per-provider hooks, because the
 retry rules in DESIGN.md are the same for everyone; only body shapes differ.
@@ -27,7 +32,7 @@ import re
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, Protocol
@@ -52,6 +57,7 @@ from ..errors import (
 )
 from ..types import (
     Done,
+    Embeddings,
     FinishReason,
     RateLimitInfo,
     ReasoningDelta,
@@ -72,7 +78,9 @@ __all__ = [
     "SSEEvent",
     "StreamAccumulator",
     "StreamParser",
+    "check_embeddings",
     "classify_error",
+    "embedding_vector",
     "make_http_client",
     "parse_duration",
     "parse_rate_limit_headers",
@@ -307,6 +315,36 @@ def make_tool_call(
     return ToolCall(id=id, name=name, arguments=parsed, raw_arguments=raw_arguments)
 
 
+def embedding_vector(value: Any, what: str) -> list[float]:
+    """One embedding from a decoded reply: a non-empty list of finite numbers, as floats.
+
+    Raises ``ValueError`` naming ``what`` (which the caller turns into a
+    ``ProtocolError``): a base64 string (a server that ignored
+    ``encoding_format``), ``null``, booleans or non-finite values are malformed.
+    """
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{what} is not a non-empty list of numbers")
+    out = [0.0] * len(value)
+    for i, x in enumerate(value):
+        if type(x) is float:
+            if x - x != 0.0:  # inf or nan
+                raise ValueError(f"{what}[{i}] is not finite")
+            out[i] = x
+        elif type(x) is int:
+            out[i] = float(x)
+        else:
+            raise ValueError(f"{what}[{i}] is not a number ({type(x).__name__})")
+    return out
+
+
+def check_embeddings(vectors: list[list[float]], count: int) -> None:
+    """``ValueError`` unless there are ``count`` vectors, all of one length."""
+    if len(vectors) != count:
+        raise ValueError(f"reply has {len(vectors)} embeddings for {count} input(s)")
+    if len({len(v) for v in vectors}) > 1:
+        raise ValueError("embeddings in one reply have different lengths")
+
+
 # --------------------------------------------------------------------------- headers
 
 
@@ -499,6 +537,8 @@ class Provider(ABC):
     default_base_url: ClassVar[str] = ""
     #: Response headers that carry the provider's request id, first match wins.
     request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id", "request-id")
+    #: Whether the wire format has an embeddings endpoint (the ``_embed_*`` hooks).
+    supports_embeddings: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -552,6 +592,20 @@ class Provider(ABC):
     @abstractmethod
     def _stream_parser(self, model: str) -> StreamParser: ...
 
+    def _embed_url(self, model: str) -> str:
+        """The embeddings endpoint for ``model`` (adapters with ``supports_embeddings``)."""
+        raise NotImplementedError
+
+    def _embed_body(self, model: str, texts: list[str]) -> dict[str, Any]:
+        """The JSON body embedding ``texts`` (adapters with ``supports_embeddings``)."""
+        raise NotImplementedError
+
+    def _parse_embeddings(self, model: str, data: Any, count: int) -> Embeddings:
+        """A decoded reply → ``Embeddings`` with exactly ``count`` vectors in input
+        order; ``ProtocolError`` (or a ``KeyError``/``TypeError``/``ValueError``, which
+        becomes one) when it is malformed."""
+        raise NotImplementedError
+
     def _error_fields(self, data: Any) -> tuple[str, str | None, str | None]:
         """(message, type, code) from a decoded error body; handles the common
         ``{"error": {"message", "type", "code"}}`` and ``{"error": "text"}`` shapes."""
@@ -592,8 +646,11 @@ class Provider(ABC):
     def _target(self, model: str, stream: bool) -> tuple[httpx.AsyncClient, httpx.URL, httpx.Headers | None]:
         """Client, parsed endpoint URL (cached per URL string) and the per-request
         headers (none when the client already carries them)."""
+        return self._client_for(self._url(model, stream))
+
+    def _client_for(self, url: str) -> tuple[httpx.AsyncClient, httpx.URL, httpx.Headers | None]:
+        """``_target`` for an explicit URL string."""
         client = self.client
-        url = self._url(model, stream)
         target = self._urls.get(url)
         if target is None:
             target = httpx.URL(url)
@@ -630,6 +687,60 @@ class Provider(ABC):
         response.latency_ms = (_perf() - start) * 1000.0
         self._stamp(response, http.headers)
         return response
+
+    async def embed(self, model: str, texts: Sequence[str]) -> Embeddings:
+        """Embedding vectors for ``texts``, in input order, from ``model``.
+
+        One HTTP request for the whole batch (split large batches yourself: providers
+        cap the inputs per request). An empty ``texts`` returns empty ``Embeddings``
+        without a call. Raises ``NotFoundError`` when this provider's API has no
+        embeddings endpoint (Anthropic), ``ProtocolError`` for a malformed reply
+        (wrong vector count, non-numeric values), and the same ``ProviderError``
+        subclasses as ``complete`` for HTTP and transport failures.
+        """
+        if not self.supports_embeddings:
+            raise NotFoundError(
+                f"provider {self.name!r} has no embeddings endpoint; "
+                "embed with an OpenAI-compatible or Gemini deployment",
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(texts, str | bytes):
+            raise TypeError("texts must be a sequence of strings, not a single string")
+        batch = list(texts)
+        for i, text in enumerate(batch):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        if not batch:
+            return Embeddings([], model, self.name, Usage())
+        self._check_key(model)
+        body = json.dumps(self._embed_body(model, batch), separators=(",", ":")).encode()
+        client, url, headers = self._client_for(self._embed_url(model))
+        start = _perf()
+        try:
+            http = await client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from None
+        content = http.content
+        if http.status_code >= 400:
+            raise self._http_error(http.status_code, http.headers, content, model)
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise self._protocol_error("reply is not valid JSON", content, model) from None
+        try:
+            result = self._parse_embeddings(model, data, len(batch))
+        except ProviderError:
+            raise
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+            raise self._protocol_error(
+                f"unexpected embeddings reply shape ({type(exc).__name__}: {exc})", content, model
+            ) from None
+        result.latency_ms = (_perf() - start) * 1000.0
+        if result.request_id is None:
+            rid = next((http.headers[h] for h in self.request_id_headers if h in http.headers), None)
+            result.request_id = rid
+        return result
 
     async def stream(self, model: str, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream the reply as ``TextDelta`` / ``ReasoningDelta`` / ``ToolCallDelta``

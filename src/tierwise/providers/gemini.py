@@ -36,6 +36,11 @@ Wire format only, over httpx. Choices that are not obvious from the API referenc
   ``status`` is the error type, the ``ErrorInfo.reason`` (e.g. ``API_KEY_INVALID``)
   the code, ``RetryInfo.retryDelay`` the retry hint. An invalid key is HTTP 400 at
   Google; it is mapped to ``AuthenticationError`` all the same.
+* **Embeddings** use ``models/{model}:batchEmbedContents`` (one ``EmbedContentRequest``
+  per text, each naming the same model, as the API requires); the reply's
+  ``embeddings`` come in request order. Token usage is read from
+  ``usageMetadata.promptTokenCount`` when the reply carries it; older API surfaces
+  omit it, and the usage is then 0 (unknown), so no cost is claimed for it.
 """
 
 from __future__ import annotations
@@ -56,8 +61,16 @@ from ..errors import (
     ProviderError,
     redact,
 )
-from ..types import FinishReason, Message, Request, Response, StreamEvent, Usage
-from .base import Provider, SSEEvent, StreamAccumulator, _recast, classify_error
+from ..types import Embeddings, FinishReason, Message, Request, Response, StreamEvent, Usage
+from .base import (
+    Provider,
+    SSEEvent,
+    StreamAccumulator,
+    _recast,
+    check_embeddings,
+    classify_error,
+    embedding_vector,
+)
 
 __all__ = ["Gemini"]
 
@@ -101,6 +114,7 @@ class Gemini(Provider):
     name = "gemini"
     api_key_env: ClassVar[str | None] = "GEMINI_API_KEY"
     default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com/v1beta"
+    supports_embeddings: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -130,9 +144,7 @@ class Gemini(Provider):
             )
 
     def _url(self, model: str, stream: bool) -> str:
-        # "gemini-2.5-flash" → models/gemini-2.5-flash; "models/…" and
-        # "tunedModels/…" resource names are used as given.
-        path = model if "/" in model else f"models/{model}"
+        path = _resource(model)
         if stream:
             return f"{self.base_url}/{path}:streamGenerateContent?alt=sse"
         return f"{self.base_url}/{path}:generateContent"
@@ -171,6 +183,35 @@ class Gemini(Provider):
 
     def _stream_parser(self, model: str) -> _Parser:
         return _Parser(self, model, stream=True)
+
+    # -- embeddings -------------------------------------------------------------
+
+    def _embed_url(self, model: str) -> str:
+        return f"{self.base_url}/{_resource(model)}:batchEmbedContents"
+
+    def _embed_body(self, model: str, texts: list[str]) -> dict[str, Any]:
+        name = _resource(model)
+        return {"requests": [{"model": name, "content": {"parts": [{"text": t}]}} for t in texts]}
+
+    def _parse_embeddings(self, model: str, data: Any, count: int) -> Embeddings:
+        if _error_object(data) is not None:
+            raise self._inband_error(data, model)
+        if not isinstance(data, dict):
+            raise self._protocol_error("reply is not a JSON object", json.dumps(data, default=str), model)
+        items = data.get("embeddings")
+        if not isinstance(items, list):
+            raise self._protocol_error(
+                "reply has no 'embeddings' list", json.dumps(data, default=str)[:2000], model
+            )
+        vectors = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"embeddings[{i}] is not an object")
+            vectors.append(embedding_vector(item.get("values"), f"embeddings[{i}].values"))
+        check_embeddings(vectors, count)
+        meta = data.get("usageMetadata")
+        tokens = _count(meta.get("promptTokenCount")) if isinstance(meta, dict) else 0
+        return Embeddings(vectors=vectors, model=model, provider=self.name, usage=Usage(input_tokens=tokens))
 
     # -- errors ---------------------------------------------------------------
 
@@ -345,6 +386,12 @@ class _Parser:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _resource(model: str) -> str:
+    """The resource name of ``model``: ``gemini-2.5-flash`` → ``models/gemini-2.5-flash``;
+    ``models/…`` and ``tunedModels/…`` names are used as given."""
+    return model if "/" in model else f"models/{model}"
 
 
 def _contents(messages: Sequence[Message]) -> list[dict[str, Any]]:

@@ -20,6 +20,11 @@ Normalization choices (documented here because callers rely on them):
 * a non-streamed reply without ``finish_reason`` is complete (the JSON body ended),
   so it maps to ``"stop"``/``"tool_calls"``; a *stream* without one was cut short
   and raises ``ProtocolError``.
+
+Embeddings (``embed``) use ``POST {base_url}/embeddings`` with
+``encoding_format: "float"`` (so a server never answers base64 strings); vectors are
+put back in input order by their ``index``, and a reply whose indices do not cover
+the inputs exactly once is a ``ProtocolError``.
 """
 
 from __future__ import annotations
@@ -40,8 +45,17 @@ from ..errors import (
     RateLimitError,
     redact,
 )
-from ..types import FinishReason, Message, Request, Response, StreamEvent, Tool, Usage
-from .base import Provider, SSEEvent, StreamAccumulator, _recast, classify_error, make_tool_call
+from ..types import Embeddings, FinishReason, Message, Request, Response, StreamEvent, Tool, Usage
+from .base import (
+    Provider,
+    SSEEvent,
+    StreamAccumulator,
+    _recast,
+    check_embeddings,
+    classify_error,
+    embedding_vector,
+    make_tool_call,
+)
 
 __all__ = ["COMPATIBLE_SERVERS", "OpenAI", "OpenAICompat"]
 
@@ -311,6 +325,7 @@ class OpenAI(Provider):
         "x-generation-id",  # OpenRouter
         "mistral-correlation-id",
     )
+    supports_embeddings: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -347,6 +362,7 @@ class OpenAI(Provider):
         super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers, http=http)
         # Per-instance constants so building a body does no lookups in the row.
         self._chat_url = self.base_url + "/chat/completions"
+        self._embeddings_url = self.base_url + "/embeddings"
         self._max_tokens_field = row.max_tokens_field
         self._stream_usage = row.stream_usage
         self._drop = tuple(row.drop_fields)
@@ -492,6 +508,40 @@ class OpenAI(Provider):
 
     def _stream_parser(self, model: str) -> _ChatStream:
         return _ChatStream(self, model)
+
+    # -- embeddings ----------------------------------------------------------
+
+    def _embed_url(self, model: str) -> str:
+        return self._embeddings_url
+
+    def _embed_body(self, model: str, texts: list[str]) -> dict[str, Any]:
+        return {"model": model, "input": texts, "encoding_format": "float"}
+
+    def _parse_embeddings(self, model: str, data: Any, count: int) -> Embeddings:
+        if not isinstance(data, dict):
+            raise self._protocol_error("reply is not a JSON object", _dump(data), model)
+        if data.get("error") or data.get("object") == "error":
+            raise self._inband_error(data, model)
+        items = data.get("data")
+        if not isinstance(items, list):
+            raise self._protocol_error("reply has no 'data' list", _dump(data), model)
+        slots: list[list[float] | None] = [None] * len(items)
+        for pos, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"data[{pos}] is not an object")
+            index = item.get("index", pos)
+            if type(index) is not int or not 0 <= index < len(items) or slots[index] is not None:
+                raise ValueError(f"data[{pos}] has a missing, duplicate or out-of-range index {index!r}")
+            slots[index] = embedding_vector(item.get("embedding"), f"data[{pos}].embedding")
+        vectors = [v for v in slots if v is not None]
+        check_embeddings(vectors, count)
+        reported = data.get("model")
+        return Embeddings(
+            vectors=vectors,
+            model=reported if isinstance(reported, str) and reported else model,
+            provider=self.name,
+            usage=_usage(data.get("usage")),
+        )
 
     # -- errors --------------------------------------------------------------
 

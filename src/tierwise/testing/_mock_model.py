@@ -95,8 +95,34 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def embedding_inputs(provider: str | None, body: Mapping[str, Any]) -> list[str] | None:
+    """The texts of an embeddings request (OpenAI ``input``, Gemini ``requests``), or
+    ``None`` when ``body`` is not one or holds something other than text."""
+    if provider == "gemini":
+        requests = body.get("requests")
+        if not isinstance(requests, list):
+            return None
+        texts: list[str] = []
+        for item in requests:
+            content = item.get("content") if isinstance(item, dict) else None
+            parts = content.get("parts") if isinstance(content, dict) else None
+            if not isinstance(parts, list):
+                return None
+            texts.append(_text_of(parts))
+        return texts
+    value = body.get("input")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
 def _prompt_text(provider: str | None, body: Mapping[str, Any]) -> str:
     parts: list[str] = []
+    embedded = embedding_inputs(provider, body) if "input" in body or "requests" in body else None
+    if embedded is not None:
+        return "\n".join(t for t in embedded if t)
     if provider == "gemini":
         system = body.get("systemInstruction") or body.get("system_instruction")
         if isinstance(system, dict):
@@ -306,8 +332,8 @@ class _ModelState:
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a mock-server config (TOML or JSON) into ``serve()`` keyword arguments.
 
-    Shape: ``seed``, ``record_limit``, ``default`` (a model table) and ``models``
-    (name → model table); model tables take ``MockModel`` field names.
+    Shape: ``seed``, ``record_limit``, ``embedding_dim``, ``default`` (a model table)
+    and ``models`` (name → model table); model tables take ``MockModel`` field names.
     """
     p = Path(path)
     raw = p.read_bytes()
@@ -319,7 +345,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(raw.decode())
     if not isinstance(data, dict):
         raise ValueError("config must be a table/object")
-    unknown = sorted(set(data) - {"seed", "record_limit", "default", "models"})
+    unknown = sorted(set(data) - {"seed", "record_limit", "embedding_dim", "default", "models"})
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
     out: dict[str, Any] = {}
@@ -327,6 +353,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         out["seed"] = int(data["seed"])
     if "record_limit" in data:
         out["record_limit"] = int(data["record_limit"])
+    if "embedding_dim" in data:
+        out["embedding_dim"] = int(data["embedding_dim"])
     if data.get("default") is not None:
         out["default"] = _model_from(data["default"], "default")
     models = data.get("models")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ._mock_http import _JSON, _LAST_CHUNK, _SSE, _frame, _head, _json_reply, _Op, _paced, _Signal
@@ -20,29 +21,30 @@ from ._mock_model import (
 from ._mock_wire import _GEMINI, _OPENAI, _Answer, _Wire
 
 
-def _respond(
+def _open(
     wire: _Wire,
     st: _ModelState,
     rec: MockRequest,
-    data: dict[str, Any],
     sse: bool,
     close: bool,
     headers: list[tuple[str, str]],
     rid: str,
-    seq: int,
-) -> list[_Op]:
-    """The reply to request number ``seq`` for the model of ``st``: counts it, draws its
-    fault, applies the rate-limit window (adding to ``headers``) and frames the answer,
-    an error or a broken stream."""
+    usage: Callable[[], tuple[int, int]],
+) -> tuple[list[_Op], str | None]:
+    """What every model request goes through first: count it, draw its fault, apply the
+    rate-limit window (adding to ``headers``; ``usage()`` gives the (input, output)
+    tokens it spends) and the latency. Returns the operations so far and the fault
+    kind still to play out, or ``None`` when the operations are already the whole
+    reply (an HTTP error, a hang, a reset before any byte)."""
     m = st.model
     stats = st.stats
     stats.requests += 1
     if rec.stream:
         stats.streamed += 1
     kind = st.next_fault()
-    answer: _Answer | None = None
+    prompt_tokens: int | None = None
     if m.rate_limit_requests is not None or m.rate_limit_tokens is not None:
-        answer = _answer(st, rec, data, wire, seq)
+        prompt_tokens, output_tokens = usage()
         now = time.monotonic()
         if now - st.win_start >= 60.0:
             st.win_start, st.win_requests, st.win_tokens = now, 0, 0
@@ -55,7 +57,7 @@ def _respond(
             retry_after = reset_s
         else:
             st.win_requests += 1
-            st.win_tokens += answer.input_tokens + answer.output_tokens
+            st.win_tokens += prompt_tokens + output_tokens
             retry_after = m.retry_after_s
         headers += wire.ratelimit_headers(m, st, reset_s)
     else:
@@ -73,14 +75,14 @@ def _respond(
         ops.append(delay)
     if kind == "hang":
         ops.append(_Signal.HANG)
-        return ops
+        return ops, None
     if kind == "reset" and not sse:
         ops.append(_Signal.RESET)
-        return ops
+        return ops, None
     if kind == "context":
-        tokens = answer.input_tokens if answer is not None else estimate_tokens(rec.prompt)
+        tokens = prompt_tokens if prompt_tokens is not None else estimate_tokens(rec.prompt)
         ops += _json_reply(400, wire.context_error(rec.model or "", tokens, request_id=rid), headers, close)
-        return ops
+        return ops, None
     if kind[0].isdigit():
         status = int(kind)
         if status == 429:
@@ -88,8 +90,48 @@ def _respond(
             headers.append(("retry-after-ms", str(round(retry_after * 1000))))
         body = wire.error_body(status, rec.model or "", None, retry_after=retry_after, request_id=rid)
         ops += _json_reply(status, body, headers, close)
-        return ops
+        return ops, None
+    return ops, kind
 
+
+def _json_body(kind: str, body: bytes, headers: list[tuple[str, str]], close: bool) -> list[_Op]:
+    """A whole JSON reply under fault ``kind`` (``ok``, ``malformed``: half a body;
+    ``truncate``/``stall``: the whole body promised, half delivered, then close or hang)."""
+    if kind == "ok":
+        return _json_reply(200, body, headers, close)
+    if kind == "malformed":
+        return _json_reply(200, body[: len(body) // 2], headers, close)
+    return [
+        _head(200, _JSON, len(body), headers, close) + body[: len(body) // 2],
+        _Signal.CLOSE if kind == "truncate" else _Signal.HANG,
+    ]
+
+
+def _respond(
+    wire: _Wire,
+    st: _ModelState,
+    rec: MockRequest,
+    data: dict[str, Any],
+    sse: bool,
+    close: bool,
+    headers: list[tuple[str, str]],
+    rid: str,
+    seq: int,
+) -> list[_Op]:
+    """The reply to request number ``seq`` for the model of ``st``: counts it, draws its
+    fault, applies the rate-limit window (adding to ``headers``) and frames the answer,
+    an error or a broken stream."""
+    m = st.model
+    answer: _Answer | None = None
+
+    def usage() -> tuple[int, int]:
+        nonlocal answer
+        answer = _answer(st, rec, data, wire, seq)
+        return answer.input_tokens, answer.output_tokens
+
+    ops, kind = _open(wire, st, rec, sse, close, headers, rid, usage)
+    if kind is None:
+        return ops
     if answer is None:
         answer = _answer(st, rec, data, wire, seq)
     if kind == "inband_error" and not sse:
@@ -103,14 +145,7 @@ def _respond(
     if not sse:
         # Gemini's streamGenerateContent without alt=sse answers one JSON array.
         body = _GEMINI.reply_array(answer) if wire is _GEMINI and rec.stream else wire.reply_json(answer)
-        if kind == "ok":
-            ops += _json_reply(200, body, headers, close)
-        elif kind == "malformed":
-            ops += _json_reply(200, body[: len(body) // 2], headers, close)
-        else:  # truncate / stall: promise the whole body, deliver half
-            ops.append(_head(200, _JSON, len(body), headers, close) + body[: len(body) // 2])
-            ops.append(_Signal.CLOSE if kind == "truncate" else _Signal.HANG)
-        return ops
+        return ops + _json_body(kind, body, headers, close)
 
     pre, content, tail = wire.reply_stream(answer, data)
     n = min(m.fault_after_chunks, len(content))
@@ -180,3 +215,29 @@ def _answer(st: _ModelState, rec: MockRequest, data: dict[str, Any], wire: _Wire
         created=int(time.time()),
         chunk_chars=m.tokens_per_chunk * _CHARS_PER_TOKEN,
     )
+
+
+def _respond_embeddings(
+    wire: _Wire,
+    st: _ModelState,
+    rec: MockRequest,
+    data: dict[str, Any],
+    texts: list[str],
+    vectors: Callable[[], list[list[float]]],
+    close: bool,
+    headers: list[tuple[str, str]],
+    rid: str,
+) -> list[_Op]:
+    """The reply to an embeddings request: the same faults, latency and rate-limit
+    window as a chat request (a JSON reply, never a stream), then the provider's
+    embeddings body. ``vectors()`` is only called when the reply needs them."""
+    m = st.model
+    tokens = m.input_tokens if m.input_tokens is not None else sum(max(1, estimate_tokens(t)) for t in texts)
+    ops, kind = _open(wire, st, rec, False, close, headers, rid, lambda: (tokens, 0))
+    if kind is None:
+        return ops
+    if kind == "inband_error":
+        body = wire.error_body(500 if wire is _OPENAI else 503, rec.model or "", request_id=rid)
+        return ops + _json_reply(200, body, headers, close)
+    body = wire.embeddings_json(rec.model or "", vectors(), tokens, data)
+    return ops + _json_body(kind, body, headers, close)

@@ -7,8 +7,10 @@ rate-limit headers.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,6 +82,12 @@ class _Wire:
         raise NotImplementedError
 
     def malformed_event(self, a: _Answer) -> bytes:
+        raise NotImplementedError
+
+    def embeddings_json(
+        self, model: str, vectors: list[list[float]], tokens: int, body: Mapping[str, Any]
+    ) -> bytes:
+        """The provider's embeddings reply (only wires with an embeddings endpoint)."""
         raise NotImplementedError
 
     def kind_for(self, status: int, model: str, message: str | None) -> tuple[str, str]:
@@ -285,6 +293,27 @@ class _OpenAIWire(_Wire):
 
     def ratelimit_reset(self, reset_s: float) -> str:
         return f"{reset_s:.3f}s"
+
+    def embeddings_json(
+        self, model: str, vectors: list[list[float]], tokens: int, body: Mapping[str, Any]
+    ) -> bytes:
+        # encoding_format "base64" gets little-endian float32 bytes, as OpenAI sends them.
+        b64 = body.get("encoding_format") == "base64"
+        return _dumps(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if b64 else v,
+                    }
+                    for i, v in enumerate(vectors)
+                ],
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
 
 def _sse(event: str, data: Mapping[str, Any]) -> bytes:
@@ -576,6 +605,17 @@ class _GeminiWire(_Wire):
 
     def malformed_event(self, a: _Answer) -> bytes:
         return b'data: {"candidates":[{"content":{"parts":[{"text":"\r\n\r\n'
+
+    def embeddings_json(
+        self, model: str, vectors: list[list[float]], tokens: int, body: Mapping[str, Any]
+    ) -> bytes:
+        # usageMetadata (EmbeddingUsageMetadata) is the newer API surface; older replies omit it.
+        return _dumps(
+            {
+                "embeddings": [{"values": v} for v in vectors],
+                "usageMetadata": {"promptTokenCount": tokens},
+            }
+        )
 
 
 _OPENAI = _OpenAIWire()

@@ -27,7 +27,19 @@ Supported endpoints::
     POST /v1/messages                                   Anthropic (JSON or SSE by "stream")
     POST /v1beta/models/{model}:generateContent         Gemini JSON   (also /v1/models/...)
     POST /v1beta/models/{model}:streamGenerateContent   Gemini SSE with ?alt=sse, else a JSON array
+    POST /v1/embeddings, /embeddings                    OpenAI embeddings
+    POST /v1beta/models/{model}:batchEmbedContents      Gemini embeddings
     GET  /v1/models, /health                            listing and readiness probe
+
+Embeddings are deterministic by default: a hashed bag of words, L2-normalized, of
+``embedding_dim`` dimensions (a request's OpenAI ``dimensions`` or Gemini
+``outputDimensionality`` overrides it), so texts sharing words get similar vectors.
+``embed=`` replaces them with any function of the batch of texts (a real local
+embedding model, say); it runs on the server's event loop, so give a slow one its
+own loop with ``run_in_thread``. Embedding requests name a model like chat requests
+and get that ``MockModel``'s faults, latency and rate limits (as JSON replies:
+``stall``/``truncate`` cut the body, ``inband_error`` is a 200 error body);
+``input_tokens`` fixes the reported token count, else it is ~4 characters a token.
 
 Fault kinds (``MockModel.faults`` / ``MockModel.fault_rates``): ``ok``, ``429``,
 ``500``, ``503``, ``529`` (any other HTTP error status ``400``-``599`` too), ``context``
@@ -54,6 +66,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from ._mock_embed import DEFAULT_EMBEDDING_DIM, EmbedFn, compute_vectors, hashed_embedding
 from ._mock_http import _Connection, _dumps, _json_reply, _Op, _Replay
 from ._mock_model import (
     FAULT_KINDS,
@@ -61,24 +74,30 @@ from ._mock_model import (
     MockRequest,
     ModelStats,
     _ModelState,
+    embedding_inputs,
     estimate_tokens,
     load_config,
 )
-from ._mock_reply import _respond
+from ._mock_reply import _respond, _respond_embeddings
 from ._mock_wire import _ANTHROPIC, _GEMINI, _OPENAI, _Wire
 
 __all__ = [
+    "DEFAULT_EMBEDDING_DIM",
     "FAULT_KINDS",
+    "EmbedFn",
     "MockLLMServer",
     "MockModel",
     "MockRequest",
     "ModelStats",
     "estimate_tokens",
+    "hashed_embedding",
     "main_mock_server",
     "serve",
 ]
 
 _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/v1alpha/models/")
+_GEMINI_ACTIONS = frozenset(("generateContent", "streamGenerateContent", "batchEmbedContents"))
+_OPENAI_EMBEDDINGS = ("/v1/embeddings", "/embeddings")
 
 
 def _gemini_target(path: str) -> tuple[str, str] | None:
@@ -97,7 +116,8 @@ class MockLLMServer:
     neither ``models`` nor ``default`` every name is answered by ``MockModel()``.
     ``seed`` makes probabilistic faults and jitter deterministic.
     ``record_limit`` bounds ``requests`` (the most recent are kept) so a long
-    benchmark does not grow memory; 0 disables recording.
+    benchmark does not grow memory; 0 disables recording. ``embedding_dim`` is the
+    size of the default embedding vectors; ``embed`` (texts → vectors) replaces them.
 
     ``set_model`` and ``replay`` may be called from another thread while the server
     runs in ``run_in_thread`` (they are single atomic container operations).
@@ -112,9 +132,17 @@ class MockLLMServer:
         default: MockModel | None = None,
         seed: int = 0,
         record_limit: int = 10_000,
+        embedding_dim: int = DEFAULT_EMBEDDING_DIM,
+        embed: EmbedFn | None = None,
     ) -> None:
         if models is not None and not isinstance(models, Mapping):
             raise TypeError("models must be a mapping of model name to MockModel")
+        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
+        if embed is not None and not callable(embed):
+            raise TypeError("embed must be a callable taking a list of texts, or None")
+        self.embedding_dim = embedding_dim
+        self.embed = embed
         self._models: dict[str, MockModel] = dict(models or {})
         self._default = default if default is not None or models is not None else MockModel()
         self.host = host
@@ -293,15 +321,19 @@ class MockLLMServer:
 
         wire: _Wire
         gemini: tuple[str, str] | None = None
+        embeddings = False
         if path in ("/v1/chat/completions", "/chat/completions"):
             wire = _OPENAI
         elif path == "/v1/messages":
             wire = _ANTHROPIC
+        elif path in _OPENAI_EMBEDDINGS:
+            wire, embeddings = _OPENAI, True
         elif (gemini := _gemini_target(path)) is not None:
             wire = _GEMINI
-            if gemini[1] not in ("generateContent", "streamGenerateContent"):
+            if gemini[1] not in _GEMINI_ACTIONS:
                 return self._not_found(method, path, close)
             rec.stream = gemini[1] == "streamGenerateContent"
+            embeddings = gemini[1] == "batchEmbedContents"
         elif method == "GET" and path in ("/v1/models", "/models"):
             data = [
                 {"id": n, "object": "model", "created": 0, "owned_by": "tierwise-mock"} for n in self._models
@@ -335,12 +367,24 @@ class MockLLMServer:
             if not isinstance(named, str) or not named:
                 return error(400, "model: Field required")
             model = named
-            rec.stream = data.get("stream") is True
+            rec.stream = data.get("stream") is True and not embeddings
             sse = rec.stream
         rec.model = model
+        texts: list[str] = []
+        if embeddings:
+            problem = _embedding_problem(wire.name, data, model)
+            if problem is not None:
+                return error(400, problem, model)
+            texts = embedding_inputs(wire.name, data) or []
         state = self._state_for(model)
         if state is None:
             return error(404, None, model)
+        if embeddings:
+            dim = _requested_dim(wire.name, data) or self.embedding_dim
+            embed = self.embed
+            return _respond_embeddings(
+                wire, state, rec, data, texts, lambda: compute_vectors(texts, dim, embed), close, hdrs, rid
+            )
         return _respond(wire, state, rec, data, sse, close, hdrs, rid, self._seq)
 
     def _not_found(self, method: str, path: str, close: bool) -> list[_Op]:
@@ -357,6 +401,42 @@ class MockLLMServer:
         return _json_reply(404, body, (), close)
 
 
+def _embedding_problem(provider: str, data: Mapping[str, Any], model: str) -> str | None:
+    """The provider's 400 message for an embeddings body it would reject, else ``None``."""
+    if provider == "gemini":
+        requests = data.get("requests")
+        if not isinstance(requests, list) or not requests:
+            return "* BatchEmbedContentsRequest.requests: requests must not be empty"
+        for i, item in enumerate(requests):
+            named = item.get("model") if isinstance(item, dict) else None
+            if named is not None and named != f"models/{model}":
+                return (
+                    f"* BatchEmbedContentsRequest.requests[{i}].model: the model of each request "
+                    f"must match models/{model}"
+                )
+        if embedding_inputs(provider, data) is None:
+            return "* BatchEmbedContentsRequest.requests: each request needs content.parts"
+        return None
+    texts = embedding_inputs(provider, data)
+    if texts is None:
+        return "'input' must be a string or an array of strings (token arrays are not mocked)"
+    if not texts or any(t == "" for t in texts):
+        return "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+    return None
+
+
+def _requested_dim(provider: str, data: Mapping[str, Any]) -> int | None:
+    """OpenAI ``dimensions`` / Gemini ``outputDimensionality`` (of the first request)."""
+    value: Any
+    if provider == "gemini":
+        requests = data.get("requests")
+        first = requests[0] if isinstance(requests, list) and requests else None
+        value = first.get("outputDimensionality") if isinstance(first, dict) else None
+    else:
+        value = data.get("dimensions")
+    return value if type(value) is int and value > 0 else None
+
+
 def _guess_model(rec: MockRequest, path: str) -> None:
     """Best-effort model/provider for a replayed request (recorded, not routed)."""
     gemini = _gemini_target(path)
@@ -365,7 +445,7 @@ def _guess_model(rec: MockRequest, path: str) -> None:
         rec.model, action = gemini
         rec.stream = action == "streamGenerateContent"
         return
-    if path.endswith("/chat/completions"):
+    if path.endswith(("/chat/completions", "/embeddings")):
         rec.provider = "openai"
     elif path.endswith("/messages"):
         rec.provider = "anthropic"
@@ -391,12 +471,21 @@ def serve(
     seed: int = 0,
     record_limit: int = 1000,
     on_ready: Callable[[MockLLMServer], None] | None = None,
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM,
+    embed: EmbedFn | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (blocking): for the CLI and benchmark subprocesses."""
 
     async def main() -> None:
         async with MockLLMServer(
-            models, host=host, port=port, default=default, seed=seed, record_limit=record_limit
+            models,
+            host=host,
+            port=port,
+            default=default,
+            seed=seed,
+            record_limit=record_limit,
+            embedding_dim=embedding_dim,
+            embed=embed,
         ) as server:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
