@@ -473,3 +473,95 @@ async def test_router_awaits_an_async_classifier(emb_model: OutcomeModel) -> Non
     route = orch.explain("filler4 hard")
     assert "text features only" in route.reason and len(calls) == 3
     await orch.aclose()
+
+
+# -- configured from TOML / dict -----------------------------------------------------------------
+
+
+def _outcome_config(server_url: str, router: dict[str, Any]) -> dict[str, Any]:
+    provider = {"type": "openai", "compat": "vllm", "base_url": server_url + "/v1"}
+    return {
+        "providers": {"mock": provider},
+        "models": {
+            "big": {"provider": "mock", "model": "big-model", "input_price": 10.0, "output_price": 30.0},
+            "small": {"provider": "mock", "model": "small-model", "input_price": 0.1, "output_price": 0.3},
+            "emb": {"provider": "mock", "model": "emb-model", "input_price": 0.02},
+        },
+        "strategies": {"learned": {"type": "router", "routes": {"strong": "big", "weak": "small"}, **router}},
+        "default_strategy": "learned",
+    }
+
+
+async def test_outcome_router_from_config_with_an_embedder_alias(
+    emb_model: OutcomeModel, tmp_path: Path
+) -> None:
+    from tierwise.testing import MockLLMServer, MockModel
+
+    path = tmp_path / "router.json"
+    emb_model.save(path)
+    embedded_texts: list[str] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        embedded_texts.extend(texts)
+        return [HARD_VEC if "hard" in t else EASY_VEC for t in texts]
+
+    models = {
+        "big-model": MockModel(reply="from big"),
+        "small-model": MockModel(reply="from small"),
+        "emb-model": MockModel(),
+    }
+    async with MockLLMServer(models, embed=embed) as server:
+        cfg = _outcome_config(
+            server.base_url,
+            {"classifier": "outcome", "model": str(path), "cost_weight": W, "embedder": "emb"},
+        )
+        async with Orchestrator.from_config(cfg) as orch:
+            hard = await orch.run("filler2 hard")
+            easy = await orch.run("filler2 easy")
+    assert easy.route is not None
+    assert (hard.text, easy.text) == ("from big", "from small"), easy.route.reason
+    assert embedded_texts == ["filler2 hard", "filler2 easy"]  # over real sockets, via /v1/embeddings
+    assert hard.route is not None and "text features only" not in hard.route.reason
+
+
+def test_outcome_router_config_errors_name_the_field(
+    model: OutcomeModel, emb_model: OutcomeModel, tmp_path: Path
+) -> None:
+    from tierwise.errors import ConfigError
+
+    path, emb_path = tmp_path / "router.json", tmp_path / "emb.json"
+    model.save(path)
+    emb_model.save(emb_path)
+    (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
+
+    def error(router: dict[str, Any]) -> ConfigError:
+        with pytest.raises(ConfigError) as info:
+            Orchestrator.from_config(_outcome_config("http://127.0.0.1:9", router))
+        return info.value
+
+    ok = {"classifier": "outcome", "model": str(path), "strong_share": 0.3}
+    orch = Orchestrator.from_config(_outcome_config("http://127.0.0.1:9", ok))
+    route = orch.explain("prove the theorem with an integral")
+    assert route.label == "strong" and "predicted" in route.reason
+    cases = [
+        ({**ok, "model": str(tmp_path / "missing.json")}, "model", "no such file"),
+        ({**ok, "model": str(tmp_path / "broken.json")}, "model", "cannot load"),
+        ({**ok, "cost_weight": 0.1}, "strong_share", "(got cost_weight, strong_share)"),
+        ({k: v for k, v in ok.items() if k != "strong_share"}, "strong_share", "exactly one"),
+        ({**ok, "strong_share": "lots"}, "strong_share", "expected a number"),
+        ({**ok, "strong": "nope"}, "strong", "not a model"),
+        ({**ok, "rules": {"x": ["y"]}}, "rules", "unknown key"),
+        ({**ok, "embedder": "emb"}, "embedder", "without embeddings"),
+        ({**ok, "model": str(emb_path), "embedder": "nope"}, "embedder", "nope"),
+        ({**ok, "model": str(emb_path), "embedder": "emb", "embed_timeout_s": 0}, "embed_timeout_s", "> 0"),
+        ({**ok, "classifier": "magic"}, "classifier", "available: 'keyword', 'outcome'"),
+    ]
+    for router, field, text in cases:
+        err = error(router)
+        assert err.field == f"strategies.learned.{field}", (router, err)
+        assert text in str(err), (router, err)
+    cfg = _outcome_config("http://127.0.0.1:9", ok)
+    cfg["strategies"]["learned"]["routes"] = {"strong": "big"}
+    with pytest.raises(ConfigError, match="no route for 'weak'") as info:
+        Orchestrator.from_config(cfg)
+    assert info.value.field == "strategies.learned.routes"

@@ -8,14 +8,15 @@ saying exactly which field is wrong when it cannot (``ConfigError.field`` is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ._matcher import parse_term
 
-__all__ = ["OPTION_KEYS", "classifier_kwargs"]
+__all__ = ["OPTION_KEYS", "OUTCOME_KEYS", "classifier_kwargs", "outcome_classifier"]
 
 OPTION_KEYS = (
     "base",
@@ -30,6 +31,15 @@ OPTION_KEYS = (
     "engine",
 )
 _RULE_KEYS = ("keywords", "priority", "match", "score")
+OUTCOME_KEYS = (
+    "model",
+    "cost_weight",
+    "strong_share",
+    "cost_per_request",
+    "strong",
+    "embedder",
+    "embed_timeout_s",
+)
 
 
 def _keywords(value: Any, field: str, match: str) -> list[str]:
@@ -149,3 +159,75 @@ def classifier_kwargs(mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError("expected 'auto', 'rust' or 're'", field=f"{where}.engine")
         kwargs["engine"] = mapping["engine"]
     return kwargs
+
+
+def _number(params: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError("expected a number", field=f"{where}.{key}")
+    return float(value)
+
+
+def outcome_classifier(
+    params: Mapping[str, Any], *, where: str, target: Callable[[Any, str], Any]
+) -> tuple[Any, str]:
+    """``classifier = "outcome"`` in a router table → ``(OutcomeClassifier, default label)``.
+
+    The model file is read here, at config time, so a missing or damaged file is a
+    ``ConfigError`` naming ``{where}.model`` before any request is served. The
+    default label is the model's cheapest choice. ``embedder`` must be a model
+    alias (checked with ``target``, like a route), called through the router's
+    executor.
+    """
+    path = params.get("model")
+    if not isinstance(path, str) or not path:
+        raise ConfigError(
+            'expected the path of a trained router (model = "router.json")', field=f"{where}.model"
+        )
+    try:
+        from .learned import OutcomeModel
+
+        model = OutcomeModel.load(Path(path).expanduser())
+    except ImportError as exc:
+        raise ConfigError(str(exc), field=f"{where}.model") from None
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}", field=f"{where}.model") from None
+    except (OSError, ValueError) as exc:  # json errors are ValueErrors
+        raise ConfigError(f"cannot load {path}: {exc}", field=f"{where}.model") from None
+    targets = {k: _number(params, k, where) for k in ("cost_weight", "strong_share", "cost_per_request")}
+    given = [k for k, v in targets.items() if v is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            "give exactly one of cost_weight, strong_share or cost_per_request"
+            + (f" (got {', '.join(given)})" if given else ""),
+            field=f"{where}.{given[1] if len(given) > 1 else 'strong_share'}",
+        )
+    strong = params.get("strong")
+    if strong is not None and strong not in model.models:
+        raise ConfigError(
+            f"{strong!r} is not a model of {path}: {', '.join(model.models)}", field=f"{where}.strong"
+        )
+    embed_model = params.get("embedder")
+    if embed_model is not None:
+        if not isinstance(embed_model, str) or not isinstance(target(embed_model, f"{where}.embedder"), str):
+            raise ConfigError("expected a model alias", field=f"{where}.embedder")
+        if model.embedding_dim is None:
+            raise ConfigError(f"{path} was trained without embeddings", field=f"{where}.embedder")
+    timeout = _number(params, "embed_timeout_s", where)
+    if timeout is not None and not timeout > 0:
+        raise ConfigError("expected a number of seconds > 0", field=f"{where}.embed_timeout_s")
+    try:
+        clf = model.as_classifier(
+            targets["cost_weight"],
+            strong_share=targets["strong_share"],
+            cost_per_request=targets["cost_per_request"],
+            strong=strong,
+            embed_model=embed_model,
+            embed_timeout_s=2.0 if timeout is None else timeout,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc), field=f"{where}.{given[0]}") from None
+    cheapest = min(model.models, key=lambda m: (model.expected_cost[m], m))
+    return clf, cheapest

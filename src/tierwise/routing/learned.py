@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from ..strategies.base import RunContext
+
     FloatArray = npt.NDArray[np.float64]
 
 __all__ = ["Embedder", "OutcomeClassifier", "OutcomeModel", "require_learn"]
@@ -466,6 +468,7 @@ class OutcomeModel:
         cost_per_request: float | None = None,
         strong: str | None = None,
         embedder: Embedder | None = None,
+        embed_model: str | None = None,
         embed_timeout_s: float = 2.0,
     ) -> OutcomeClassifier:
         """A ``Classifier`` whose labels are model names (route them in a ``Router``).
@@ -473,7 +476,7 @@ class OutcomeModel:
         Give a raw ``cost_weight``, or a target ``strong_share`` /
         ``cost_per_request`` calibrated on the training prompts
         (``cost_weight_for``). For a model fitted with embeddings, ``embedder``
-        fetches each request's embedding (see ``OutcomeClassifier``).
+        or ``embed_model`` fetches each request's embedding (see ``OutcomeClassifier``).
         """
         given = sum(v is not None for v in (cost_weight, strong_share, cost_per_request))
         if given != 1:
@@ -484,7 +487,9 @@ class OutcomeModel:
             )
         if cost_weight < 0 or not math.isfinite(cost_weight):
             raise ValueError("cost_weight must be finite and >= 0")
-        return OutcomeClassifier(self, cost_weight, embedder=embedder, embed_timeout_s=embed_timeout_s)
+        return OutcomeClassifier(
+            self, cost_weight, embedder=embedder, embed_model=embed_model, embed_timeout_s=embed_timeout_s
+        )
 
     # ------------------------------------------------------------------ saving
 
@@ -560,8 +565,10 @@ class OutcomeClassifier:
     an async function from texts to vectors, typically
     ``lambda texts: orch.embed(texts, model="embed")`` (``Orchestrator.embed``
     returns ``Embeddings``, whose ``vectors`` are used) or any coroutine
-    returning one vector per text. A ``Router`` awaits ``aclassify``, which
-    fetches the embedding first. If the call fails or takes longer than
+    returning one vector per text; or ``embed_model``, a deployment alias, which
+    the router's own executor calls (what config's ``embedder = "alias"`` sets,
+    with the orchestrator's retry policy, rate limits and budget). A ``Router``
+    awaits ``aclassify``, which fetches the embedding first. If the call fails or takes longer than
     ``embed_timeout_s``, the request is routed on the text features alone and
     the reason says so: an embedding endpoint that is down must not stop
     routing. ``classify`` (sync, used by ``explain``) never calls out: it
@@ -574,15 +581,19 @@ class OutcomeClassifier:
         cost_weight: float,
         *,
         embedder: Embedder | None = None,
+        embed_model: str | None = None,
         embed_timeout_s: float = 2.0,
     ) -> None:
-        if embedder is not None and model.embedding_dim is None:
+        if embedder is not None and embed_model is not None:
+            raise ValueError("give embedder or embed_model, not both")
+        if (embedder is not None or embed_model is not None) and model.embedding_dim is None:
             raise ValueError("embedder given, but the model was fitted without embeddings")
         if not embed_timeout_s > 0:
             raise ValueError("embed_timeout_s must be > 0")
         self.model = model
         self.cost_weight = cost_weight
         self.embedder = embedder
+        self.embed_model = embed_model
         self.embed_timeout_s = embed_timeout_s
 
     @property
@@ -591,6 +602,7 @@ class OutcomeClassifier:
 
     def __repr__(self) -> str:
         emb = ", embedder=…" if self.embedder is not None else ""
+        emb += f", embed_model={self.embed_model!r}" if self.embed_model is not None else ""
         return f"OutcomeClassifier(models={list(self.model.models)}, cost_weight={self.cost_weight:.6g}{emb})"
 
     @staticmethod
@@ -601,9 +613,12 @@ class OutcomeClassifier:
         note = "; text features only" if self.model.embedding_dim is not None else ""
         return self._decide(self.text_of(request), None, note)
 
-    async def aclassify(self, request: Request) -> Classification:
-        """``classify`` with the request's embedding fetched first (when there is an embedder)."""
-        if self.embedder is None:
+    async def aclassify(self, request: Request, ctx: RunContext | None = None) -> Classification:
+        """``classify`` with the request's embedding fetched first (when there is an embedder).
+
+        ``ctx`` is the router's run context: ``embed_model`` is called through its executor.
+        """
+        if self.embedder is None and (self.embed_model is None or ctx is None):
             return self.classify(request)
         import anyio
 
@@ -612,7 +627,15 @@ class OutcomeClassifier:
         text = self.text_of(request)
         try:
             with anyio.fail_after(self.embed_timeout_s):
-                got = await self.embedder([text])
+                if self.embedder is not None:
+                    got = await self.embedder([text])
+                else:
+                    from ..execution.embeddings import embed_with_retry
+
+                    assert ctx is not None
+                    assert self.embed_model is not None
+                    executor = ctx.executor
+                    got = await embed_with_retry(executor, executor.chain(self.embed_model)[0], [text])
             vectors: Any = getattr(got, "vectors", got)
             if len(vectors) != 1:
                 raise ValueError(f"the embedder returned {len(vectors)} vectors for 1 text")

@@ -111,29 +111,40 @@ class Router(Strategy):
         ``routes = {label = "alias or strategy"}`` (each resolved by ``target(value,
         field_path)``), ``default`` (a route label; defaults to the classifier's
         default label when that is a route), ``long_context`` (a route label),
-        ``sticky``, ``sticky_size``, ``classifier = "keyword"``, and the keyword
-        classifier's options flat in the same table (``rules``,
-        ``extra_keywords``, ``base``, ``long_prompt_words``, … — see
-        ``KeywordClassifier.from_config``).
+        ``sticky``, ``sticky_size``, and the classifier: ``classifier = "keyword"``
+        (the default) with the keyword classifier's options flat in the same table
+        (``rules``, ``extra_keywords``, ``base``, ``long_prompt_words``, … — see
+        ``KeywordClassifier.from_config``), or ``classifier = "outcome"`` with a
+        trained ``OutcomeModel`` (``model = "router.json"``, one of
+        ``strong_share``/``cost_per_request``/``cost_weight``, optional ``strong``,
+        ``embedder`` (a model alias) and ``embed_timeout_s``; its labels are model
+        names, each of which needs a route; ``default`` defaults to the cheapest).
         """
-        from ..routing._config import OPTION_KEYS
-        from ..routing.keyword import KeywordClassifier
+        from ..routing._config import OPTION_KEYS, OUTCOME_KEYS, outcome_classifier
 
+        kind = params.get("classifier", "keyword")
+        if kind not in ("keyword", "outcome"):
+            raise ConfigError(
+                f"unknown classifier {kind!r}; available: 'keyword', 'outcome'", field=f"{where}.classifier"
+            )
+        options = OPTION_KEYS if kind == "keyword" else OUTCOME_KEYS
         for key in params:
-            if key not in _ROUTER_KEYS and key not in OPTION_KEYS:
+            if key not in _ROUTER_KEYS and key not in options:
                 raise ConfigError(
-                    f"unknown key {key!r} for a router; expected some of "
-                    f"{', '.join((*_ROUTER_KEYS, *OPTION_KEYS))}",
+                    f"unknown key {key!r} for a router with classifier = {kind!r}; expected some of "
+                    f"{', '.join((*_ROUTER_KEYS, *options))}",
                     field=f"{where}.{key}",
                 )
-        kind = params.get("classifier", "keyword")
-        if kind != "keyword":
-            raise ConfigError(
-                f"unknown classifier {kind!r}; available: 'keyword'", field=f"{where}.classifier"
+        classifier: Classifier
+        if kind == "keyword":
+            from ..routing.keyword import KeywordClassifier
+
+            classifier = keyword = KeywordClassifier.from_config(
+                {k: v for k, v in params.items() if k in OPTION_KEYS}, where=where
             )
-        classifier = KeywordClassifier.from_config(
-            {k: v for k, v in params.items() if k in OPTION_KEYS}, where=where
-        )
+            default_label = keyword.default_label
+        else:
+            classifier, default_label = outcome_classifier(params, where=where, target=target)
 
         raw_routes = params.get("routes")
         if not isinstance(raw_routes, Mapping) or not raw_routes:
@@ -151,13 +162,20 @@ class Router(Strategy):
                 )
             return value
 
+        missing = [m for m in getattr(classifier, "labels", ()) if kind == "outcome" and m not in routes]
+        if missing:
+            raise ConfigError(
+                f"no route for {', '.join(map(repr, missing))}: the outcome model can choose "
+                f"{'it' if len(missing) == 1 else 'them'}; routes: {', '.join(routes)}",
+                field=f"{where}.routes",
+            )
         if "default" in params:
             default = route_label("default", params["default"])
-        elif classifier.default_label in routes:
-            default = classifier.default_label
+        elif default_label in routes:
+            default = default_label
         else:
             raise ConfigError(
-                f"missing; no route is labelled {classifier.default_label!r} to default to",
+                f"missing; no route is labelled {default_label!r} to default to",
                 field=f"{where}.default",
             )
         long_context = params.get("long_context")
@@ -284,13 +302,15 @@ class Router(Strategy):
 
         Why a second, async entry point: a classifier may need I/O to decide (the
         learned router fetching the prompt's embedding), and the ``Classifier``
-        protocol itself stays synchronous so ``explain()`` never calls out. A
-        sticky conversation skips the classifier, async or not.
+        protocol itself stays synchronous so ``explain()`` never calls out. An
+        async classifier has ``async def aclassify(request, ctx)``: ``ctx`` lets
+        it call a model through this run's executor. A sticky conversation skips
+        the classifier, async or not.
         """
         aclassify = getattr(self.classifier, "aclassify", None)
         if aclassify is None or self._conversation(request) in self._conversations:
             return self.select(request, ctx)
-        return self.select(request, ctx, classification=await aclassify(request))
+        return self.select(request, ctx, classification=await aclassify(request, ctx))
 
     async def run(self, request: Request, ctx: RunContext) -> Response:
         label, target, c = await self.aselect(request, ctx)
