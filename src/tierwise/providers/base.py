@@ -32,10 +32,10 @@ import re
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
@@ -86,6 +86,8 @@ __all__ = [
     "parse_rate_limit_headers",
     "parse_retry_after",
 ]
+
+_T = TypeVar("_T")
 
 _perf = time.perf_counter
 
@@ -662,11 +664,32 @@ class Provider(ABC):
     async def complete(self, model: str, request: Request) -> Response:
         """One non-streamed call. Raises a ``ProviderError`` subclass on failure."""
         self._check_key(model)
-        body = json.dumps(self._build_body(model, request, False), separators=(",", ":")).encode()
-        client, url, headers = self._target(model, False)
         start = _perf()
+        response, headers = await self._post_json(
+            self._target(model, False),
+            self._build_body(model, request, False),
+            model,
+            "reply",
+            lambda data: self._parse_response(model, data),
+        )
+        response.latency_ms = (_perf() - start) * 1000.0
+        self._stamp(response, headers)
+        return response
+
+    async def _post_json(
+        self,
+        target: tuple[httpx.AsyncClient, httpx.URL, httpx.Headers | None],
+        body: Any,
+        model: str,
+        what: str,
+        parse: Callable[[Any], _T],
+    ) -> tuple[_T, httpx.Headers]:
+        """POST ``body`` as JSON and ``parse`` the JSON reply: the one place non-streamed
+        calls map transport errors, HTTP errors and malformed replies to typed errors."""
+        client, url, headers = target
+        content_out = json.dumps(body, separators=(",", ":")).encode()
         try:
-            http = await client.post(url, content=body, headers=headers)
+            http = await client.post(url, content=content_out, headers=headers)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model) from None
         content = http.content
@@ -675,18 +698,15 @@ class Provider(ABC):
         try:
             data = json.loads(content)
         except ValueError:
-            raise self._protocol_error("reply is not valid JSON", content, model) from None
+            raise self._protocol_error(f"{what} is not valid JSON", content, model) from None
         try:
-            response = self._parse_response(model, data)
+            return parse(data), http.headers
         except ProviderError:
             raise
         except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
             raise self._protocol_error(
-                f"unexpected reply shape ({type(exc).__name__}: {exc})", content, model
+                f"unexpected {what} shape ({type(exc).__name__}: {exc})", content, model
             ) from None
-        response.latency_ms = (_perf() - start) * 1000.0
-        self._stamp(response, http.headers)
-        return response
 
     async def embed(self, model: str, texts: Sequence[str]) -> Embeddings:
         """Embedding vectors for ``texts``, in input order, from ``model``.
@@ -714,32 +734,17 @@ class Provider(ABC):
         if not batch:
             return Embeddings([], model, self.name, Usage())
         self._check_key(model)
-        body = json.dumps(self._embed_body(model, batch), separators=(",", ":")).encode()
-        client, url, headers = self._client_for(self._embed_url(model))
         start = _perf()
-        try:
-            http = await client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, model) from None
-        content = http.content
-        if http.status_code >= 400:
-            raise self._http_error(http.status_code, http.headers, content, model)
-        try:
-            data = json.loads(content)
-        except ValueError:
-            raise self._protocol_error("reply is not valid JSON", content, model) from None
-        try:
-            result = self._parse_embeddings(model, data, len(batch))
-        except ProviderError:
-            raise
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-            raise self._protocol_error(
-                f"unexpected embeddings reply shape ({type(exc).__name__}: {exc})", content, model
-            ) from None
+        result, headers = await self._post_json(
+            self._client_for(self._embed_url(model)),
+            self._embed_body(model, batch),
+            model,
+            "embeddings reply",
+            lambda data: self._parse_embeddings(model, data, len(batch)),
+        )
         result.latency_ms = (_perf() - start) * 1000.0
         if result.request_id is None:
-            rid = next((http.headers[h] for h in self.request_id_headers if h in http.headers), None)
-            result.request_id = rid
+            result.request_id = next((headers[h] for h in self.request_id_headers if h in headers), None)
         return result
 
     async def stream(self, model: str, request: Request) -> AsyncIterator[StreamEvent]:
