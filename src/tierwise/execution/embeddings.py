@@ -26,16 +26,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import anyio
-
-from ..errors import ProviderError, ProviderTimeout, RateLimitError
+from ..errors import ProviderError, RateLimitError
 from ..types import Embeddings
+from .executor import _acquire, _give_back, within_timeout
 from .tokens import heuristic_text_tokens
 
 if TYPE_CHECKING:
     from ..execution.budget import Reservation
     from .executor import Deployment, Executor
-    from .limits import Permit
 
 __all__ = ["embed_with_retry"]
 
@@ -64,25 +62,14 @@ async def embed_with_retry(executor: Executor, dep: Deployment, texts: Sequence[
         reservation: Reservation | None = None
         if executor.budget is not None:
             reservation = executor.budget.reserve(model=dep.alias, tags={}, amount_usd=worst)
-        permit = await _acquire(dep, tokens, reservation)
+        permit = await _acquire(dep.limiter, tokens, reservation)
         t0 = clock.now()
         try:
-            if dep.timeout_s is not None:
-                with anyio.fail_after(dep.timeout_s):
-                    result = await dep.provider.embed(dep.model, batch)
-            else:
-                result = await dep.provider.embed(dep.model, batch)
-        except TimeoutError:
-            error: ProviderError = ProviderTimeout(
-                f"no embeddings within {dep.timeout_s}s", provider=dep.provider.name, model=dep.model
-            )
+            result = await within_timeout(dep, "no embeddings", dep.provider.embed, dep.model, batch)
         except ProviderError as exc:
-            error = exc
+            error: ProviderError = exc
         except BaseException:
-            if permit is not None:
-                permit.release(None)
-            if reservation is not None:
-                reservation.release()
+            _give_back(permit, reservation)
             raise
         else:
             used = result.usage.input_tokens
@@ -109,17 +96,6 @@ async def embed_with_retry(executor: Executor, dep: Deployment, texts: Sequence[
         if retry.deadline is not None and elapsed + delay > retry.deadline:
             raise error
         await clock.sleep(delay)
-
-
-async def _acquire(dep: Deployment, tokens: int, reservation: Reservation | None) -> Permit | None:
-    if dep.limiter is None:
-        return None
-    try:
-        return await dep.limiter.acquire(tokens)
-    except BaseException:
-        if reservation is not None:
-            reservation.release()
-        raise
 
 
 def _record(

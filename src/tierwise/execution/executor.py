@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -65,6 +65,8 @@ if TYPE_CHECKING:
     from ..providers.base import Provider
 
 __all__ = ["Deployment", "Executor"]
+
+_R = TypeVar("_R")
 
 _log = logging.getLogger("tierwise.executor")
 _DEFAULT_MAX_OUTPUT = 4096
@@ -380,17 +382,9 @@ class Executor:
             permit = await _acquire(limiter, call.estimate, reservation)
             t0 = clock.now()
             try:
-                if dep.timeout_s is not None:
-                    with anyio.fail_after(dep.timeout_s):
-                        response = await dep.provider.complete(dep.model, request)
-                else:
-                    response = await dep.provider.complete(dep.model, request)
-            except TimeoutError:
-                error: ProviderError = ProviderTimeout(
-                    f"no answer within {dep.timeout_s}s", provider=dep.provider.name, model=dep.model
-                )
+                response = await within_timeout(dep, "no answer", dep.provider.complete, dep.model, request)
             except ProviderError as exc:
-                error = exc
+                error: ProviderError = exc
             except BaseException:
                 # Cancellation or a bug: give back everything this try held.
                 _give_back(permit, reservation)
@@ -662,6 +656,20 @@ def _give_back(permit: Permit | None, reservation: Reservation | None) -> None:
         permit.release(None)
     if reservation is not None:
         reservation.release()
+
+
+async def within_timeout(dep: Deployment, what: str, fn: Callable[..., Awaitable[_R]], *args: Any) -> _R:
+    """``await fn(*args)`` bounded by ``dep.timeout_s``; running out is a ``ProviderTimeout``
+    (retryable like any provider failure), not a bare ``TimeoutError``."""
+    if dep.timeout_s is None:
+        return await fn(*args)
+    try:
+        with anyio.fail_after(dep.timeout_s):
+            return await fn(*args)
+    except TimeoutError:
+        raise ProviderTimeout(
+            f"{what} within {dep.timeout_s}s", provider=dep.provider.name, model=dep.model
+        ) from None
 
 
 async def _acquire(
