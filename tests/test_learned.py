@@ -21,7 +21,7 @@ from tierwise.routing import Classifier  # noqa: E402
 from tierwise.routing.learned import OutcomeModel  # noqa: E402
 from tierwise.strategies.router import Router  # noqa: E402
 from tierwise.testing import FakeProvider  # noqa: E402
-from tierwise.types import Request  # noqa: E402
+from tierwise.types import Done, Request  # noqa: E402
 
 HARD = ["integral", "theorem", "proof", "eigenvalue", "derivative", "lemma"]
 EASY = ["capital", "color", "weather", "greeting", "animal", "fruit"]
@@ -469,6 +469,9 @@ async def test_router_awaits_an_async_classifier(emb_model: OutcomeModel) -> Non
     assert (await orch.run("filler4 easy")).text == "from small"
     chunks = [e async for e in orch.stream("filler5 hard")]
     assert chunks and calls == ["filler4 hard", "filler4 easy", "filler5 hard"]
+    # plain vectors carry no cost: nothing is added, no classify step
+    done = chunks[-1]
+    assert isinstance(done, Done) and not [s for s in done.response.steps if s.name == "classify"]
     # explain stays offline: no embedding call, the text half decides
     route = orch.explain("filler4 hard")
     assert "text features only" in route.reason and len(calls) == 3
@@ -522,6 +525,13 @@ async def test_outcome_router_from_config_with_an_embedder_alias(
     assert (hard.text, easy.text) == ("from big", "from small"), easy.route.reason
     assert embedded_texts == ["filler2 hard", "filler2 easy"]  # over real sockets, via /v1/embeddings
     assert hard.route is not None and "text features only" not in hard.route.reason
+    # the embedding call is billed with the request: first step, cost added to the answer's
+    for answer in (hard, easy):
+        step = answer.steps[0]
+        assert (step.name, step.model, step.path) == ("classify", "emb", "learned.classify")
+        assert step.cost_usd is not None and step.cost_usd > 0 and step.usage.input_tokens > 0
+        chat = sum(a.cost_usd or 0.0 for a in answer.attempts)
+        assert chat > 0 and answer.cost_usd == pytest.approx(chat + step.cost_usd)
 
 
 def test_outcome_router_config_errors_name_the_field(

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ..types import Request
+from ..types import Request, StepInfo
 
 __all__ = ["Classification", "Classifier"]
 
@@ -46,6 +46,10 @@ class Classification:
     label: str
     score: float = 1.0
     reason: str = ""
+    call: StepInfo | None = None
+    """The model call the classifier made to decide, if any (the learned router's
+    embedding): the router adds its cost to the answer's and lists it first in
+    ``Response.steps``, so classifying is billed like everything else."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score <= 1.0:

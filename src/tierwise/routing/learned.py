@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..types import Request
+from ..types import Request, StepInfo, Usage
 from ._features import Featurizer, embedding_matrix, pack, unpack, word_count
 from ._ngrams import NgramHasher
 from .base import Classification
@@ -565,7 +565,9 @@ class OutcomeClassifier:
     an async function from texts to vectors, typically
     ``lambda texts: orch.embed(texts, model="embed")`` (``Orchestrator.embed``
     returns ``Embeddings``, whose ``vectors`` are used) or any coroutine
-    returning one vector per text; or ``embed_model``, a deployment alias, which
+    returning one vector per text (return the ``Embeddings`` itself, not just its
+    vectors, to have its cost billed with the request: it becomes the
+    classification's ``call``); or ``embed_model``, a deployment alias, which
     the router's own executor calls (what config's ``embedder = "alias"`` sets,
     with the orchestrator's retry policy, rate limits and budget). A ``Router``
     awaits ``aclassify``, which fetches the embedding first. If the call fails or takes longer than
@@ -639,9 +641,20 @@ class OutcomeClassifier:
             vectors: Any = getattr(got, "vectors", got)
             if len(vectors) != 1:
                 raise ValueError(f"the embedder returned {len(vectors)} vectors for 1 text")
-            return self._decide(text, vectors[0], "")
+            decided = self._decide(text, vectors[0], "")
         except (TierwiseError, TimeoutError, OSError, ValueError) as exc:
             return self._decide(text, None, f"; embedding failed ({type(exc).__name__}): text features only")
+        if hasattr(got, "cost_usd"):  # an Embeddings: bill it with the request (Classification.call)
+            decided.call = StepInfo(
+                name="classify",
+                path=f"{ctx.path}.classify" if ctx is not None else "classify",
+                model=str(getattr(got, "deployment", "") or self.embed_model or getattr(got, "model", "")),
+                cost_usd=got.cost_usd,
+                latency_ms=float(getattr(got, "latency_ms", 0.0)),
+                usage=getattr(got, "usage", None) or Usage(),
+                note="embedding for the learned router",
+            )
+        return decided
 
     def _decide(self, text: str, embedding: Sequence[float] | None, note: str) -> Classification:
         model = self.model

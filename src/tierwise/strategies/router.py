@@ -236,7 +236,7 @@ class Router(Strategy):
                         f"long-context route {long_label!r}"
                     )
                     label, target = long_label, self.routes[long_label]
-        return label, target, Classification(label, c.score, reason)
+        return label, target, Classification(label, c.score, reason, c.call)
 
     def context_window(self, target: Target, ctx: RunContext) -> int | None:
         """The context window of ``target`` in tokens, or ``None`` if unknown.
@@ -293,8 +293,16 @@ class Router(Strategy):
             # Keep the nested strategy's own breakdown (cascade rungs, verifier and
             # judge calls); only a strategy that reported none gets one summary step.
             steps = response.steps or [step_of(f"routes[{label}]", response)]
-            return combine(response, [response], route=route, steps=steps)
-        response.route = route
+            response = combine(response, [response], route=route, steps=steps)
+        else:
+            response.route = route
+        if c.call is not None:
+            # The classifier's own model call (an embedding) is part of this request's bill.
+            cost = c.call.cost_usd
+            response.cost_usd = (
+                None if cost is None or response.cost_usd is None else response.cost_usd + cost
+            )
+            response.steps = [c.call, *response.steps]
         return response
 
     async def aselect(self, request: Request, ctx: RunContext) -> tuple[str, Target, Classification]:
