@@ -94,7 +94,8 @@ def _steps(steps: Sequence[Any]) -> list[dict[str, Any]]:
 
 def _infer_fallback(model: str, attempts: Sequence[Attempt]) -> bool:
     # A different model failed before this one answered. Retries of the answering
-    # model and cascade escalations (outcome "rejected") are not fallbacks.
+    # model are not fallbacks, nor are cascade escalations: a rejected rung's call
+    # succeeded (outcome "ok"); the verifier's verdict is in the record's steps.
     return any(a.outcome == "error" and a.model != model for a in attempts)
 
 
