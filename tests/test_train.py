@@ -11,6 +11,7 @@ easy prompts, bad on hard ones; strong is good wherever it was asked.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tierwise.catalog import ModelSpec
@@ -47,7 +49,7 @@ from tierwise.strategies.ensemble import Ensemble
 from tierwise.strategies.pipeline import Pipeline, Step
 from tierwise.strategies.router import Router
 from tierwise.strategies.single import Single
-from tierwise.testing import FunctionProvider
+from tierwise.testing import FunctionProvider, MockLLMServer, MockModel
 from tierwise.types import Request, Response
 from tierwise.verify import Check, Judge
 
@@ -482,6 +484,15 @@ async def test_train_from_judge_and_verifier_feedback(
     assert summary["strong"] == "strong" and summary["out"] == str(out)
     assert summary["suggested_strong_share"] == 0.5
     assert "as_classifier(strong_share=0.5)" in summary["snippet"]
+    assert summary["embedding"] is None
+    assert summary["config_snippet"].splitlines() == [
+        "[strategies.learned]",
+        'type = "router"',
+        'classifier = "outcome"',
+        f"model = {json.dumps(str(out))}",
+        "strong_share = 0.5",
+        'routes = { cheap = "cheap", strong = "strong" }',
+    ]
     assert_routes(out)
 
     # human output: the same facts, and the snippet to use it
@@ -491,6 +502,8 @@ async def test_train_from_judge_and_verifier_feedback(
     assert code == 0
     assert "trained on 40 distinct prompts from 48 audit records" in stdout
     assert f"wrote {out}" in stdout and 'routes={"cheap": "cheap", "strong": "strong"}' in stdout
+    assert "or in tierwise.toml:\n  [strategies.learned]\n" in stdout
+    assert "embedding half" not in stdout and "embedder" not in stdout
 
 
 async def test_train_from_verifier_feedback_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -699,3 +712,315 @@ def test_the_offline_walkthrough_in_the_docs_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip("\n") == expected.strip("\n")
     assert (tmp_path / "router.json").exists()
+
+
+# ---------------------------------------------------------------- the embedding half (--embedder)
+#
+# The prompts below are one sentence in different letter cases, which the text features
+# do not see (they lowercase): the text half of the model cannot tell them apart. Which
+# ones the cheap model fails is a hidden label that only their embeddings (served by a
+# loopback MockLLMServer through /v1/embeddings) carry, so only a model whose embedding
+# half was fitted on the right vector for each prompt routes the held-out ones right.
+
+DIM = 8
+EMBED_PRICE = 0.02  # $ per 1M input tokens
+EMBED_TOKENS = 100  # what the mock reports per embeddings request
+SENTENCE = "please answer the next question about our product"
+
+
+def hidden_prompts(n: int, seed: int) -> dict[str, bool]:
+    """``prompt → hard``: SENTENCE in random letter cases; a random half is hard."""
+    rng = random.Random(seed)
+    prompts: dict[str, None] = {}
+    while len(prompts) < n:
+        prompts["".join(c.upper() if rng.random() < 0.5 else c for c in SENTENCE)] = None
+    hard = [i < n // 2 for i in range(n)]
+    rng.shuffle(hard)
+    return dict(zip(prompts, hard, strict=True))
+
+
+HIDDEN = hidden_prompts(48, seed=11)
+HELD_OUT = hidden_prompts(4, seed=12)  # not trained on; asked through the config snippet
+assert not set(HIDDEN) & set(HELD_OUT) and not any(is_hard(p) for p in [*HIDDEN, *HELD_OUT])
+assert sum(HIDDEN.values()) == 24 and sum(HELD_OUT.values()) == 2
+
+
+def direction(hard: bool, text: str, noise: float = 0.2) -> list[float]:
+    """Hard and easy prompts point in two directions, with some per-prompt noise."""
+    rng = random.Random(text)
+    vec = [rng.uniform(-noise, noise) for _ in range(DIM)]
+    vec[0 if hard else 1] += 1.0
+    return vec
+
+
+class Embedder:
+    """``MockLLMServer(embed=...)``: records every batch it is asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, texts: list[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        # held-out prompts sit in the middle of their cluster
+        return [direction(HIDDEN[t], t) if t in HIDDEN else direction(HELD_OUT[t], t, 0.0) for t in texts]
+
+
+def hidden_feedback(prompts: Sequence[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for p in prompts:
+        h = request_hash(p)
+        rows.append({"request_hash": h, "model": "cheap", "good": not HIDDEN[p], "source": "judge"})
+        rows.append({"request_hash": h, "model": "strong", "good": True, "source": "judge"})
+    return rows
+
+
+def mock_models() -> dict[str, MockModel]:
+    return {
+        "cheap-model": MockModel(reply="from cheap"),
+        "strong-model": MockModel(reply="from strong"),
+        "emb-model": MockModel(input_tokens=EMBED_TOKENS),
+        "free-emb-model": MockModel(input_tokens=EMBED_TOKENS),
+    }
+
+
+def write_config(
+    path: Path, server: MockLLMServer, *, head: str = "", tail: str = "", provider: str = ""
+) -> Path:
+    """A tierwise config pointing an OpenAI-compatible (vLLM, no key) provider at the mock."""
+    path.write_text(
+        f"""{head}
+[providers.mock]
+type = "openai"
+compat = "vllm"
+base_url = "{server.base_url}/v1"
+{provider}
+
+[providers.ant]
+type = "anthropic"
+base_url = "{server.base_url}"
+api_key_env = "TW_TEST_TRAIN_ANTHROPIC_KEY"
+
+[models.cheap]
+provider = "mock"
+model = "cheap-model"
+input_price = 1.0
+output_price = 2.0
+
+[models.strong]
+provider = "mock"
+model = "strong-model"
+input_price = 30.0
+output_price = 60.0
+
+[models.emb]
+provider = "mock"
+model = "emb-model"
+input_price = {EMBED_PRICE}
+
+[models.free]
+provider = "mock"
+model = "free-emb-model"
+
+[models.claude]
+provider = "ant"
+model = "claude-sonnet-4-6"
+
+[retry]
+max_attempts = 2
+initial_backoff_s = 0
+{tail}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def hidden_audit(tmp_path: Path) -> tuple[Path, Path]:
+    """An audit of the HIDDEN prompts (one asked twice, one of the strong model too, which
+    gives its cost) and a judge's verdicts on both models."""
+    prompts = list(HIDDEN)
+    audit = tmp_path / "audit.jsonl"
+    anyio.run(functools.partial(collect, audit, [*prompts, prompts[0], ("strong_only", prompts[1])]))
+    return audit, write_rows(tmp_path / "fb.jsonl", hidden_feedback(prompts))
+
+
+def train_args(audit: Path, fb: Path, out: Path) -> list[str]:
+    # no verifier rows: the cascade's verifier sees no "WRONG" answer on these prompts
+    return ["--audit", str(audit), "--feedback", str(fb), "--out", str(out), "--no-from-verifier"]
+
+
+def test_train_with_an_embedder_fits_the_embedding_half(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], hidden_audit: tuple[Path, Path]
+) -> None:
+    from tierwise.routing import OutcomeModel
+
+    audit, fb = hidden_audit
+    out = tmp_path / "router.json"
+    embed = Embedder()
+    with MockLLMServer.run_in_thread(mock_models(), embed=embed) as server:
+        config = write_config(tmp_path / "tierwise.toml", server)
+        code, stdout, stderr = train(
+            capsys,
+            *train_args(audit, fb, out),
+            *("--config", str(config), "--embedder", "emb", "--embed-batch", "7", "--json"),
+        )
+        assert code == 0, stderr
+        summary = json.loads(stdout)
+        # every distinct training prompt embedded once, in training order, 7 per request
+        training_prompts = training_set(
+            read_audit(audit), read_feedback(fb), from_verifier=False, min_feedback=1
+        ).prompts
+        assert sorted(training_prompts) == sorted(HIDDEN)
+        assert [len(c) for c in embed.calls] == [7] * 6 + [6]
+        assert [t for c in embed.calls for t in c] == training_prompts
+        embed_requests = [r for r in server.requests if r.path == "/v1/embeddings"]
+        assert len(embed_requests) == 7 and {r.model for r in embed_requests} == {"emb-model"}
+
+        assert summary["embedding"] == {
+            "model": "emb",
+            "dimension": DIM,
+            "prompts": 48,
+            "batches": 7,
+            "cost_usd": pytest.approx(7 * EMBED_TOKENS * EMBED_PRICE / 1e6),
+        }
+        assert 'embed_model="emb")' in summary["snippet"]
+        snippet = summary["config_snippet"]
+        assert snippet.splitlines()[-1] == 'embedder = "emb"'
+
+        # the written model has an embedding half, and it is what tells hard from easy
+        raw = json.loads(out.read_text(encoding="utf-8"))
+        assert "emb_coef" in raw and "emb_intercept" in raw
+        model = OutcomeModel.load(out)
+        assert model.embedding_dim == DIM
+        text_only = model.predict(list(HIDDEN))["cheap"]
+        assert max(text_only) - min(text_only) < 1e-9  # the text half sees one prompt
+        p = model.predict([SENTENCE] * 2, embeddings=[direction(True, "a"), direction(False, "b")])
+        assert p["cheap"][0] < 0.35 < 0.65 < p["cheap"][1], p
+
+        # the printed config snippet, as is, routes held-out prompts on their embeddings
+        routing = write_config(
+            tmp_path / "routing.toml", server, head='default_strategy = "learned"', tail=snippet
+        )
+        embed.calls.clear()
+
+        async def ask() -> dict[str, str]:
+            async with Orchestrator.from_config(routing) as orch:
+                return {prompt: (await orch.run(prompt)).text for prompt in HELD_OUT}
+
+        answers = anyio.run(ask)
+    assert answers == {p: "from strong" if hard else "from cheap" for p, hard in HELD_OUT.items()}
+    assert embed.calls == [[p] for p in HELD_OUT]
+
+
+def test_train_with_an_embedder_human_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], hidden_audit: tuple[Path, Path]
+) -> None:
+    audit, fb = hidden_audit
+    out = tmp_path / "router.json"
+    embed = Embedder()
+    with MockLLMServer.run_in_thread(mock_models(), embed=embed) as server:
+        config = write_config(tmp_path / "tierwise.toml", server)
+        args = [*train_args(audit, fb, out), "--config", str(config)]
+        code, stdout, stderr = train(capsys, *args, "--embedder", "emb")
+        assert code == 0, stderr
+        assert "embedding 48 training prompts with emb (1 request)…" in stderr  # default batch: 64
+        assert [len(c) for c in embed.calls] == [48]
+        cost = EMBED_TOKENS * EMBED_PRICE / 1e6
+        assert (
+            f"embedding half: dimension {DIM}, embedder emb (48 prompts in 1 request, "
+            f'embedding cost ${cost:.8f}); the router needs embedder = "emb"\n'
+        ) in stdout
+        assert 'as_classifier(strong_share=0.5, embed_model="emb")' in stdout
+        assert stdout.endswith('  embedder = "emb"\n')
+
+        # an embedding model without a price: its cost is unknown, never $0
+        code, stdout, stderr = train(capsys, *args, "--embedder", "free", "--embed-batch", "20")
+        assert code == 0, stderr
+        assert "embedder free (48 prompts in 3 requests, embedding cost unknown)" in stdout
+        assert stdout.endswith('  embedder = "free"\n')
+        code, stdout, stderr = train(capsys, *args, "--embedder", "free", "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["embedding"]["cost_usd"] is None
+        assert stderr == ""
+
+
+def test_embedder_usage_errors_exit_2_naming_the_alias(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    hidden_audit: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TW_TEST_TRAIN_ANTHROPIC_KEY", "tw-test-anthropic-key-1234")
+    audit, fb = hidden_audit
+    out = tmp_path / "router.json"
+    args = train_args(audit, fb, out)
+    embed = Embedder()
+    with MockLLMServer.run_in_thread(mock_models(), embed=embed) as server:
+        config = str(write_config(tmp_path / "tierwise.toml", server))
+
+        code, _, err = train(capsys, *args, "--embedder", "emb")
+        assert code == 2 and err.startswith("tierwise: error: --embedder 'emb' needs --config FILE")
+
+        code, _, err = train(capsys, *args, "--config", config)
+        assert code == 2 and "--config is only used with --embedder" in err
+
+        code, _, err = train(capsys, *args, "--config", str(tmp_path / "nope.toml"), "--embedder", "emb")
+        assert code == 2 and "config file not found" in err and "nope.toml" in err
+
+        code, _, err = train(capsys, *args, "--config", config, "--embedder", "emb", "--embed-batch", "0")
+        assert code == 2 and "--embed-batch must be at least 1" in err
+
+        code, _, err = train(capsys, *args, "--config", config, "--embedder", "nope")
+        assert code == 2
+        assert err.startswith("tierwise: error: --embedder 'nope': unknown model 'nope'; configured: ")
+
+        # Anthropic serves no embeddings: said before any request is sent
+        code, _, err = train(capsys, *args, "--config", config, "--embedder", "claude")
+        assert code == 2
+        assert err.startswith("tierwise: error: --embedder 'claude': ")
+        assert "has no embeddings endpoint" in err
+
+        # the provider is there, but the server does not know the model (404): a config mistake
+        ghost = write_config(
+            tmp_path / "404.toml", server, tail='[models.ghost]\nprovider = "mock"\nmodel = "ghost-model"'
+        )
+        code, _, err = train(capsys, *args, "--config", str(ghost), "--embedder", "ghost")
+        sent = [(r.path, r.model) for r in server.requests]
+    assert code == 2
+    assert err.splitlines()[-1].startswith("tierwise: error: --embedder 'ghost': ") and "ghost-model" in err
+    # only that one request reached the server: every other error was found before any call
+    assert sent == [("/v1/embeddings", "ghost-model")]
+    assert embed.calls == [] and not out.exists()
+
+
+def test_embedding_failure_exits_1_without_printing_the_key(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    hidden_audit: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = (
+        "tw-test-train-secret-8f3k2"  # shaped like no known key: only the provider's own redaction hides it
+    )
+    monkeypatch.setenv("TW_TEST_TRAIN_KEY", secret)
+    audit, fb = hidden_audit
+    out = tmp_path / "router.json"
+    embed = Embedder()
+    with MockLLMServer.run_in_thread(mock_models(), embed=embed) as server:
+        config = write_config(
+            tmp_path / "tierwise.toml", server, provider='api_key_env = "TW_TEST_TRAIN_KEY"'
+        )
+        body = json.dumps({"error": {"message": f"overloaded (key {secret})", "type": "server_error"}})
+        for _ in range(2):  # the config's retry.max_attempts
+            server.replay(500, {"content-type": "application/json"}, [body.encode()])
+        code, stdout, err = train(
+            capsys, *train_args(audit, fb, out), "--config", str(config), "--embedder", "emb"
+        )
+        sent = server.requests
+    assert code == 1
+    assert err.splitlines()[-1].startswith("tierwise: embedding with 'emb' failed: ServerError: ")
+    assert "overloaded" in err and "[REDACTED]" in err
+    assert secret not in err and secret not in stdout
+    # the key was really sent (so it really was in play), twice: the retry policy applied
+    assert [r.headers.get("authorization") for r in sent] == [f"Bearer {secret}"] * 2
+    assert embed.calls == [] and not out.exists()

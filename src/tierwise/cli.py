@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_EMBED_BATCH = 64
+"""Prompts per embeddings request in ``tierwise train --embedder`` (OpenAI accepts up to 2,048)."""
 
 
 def _config_path(arg: str | None) -> str:
@@ -327,6 +331,74 @@ def _costs(pairs: Sequence[str]) -> dict[str, float]:
     return out
 
 
+@dataclass(slots=True)
+class _Embedded:
+    """What ``tierwise train --embedder`` fetched: one vector per training prompt."""
+
+    alias: str
+    vectors: list[list[float]]
+    cost_usd: float | None  # None: unknown for at least one batch (never a silent 0)
+    batches: int
+
+
+def _embed_prompts(config: str, alias: str, prompts: Sequence[str], batch: int, quiet: bool) -> _Embedded:
+    """Embed ``prompts`` (in order, ``batch`` per call) with the deployment ``alias``
+    of ``config``. Unknown alias or a provider without embeddings: ``_UsageError``
+    naming the alias; provider failures (after the config's retries) propagate."""
+    import anyio
+
+    from . import Orchestrator
+    from .errors import ConfigError, NotFoundError, ProtocolError
+
+    orch = Orchestrator.from_config(config)
+    progress = not quiet and sys.stderr.isatty()
+
+    async def go() -> _Embedded:
+        async with orch:
+            try:
+                # An empty batch checks the alias and the provider's support without a call.
+                await orch.embed([], model=alias)
+            except (ConfigError, NotFoundError) as exc:
+                raise _UsageError(f"--embedder {alias!r}: {exc}") from None
+            if not quiet:
+                calls = -(-len(prompts) // batch)
+                sys.stderr.write(
+                    f"embedding {len(prompts)} training prompts with {alias} "
+                    f"({calls} request{'' if calls == 1 else 's'})…\n"
+                )
+            vectors: list[list[float]] = []
+            cost: float | None = 0.0
+            batches = 0
+            for start in range(0, len(prompts), batch):
+                chunk = list(prompts[start : start + batch])
+                try:
+                    result = await orch.embed(chunk, model=alias)
+                except NotFoundError as exc:  # the server does not know the model: a config mistake
+                    raise _UsageError(f"--embedder {alias!r}: {exc}") from None
+                batches += 1
+                if vectors and result.vectors and len(result.vectors[0]) != len(vectors[0]):
+                    raise ProtocolError(
+                        f"embedding dimension changed from {len(vectors[0])} to "
+                        f"{len(result.vectors[0])} between batches",
+                        provider=result.provider,
+                        model=result.model,
+                    )
+                vectors.extend(result.vectors)
+                cost = None if cost is None or result.cost_usd is None else cost + result.cost_usd
+                if progress:
+                    sys.stderr.write(f"\rembedded {len(vectors)}/{len(prompts)} prompts with {alias}")
+                    sys.stderr.flush()
+            if progress:
+                sys.stderr.write("\n")
+            return _Embedded(alias, vectors, cost, batches)
+
+    return anyio.run(go)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .routing.feedback import FeedbackError, read_audit, read_feedback, training_set
     from .routing.learned import require_learn
@@ -334,6 +406,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     costs = _costs(args.cost or [])
     if args.min_feedback < 1:
         raise _UsageError("--min-feedback must be at least 1")
+    if args.embedder is not None and args.config is None:
+        raise _UsageError(
+            f"--embedder {args.embedder!r} needs --config FILE: the tierwise config that defines "
+            "that model alias and its provider"
+        )
+    if args.config is not None and args.embedder is None:
+        raise _UsageError("--config is only used with --embedder ALIAS (the model that embeds the prompts)")
+    if args.embed_batch < 1:
+        raise _UsageError("--embed-batch must be at least 1")
+    config = None if args.config is None else _config_path(args.config)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise _UsageError(f"--out: directory not found: {out.parent}")
@@ -354,8 +436,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise _UsageError(
             f"feedback covers only {data.models[0]!r}: a router needs verdicts on at least two models"
         )
+    embedded = None
+    if args.embedder is not None and config is not None:
+        from .errors import ProviderError
+
+        try:
+            embedded = _embed_prompts(config, args.embedder, data.prompts, args.embed_batch, quiet=args.json)
+        except ProviderError as exc:  # already redacted: no key reaches the message
+            sys.stderr.write(
+                f"tierwise: embedding with {args.embedder!r} failed: {type(exc).__name__}: {exc}\n"
+            )
+            return EXIT_FAILED
     try:
-        model = data.fit()
+        model = data.fit() if embedded is None else data.fit(embeddings=embedded.vectors)
         model.save(out)
     except (ValueError, OSError) as exc:
         sys.stderr.write(f"tierwise: training failed: {type(exc).__name__}: {exc}\n")
@@ -366,9 +459,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # A starting point: send the strong model about as often as the cheap one was judged bad.
     share = min(max(round(1.0 - data.good_rate(cheapest), 2), 0.05), 0.95)
     routes = ", ".join(f"{json.dumps(m)}: {json.dumps(m)}" for m in model.models)
+    embed_arg = "" if embedded is None else f", embed_model={json.dumps(embedded.alias)}"
     snippet = (
-        f"clf = OutcomeModel.load({json.dumps(str(out))}).as_classifier(strong_share={share})\n"
+        f"clf = OutcomeModel.load({json.dumps(str(out))}).as_classifier(strong_share={share}{embed_arg})\n"
         f"router = tw.Router(clf, routes={{{routes}}}, default={json.dumps(cheapest)})"
+    )
+    toml_routes = ", ".join(f"{_toml_key(m)} = {json.dumps(m)}" for m in model.models)
+    config_snippet = (
+        "[strategies.learned]\n"
+        'type = "router"\n'
+        'classifier = "outcome"\n'
+        f"model = {json.dumps(str(out))}\n"
+        f"strong_share = {share}\n"
+        f"routes = {{ {toml_routes} }}"
+        + ("" if embedded is None else f"\nembedder = {json.dumps(embedded.alias)}")
     )
     summary = {
         "prompts": len(data.prompts),
@@ -390,6 +494,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "strong": strong,
         "suggested_strong_share": share,
         "snippet": snippet,
+        "config_snippet": config_snippet,
+        "embedding": None
+        if embedded is None
+        else {
+            "model": embedded.alias,
+            "dimension": model.embedding_dim,
+            "prompts": len(embedded.vectors),
+            "batches": embedded.batches,
+            "cost_usd": embedded.cost_usd,
+        },
     }
     if args.json:
         _print_json(summary)
@@ -413,9 +527,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"  {m:<{width}}  {data.labeled[m]:>7}  {data.rows[m]:>5}  {data.good_rate(m):>9.1%}  "
             f"${cost:.8f}{note}\n"
         )
+    if embedded is not None:
+        emb_cost = "unknown" if embedded.cost_usd is None else f"${embedded.cost_usd:.8f}"
+        requests = f"{embedded.batches} request{'' if embedded.batches == 1 else 's'}"
+        w(
+            f"embedding half: dimension {model.embedding_dim}, embedder {embedded.alias} "
+            f"({len(embedded.vectors)} prompts in {requests}, embedding cost {emb_cost}); "
+            f'the router needs embedder = "{embedded.alias}"\n'
+        )
     w(f"wrote {out}\nuse it (strong model: {strong}; tune strong_share to your budget):\n")
     w("  import tierwise as tw\n  from tierwise.routing import OutcomeModel\n")
     w("".join(f"  {line}\n" for line in snippet.splitlines()))
+    w("or in tierwise.toml:\n")
+    w("".join(f"  {line}\n" for line in config_snippet.splitlines()))
     return EXIT_OK
 
 
@@ -527,6 +651,22 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MIN_FEEDBACK,
         metavar="N",
         help=f"labeled prompts each model needs (default {DEFAULT_MIN_FEEDBACK})",
+    )
+    p.add_argument(
+        "--embedder",
+        metavar="ALIAS",
+        help="also fit the embedding half: embed every training prompt with this model alias "
+        "of --config (its provider must serve embeddings); the router then needs embedder = ALIAS",
+    )
+    p.add_argument(
+        "--config", "-c", metavar="FILE", help="tierwise config (TOML) defining --embedder's alias"
+    )
+    p.add_argument(
+        "--embed-batch",
+        type=int,
+        default=DEFAULT_EMBED_BATCH,
+        metavar="N",
+        help=f"prompts per embeddings request (default {DEFAULT_EMBED_BATCH})",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_train)
