@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tierwise.errors import AllTargetsFailed, ServerError
@@ -257,6 +258,7 @@ def test_without_event_loop_writes_synchronously(tmp_path: Path) -> None:
     audit = AuditLog(path, secrets=[KEY], clock=FakeClock(wall_start=TS))
     audit.write({"note": KEY})
     assert _lines(path) == [{"note": "[REDACTED]"}]
+    anyio.run(audit.aclose)  # the file is the test's to close
 
 
 def test_bad_path_fails_at_construction(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import base64
 import json
 import math
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -49,14 +50,32 @@ TEXTS = ["The cat sat on the mat.", "Paris is the capital of France.", "Embeddin
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.0, max_backoff=0.0, jitter=False)
 
 
+_OWN_CLIENTS: list[OpenAI | Gemini] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_own_clients() -> AsyncIterator[None]:
+    """A provider built against a ``MockLLMServer`` owns its httpx client: close it after the test,
+    or its sockets outlive the test and warn inside whichever test collects them."""
+    yield
+    while _OWN_CLIENTS:
+        await _OWN_CLIENTS.pop().aclose()
+
+
 def oai(srv: Any, compat: str = "openai", key: str | None = OAI_KEY, **kw: Any) -> OpenAI:
     client = srv.client if isinstance(srv, Served) else None
-    return OpenAI(api_key=key, base_url=srv.base_url + "/v1", http_client=client, compat=compat, **kw)
+    provider = OpenAI(api_key=key, base_url=srv.base_url + "/v1", http_client=client, compat=compat, **kw)
+    if client is None:
+        _OWN_CLIENTS.append(provider)
+    return provider
 
 
 def gem(srv: Any) -> Gemini:
     client = srv.client if isinstance(srv, Served) else None
-    return Gemini(api_key=GEM_KEY, base_url=srv.base_url + "/v1beta", http_client=client)
+    provider = Gemini(api_key=GEM_KEY, base_url=srv.base_url + "/v1beta", http_client=client)
+    if client is None:
+        _OWN_CLIENTS.append(provider)
+    return provider
 
 
 def cosine(a: list[float], b: list[float]) -> float:
