@@ -44,7 +44,8 @@ import httpx
 
 from ..errors import BadRequestError, ContextWindowExceeded, ProtocolError, ProviderError, excerpt
 from ..types import FinishReason, Message, Request, Response, StreamEvent, Tool, ToolCall, Usage
-from .base import Provider, SSEEvent, StreamAccumulator, StreamParser, _recast, make_tool_call
+from ._errors import _recast
+from .base import Provider, SSEEvent, StreamAccumulator, StreamParser, make_tool_call
 
 __all__ = ["Anthropic"]
 

@@ -62,11 +62,11 @@ from ..errors import (
     redact,
 )
 from ..types import Embeddings, FinishReason, Message, Request, Response, StreamEvent, Usage
+from ._errors import _recast
 from .base import (
     Provider,
     SSEEvent,
     StreamAccumulator,
-    _recast,
     check_embeddings,
     classify_error,
     embedding_vector,

@@ -46,11 +46,11 @@ from ..errors import (
     redact,
 )
 from ..types import Embeddings, FinishReason, Message, Request, Response, StreamEvent, Tool, Usage
+from ._errors import _recast
 from .base import (
     Provider,
     SSEEvent,
     StreamAccumulator,
-    _recast,
     check_embeddings,
     classify_error,
     embedding_vector,
