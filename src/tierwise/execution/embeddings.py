@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import ProviderError, RateLimitError
+from ..errors import ProviderError
 from ..types import Embeddings
-from .executor import _acquire, _give_back, within_timeout
+from .executor import _acquire, _give_back, _settle_failed, within_timeout
 from .tokens import heuristic_text_tokens
 
 if TYPE_CHECKING:
@@ -82,12 +82,7 @@ async def embed_with_retry(executor: Executor, dep: Deployment, texts: Sequence[
             result.deployment = dep.alias
             _record(executor, dep, "ok", None, (clock.now() - t0) * 1000.0, used, cost, attempt)
             return result
-        if permit is not None:
-            permit.release(None)
-            if isinstance(error, RateLimitError) and error.retry_after and dep.limiter is not None:
-                dep.limiter.penalize(error.retry_after)
-        if reservation is not None:
-            reservation.settle(0.0)
+        _settle_failed(dep, error, permit, reservation)
         _record(executor, dep, "error", type(error).__name__, (clock.now() - t0) * 1000.0, 0, 0.0, attempt)
         elapsed = clock.now() - start
         if not retry.should_retry(error, attempt, elapsed):

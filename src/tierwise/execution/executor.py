@@ -463,14 +463,8 @@ class Executor:
         t0: float,
         attempt: int,
     ) -> None:
-        """Book a failed try: release the permit (penalizing the limiter on a
-        ``retry_after``), settle the reservation at $0, and record the failure."""
-        if permit is not None:
-            permit.release(None)
-            if isinstance(error, RateLimitError) and error.retry_after:
-                dep.limiter.penalize(error.retry_after)  # type: ignore[union-attr]
-        if reservation is not None:
-            reservation.settle(0.0)
+        """Book a failed try (``_settle_failed``) and record the failure."""
+        _settle_failed(dep, error, permit, reservation)
         self._failed(dep, error, call, (self.clock.now() - t0) * 1000.0, attempt)
 
     def _failed(
@@ -648,6 +642,19 @@ def _insert_next(ordered: list[Deployment], i: int, target: Deployment) -> None:
     del ordered[i:]
     ordered.append(target)
     ordered.extend(d for d in later if d is not target)
+
+
+def _settle_failed(
+    dep: Deployment, error: ProviderError, permit: Permit | None, reservation: Reservation | None
+) -> None:
+    """A try that failed: release its permit unused (penalizing the limiter on a
+    ``retry_after``) and settle its reservation at $0."""
+    if permit is not None:
+        permit.release(None)
+        if isinstance(error, RateLimitError) and error.retry_after and dep.limiter is not None:
+            dep.limiter.penalize(error.retry_after)
+    if reservation is not None:
+        reservation.settle(0.0)
 
 
 def _give_back(permit: Permit | None, reservation: Reservation | None) -> None:
