@@ -138,6 +138,7 @@ def test_steps_are_recorded() -> None:
             "cache_write_tokens": 0,
             "reasoning_tokens": 0,
             "reported_cost_usd": None,
+            "estimated": False,
         },
         "accepted": False,
         "note": f"judge (opus): 0.20 < 0.7; it quoted {KEY}",  # redacted by the sink, not here

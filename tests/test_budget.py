@@ -330,17 +330,14 @@ async def test_release_on_cancellation() -> None:
 
 
 def test_invalid_amounts_rejected() -> None:
+    # A caller's bad reservation amount is a bug and raises; a bad *cost* from a reply
+    # must never raise (see test_a_nonsense_cost_still_settles_the_reservation).
     ledger = ledger_with(BudgetLimit(1.0, "day"))
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="amount_usd"):
             ledger.reserve(model="m", tags={}, amount_usd=bad)
-        with pytest.raises(ValueError, match="cost_usd"):
-            ledger.record(model="m", tags={}, cost_usd=bad)
-    assert ledger.reserved() == 0.0
-    r = ledger.reserve(model="m", tags={}, amount_usd=0.5)
-    with pytest.raises(ValueError, match="actual_usd"):
-        r.settle(-1.0)
-    assert r.state == "open"
+        ledger.record(model="m", tags={}, cost_usd=bad)  # ignored, never booked
+    assert ledger.reserved() == 0.0 and ledger.spent() == 0.0
 
 
 async def test_500_concurrent_all_reserve_before_any_settle() -> None:
@@ -528,3 +525,45 @@ def test_shared_store_shares_spend_between_ledgers() -> None:
     assert b.spent() == 0.75
     with pytest.raises(BudgetExceeded):
         b.reserve(model="m", tags={}, amount_usd=0.5)
+
+
+# -- a hard limit is hard (issue #18, items 2 and 4) -------------------------------------
+
+
+def test_nothing_more_is_admitted_once_spent_plus_reserved_reaches_the_limit() -> None:
+    ledger = BudgetLedger([BudgetLimit(limit_usd=1.0, period="total")])
+    ledger.reserve(model="m", tags={}, amount_usd=1.0).settle(1.0)
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve(model="m", tags={}, amount_usd=0.0)  # an unknown price reserves $0
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -1.0, True, "0.5"])
+def test_a_nonsense_cost_still_settles_the_reservation(bad: object) -> None:
+    ledger = BudgetLedger([BudgetLimit(limit_usd=1.0, period="total")])
+    r = ledger.reserve(model="m", tags={}, amount_usd=0.25)
+    r.settle(bad)  # type: ignore[arg-type]
+    assert r.state == "settled"
+    assert ledger.reserved("total", "total") == 0.0
+    assert ledger.spent("total", "total") == 0.25  # booked as the unknown it is
+    ledger.record(model="m", tags={}, cost_usd=bad)  # type: ignore[arg-type]
+    assert ledger.spent("total", "total") == 0.25
+    ledger.reserve(model="m", tags={}, amount_usd=0.5).settle(0.5)  # still usable
+
+
+def test_the_input_bound_is_above_any_tokenizer_and_fast_to_compute() -> None:
+    from tierwise.execution.tokens import InputBound, estimate_tokens, prompt_upper_bound
+    from tierwise.types import Request
+
+    for text in ("plain English prose. " * 100, "密集的中文文本" * 200, "x=[{'a':1}];" * 150):
+        request = Request.from_prompt(text, max_tokens=10)
+        estimate = estimate_tokens(request) - 10
+        upper = prompt_upper_bound(request)
+        assert upper >= len(text.encode()) and upper >= estimate
+        assert InputBound().reserve_tokens(request, estimate) == upper
+    learned = InputBound("learned", margin=0.25, warmup=2)
+    request = Request.from_prompt("plain English prose. " * 100)
+    estimate = estimate_tokens(request) - 1024
+    assert learned.reserve_tokens(request, estimate) == prompt_upper_bound(request)  # strict until warm
+    learned.observe(estimate, int(estimate * 1.6))
+    learned.observe(estimate, int(estimate * 1.2))
+    assert learned.reserve_tokens(request, estimate) == pytest.approx(estimate * 1.6 * 1.25, abs=2)

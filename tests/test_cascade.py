@@ -17,7 +17,7 @@ from tierwise.providers.openai import OpenAI
 from tierwise.strategies.base import RunContext
 from tierwise.strategies.cascade import Cascade
 from tierwise.strategies.single import Single
-from tierwise.testing import FakeProvider, MockLLMServer, MockModel
+from tierwise.testing import FakeClock, FakeProvider, MockLLMServer, MockModel
 from tierwise.types import Done, Request, Response, TextDelta, ToolCall, ToolCallDelta, Usage
 from tierwise.verify import AllOf, AnyOf, Check, Judge, MinLength, NoRefusal, ValidJSON, Verdict
 
@@ -299,9 +299,17 @@ async def test_nested_strategies_as_rungs() -> None:
 
 
 async def test_deadline_stops_escalation() -> None:
-    ex, p = build(cheap=R("a"), strong=R("[]"))
-    out = await run(Cascade(["cheap", "strong"], accept=ValidJSON()), ex, deadline=ex.clock.now() - 1)
-    assert out.text == "a" and not p["strong"].calls
+    # The first rung takes 2 s of a 1 s deadline: answered, but no time to escalate.
+    clock = FakeClock()
+    cheap = FakeProvider(R("a"), name="cheap", latency_s=2.0, clock=clock)
+    strong = FakeProvider(R("[]"), name="strong")
+    deps = {
+        alias: Deployment(alias, prov, alias, spec=ModelSpec(alias, "fake", input=1.0, output=1.0))
+        for alias, prov in (("cheap", cheap), ("strong", strong))
+    }
+    ex = Executor(deps, retry=RetryPolicy(max_attempts=1), clock=clock)
+    out = await run(Cascade(["cheap", "strong"], accept=ValidJSON()), ex, deadline=clock.now() + 1.0)
+    assert out.text == "a" and not strong.calls
     assert out.route.reason.startswith("not accepted") and "deadline" in out.route.reason
 
 

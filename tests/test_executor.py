@@ -37,7 +37,7 @@ from tierwise.execution.executor import Deployment, Executor
 from tierwise.execution.health import HealthTracker
 from tierwise.execution.limits import RateLimiter
 from tierwise.execution.retry import RetryPolicy
-from tierwise.execution.tokens import estimate_tokens
+from tierwise.execution.tokens import estimate_tokens, prompt_upper_bound
 from tierwise.observe.metrics import MetricsCollector
 from tierwise.orchestrator import Orchestrator
 from tierwise.testing import FakeClock, FakeProvider, FunctionProvider
@@ -598,10 +598,11 @@ async def test_metrics_count_failed_requests_by_error_type() -> None:
 
 
 def worst_case(request: Request, input_price: float = 1.0, output_price: float = 2.0) -> float:
-    """The reservation the executor must book: the prompt at the input price and the
-    maximum output at the output price (max_tokens is output, not prompt)."""
+    """The reservation the executor must book: the prompt's upper bound (its UTF-8
+    bytes plus framing: no tokenizer counts more) at the input price and the maximum
+    output at the output price (max_tokens is output, not prompt)."""
     assert request.max_tokens is not None
-    prompt = estimate_tokens(request) - request.max_tokens
+    prompt = max(prompt_upper_bound(request), estimate_tokens(request) - request.max_tokens)
     return (prompt * input_price + request.max_tokens * output_price) / 1e6
 
 

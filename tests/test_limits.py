@@ -11,7 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from tierwise.execution.limits import Permit, RateLimiter
+from tierwise.execution.limits import LimiterClosed, Permit, QueueWaitTimeout, RateLimiter
 from tierwise.testing.clock import FakeClock
 from tierwise.types import RateLimitInfo
 
@@ -418,8 +418,20 @@ async def test_release_is_idempotent_and_context_manager_releases() -> None:
         assert isinstance(p, Permit)
         assert limiter.in_flight == 1
     assert limiter.in_flight == 0
-    with pytest.raises(ValueError):
-        (await limiter.acquire(1)).release(-1)
+
+
+@pytest.mark.parametrize("bad", [-1, -5, True, 1.5, float("inf"), float("nan"), 10**400, "7"])
+async def test_a_nonsense_used_count_still_frees_the_slot(bad: object) -> None:
+    # A release that raised before marking itself released leaked the slot forever:
+    # with max_concurrency=1 the next request hung (issue #18.4).
+    clock = FakeClock()
+    limiter = RateLimiter(max_concurrency=1, tpm=10_000, clock=clock)
+    permit = await limiter.acquire(100)
+    permit.release(bad)  # type: ignore[arg-type]
+    assert permit.released and limiter.in_flight == 0
+    assert limiter.snapshot()["tokens_in_window"] == 100  # no correction: the reservation stands
+    with anyio.fail_after(1):
+        (await limiter.acquire(1)).release()
 
 
 # -- provider feedback ---------------------------------------------------------
@@ -495,8 +507,98 @@ async def test_penalize_holds_new_acquisitions_but_not_in_flight() -> None:
     in_flight.release()
     (await limiter.acquire()).release()
     assert clock.now() == 3.0
-    with pytest.raises(ValueError):
-        limiter.penalize(-1)
+
+
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), float("-inf"), True, "60"])
+async def test_a_nonsense_retry_after_never_freezes_or_crashes_the_limiter(bad: object) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock)
+    limiter.penalize(bad)  # type: ignore[arg-type]
+    assert limiter.snapshot()["hold_remaining_s"] == 0.0
+
+
+async def test_penalize_cap_bounds_the_hold() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock)
+    limiter.penalize(120.0, cap=30.0)
+    assert limiter.snapshot()["hold_remaining_s"] == 30.0
+    (await limiter.acquire()).release()
+    assert clock.now() == 30.0
+
+
+# -- bounded waits and closing -------------------------------------------------
+
+
+async def test_a_wait_certain_to_exceed_the_timeout_fails_at_once() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=1, clock=clock, name="m")
+    (await limiter.acquire()).release()
+    with pytest.raises(QueueWaitTimeout, match="'m' within 3s") as info:
+        await limiter.acquire(timeout=3.0)
+    assert clock.now() == 0.0 and info.value.waited_s == 0.0
+    assert limiter.queued == 0 and limiter.snapshot()["requests_in_window"] == 1
+    with pytest.raises(QueueWaitTimeout):
+        await limiter.acquire(timeout=0)
+    permit = await limiter.acquire(timeout=61.0)  # long enough: waits and gets it
+    assert clock.now() == 60.0
+    permit.release()
+
+
+async def test_a_waiter_behind_a_busy_slot_times_out_after_exactly_the_timeout() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(max_concurrency=1, clock=clock)
+    held = await limiter.acquire()
+    with pytest.raises(QueueWaitTimeout) as info:
+        await limiter.acquire(timeout=2.5)
+    assert clock.now() == 2.5 and info.value.waited_s == 2.5
+    assert limiter.queued == 0 and limiter.in_flight == 1
+    held.release()
+    with anyio.fail_after(1):
+        (await limiter.acquire(timeout=0.5)).release()
+
+
+async def test_a_timed_out_head_lets_the_next_waiter_in() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(max_concurrency=1, clock=clock)
+    held = await limiter.acquire()
+    got: list[float] = []
+
+    async def patient() -> None:
+        (await limiter.acquire()).release()
+        got.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(QueueWaitTimeout):
+            await limiter.acquire(timeout=1.0)  # head, times out
+        tg.start_soon(patient)
+        await anyio.wait_all_tasks_blocked()
+        held.release()
+    assert got == [1.0]
+
+
+async def test_close_fails_queued_and_later_acquires() -> None:
+    clock = FakeClock(auto_advance=False)
+    limiter = RateLimiter(rpm=1, clock=clock, name="m")
+    held = await limiter.acquire()
+    errors: list[BaseException] = []
+
+    async def queued() -> None:
+        try:
+            await limiter.acquire()
+        except LimiterClosed as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queued)
+        tg.start_soon(queued)
+        await anyio.wait_all_tasks_blocked()
+        assert limiter.queued == 2
+        limiter.close()
+    assert len(errors) == 2 and limiter.queued == 0 and limiter.closed
+    with pytest.raises(LimiterClosed):
+        await limiter.acquire()
+    held.release()  # a held permit still releases
+    assert limiter.in_flight == 0
 
 
 # -- fast path, try_acquire, snapshot, validation ------------------------------

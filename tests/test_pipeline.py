@@ -550,13 +550,18 @@ async def test_a_consumer_stopping_early_releases_the_last_steps_slot_and_reserv
     deps = {a: Deployment(a, provider, a, spec=spec(a), limiter=limiter) for a in "xy"}
     ex = Executor(deps, retry=NO_RETRY, budget=ledger)
     p = Pipeline([Step("a", "x", "{input}"), Step("b", "y", "{a}")])
-    async with aclosing(p.stream(Request.from_prompt("q"), RunContext(ex))) as events:
+    ctx = RunContext(ex)
+    async with aclosing(p.stream(Request.from_prompt("q"), ctx)) as events:
         async for event in events:
             assert isinstance(event, TextDelta)
             assert limiter.in_flight == 1 and ledger.reserved() > 0  # the last step is mid-stream
             break
     assert limiter.in_flight == 0 and ledger.reserved() == 0.0
-    assert ledger.spent() == pytest.approx(cost_of("x", "q", "first"))  # only the finished step is booked
+    # The finished step at its cost, the abandoned one at an estimate of what it streamed.
+    first, cut = ctx.ledger.attempts
+    assert (first.outcome, cut.outcome) == ("ok", "cancelled")
+    assert cut.usage is not None and cut.usage.estimated and cut.cost_usd
+    assert ledger.spent() == pytest.approx(cost_of("x", "q", "first") + cut.cost_usd)
 
 
 async def test_stream_of_a_fan_out_last_step_emits_the_joined_output() -> None:

@@ -46,6 +46,7 @@ def usage_to_dict(usage: Usage) -> dict[str, Any]:
         "cache_write_tokens": usage.cache_write_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
         "reported_cost_usd": usage.reported_cost_usd,
+        "estimated": usage.estimated,
     }
 
 
@@ -57,6 +58,7 @@ def usage_from_dict(d: Mapping[str, Any]) -> Usage:
         cache_write_tokens=d.get("cache_write_tokens", 0),
         reasoning_tokens=d.get("reasoning_tokens", 0),
         reported_cost_usd=d.get("reported_cost_usd"),
+        estimated=bool(d.get("estimated", False)),
     )
 
 
@@ -66,6 +68,7 @@ def tool_call_to_dict(call: ToolCall) -> dict[str, Any]:
         "name": call.name,
         "arguments": call.arguments,
         "raw_arguments": call.raw_arguments,
+        "incomplete": call.incomplete,
     }
 
 
@@ -75,6 +78,7 @@ def tool_call_from_dict(d: Mapping[str, Any]) -> ToolCall:
         name=d["name"],
         arguments=d.get("arguments") or {},
         raw_arguments=d.get("raw_arguments", ""),
+        incomplete=bool(d.get("incomplete", False)),
     )
 
 

@@ -7,6 +7,13 @@ process share nothing unless handed the same backend object.
 
 ``run`` is the whole flow of DESIGN.md: pick the strategy, let it decide, let the
 executor enforce, then record one metrics event and one audit record.
+
+The bill of a request is settled here, from the run context's ``CallLedger``
+(every attempt the executor made on the request's behalf), not from what the
+strategy chose to return: a custom strategy that calls two models and answers
+with one still reports both in ``cost_usd``, in the metrics and in the audit log.
+A request whose caller goes away (a stream consumer that disconnects, a
+cancelled task) is recorded too, as cancelled, with what was already billed.
 """
 
 from __future__ import annotations
@@ -18,17 +25,20 @@ from dataclasses import asdict
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from ._clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError, TierwiseError
 from .execution.executor import Deployment, Executor
 from .observe.metrics import MetricsCollector
-from .strategies.base import RunContext, Strategy
+from .strategies.base import CallLedger, RunContext, Strategy
 from .strategies.single import Single
-from .types import Done, Embeddings, Message, Request, Response, RouteInfo, StreamEvent
+from .types import Done, Embeddings, Message, Request, Response, RouteInfo, StreamEvent, Usage
 
 if TYPE_CHECKING:
     from .execution.budget import BudgetLedger
     from .execution.cache import ResponseCache
+    from .execution.fallback import BadRequestRule
     from .execution.health import HealthTracker
     from .execution.retry import RetryPolicy
     from .observe.alerts import AlertMonitor
@@ -51,6 +61,7 @@ class Orchestrator:
         strategies: Mapping[str, Strategy] | None = None,
         default_strategy: str | None = None,
         fallbacks: Sequence[str] = (),
+        bad_request: BadRequestRule | None = None,
         retry: RetryPolicy | None = None,
         health: HealthTracker | None = None,
         budget: BudgetLedger | None = None,
@@ -78,6 +89,7 @@ class Orchestrator:
             cache_force=cache_force,
             metrics=self.metrics,
             default_fallbacks=fallbacks,
+            bad_request=bad_request,
             clock=clock,
             seed=seed,
         )
@@ -205,11 +217,15 @@ class Orchestrator:
             request = _with_metadata(request, merged)
         return request
 
-    def _context(self, strategy: Strategy, request: Request) -> RunContext:
+    def _context(self, strategy: Strategy, request: Request, start: float | None = None) -> RunContext:
+        # The retry deadline bounds the whole request: every call the strategy makes,
+        # queueing for rate-limit slots included.
+        limit = self.executor.retry.deadline
         return RunContext(
             self.executor,
             path=strategy.name,
             metadata=request.metadata,
+            deadline=None if limit is None or start is None else start + limit,
             # The seed is drawn now (so seeded runs stay reproducible); the Random
             # itself is only built if the strategy uses it.
             seed=self._rng.getrandbits(64),
@@ -226,10 +242,15 @@ class Orchestrator:
         request = self._request(prompt, metadata)
         strat = self._strategy(strategy)
         start = self.clock.now()
+        ctx = self._context(strat, request, start)
         try:
-            response = await strat.run(request, self._context(strat, request))
+            response = ctx.ledger.settle(await strat.run(request, ctx))
         except TierwiseError as exc:
-            self._record_failure(strat, request, exc, start)
+            self._record_failure(strat, request, exc, start, ctx.ledger)
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled: the caller went away
+                self._record_failure(strat, request, None, start, ctx.ledger)
             raise
         self._record(strat, request, response, start)
         return response
@@ -250,23 +271,40 @@ class Orchestrator:
         request = self._request(prompt, metadata)
         strat = self._strategy(strategy)
         start = self.clock.now()
-        events = strat.stream(request, self._context(strat, request))
+        ctx = self._context(strat, request, start)
+        events = strat.stream(request, ctx)
+        done = False
         try:
             async for event in events:
                 if isinstance(event, Done):
+                    done = True
+                    event = Done(ctx.ledger.settle(event.response))
                     self._record(strat, request, event.response, start)
                 yield event
         except TierwiseError as exc:
-            self._record_failure(strat, request, exc, start)
+            done = True
+            self._record_failure(strat, request, exc, start, ctx.ledger)
+            raise
+        except BaseException:
+            if not done:
+                # The consumer stopped reading (GeneratorExit) or was cancelled. Close
+                # the strategy's stream first: the executor books the tokens already
+                # streamed as a cancelled attempt, which the record must include.
+                done = True
+                with anyio.CancelScope(shield=True):
+                    await _aclose(events)
+                self._record_failure(strat, request, None, start, ctx.ledger)
             raise
         finally:
             # When the caller stops early (``aclose()``, ``break`` + aclosing), close
             # the strategy's stream now, so its limiter slot, budget reservation and
             # connection are back when our aclose() returns, not whenever the event
             # loop's async-generator finalizer gets round to it.
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _aclose(events)
+            if not done:
+                # Iteration ended without a Done and without an error: a strategy bug,
+                # but what it spent is still recorded.
+                self._record_failure(strat, request, None, start, ctx.ledger)
 
     async def embed(self, texts: Sequence[str], *, model: str) -> Embeddings:
         """Embedding vectors for ``texts`` (in input order) from the deployment ``model``.
@@ -373,24 +411,47 @@ class Orchestrator:
             ttft_ms=response.ttft_ms,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
+            estimated=usage.estimated,
         )
         if self.audit is not None:
             self.audit.log_response(response, request=request, strategy=strat.name, latency_ms=latency)
 
-    def _record_failure(self, strat: Strategy, request: Request, exc: BaseException, start: float) -> None:
+    def _record_failure(
+        self,
+        strat: Strategy,
+        request: Request,
+        exc: BaseException | None,
+        start: float,
+        ledger: CallLedger,
+    ) -> None:
+        """A failed request (``exc``) or one its caller abandoned (``exc is None``):
+        either way, what its attempts cost (known prices only) is on the record."""
         latency = (self.clock.now() - start) * 1000.0
+        attempts = ledger.attempts
+        costs = [a.cost_usd for a in attempts if a.cost_usd is not None]
+        usage = Usage()
+        for a in attempts:
+            if a.usage is not None:
+                usage = usage + a.usage
         self.metrics.record_request(
             strategy=strat.name,
             label=None,
             model=None,
             latency_ms=latency,
-            cost_usd=None,
+            cost_usd=sum(costs) if costs else None,
             fallback=False,
             cached=False,
-            error_type=type(exc).__name__,
+            error_type=None if exc is None else type(exc).__name__,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            estimated=usage.estimated,
+            cancelled=exc is None,
         )
         if self.audit is not None:
-            self.audit.log_failure(exc, request=request, strategy=strat.name, latency_ms=latency)
+            error = RequestCancelled() if exc is None else exc
+            self.audit.log_failure(
+                error, request=request, strategy=strat.name, latency_ms=latency, attempts=attempts
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -403,6 +464,9 @@ class Orchestrator:
         if self._closed:
             return
         self._closed = True
+        # Requests queued for a rate-limit slot fail now rather than after their
+        # window: a SIGTERM drains in the time in-flight calls take, not minutes.
+        self.executor.close()
         for provider in self._providers:
             await provider.aclose()
         if self.executor.cache is not None:
@@ -426,6 +490,19 @@ class Orchestrator:
             f"Orchestrator(models={sorted(self.executor.deployments)}, "
             f"strategies={sorted(self.strategies)}, default={self.default_strategy!r})"
         )
+
+
+class RequestCancelled(Exception):
+    """Stands for a request its caller abandoned (in the audit log's ``error``)."""
+
+    def __init__(self) -> None:
+        super().__init__("the caller stopped before the answer was complete (cancelled or disconnected)")
+
+
+async def _aclose(events: Any) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _with_metadata(request: Request, metadata: dict[str, Any]) -> Request:

@@ -52,7 +52,7 @@ __all__ = [
 
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
-AttemptOutcome: TypeAlias = Literal["ok", "error", "cached", "skipped", "rejected"]
+AttemptOutcome: TypeAlias = Literal["ok", "error", "cached", "skipped", "rejected", "cancelled"]
 
 _ROLES = frozenset(("system", "user", "assistant", "tool"))
 
@@ -64,6 +64,12 @@ class ToolCall:
     ``arguments`` is the parsed JSON object; ``raw_arguments`` keeps the exact string
     the provider sent (OpenAI sends a string, Anthropic and Gemini an object), so a
     caller can log or re-send it byte for byte.
+
+    ``incomplete`` marks a call the model was still writing when the reply was cut
+    (``finish_reason == "length"``): its ``raw_arguments`` are the fragments received
+    and ``arguments`` is empty. A reply the provider ended normally at its token
+    limit is an answer, not a protocol error, so the call is kept, flagged, rather
+    than raised; a caller must not dispatch it.
     """
 
     id: str
@@ -72,6 +78,7 @@ class ToolCall:
     # Excluded from equality: providers differ in whitespace and key order for
     # the same arguments, and a streamed call must equal a non-streamed one.
     raw_arguments: str = field(default="", compare=False)
+    incomplete: bool = False
 
     def __post_init__(self) -> None:
         if not self.raw_arguments and self.arguments:
@@ -244,7 +251,13 @@ class Usage:
     ``cached_input_tokens`` (cache reads) and ``cache_write_tokens`` are subsets of it.
     ``output_tokens`` includes ``reasoning_tokens``, because reasoning is billed as
     output. ``reported_cost_usd`` is set only when the provider itself states the
-    cost (OpenRouter); it then wins over the catalog price.
+    cost (OpenRouter's ``usage.cost``, LiteLLM's ``x-litellm-response-cost``); it
+    then wins over the catalog price.
+
+    ``estimated`` is True when the provider sent no usage at all (a stream from a
+    server that ignores ``stream_options.include_usage``, a reply cut off by the
+    consumer) and the executor filled the counts in with the same estimator the
+    rate limiter uses: the call is then billed at an estimate, never at $0.
     """
 
     input_tokens: int = 0
@@ -253,6 +266,7 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     reported_cost_usd: float | None = None
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -273,6 +287,7 @@ class Usage:
             self.cache_write_tokens + other.cache_write_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
             cost,
+            self.estimated or other.estimated,
         )
 
 

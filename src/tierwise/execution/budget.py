@@ -259,7 +259,9 @@ class Reservation:
         """
         if self._state != "open":
             return
-        cost = self.amount_usd if actual_usd is None else _check_amount(actual_usd, "actual_usd")
+        # Never raise: a settlement that fails leaves the money reserved forever.
+        # A cost that is not a finite amount >= 0 is as unknown as None.
+        cost = self.amount_usd if actual_usd is None or not _valid_amount(actual_usd) else float(actual_usd)
         self._state = "settled"
         ledger = self._ledger
         ledger._unreserve(self._plan, self.amount_usd)
@@ -285,6 +287,10 @@ class Reservation:
 
     def __repr__(self) -> str:
         return f"Reservation(model={self.model!r}, amount_usd={self.amount_usd!r}, state={self._state!r})"
+
+
+def _valid_amount(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value < math.inf
 
 
 def _check_amount(value: float, name: str) -> float:
@@ -482,7 +488,9 @@ class BudgetLedger:
         soft: tuple[BudgetLimit, str, float] | None = None
         for lim, key, scope in plan.checks:
             used = get(key) + reserved.get(key, 0.0)
-            if used + amount <= lim.limit_usd:
+            # Once spent + reserved reaches the limit nothing more is admitted, even a
+            # call whose worst case is $0 (an unknown price): it would spend unbounded.
+            if used + amount <= lim.limit_usd and used < lim.limit_usd:
                 continue
             if lim.action == "downgrade":
                 if lim.downgrade_to != model and soft is None:
@@ -534,9 +542,9 @@ class BudgetLedger:
         """Book a cost that was not reserved (a failed attempt that consumed tokens,
         a verifier or judge call). ``None`` (unknown price) books nothing: there is
         no amount to book, and the executor reports the unknown cost instead."""
-        if cost_usd is None:
-            return
-        cost = _check_amount(cost_usd, "cost_usd")
+        if cost_usd is None or not _valid_amount(cost_usd):
+            return  # nothing sane to book (a None or a nonsense figure); never corrupt the ledger
+        cost = float(cost_usd)
         self._refresh()
         self._store.add(self._plan(model, self._tag_values(tags)).record_keys, cost)
 

@@ -421,20 +421,39 @@ class SingleFlight:
     async def _lead(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
         flight = _Flight()
         self._flights[key] = flight
+        result: Any = None
+        error: BaseException | None = None
         try:
             result = await fn()
         except Exception as exc:
-            flight.error = exc
+            error = exc
             raise
-        except BaseException:
-            flight.abandoned = True
-            raise
-        else:
-            flight.result = result
-            return result
         finally:
-            # Unregister before waking followers, so a follower taking over finds
-            # the key free and becomes the new leader.
-            if self._flights.get(key) is flight:
-                del self._flights[key]
-            flight.done.set()
+            self.end(key, flight, result, error)
+        out: T = result
+        return out
+
+    def begin(self, key: Hashable) -> _Flight | None:
+        """Lead ``key`` by hand, for a leader that is not one awaitable (a stream,
+        whose events go to its own consumer while followers wait for the end):
+        the flight to pass to ``end``, or ``None`` when a call is already in flight
+        (then ``do`` follows it)."""
+        if key in self._flights:
+            return None
+        flight = self._flights[key] = _Flight()
+        return flight
+
+    def end(self, key: Hashable, flight: _Flight, result: Any, error: BaseException | None) -> None:
+        """Finish a flight: followers get ``error`` if given, else ``result``; with
+        neither (the leader was cancelled or abandoned) one of them takes over."""
+        if error is not None:
+            flight.error = error
+        elif result is not None:
+            flight.result = result
+        else:
+            flight.abandoned = True
+        # Unregister before waking followers, so a follower taking over finds the
+        # key free and becomes the new leader.
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        flight.done.set()

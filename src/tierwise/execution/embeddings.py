@@ -26,14 +26,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import ProviderError
+from ..errors import ProviderError, ProviderTimeout
 from ..types import Embeddings
-from .executor import _acquire, _give_back, _settle_failed, within_timeout
+from .executor import _give_back, _settle_failed, within_timeout
+from .limits import QueueWaitTimeout
 from .tokens import heuristic_text_tokens
 
 if TYPE_CHECKING:
     from ..execution.budget import Reservation
     from .executor import Deployment, Executor
+    from .limits import Permit
 
 __all__ = ["embed_with_retry"]
 
@@ -59,10 +61,27 @@ async def embed_with_retry(executor: Executor, dep: Deployment, texts: Sequence[
     attempt = 0
     while True:
         attempt += 1
+        # The slot first (never waiting past the deadline), then the reservation: a
+        # request queued for a slot holds no money.
+        permit: Permit | None = None
+        if dep.limiter is not None:
+            timeout = dep.max_queue_wait_s
+            if retry.deadline is not None:
+                left = max(0.0, retry.deadline - (clock.now() - start))
+                timeout = left if timeout is None else min(timeout, left)
+            try:
+                permit = await dep.limiter.acquire(tokens, timeout=timeout)
+            except QueueWaitTimeout as exc:
+                raise ProviderTimeout(
+                    str(exc), provider=dep.provider.name, model=dep.model, retryable=False
+                ) from None
         reservation: Reservation | None = None
         if executor.budget is not None:
-            reservation = executor.budget.reserve(model=dep.alias, tags={}, amount_usd=worst)
-        permit = await _acquire(dep.limiter, tokens, reservation)
+            try:
+                reservation = executor.budget.reserve(model=dep.alias, tags={}, amount_usd=worst)
+            except BaseException:
+                _give_back(permit, None)
+                raise
         t0 = clock.now()
         try:
             result = await within_timeout(dep, "no embeddings", dep.provider.embed, dep.model, batch)
@@ -82,7 +101,7 @@ async def embed_with_retry(executor: Executor, dep: Deployment, texts: Sequence[
             result.deployment = dep.alias
             _record(executor, dep, "ok", None, (clock.now() - t0) * 1000.0, used, cost, attempt)
             return result
-        _settle_failed(dep, error, permit, reservation)
+        _settle_failed(dep, error, permit, reservation, retry.max_retry_after)
         _record(executor, dep, "error", type(error).__name__, (clock.now() - t0) * 1000.0, 0, 0.0, attempt)
         elapsed = clock.now() - start
         if not retry.should_retry(error, attempt, elapsed):

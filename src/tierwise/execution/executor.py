@@ -1,38 +1,57 @@
 """The executor: HOW a model is called, for every strategy.
 
-One path for every call: cache → budget → rate limit → timeout/retry → fallback
+One path for every call: cache → rate limit → budget → timeout/retry → fallback
 chain → provider. Strategies only name a target; everything that keeps a
 deployment healthy and a bill honest happens here, once, so a cascade step, an
-ensemble member and a plain call all get the same guarantees.
+ensemble member and a plain call all get the same guarantees. Streamed and
+non-streamed calls share the same chain loop (``_run``); they differ only in how
+one try talks to the provider.
 
 Fallback rules (DESIGN.md):
 
 * A chain is the primary, then its configured fallbacks followed transitively
   (``opus → sonnet``, ``sonnet → gpt55`` gives ``opus, sonnet, gpt55``), then the
   default chain. Each deployment appears once.
-* A deployment that is cooling (circuit open) moves to the end of the chain: it is
-  tried only when everything else has failed.
+* A deployment that is cooling (circuit open, or told by a long ``Retry-After``
+  to stay away) moves to the end of the chain: it is tried only when everything
+  else has failed.
 * Retryable errors are retried on the same deployment (bounded by attempts and the
   request deadline, honouring ``retry_after``), then fall through to the next.
 * ``ContextWindowExceeded`` skips every deployment whose window is not larger than
   the one that refused; deployments whose window is known to be too small for the
   estimated prompt are skipped without a call.
-* A plain ``BadRequestError`` stops the chain: the request itself is wrong, and
-  sending it to every model would only multiply the failure. ``NotFoundError``
-  (404) does not: it says this deployment's model is unknown to its key, like a
-  401 says its key is bad, and the next deployment is another model.
+* A ``BadRequestError`` stops the chain only when it is about the request (a
+  malformed message list, an invalid tool schema); one about the deployment (an
+  unknown model name at a gateway, a parameter this model does not support, no
+  access to this model) falls back. ``BadRequestRule`` (``execution/fallback.py``)
+  draws the line and makes it configurable. ``NotFoundError`` (404) always falls
+  back: it says this deployment's model is unknown to its key.
 * A budget downgrade replaces the deployment it hit by the cheaper model, which
   then counts as the primary: ``Response.fallback`` and the fallback metrics are
   about provider failures, not spending policy.
 * A stream falls back only before its first content event; after that, an error
   is the caller's (the text already delivered cannot be taken back).
+
+Time: the request deadline (``[retry] deadline_s`` from the first call, or the
+run context's deadline if earlier) bounds everything: the wait for a rate-limit
+slot, each call in flight, and the backoff between tries. A deployment's
+``max_queue_wait_s`` bounds the slot wait alone: past it the request moves to the
+next deployment instead of queueing (routing around a busy deployment). The
+budget reservation is taken only once a slot is held, so a queued request holds
+no money.
+
+Accounting: every try becomes one ``Attempt``, appended to the call's list and to
+the run context's ``CallLedger`` as it happens — including a stream the consumer
+abandoned (``"cancelled"``, billed for what was received). A reply without usage
+is billed at an estimate (``Usage.estimated``), never at $0.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,27 +61,38 @@ from .._clock import SYSTEM_CLOCK, Clock
 from ..catalog import compute_cost
 from ..errors import (
     AllTargetsFailed,
-    BadRequestError,
     ConfigError,
     ContextWindowExceeded,
-    NotFoundError,
     ProtocolError,
     ProviderError,
     ProviderTimeout,
     RateLimitError,
 )
-from ..types import Attempt, Done, Request, Response, RouteInfo, StreamEvent, Usage
+from ..types import (
+    Attempt,
+    Done,
+    ReasoningDelta,
+    Request,
+    Response,
+    RouteInfo,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from .budget import BudgetDowngrade, BudgetLedger, Reservation
 from .cache import ResponseCache, SingleFlight, cacheable, request_key
+from .fallback import BadRequestRule
 from .health import HealthTracker
-from .limits import Permit, RateLimiter
+from .limits import Permit, QueueWaitTimeout, RateLimiter
 from .retry import RetryPolicy
-from .tokens import DEFAULT_OUTPUT_TOKENS, estimate_tokens
+from .tokens import DEFAULT_OUTPUT_TOKENS, InputBound, estimate_tokens, heuristic_text_tokens
 
 if TYPE_CHECKING:
     from ..catalog import ModelSpec
     from ..observe.metrics import MetricsCollector
     from ..providers.base import Provider
+    from ..strategies.base import CallLedger
 
 __all__ = ["Deployment", "Executor"]
 
@@ -70,12 +100,21 @@ _R = TypeVar("_R")
 
 _log = logging.getLogger("tierwise.executor")
 _DEFAULT_MAX_OUTPUT = 4096
+# Tokens of framing per tool call in an estimated output (name, id, JSON braces).
+_TOOL_CALL_TOKENS = 8
 
 
 @dataclass(slots=True, eq=False)
 class Deployment:
     """One configured model: an alias bound to a provider, a wire model name, its
-    prices and window (``spec``), its own limiter and timeouts, and its fallbacks."""
+    prices and window (``spec``), its own limiter and timeouts, and its fallbacks.
+
+    ``max_queue_wait_s``: the longest a request waits for a slot of this
+    deployment's rate limiter before it falls back to the next deployment
+    (``None``: wait as long as the request deadline allows). ``input_bound``
+    turns the heuristic prompt estimate into the upper bound the budget reserves
+    (see ``tokens.InputBound``); it learns from this deployment's real usage.
+    """
 
     alias: str
     provider: Provider
@@ -87,6 +126,8 @@ class Deployment:
     first_token_timeout_s: float | None = None
     idle_timeout_s: float | None = None
     max_output_tokens: int | None = None
+    max_queue_wait_s: float | None = None
+    input_bound: InputBound = field(default_factory=InputBound, repr=False)
     _warned: bool = field(default=False, repr=False)
 
     @property
@@ -128,18 +169,41 @@ class _Call:
     the input rate when the budget reserves the worst case (the output part is
     priced separately at the output rate, so it must not be counted twice).
     ``errors`` gets every failed attempt's error, in order, for ``AllTargetsFailed``.
+    ``deadline`` is absolute (clock seconds) or ``None``; ``ledger`` is the run
+    context's, which gets every attempt too.
     """
 
-    __slots__ = ("attempts", "errors", "estimate", "label", "metadata", "path", "prompt", "start", "tags")
+    __slots__ = (
+        "attempts",
+        "deadline",
+        "errors",
+        "estimate",
+        "label",
+        "ledger",
+        "metadata",
+        "path",
+        "prompt",
+        "start",
+        "tags",
+    )
 
     def __init__(
-        self, path: str, label: str | None, metadata: Mapping[str, Any], start: float, request: Request
+        self,
+        path: str,
+        label: str | None,
+        metadata: Mapping[str, Any],
+        start: float,
+        request: Request,
+        deadline: float | None,
+        ledger: CallLedger | None,
     ) -> None:
         self.path = path
         self.label = label
         self.metadata = metadata
         self.tags = {k: v for k, v in metadata.items() if isinstance(v, str)} if metadata else {}
         self.start = start
+        self.deadline = deadline
+        self.ledger = ledger
         self.attempts: list[Attempt] = []
         self.errors: list[Exception] = []
         self.estimate = estimate = estimate_tokens(request)
@@ -149,9 +213,18 @@ class _Call:
             out = DEFAULT_OUTPUT_TOKENS + (request.thinking_budget or 0)
         self.prompt = max(0, estimate - max(0, out))
 
+    def add(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+        if self.ledger is not None:
+            self.ledger.add(attempt)
+
+    def left(self, now: float) -> float | None:
+        """Seconds before the deadline (``None``: unbounded; may be <= 0)."""
+        return None if self.deadline is None else self.deadline - now
+
     def skip(self, dep: Deployment, window: int) -> None:
         """Record a deployment passed over because the prompt cannot fit its window."""
-        self.attempts.append(
+        self.add(
             Attempt(
                 dep.alias,
                 dep.provider.name,
@@ -161,6 +234,31 @@ class _Call:
                 path=self.path,
             )
         )
+
+
+class _Seen:
+    """What a try delivered to the consumer so far: enough to estimate the output
+    tokens of a stream that stopped (or ended without a usage chunk)."""
+
+    __slots__ = ("chars", "started", "tool_calls")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.chars: list[str] = []
+        self.tool_calls = 0
+
+    def add(self, event: StreamEvent) -> None:
+        self.started = True
+        if isinstance(event, TextDelta | ReasoningDelta):
+            self.chars.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            if event.name:
+                self.tool_calls += 1
+                self.chars.append(event.name)
+            self.chars.append(event.arguments)
+
+    def output_tokens(self) -> int:
+        return heuristic_text_tokens("".join(self.chars)) + _TOOL_CALL_TOKENS * self.tool_calls
 
 
 class Executor:
@@ -177,6 +275,7 @@ class Executor:
         cache_force: bool = False,
         metrics: MetricsCollector | None = None,
         default_fallbacks: Sequence[str] = (),
+        bad_request: BadRequestRule | None = None,
         clock: Clock = SYSTEM_CLOCK,
         seed: int | None = None,
     ) -> None:
@@ -189,6 +288,7 @@ class Executor:
         self.cache_force = cache_force
         self.metrics = metrics
         self.default_fallbacks = tuple(default_fallbacks)
+        self.bad_request = bad_request or BadRequestRule()
         self.rng = random.Random(seed)
         self._flight = SingleFlight()
         for name in self.default_fallbacks:
@@ -236,6 +336,28 @@ class Executor:
             return ready
         return ready + [d for d in chain if d not in ready]
 
+    def close(self) -> None:
+        """Refuse new slots: requests queued on a rate limiter fail at once
+        (``LimiterClosed``) instead of waiting out a window while the process drains."""
+        for dep in self.deployments.values():
+            if dep.limiter is not None:
+                dep.limiter.close()
+
+    def _call(
+        self,
+        path: str,
+        label: str | None,
+        metadata: Mapping[str, Any] | None,
+        request: Request,
+        deadline: float | None,
+        ledger: CallLedger | None,
+    ) -> _Call:
+        start = self.clock.now()
+        limit = self.retry.deadline
+        if limit is not None:
+            deadline = start + limit if deadline is None else min(deadline, start + limit)
+        return _Call(path, label, metadata or {}, start, request, deadline, ledger)
+
     # ------------------------------------------------------------------ complete
 
     async def complete(
@@ -246,10 +368,14 @@ class Executor:
         path: str = "",
         label: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+        ledger: CallLedger | None = None,
     ) -> Response:
         """Call ``alias`` (with its fallback chain) and return the answer.
 
-        Raises ``BudgetExceeded``, a plain ``BadRequestError``, or
+        ``deadline`` (absolute, on the executor's clock) tightens the retry
+        policy's own; ``ledger`` receives every attempt as it is made. Raises
+        ``BudgetExceeded``, a request-level ``BadRequestError``, or
         ``AllTargetsFailed`` holding every attempt's error.
         """
         cache = self.cache
@@ -257,45 +383,55 @@ class Executor:
             key = request_key(alias, request)
             hit = await cache.get(key)
             if hit is not None:
-                return self._cached(hit, alias, path)
+                return self._cached(hit, alias, path, ledger)
             led = False
 
             async def lead() -> Response:
                 nonlocal led
                 led = True
-                return await self._complete_and_store(key, alias, request, path, label, metadata)
+                response = await self._complete(alias, request, path, label, metadata, deadline, ledger)
+                await cache.set(key, response)
+                return response
 
             response = await self._flight.do(key, lead)
             # Followers of a coalesced call share the leader's single provider call:
             # they get their own copy, accounted like a cache hit ($0), so the one
             # real cost is counted once.
-            return response if led else self._cached(response, alias, path)
-        return await self._complete(alias, request, path, label, metadata)
+            return response if led else self._cached(response, alias, path, ledger)
+        return await self._complete(alias, request, path, label, metadata, deadline, ledger)
 
-    async def _complete_and_store(
+    async def _complete(
         self,
-        key: str,
         alias: str,
         request: Request,
         path: str,
         label: str | None,
         metadata: Mapping[str, Any] | None,
+        deadline: float | None,
+        ledger: CallLedger | None,
     ) -> Response:
-        response = await self._complete(alias, request, path, label, metadata)
-        assert self.cache is not None
-        await self.cache.set(key, response)
-        return response
+        call = self._call(path, label, metadata, request, deadline, ledger)
+        events = self._run(alias, request, call, False)
+        try:
+            event = await events.__anext__()
+        finally:
+            await events.aclose()
+        assert isinstance(event, Done)
+        return event.response
 
-    def _cached(self, hit: Response, alias: str, path: str) -> Response:
+    def _cached(self, hit: Response, alias: str, path: str, ledger: CallLedger | None) -> Response:
+        attempt = Attempt(hit.deployment or alias, hit.provider, "cached", 0.0, 0.0, path=path)
         response = replace(
             hit,
             cached=True,
             cost_usd=0.0,
             latency_ms=0.0,
             fallback=False,
-            attempts=[Attempt(hit.deployment or alias, hit.provider, "cached", 0.0, 0.0, path=path)],
+            attempts=[attempt],
             route=RouteInfo(path, hit.route.label, "cache hit"),
         )
+        if ledger is not None:
+            ledger.add(attempt)
         if self.metrics is not None:
             self.metrics.record_attempt(
                 model=response.deployment or alias,
@@ -309,16 +445,88 @@ class Executor:
             )
         return response
 
-    async def _complete(
+    # ------------------------------------------------------------------ stream
+
+    async def stream(
         self,
         alias: str,
         request: Request,
-        path: str,
-        label: str | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> Response:
+        *,
+        path: str = "",
+        label: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+        ledger: CallLedger | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream ``alias``'s answer, ending with ``Done(response)``.
+
+        Falls back (and retries) only before the first content event. Timeouts:
+        ``first_token_timeout_s`` until the first event, ``idle_timeout_s`` between
+        events (a stalled stream is a ``ProviderTimeout``), and ``timeout_s`` (and
+        the request deadline) for the whole stream. Chain, budget (downgrades
+        included), window and cache rules are the same as ``complete``'s: a cache
+        hit replays the cached answer as events, and identical concurrent streams
+        share one provider call (the others replay its answer when it is done).
+        """
+        cache = self.cache
+        if cache is None or not cacheable(request, self.cache_force):
+            call = self._call(path, label, metadata, request, deadline, ledger)
+            # aclosing: a consumer that stops early closes the chain loop now, so the
+            # abandoned try is booked and its slot and connection come back at once.
+            async with aclosing(self._run(alias, request, call, True)) as events:
+                async for event in events:
+                    yield event
+            return
+        key = request_key(alias, request)
+        hit = await cache.get(key)
+        if hit is not None:
+            for event in _replay(self._cached(hit, alias, path, ledger)):
+                yield event
+            return
+        flight = self._flight.begin(key)
+        if flight is None:
+            # Another call is producing this answer: wait for it (taking over with a
+            # plain call if it is abandoned) and replay it.
+            led = False
+
+            async def lead() -> Response:
+                nonlocal led
+                led = True
+                response = await self._complete(alias, request, path, label, metadata, deadline, ledger)
+                await cache.set(key, response)
+                return response
+
+            response = await self._flight.do(key, lead)
+            for event in _replay(response if led else self._cached(response, alias, path, ledger)):
+                yield event
+            return
+        call = self._call(path, label, metadata, request, deadline, ledger)
+        result: Response | None = None
+        error: BaseException | None = None
+        try:
+            async with aclosing(self._run(alias, request, call, True)) as events:
+                async for event in events:
+                    if isinstance(event, Done):
+                        result = event.response
+                        await cache.set(key, result)
+                    yield event
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            # Unfinished (cancelled, abandoned by the consumer): followers take over.
+            self._flight.end(key, flight, result, error)
+
+    # ------------------------------------------------------------------ the chain
+
+    async def _run(
+        self, alias: str, request: Request, call: _Call, streaming: bool
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The one chain loop: every deployment in order, every try on each, for
+        streamed (content events, then ``Done``) and plain calls (``Done`` only)."""
         ordered = self._ordered(alias)
-        call = _Call(path, label, metadata or {}, self.clock.now(), request)
+        clock = self.clock
+        retry = self.retry
         # The requested alias, not ordered[0]: when the primary is cooling and moved
         # to the end, whatever answers instead is still a fallback.
         primary = alias
@@ -332,31 +540,90 @@ class Executor:
             if window is not None and (window <= min_window or call.estimate > window):
                 call.skip(dep, window)
                 continue
+            left = call.left(clock.now())
+            if left is not None and left <= 0:
+                break
             # Claim a half-open deployment's single trial now that it is called.
             self.health.available(dep.alias)
-            try:
-                response = await self._try(dep, request, call)
-            except BudgetDowngrade as exc:
-                target = exc.downgrade_to
-                if downgraded or target is None or target not in self.deployments:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    permit, reservation = await self._admit(dep, request, call)
+                except QueueWaitTimeout as exc:
+                    self._busy(dep, call, exc)
+                    break
+                except BudgetDowngrade as exc:
+                    target = exc.downgrade_to
+                    if downgraded or target is None or target not in self.deployments:
+                        raise
+                    downgraded = True
+                    if dep.alias == primary:
+                        primary = target
+                    _insert_next(ordered, i, self.deployments[target])
+                    break
+                t0 = clock.now()
+                seen = _Seen()
+                error: ProviderError | None = None
+                final: Response | None = None
+                try:
+                    if streaming:
+                        async with aclosing(self._stream_try(dep, request, call, t0, seen)) as tries:
+                            async for event in tries:
+                                if isinstance(event, Done):
+                                    final = event.response
+                                else:
+                                    yield event
+                    else:
+                        final = await self._complete_try(dep, request, call)
+                except ProviderError as exc:
+                    error = exc
+                except BaseException:
+                    # Cancelled, or the consumer stopped reading: book what was
+                    # received (the provider bills it) and give everything else back.
+                    self._abandoned(dep, call, permit, reservation, t0, attempt, seen)
                     raise
-                downgraded = True
-                if dep.alias == primary:
-                    primary = target
-                _insert_next(ordered, i, self.deployments[target])
-                continue
-            except ContextWindowExceeded:
-                min_window = max(min_window, window or 0)
-                continue
-            except ProviderError as exc:
-                if _stops_chain(exc):
-                    raise
-                continue
-            response.fallback = dep.alias != primary
-            response.attempts = call.attempts
-            response.route = RouteInfo(path, label, response.route.reason or f"model {dep.alias}")
-            response.cost_usd = _sum_costs(call.attempts)
-            return response
+                if error is None and final is None:
+                    error = ProtocolError(
+                        "stream ended without a final response", provider=dep.provider.name, model=dep.model
+                    )
+                if error is None:
+                    assert final is not None
+                    self._succeeded(dep, final, call, permit, reservation, t0, attempt, seen)
+                    final.fallback = dep.alias != primary
+                    final.attempts = call.attempts
+                    final.route = RouteInfo(call.path, call.label, final.route.reason or f"model {dep.alias}")
+                    final.cost_usd = _sum_costs(call.attempts)
+                    yield Done(final)
+                    return
+                self._failed(dep, error, call, permit, reservation, t0, attempt, seen)
+                if seen.started or self.bad_request.stops_chain(error):
+                    # Text already delivered cannot be taken back, and a bad request
+                    # is bad everywhere: the error is the caller's.
+                    raise error
+                if isinstance(error, ContextWindowExceeded):
+                    min_window = max(min_window, window or 0)
+                    break
+                now = clock.now()
+                elapsed = now - call.start
+                if not retry.should_retry(error, attempt, elapsed):
+                    break
+                delay = retry.delay(attempt, error, self.rng, elapsed=elapsed)
+                left = call.left(now)
+                if left is not None and delay >= left:
+                    break
+                await clock.sleep(delay)
+        if call.deadline is not None and clock.now() >= call.deadline:
+            call.errors.append(
+                ProviderTimeout(
+                    f"request deadline of {retry.deadline}s passed"
+                    if retry.deadline is not None
+                    else "request deadline passed",
+                    provider="",
+                    model=alias,
+                    retryable=False,
+                )
+            )
         raise AllTargetsFailed(
             f"all {len(ordered)} target(s) failed for {alias!r}: "
             + "; ".join(f"{type(e).__name__}: {e}" for e in call.errors[-3:]),
@@ -364,43 +631,94 @@ class Executor:
             call.attempts,
         )
 
-    async def _try(self, dep: Deployment, request: Request, call: _Call) -> Response:
-        """All tries on one deployment: returns the answer or raises its last error."""
-        retry = self.retry
-        clock = self.clock
+    async def _admit(
+        self, dep: Deployment, request: Request, call: _Call
+    ) -> tuple[Permit | None, Reservation | None]:
+        """A rate-limit slot (waiting at most ``max_queue_wait_s`` and never past the
+        deadline), then the budget reservation, taken only once the slot is held."""
+        permit: Permit | None = None
         limiter = dep.limiter
+        if limiter is not None:
+            timeout = dep.max_queue_wait_s
+            left = call.left(self.clock.now())
+            if left is not None:
+                timeout = left if timeout is None else min(timeout, left)
+            permit = await limiter.acquire(call.estimate, timeout=timeout)
         budget = self.budget
+        if budget is None:
+            return permit, None
         max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
-        attempt = 0
-        while True:
-            attempt += 1
-            reservation = (
-                budget.reserve(model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(call.prompt, max_out))
-                if budget is not None
-                else None
+        try:
+            prompt = dep.input_bound.reserve_tokens(request, call.prompt)
+            reservation = budget.reserve(
+                model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(prompt, max_out)
             )
-            permit = await _acquire(limiter, call.estimate, reservation)
-            t0 = clock.now()
-            try:
-                response = await within_timeout(dep, "no answer", dep.provider.complete, dep.model, request)
-            except ProviderError as exc:
-                error: ProviderError = exc
-            except BaseException:
-                # Cancellation or a bug: give back everything this try held.
-                _give_back(permit, reservation)
-                raise
-            else:
-                self._succeeded(dep, response, call, permit, reservation, t0, attempt)
-                return response
-            # A failed try: release what it held, record it, then retry or give up.
-            self._release_failed(dep, error, call, permit, reservation, t0, attempt)
-            elapsed = clock.now() - call.start
-            if not retry.should_retry(error, attempt, elapsed):
-                raise error
-            delay = retry.delay(attempt, error, self.rng)
-            if retry.deadline is not None and elapsed + delay > retry.deadline:
-                raise error
-            await clock.sleep(delay)
+        except BaseException:
+            if permit is not None:
+                permit.release(None)
+            raise
+        return permit, reservation
+
+    async def _complete_try(self, dep: Deployment, request: Request, call: _Call) -> Response:
+        """One plain call, bounded by ``timeout_s`` and the request deadline."""
+        limit = dep.timeout_s
+        left = call.left(self.clock.now())
+        by_deadline = False
+        if left is not None and (limit is None or left < limit):
+            limit = max(0.0, left)
+            by_deadline = True
+        if limit is None:
+            return await dep.provider.complete(dep.model, request)
+        try:
+            with anyio.fail_after(limit):
+                return await dep.provider.complete(dep.model, request)
+        except TimeoutError:
+            what = "request deadline reached" if by_deadline else f"no answer within {dep.timeout_s}s"
+            raise ProviderTimeout(
+                what, provider=dep.provider.name, model=dep.model, retryable=not by_deadline
+            ) from None
+
+    async def _stream_try(
+        self, dep: Deployment, request: Request, call: _Call, t0: float, seen: _Seen
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """One streamed call: its events (``seen`` notes each), ending with ``Done``.
+
+        ``first_token_timeout_s`` until the first event, ``idle_timeout_s`` between
+        events, and ``timeout_s`` and the deadline for the whole stream."""
+        clock = self.clock
+        end = t0 + dep.timeout_s if dep.timeout_s is not None else None
+        if call.deadline is not None and (end is None or call.deadline < end):
+            end = call.deadline
+        events = dep.provider.stream(dep.model, request).__aiter__()
+        try:
+            while True:
+                limit = dep.idle_timeout_s if seen.started else dep.first_token_timeout_s
+                if end is not None:
+                    remaining = max(0.0, end - clock.now())
+                    limit = remaining if limit is None else min(limit, remaining)
+                try:
+                    if limit is not None:
+                        with anyio.fail_after(limit):
+                            event = await events.__anext__()
+                    else:
+                        event = await events.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    phase = "between chunks" if seen.started else "before the first token"
+                    raise ProviderTimeout(
+                        f"stream stalled {phase}", provider=dep.provider.name, model=dep.model
+                    ) from None
+                if isinstance(event, Done):
+                    yield event
+                    return
+                seen.add(event)
+                yield event
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _aclose(events)
+
+    # ------------------------------------------------------------------ bookkeeping
 
     def _succeeded(
         self,
@@ -411,21 +729,41 @@ class Executor:
         reservation: Reservation | None,
         t0: float,
         attempt: int,
+        seen: _Seen,
     ) -> None:
         """Book a successful try: release the permit with the real usage, settle the
-        reservation at the real cost, and record the attempt (health, metrics)."""
+        reservation at the real cost, and record the attempt (health, metrics).
+
+        The permit and the reservation are given back whatever else fails here: a
+        slot or a reservation that leaks is a deployment lost for good."""
+        cost: float | None = None
         usage = response.usage
-        if permit is not None:
-            permit.release(usage.input_tokens + usage.output_tokens)
-            if response.rate_limits is not None:
-                dep.limiter.observe(response.rate_limits)  # type: ignore[union-attr]
-        cost = dep.cost(usage)
-        if reservation is not None:
-            reservation.settle(cost)
+        try:
+            if _no_usage(usage):
+                # The provider sent no usage (a stream without its usage chunk): bill
+                # the estimate the limiter reserved by, never $0.
+                output = seen.output_tokens() if seen.started else _output_estimate(response)
+                usage = response.usage = Usage(call.prompt, output, estimated=True)
+            elif usage.input_tokens > 0:
+                dep.input_bound.observe(call.prompt, usage.input_tokens)
+            try:
+                cost = dep.cost(usage)
+            except (ArithmeticError, ValueError, TypeError):
+                # Nonsense counts from a provider that skipped normalization (the
+                # built-in adapters clamp them): an unknown cost, booked at the
+                # reservation, never a crash that skips the settlement.
+                cost = None
+            if response.rate_limits is not None and dep.limiter is not None:
+                dep.limiter.observe(response.rate_limits)
+        finally:
+            if permit is not None:
+                permit.release(usage.input_tokens + usage.output_tokens)
+            if reservation is not None:
+                reservation.settle(cost)
         self.health.record_success(dep.alias)
         latency = (self.clock.now() - t0) * 1000.0
         response.deployment = dep.alias
-        call.attempts.append(
+        call.add(
             Attempt(
                 dep.alias,
                 dep.provider.name,
@@ -451,9 +789,10 @@ class Executor:
                 output_tokens=usage.output_tokens,
                 cost_usd=cost,
                 retry=attempt > 1,
+                estimated=usage.estimated,
             )
 
-    def _release_failed(
+    def _failed(
         self,
         dep: Deployment,
         error: ProviderError,
@@ -462,26 +801,33 @@ class Executor:
         reservation: Reservation | None,
         t0: float,
         attempt: int,
+        seen: _Seen,
     ) -> None:
-        """Book a failed try (``_settle_failed``) and record the failure."""
-        _settle_failed(dep, error, permit, reservation)
-        self._failed(dep, error, call, (self.clock.now() - t0) * 1000.0, attempt)
-
-    def _failed(
-        self, dep: Deployment, error: ProviderError, call: _Call, latency: float, attempt: int
-    ) -> None:
+        """Book a failed try: give back its permit (penalizing the limiter on a
+        ``retry_after``) and settle its reservation, then record the failure. A
+        stream that failed after delivering content is billed for what it sent."""
+        usage: Usage | None = None
+        cost: float | None = 0.0
+        try:
+            if seen.started:
+                usage = Usage(call.prompt, seen.output_tokens(), estimated=True)
+                cost = dep.cost(usage)
+        finally:
+            _settle_failed(dep, error, permit, reservation, self.retry.max_retry_after, usage, cost)
         self.health.record_failure(dep.alias, error)
         call.errors.append(error)
+        latency = (self.clock.now() - t0) * 1000.0
         name = type(error).__name__
-        call.attempts.append(
+        call.add(
             Attempt(
                 dep.alias,
                 dep.provider.name,
                 "error",
                 latency,
-                0.0,
+                cost,
                 error_type=name,
                 error=str(error),
+                usage=usage,
                 path=call.path,
                 retry=attempt - 1,
             )
@@ -495,144 +841,123 @@ class Executor:
                 outcome="error",
                 error_type=name,
                 latency_ms=latency,
-                cost_usd=0.0,
+                input_tokens=usage.input_tokens if usage is not None else 0,
+                output_tokens=usage.output_tokens if usage is not None else 0,
+                cost_usd=cost,
                 retry=attempt > 1,
+                estimated=usage is not None,
             )
 
-    # ------------------------------------------------------------------ stream
-
-    async def stream(
+    def _abandoned(
         self,
-        alias: str,
-        request: Request,
-        *,
-        path: str = "",
-        label: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[StreamEvent]:
-        """Stream ``alias``'s answer, ending with ``Done(response)``.
+        dep: Deployment,
+        call: _Call,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        t0: float,
+        attempt: int,
+        seen: _Seen,
+    ) -> None:
+        """A try interrupted by cancellation or by a consumer that stopped reading.
 
-        Falls back (and retries) only before the first content event. Timeouts:
-        ``first_token_timeout_s`` until the first event, ``idle_timeout_s`` between
-        events (a stalled stream is a ``ProviderTimeout``), and ``timeout_s`` for the
-        whole stream. Chain, budget (downgrades included) and window rules are the
-        same as ``complete``'s.
-        """
-        ordered = self._ordered(alias)
-        clock = self.clock
-        call = _Call(path, label, metadata or {}, clock.now(), request)
-        primary = alias
-        budget = self.budget
-        min_window = 0
-        downgraded = False
-        i = 0
-        while i < len(ordered):
-            dep = ordered[i]
-            i += 1
-            window = dep.context_window
-            if window is not None and (window <= min_window or call.estimate > window):
-                call.skip(dep, window)
-                continue
-            self.health.available(dep.alias)  # claim a half-open trial: it is called now
-            max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
-            limiter = dep.limiter
-            attempt = 0
-            while True:
-                attempt += 1
-                reservation: Reservation | None = None
-                if budget is not None:
-                    try:
-                        reservation = budget.reserve(
-                            model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(call.prompt, max_out)
-                        )
-                    except BudgetDowngrade as exc:
-                        target = exc.downgrade_to
-                        if downgraded or target is None or target not in self.deployments:
-                            raise
-                        downgraded = True
-                        if dep.alias == primary:
-                            primary = target
-                        _insert_next(ordered, i, self.deployments[target])
-                        break
-                permit = await _acquire(limiter, call.estimate, reservation)
-                t0 = clock.now()
-                deadline = t0 + dep.timeout_s if dep.timeout_s is not None else None
-                started = False
-                final: Response | None = None
-                error: ProviderError | None = None
-                events = dep.provider.stream(dep.model, request).__aiter__()
-                try:
-                    while True:
-                        limit = dep.idle_timeout_s if started else dep.first_token_timeout_s
-                        if deadline is not None:
-                            remaining = max(0.0, deadline - clock.now())
-                            limit = remaining if limit is None else min(limit, remaining)
-                        try:
-                            if limit is not None:
-                                with anyio.fail_after(limit):
-                                    event = await events.__anext__()
-                            else:
-                                event = await events.__anext__()
-                        except StopAsyncIteration:
-                            break
-                        if isinstance(event, Done):
-                            final = event.response
-                            break
-                        started = True
-                        yield event
-                except TimeoutError:
-                    phase = "between chunks" if started else "before the first token"
-                    error = ProviderTimeout(
-                        f"stream stalled {phase}", provider=dep.provider.name, model=dep.model
-                    )
-                except ProviderError as exc:
-                    error = exc
-                except BaseException:
-                    # Cancelled, or the consumer stopped early: give everything back.
-                    _give_back(permit, reservation)
-                    with anyio.CancelScope(shield=True):
-                        await _aclose(events)
-                    raise
-                await _aclose(events)
-                if error is None and final is None:
-                    error = ProtocolError(
-                        "stream ended without a final response", provider=dep.provider.name, model=dep.model
-                    )
-                if error is None and final is not None:
-                    self._succeeded(dep, final, call, permit, reservation, t0, attempt)
-                    final.fallback = dep.alias != primary
-                    final.attempts = call.attempts
-                    final.route = RouteInfo(path, label, f"model {dep.alias}")
-                    final.cost_usd = _sum_costs(call.attempts)
-                    yield Done(final)
-                    return
-                assert error is not None
-                self._release_failed(dep, error, call, permit, reservation, t0, attempt)
-                if started or _stops_chain(error):
-                    # Text already delivered cannot be taken back, and a bad request
-                    # is bad everywhere: the error is the caller's.
-                    raise error
-                if isinstance(error, ContextWindowExceeded):
-                    min_window = max(min_window, window or 0)
-                    break
-                elapsed = clock.now() - call.start
-                if not self.retry.should_retry(error, attempt, elapsed):
-                    break
-                delay = self.retry.delay(attempt, error, self.rng)
-                if self.retry.deadline is not None and elapsed + delay > self.retry.deadline:
-                    break
-                await clock.sleep(delay)
-        raise AllTargetsFailed(
-            f"all targets failed to stream for {alias!r}: "
-            + "; ".join(f"{type(e).__name__}: {e}" for e in call.errors[-3:]),
-            call.errors or [ConfigError(f"no deployment could take the request for {alias!r}")],
-            call.attempts,
+        Once content arrived the provider has billed the prompt and what it sent:
+        that is estimated, booked to the budget and recorded as a ``"cancelled"``
+        attempt. Before the first content event nothing is known to be billed, so
+        the reservation is released and the attempt costs $0."""
+        usage: Usage | None = None
+        cost: float | None = 0.0
+        try:
+            if seen.started:
+                usage = Usage(call.prompt, seen.output_tokens(), estimated=True)
+                cost = dep.cost(usage)
+        finally:
+            if permit is not None:
+                permit.release(None if usage is None else usage.total_tokens)
+            if reservation is not None:
+                if usage is None:
+                    reservation.release()
+                else:
+                    reservation.settle(cost)
+        latency = (self.clock.now() - t0) * 1000.0
+        call.add(
+            Attempt(
+                dep.alias,
+                dep.provider.name,
+                "cancelled",
+                latency,
+                cost,
+                error_type="Cancelled",
+                usage=usage,
+                path=call.path,
+                retry=attempt - 1,
+            )
         )
+        if self.metrics is not None:
+            self.metrics.record_attempt(
+                model=dep.alias,
+                provider=dep.provider.name,
+                path=call.path,
+                label=call.label,
+                outcome="cancelled",
+                error_type=None,
+                latency_ms=latency,
+                input_tokens=usage.input_tokens if usage is not None else 0,
+                output_tokens=usage.output_tokens if usage is not None else 0,
+                cost_usd=cost,
+                retry=attempt > 1,
+                estimated=usage is not None,
+            )
+
+    def _busy(self, dep: Deployment, call: _Call, error: QueueWaitTimeout) -> None:
+        """No rate-limit slot within ``max_queue_wait_s`` (or before the deadline):
+        the deployment is passed over, like one whose window is too small."""
+        call.errors.append(error)
+        call.add(
+            Attempt(
+                dep.alias,
+                dep.provider.name,
+                "skipped",
+                error_type="QueueWaitTimeout",
+                error=str(error),
+                path=call.path,
+            )
+        )
+        if self.metrics is not None:
+            self.metrics.record_attempt(
+                model=dep.alias,
+                provider=dep.provider.name,
+                path=call.path,
+                label=call.label,
+                outcome="skipped",
+                error_type="QueueWaitTimeout",
+                latency_ms=0.0,
+                cost_usd=0.0,
+            )
 
 
-def _stops_chain(error: ProviderError) -> bool:
-    """A request-level refusal: the same request would fail on every model."""
-    return isinstance(error, BadRequestError) and not isinstance(error, ContextWindowExceeded | NotFoundError)
+def _no_usage(usage: Usage) -> bool:
+    """The provider reported nothing: no tokens and no cost of its own."""
+    return usage.input_tokens == 0 and usage.output_tokens == 0 and usage.reported_cost_usd is None
+
+
+def _output_estimate(response: Response) -> int:
+    text = response.text + response.reasoning
+    for tc in response.tool_calls:
+        text += tc.name + tc.raw_arguments
+    return heuristic_text_tokens(text) + _TOOL_CALL_TOKENS * len(response.tool_calls)
+
+
+def _replay(response: Response) -> list[StreamEvent]:
+    """A complete answer as the events a stream of it would have produced."""
+    events: list[StreamEvent] = []
+    if response.reasoning:
+        events.append(ReasoningDelta(response.reasoning))
+    if response.text:
+        events.append(TextDelta(response.text))
+    for i, tc in enumerate(response.tool_calls):
+        events.append(ToolCallDelta(i, tc.id, tc.name, tc.raw_arguments))
+    events.append(Done(response))
+    return events
 
 
 def _insert_next(ordered: list[Deployment], i: int, target: Deployment) -> None:
@@ -645,24 +970,37 @@ def _insert_next(ordered: list[Deployment], i: int, target: Deployment) -> None:
 
 
 def _settle_failed(
-    dep: Deployment, error: ProviderError, permit: Permit | None, reservation: Reservation | None
+    dep: Deployment,
+    error: ProviderError,
+    permit: Permit | None,
+    reservation: Reservation | None,
+    max_retry_after: float,
+    usage: Usage | None = None,
+    cost: float | None = 0.0,
 ) -> None:
-    """A try that failed: release its permit unused (penalizing the limiter on a
-    ``retry_after``) and settle its reservation at $0."""
-    if permit is not None:
-        permit.release(None)
-        if isinstance(error, RateLimitError) and error.retry_after and dep.limiter is not None:
-            dep.limiter.penalize(error.retry_after)
-    if reservation is not None:
-        reservation.settle(0.0)
+    """A try that failed: release its permit (penalizing the limiter on a
+    ``retry_after``, at most ``max_retry_after`` seconds: a longer one cools the
+    deployment in the health tracker instead, which the chain routes around) and
+    settle its reservation (at $0 unless it consumed tokens)."""
+    try:
+        if permit is not None:
+            permit.release(None if usage is None else usage.total_tokens)
+            retry_after = error.retry_after
+            if isinstance(error, RateLimitError) and retry_after and dep.limiter is not None:
+                dep.limiter.penalize(retry_after, cap=max_retry_after)
+    finally:
+        if reservation is not None:
+            reservation.settle(cost)
 
 
 def _give_back(permit: Permit | None, reservation: Reservation | None) -> None:
     """Return an interrupted try's permit (unused) and budget reservation (unspent)."""
-    if permit is not None:
-        permit.release(None)
-    if reservation is not None:
-        reservation.release()
+    try:
+        if permit is not None:
+            permit.release(None)
+    finally:
+        if reservation is not None:
+            reservation.release()
 
 
 async def within_timeout(dep: Deployment, what: str, fn: Callable[..., Awaitable[_R]], *args: Any) -> _R:
@@ -677,20 +1015,6 @@ async def within_timeout(dep: Deployment, what: str, fn: Callable[..., Awaitable
         raise ProviderTimeout(
             f"{what} within {dep.timeout_s}s", provider=dep.provider.name, model=dep.model
         ) from None
-
-
-async def _acquire(
-    limiter: RateLimiter | None, tokens: int, reservation: Reservation | None
-) -> Permit | None:
-    """Wait for a rate-limit slot; a cancelled wait gives back the budget reservation."""
-    if limiter is None:
-        return None
-    try:
-        return await limiter.acquire(tokens)
-    except BaseException:
-        if reservation is not None:
-            reservation.release()
-        raise
 
 
 async def _aclose(events: AsyncIterator[StreamEvent]) -> None:

@@ -65,6 +65,19 @@ bookkeeping); if it was the head, the next waiter is woken. A held permit is
 returned by ``release()``, which is idempotent, so ``finally: permit.release()``
 is always right.
 
+Bounded waits: ``acquire(tokens, timeout=t)`` raises ``QueueWaitTimeout`` rather
+than wait longer than ``t`` seconds (on the injected clock). When the wait is
+certain to be longer — the caller would be head and the time-based budgets alone
+(the RPM/TPM window, a 429 hold, a provider reset) open later than ``t`` — it
+raises at once instead of queueing, so the executor can fall back to another
+deployment without wasting the time. A timed-out waiter leaves the queue exactly
+like a cancelled one.
+
+Closing: ``close()`` makes every queued waiter and every later ``acquire`` raise
+``LimiterClosed`` at once, so a process shutting down drains in the time its
+in-flight calls take, not the length of a rate-limit window. Held permits still
+release normally.
+
 Not thread-safe: one limiter belongs to one event loop, like everything else in
 the executor.
 """
@@ -79,9 +92,10 @@ from typing import Any
 import anyio
 
 from .._clock import SYSTEM_CLOCK, Clock
+from ..errors import TierwiseError
 from ..types import RateLimitInfo
 
-__all__ = ["Permit", "RateLimiter"]
+__all__ = ["LimiterClosed", "Permit", "QueueWaitTimeout", "RateLimiter"]
 
 _WINDOW = 60.0
 # Smallest sleep the head waiter takes: guards against float rounding leaving it
@@ -91,6 +105,26 @@ _NEVER = -math.inf
 # Weight of the newest release in the used/estimated ratio, and its cap.
 _LEARN_RATE = 0.05
 _MAX_SCALE = 4.0
+# Larger "used" counts are nonsense from a provider (no window holds 10^12 tokens).
+_MAX_TOKENS = 10**12
+
+
+class QueueWaitTimeout(TimeoutError):
+    """No slot within the caller's ``timeout``: the deployment is too busy to wait for.
+
+    A ``TimeoutError`` (not a ``ProviderError``): nothing was sent, the provider did
+    nothing wrong, and the executor moves on to the next deployment."""
+
+    def __init__(self, limiter: str, timeout: float, waited_s: float) -> None:
+        name = repr(limiter) if limiter else "this deployment"
+        super().__init__(f"no rate-limit slot on {name} within {timeout:g}s")
+        self.limiter = limiter
+        self.timeout = timeout
+        self.waited_s = waited_s
+
+
+class LimiterClosed(TierwiseError):
+    """The limiter was closed (the orchestrator is shutting down) while waiting for it."""
 
 
 class Permit:
@@ -124,9 +158,12 @@ class Permit:
         request was admitted in). Only the first call has any effect."""
         if self._released:
             return
-        if used_tokens is not None and used_tokens < 0:
-            raise ValueError(f"used_tokens must be >= 0, got {used_tokens}")
         self._released = True
+        # Never raise here: a release that fails leaks the slot for good. A count
+        # that is not a sane token number (negative, bool, non-int, absurd) corrects
+        # nothing; the reservation stands.
+        if used_tokens is not None and (type(used_tokens) is not int or not 0 <= used_tokens <= _MAX_TOKENS):
+            used_tokens = None
         self._limiter._release(self, used_tokens)
 
     def __enter__(self) -> Permit:
@@ -162,6 +199,7 @@ class RateLimiter:
 
     __slots__ = (
         "_clock",
+        "_closed",
         "_ew_est",
         "_ew_used",
         "_hdr_req_left",
@@ -218,6 +256,7 @@ class RateLimiter:
         self._max_conc = max_concurrency or 0
         self._in_flight = 0
         self._waiters: deque[_Waiter] = deque()
+        self._closed: str | None = None
         self._hold_until = _NEVER
         self._hdr_req_left = 0
         self._hdr_req_reset_at = _NEVER
@@ -229,28 +268,47 @@ class RateLimiter:
 
     # -- acquiring ------------------------------------------------------------
 
-    async def acquire(self, tokens: int = 0) -> Permit:
+    # A timeout parameter, not a cancel scope around the call (ASYNC109): the limiter
+    # must know the bound to refuse at once a wait it can tell is longer.
+    async def acquire(self, tokens: int = 0, *, timeout: float | None = None) -> Permit:  # noqa: ASYNC109
         """Wait (FIFO) until a request slot, ``tokens`` of token budget and a
         concurrency slot are all free, and take them.
 
-        The fast path (nobody queued, capacity free) neither yields nor
-        allocates anything but the ``Permit``.
+        ``timeout`` (seconds on the limiter's clock; ``<= 0``: only if free now)
+        bounds the wait: past it, or at once when the wait is certain to be longer,
+        ``QueueWaitTimeout`` is raised and nothing is taken. ``LimiterClosed`` once
+        ``close()`` was called. The fast path (nobody queued, capacity free) neither
+        yields nor allocates anything but the ``Permit``.
         """
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
+        if self._closed is not None:
+            raise LimiterClosed(self._closed)
+        deadline: float | None = None
+        if timeout is not None and not (timeout == timeout and timeout < math.inf):  # nan or inf
+            if timeout != math.inf:
+                raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
+            timeout = None
         if not self._waiters:
             now = self._clock.now()
             reserve = tokens if self._scale == 1.0 else self._scaled(tokens)
-            if self._wait_time(reserve, now) == 0.0:
+            wait = self._wait_time(reserve, now)
+            if wait == 0.0:
                 return self._admit(tokens, reserve, now)
-        return await self._acquire_slow(tokens)
+            if timeout is not None and (timeout <= 0 or (wait > timeout and wait != math.inf)):
+                raise QueueWaitTimeout(self.name, max(0.0, timeout), 0.0)
+        if timeout is not None:
+            if timeout <= 0:
+                raise QueueWaitTimeout(self.name, 0.0, 0.0)
+            deadline = self._clock.now() + timeout
+        return await self._acquire_slow(tokens, deadline, timeout)
 
     def try_acquire(self, tokens: int = 0) -> Permit | None:
         """Take a permit only if that needs no waiting (and nobody is queued), else
         ``None``: lets the executor prefer a deployment with free capacity."""
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
-        if self._waiters:
+        if self._waiters or self._closed is not None:
             return None
         now = self._clock.now()
         reserve = tokens if self._scale == 1.0 else self._scaled(tokens)
@@ -258,16 +316,50 @@ class RateLimiter:
             return self._admit(tokens, reserve, now)
         return None
 
-    async def _acquire_slow(self, tokens: int) -> Permit:
+    def wait_time(self, tokens: int = 0) -> float:
+        """Seconds until ``tokens`` could be admitted, were the caller at the head
+        of the queue: 0.0 free now (and nobody queued), ``inf`` blocked on
+        concurrency. With waiters queued it is never 0: they go first."""
+        now = self._clock.now()
+        reserve = tokens if self._scale == 1.0 else self._scaled(tokens)
+        wait = self._wait_time(reserve, now)
+        if self._waiters and wait == 0.0:
+            return _MIN_SLEEP
+        return wait
+
+    def close(self, reason: str = "the orchestrator is closing") -> None:
+        """Fail every queued and every later ``acquire`` with ``LimiterClosed``.
+        Held permits release as usual. Idempotent."""
+        if self._closed is not None:
+            return
+        self._closed = f"rate limiter {self.name!r} closed: {reason}" if self.name else reason
+        for waiter in self._waiters:
+            if waiter.scope is not None:
+                waiter.scope.cancel()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def _acquire_slow(
+        self,
+        tokens: int,
+        deadline: float | None,
+        timeout: float | None,  # noqa: ASYNC109 (only reported in the error)
+    ) -> Permit:
         waiters = self._waiters
         me = _Waiter(tokens)
         waiters.append(me)
         admitted = False
+        clock = self._clock
+        start = clock.now()
         try:
             while True:
+                if self._closed is not None:
+                    raise LimiterClosed(self._closed)
+                now = clock.now()
                 wait = math.inf
                 if waiters[0] is me:
-                    now = self._clock.now()
                     reserve = tokens if self._scale == 1.0 else self._scaled(tokens)
                     wait = self._wait_time(reserve, now)
                     if wait == 0.0:
@@ -276,12 +368,17 @@ class RateLimiter:
                         permit = self._admit(tokens, reserve, now)
                         self._wake_head()
                         return permit
+                if deadline is not None:
+                    assert timeout is not None
+                    if now >= deadline or (wait != math.inf and now + wait > deadline):
+                        raise QueueWaitTimeout(self.name, timeout, now - start)
+                    wait = min(wait, deadline - now)
                 with anyio.CancelScope() as scope:
                     me.scope = scope
                     if wait == math.inf:
                         await anyio.sleep_forever()
                     else:
-                        await self._clock.sleep(max(wait, _MIN_SLEEP))
+                        await clock.sleep(max(wait, _MIN_SLEEP))
                 me.scope = None
         finally:
             if not admitted:
@@ -403,11 +500,22 @@ class RateLimiter:
         # A newer window may be looser than the one the head is sleeping on.
         self._wake_head()
 
-    def penalize(self, retry_after: float) -> None:
-        """After a 429: admit nothing new until ``now + retry_after``. Requests in
-        flight are not affected; a later, shorter penalty never shortens a hold."""
+    def penalize(self, retry_after: float, *, cap: float | None = None) -> None:
+        """After a 429: admit nothing new until ``now + retry_after`` (at most ``cap``
+        seconds). Requests in flight are not affected; a later, shorter penalty never
+        shortens a hold. A value that is not a finite number >= 0 (a hostile
+        ``retry-after: inf``) is ignored: a hold must never freeze the deployment.
+
+        Why a cap: a provider asking for two minutes would otherwise park every
+        queued request for two minutes; the executor caps the hold at
+        ``max_retry_after`` and lets the health tracker cool the deployment for the
+        rest, so the chain routes around it instead."""
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
+            return
         if not (retry_after >= 0 and math.isfinite(retry_after)):
-            raise ValueError(f"retry_after must be a finite number >= 0, got {retry_after!r}")
+            return
+        if cap is not None and cap >= 0:
+            retry_after = min(retry_after, cap)
         self._hold_until = max(self._hold_until, self._clock.now() + retry_after)
 
     # -- introspection ---------------------------------------------------------

@@ -32,13 +32,21 @@ So the estimate needs to be cheap and roughly right, not exact:
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+import math
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
 from ..types import Message, Request
 
-__all__ = ["DEFAULT_OUTPUT_TOKENS", "estimate_tokens", "heuristic_text_tokens"]
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "IMAGE_TOKEN_CEILING",
+    "InputBound",
+    "estimate_tokens",
+    "heuristic_text_tokens",
+    "prompt_upper_bound",
+]
 
 DEFAULT_OUTPUT_TOKENS = 1024
 """Output reserved for a request without ``max_tokens``."""
@@ -47,6 +55,13 @@ _PER_MESSAGE = 4  # role + separators, as in OpenAI's chat framing
 _PER_REQUEST = 3  # the primer before the reply
 _IMAGE_TOKENS = 800  # a mid-size image; providers charge ~85 to ~1,600
 _FALLBACK_ENCODING = "o200k_base"
+#: What ``prompt_upper_bound`` counts per image. Providers bill an image by its
+#: size: OpenAI at most ~1,100 tokens (high detail, after its resize), Anthropic
+#: about width x height / 750 (at most ~1,600 after its resize), Gemini 258 per
+#: tile. 6,000 is above all of them; a provider billing more breaks the bound.
+IMAGE_TOKEN_CEILING = 6000
+_BOUND_PER_MESSAGE = 16  # role, separators, name: generous against any chat template
+_BOUND_PER_REQUEST = 16
 _CACHE_SIZE = 256
 _SAMPLE = 1024  # characters per sample when measuring a long non-ASCII text
 
@@ -178,3 +193,102 @@ def estimate_tokens(request: Request, model: str | None = None) -> int:
     else:
         total += DEFAULT_OUTPUT_TOKENS + max(0, request.thinking_budget or 0)
     return total
+
+
+def _bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def prompt_upper_bound(request: Request) -> int:
+    """A ceiling on the prompt's input tokens, whatever the tokenizer.
+
+    Byte-level BPE tokenizers (OpenAI, Anthropic, Llama, Mistral, DeepSeek) and
+    SentencePiece with byte fallback (Gemini) never emit more tokens than the text
+    has UTF-8 bytes: every token covers at least one byte. So the byte count of
+    every text the provider reads (messages, tool calls, tool schemas, a JSON
+    schema), plus generous chat framing and ``IMAGE_TOKEN_CEILING`` per image, is
+    an upper bound — about 4x the heuristic estimate for English, which is the
+    price of a hard guarantee. ASCII text costs a ``len()``; no encoding happens.
+    """
+    total = _BOUND_PER_REQUEST
+    for m in request.messages:
+        total += _BOUND_PER_MESSAGE
+        content = m.content
+        if isinstance(content, str):
+            total += _bytes(content)
+        elif content:
+            for part in content:
+                text = part.get("text")
+                if isinstance(text, str):
+                    total += _bytes(text)
+                elif part.get("type") in ("image_url", "image", "input_image", "inline_data", "image_file"):
+                    total += IMAGE_TOKEN_CEILING
+                else:
+                    total += _bytes(json.dumps(part, default=str))
+        for call in m.tool_calls:
+            total += _BOUND_PER_MESSAGE + _bytes(call.name) + _bytes(call.raw_arguments)
+        if m.name:
+            total += _bytes(m.name)
+    if request.tools:
+        for tool in request.tools:
+            spec = json.dumps(tool.parameters, separators=(",", ":"), default=str)
+            total += _BOUND_PER_MESSAGE + _bytes(tool.name) + _bytes(tool.description) + _bytes(spec)
+    fmt = request.response_format
+    if fmt:
+        total += _bytes(json.dumps(fmt, separators=(",", ":"), default=str))
+    return total
+
+
+class InputBound:
+    """The input tokens a budget reservation counts for one deployment.
+
+    The reservation's output part is already a true worst case (``max_tokens``);
+    this makes the input part one too, so that "the real cost never exceeds the
+    reservation" — the condition under which a hard limit cannot be crossed —
+    holds even when the provider's tokenizer counts more than tierwise's
+    ~4-characters-a-token heuristic (dense code, CJK, other tokenizers).
+
+    ``mode="strict"`` (the default) reserves ``prompt_upper_bound`` always. It is
+    safe from the first request, including a burst of hundreds admitted before
+    any reply has taught anything, and costs nothing but admission headroom near
+    the limit (the surplus is given back at settlement).
+
+    ``mode="learned"`` reserves the heuristic ``estimate`` scaled by the largest
+    real/estimated ratio among this deployment's last ``window`` replies, plus
+    ``margin``, never more than the strict bound; until ``warmup`` replies have
+    been observed it is strict. It admits more concurrent requests near the limit,
+    under an assumption: no prompt tokenizes more than ``1 + margin`` times denser
+    than the densest recently seen. A prompt that does may overspend by its excess.
+    """
+
+    __slots__ = ("_ratios", "margin", "mode", "warmup", "window")
+
+    def __init__(
+        self, mode: str = "strict", *, margin: float = 0.25, warmup: int = 20, window: int = 256
+    ) -> None:
+        if mode not in ("strict", "learned"):
+            raise ValueError(f"mode must be 'strict' or 'learned', got {mode!r}")
+        if not (0.0 <= margin < math.inf) or warmup < 1 or window < 1:
+            raise ValueError("margin must be >= 0, warmup and window >= 1")
+        self.mode = mode
+        self.margin = margin
+        self.warmup = warmup
+        self.window = window
+        self._ratios: deque[float] = deque(maxlen=window)
+
+    def reserve_tokens(self, request: Request, estimate: int) -> int:
+        """Input tokens to reserve for ``request`` (``estimate``: the heuristic
+        prompt estimate)."""
+        upper = prompt_upper_bound(request)
+        if self.mode == "strict" or len(self._ratios) < self.warmup:
+            return max(upper, estimate)
+        learned = math.ceil(estimate * max(1.0, max(self._ratios)) * (1.0 + self.margin))
+        return max(estimate, min(upper, learned))
+
+    def observe(self, estimate: int, actual: int) -> None:
+        """Record one reply's real input count against its estimate."""
+        if estimate > 0 and type(actual) is int and actual > 0:
+            self._ratios.append(actual / estimate)
+
+    def __repr__(self) -> str:
+        return f"InputBound(mode={self.mode!r}, observed={len(self._ratios)})"

@@ -321,8 +321,10 @@ class _BufferedSink:
         strategy: str,
         latency_ms: float,
         request_hash: str | None = None,
+        attempts: Sequence[Attempt] | None = None,
     ) -> None:
-        """Build (``audit_failure_record``) and queue the record of a failed request."""
+        """Build (``audit_failure_record``) and queue the record of a failed request
+        (``attempts``: every try made for it; default ``error.attempts``)."""
         self.write(
             audit_failure_record(
                 error,
@@ -333,6 +335,7 @@ class _BufferedSink:
                 include_text=self.include_text,
                 ts=self.clock.wall(),
                 latency_ms=latency_ms,
+                attempts=attempts,
             )
         )
 

@@ -69,6 +69,8 @@ class AttemptEvent:
     output_tokens: int
     cost_usd: float | None
     retry: bool
+    #: The usage (and so the cost) is tierwise's estimate: the provider sent none.
+    estimated: bool = False
 
 
 @dataclass(slots=True)
@@ -86,6 +88,9 @@ class RequestEvent:
     ttft_ms: float | None
     input_tokens: int
     output_tokens: int
+    estimated: bool = False
+    #: The caller stopped (a stream's consumer went away) before the answer was complete.
+    cancelled: bool = False
 
 
 MetricsEvent: TypeAlias = AttemptEvent | RequestEvent
@@ -114,6 +119,7 @@ class _Stats:
         "cost_usd",
         "errors",
         "errors_by_type",
+        "estimated_usage",
         "failed_requests",
         "fallbacks",
         "input_tokens",
@@ -145,6 +151,7 @@ class _Stats:
         self.cost_usd = 0.0
         self.cost_known = 0
         self.unknown_cost = 0
+        self.estimated_usage = 0
 
     def to_dict(self) -> dict[str, Any]:
         lat, ttft = self.latency, self.ttft
@@ -171,6 +178,7 @@ class _Stats:
             tokens={"input": self.input_tokens, "output": self.output_tokens},
             cost_usd=self.cost_usd if self.cost_known else (None if self.unknown_cost else 0.0),
             unknown_cost_calls=self.unknown_cost,
+            estimated_usage_calls=self.estimated_usage,
         )
         return out
 
@@ -206,6 +214,7 @@ class MetricsCollector:
         "_alpha",
         "_attempt_errors",
         "_attempts",
+        "_cancelled",
         "_labels",
         "_listeners",
         "_logger",
@@ -236,6 +245,7 @@ class MetricsCollector:
         self._attempts = 0
         self._attempt_errors = 0
         self._retries = 0
+        self._cancelled = 0
 
     def reset(self) -> None:
         """Forget every count (listeners stay)."""
@@ -283,9 +293,12 @@ class MetricsCollector:
         output_tokens: int = 0,
         cost_usd: float | None = None,
         retry: bool = False,
+        estimated: bool = False,
     ) -> None:
         """Record one provider try. ``outcome == "error"`` counts as an error (typed
-        by ``error_type``, ``"unknown"`` if missing); ``"cached"`` as a cache hit."""
+        by ``error_type``, ``"unknown"`` if missing); ``"cached"`` as a cache hit;
+        ``"cancelled"`` (the caller went away mid-reply) as neither. ``estimated``:
+        the tokens and cost are tierwise's estimate, the provider reported none."""
         self._attempts += 1
         is_error = outcome == "error"
         etype = error_type or "unknown"
@@ -347,12 +360,14 @@ class MetricsCollector:
             else:
                 s.cost_usd += cost_usd
                 s.cost_known += 1
+            if estimated:
+                s.estimated_usage += 1
 
         if self._listeners:
             self._emit(
                 AttemptEvent(
                     model, provider, path, label, outcome, etype if is_error else error_type,
-                    latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd, retry,
+                    latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd, retry, estimated,
                 )
             )  # fmt: skip
 
@@ -370,12 +385,20 @@ class MetricsCollector:
         ttft_ms: float | None = None,
         input_tokens: int = 0,
         output_tokens: int = 0,
+        estimated: bool = False,
+        cancelled: bool = False,
     ) -> None:
         """Record one whole orchestrator request. ``fallback`` means the answering
-        model was not the primary; ``error_type`` set means the request failed."""
+        model was not the primary; ``error_type`` set means the request failed;
+        ``cancelled`` that its caller went away first (not an error: nothing
+        failed, but what was streamed is billed)."""
         r = self._requests
         r.calls += 1
         r.requests += 1
+        if cancelled:
+            self._cancelled += 1
+        if estimated:
+            r.estimated_usage += 1
         if error_type is not None:
             r.errors += 1
             r.failed_requests += 1
@@ -413,7 +436,7 @@ class MetricsCollector:
             self._emit(
                 RequestEvent(
                     strategy, label, model, latency_ms, cost_usd, fallback, cached, error_type, ttft_ms,
-                    input_tokens, output_tokens,
+                    input_tokens, output_tokens, estimated, cancelled,
                 )
             )  # fmt: skip
 
@@ -442,6 +465,8 @@ class MetricsCollector:
             "tokens": {"input": r.input_tokens, "output": r.output_tokens},
             "cost_usd": r.cost_usd if r.cost_known else (None if r.unknown_cost else 0.0),
             "unknown_cost_calls": r.unknown_cost,
+            "estimated_usage_calls": r.estimated_usage,
+            "cancelled": self._cancelled,
         }
         return {
             "requests": requests,

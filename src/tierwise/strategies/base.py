@@ -7,6 +7,17 @@ fallbacks, cost, metrics) and runs nested strategies with a child context, so
 a cascade inside a pipeline step gets the same guarantees as a top-level call
 and its path (``pipeline.steps[2].cascade[1]``) shows up in logs, metrics and
 ``Response.route``.
+
+Accounting happens here too, so no strategy has to sum anything: every context
+holds a ``CallLedger`` that the executor appends each attempt to as it is made
+(failed, cancelled and cached ones included), and that forwards it to the
+ledgers of the enclosing contexts. When a nested strategy returns, and when the
+orchestrator gets the top-level answer, ``CallLedger.settle`` adds to the
+response whatever was paid on its behalf but is missing from it — the second
+model a custom strategy called and then dropped, an ensemble loser cancelled
+mid-stream — so ``Response.cost_usd`` is the request's whole bill whatever the
+strategy returns. Built-in composites already report every inner call (through
+``_compose.combine``); for them ``settle`` finds nothing missing.
 """
 
 from __future__ import annotations
@@ -14,14 +25,15 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
-from ..types import Done, Request, Response, RouteInfo, StreamEvent, TextDelta
+from ..types import Attempt, Done, Request, Response, RouteInfo, StreamEvent, TextDelta
 
 if TYPE_CHECKING:
     from ..execution.executor import Executor
 
-__all__ = ["RunContext", "Strategy", "Target"]
+__all__ = ["CallLedger", "RunContext", "Strategy", "Target"]
 
 Target: TypeAlias = "str | Strategy"
 
@@ -44,15 +56,79 @@ class _LazyRandom:
         return rng
 
 
+class CallLedger:
+    """Every attempt made on behalf of one request, or of one nested strategy in it.
+
+    ``add`` appends to this ledger and to every enclosing one (a nested strategy's
+    calls are also its parent's), so each level knows its whole bill. Attempts are
+    identified by object identity: the executor creates each ``Attempt`` once and
+    every layer passes the same objects along.
+    """
+
+    __slots__ = ("attempts", "parent")
+
+    def __init__(self, parent: CallLedger | None = None) -> None:
+        self.attempts: list[Attempt] = []
+        self.parent = parent
+
+    def add(self, attempt: Attempt) -> None:
+        node: CallLedger | None = self
+        while node is not None:
+            node.attempts.append(attempt)
+            node = node.parent
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The sum over every attempt; ``None`` when an answering (or cancelled,
+        tokens-consuming) attempt's price is unknown: a partial sum would understate it."""
+        return _add_costs(0.0, self.attempts)
+
+    def settle(self, response: Response) -> Response:
+        """``response`` with the cost, usage and attempts of every call in this ledger
+        that it does not already account for (a copy; unchanged when none is missing)."""
+        if not self.attempts:
+            return response
+        have = {id(a) for a in response.attempts}
+        missing = [a for a in self.attempts if id(a) not in have]
+        if not missing:
+            return response
+        usage = response.usage
+        for a in missing:
+            if a.usage is not None:
+                usage = usage + a.usage
+        return replace(
+            response,
+            cost_usd=None if response.cost_usd is None else _add_costs(response.cost_usd, missing),
+            usage=usage,
+            attempts=[*response.attempts, *missing],
+        )
+
+    def __repr__(self) -> str:
+        return f"CallLedger(attempts={len(self.attempts)}, cost_usd={self.cost_usd!r})"
+
+
+def _add_costs(total: float, attempts: list[Attempt]) -> float | None:
+    for a in attempts:
+        if a.cost_usd is None:
+            if a.outcome in ("ok", "cancelled"):
+                return None
+        else:
+            total += a.cost_usd
+    return total
+
+
 class RunContext:
     """What a strategy may use while it runs: ``call``/``stream`` for targets, its
     path, the request's metadata, a deadline (clock seconds, or ``None``), and a
     seeded random source so sampling strategies are reproducible.
 
     ``rng`` is the given ``Random``, else one seeded with ``seed`` (default 0),
-    created on first access."""
+    created on first access. ``ledger`` is the context's ``CallLedger``: every
+    attempt made through ``call``/``stream`` lands there (and in the enclosing
+    contexts' ledgers); ``deadline`` bounds every call made through the context,
+    queueing for a rate-limit slot included."""
 
-    __slots__ = ("_rng", "deadline", "executor", "label", "metadata", "path")
+    __slots__ = ("_rng", "deadline", "executor", "label", "ledger", "metadata", "path")
 
     def __init__(
         self,
@@ -64,8 +140,10 @@ class RunContext:
         deadline: float | None = None,
         rng: random.Random | None = None,
         seed: int | None = None,
+        ledger: CallLedger | None = None,
     ) -> None:
         self.executor = executor
+        self.ledger = CallLedger() if ledger is None else ledger
         self.path = path
         self.label = label
         self.metadata: Mapping[str, Any] = metadata if metadata is not None else {}
@@ -88,6 +166,7 @@ class RunContext:
             label=label if label is not None else self.label,
             metadata=self.metadata,
             deadline=self.deadline,
+            ledger=CallLedger(self.ledger),
         )
         ctx._rng = self._rng  # the same (still lazy) random source
         return ctx
@@ -97,10 +176,13 @@ class RunContext:
     ) -> Response:
         """Run ``target`` (a model alias or a Strategy) on ``request``.
 
-        ``name`` is this call's path segment (``"steps[2]"``, ``"cascade[1]"``).
+        ``name`` is this call's path segment (``"steps[2]"``, ``"cascade[1]"``). A
+        nested strategy's answer comes back settled: it carries the cost of every
+        call made on its behalf, whatever that strategy returned.
         """
         if isinstance(target, Strategy):
-            return await target.run(request, self.child(name or target.name, label=label))
+            child = self.child(name or target.name, label=label)
+            return child.ledger.settle(await target.run(request, child))
         path = f"{self.path}.{name}" if name else self.path
         return await self.executor.complete(
             target,
@@ -108,14 +190,18 @@ class RunContext:
             path=path,
             label=label if label is not None else self.label,
             metadata=self.metadata,
+            deadline=self.deadline,
+            ledger=self.ledger,
         )
 
     def stream(
         self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
     ) -> AsyncIterator[StreamEvent]:
-        """Stream ``target``'s answer: deltas, then ``Done(response)``."""
+        """Stream ``target``'s answer: deltas, then ``Done(response)`` (settled like
+        ``call``'s answer for a nested strategy)."""
         if isinstance(target, Strategy):
-            return target.stream(request, self.child(name or target.name, label=label))
+            child = self.child(name or target.name, label=label)
+            return _settled(target.stream(request, child), child.ledger)
         path = f"{self.path}.{name}" if name else self.path
         return self.executor.stream(
             target,
@@ -123,7 +209,19 @@ class RunContext:
             path=path,
             label=label if label is not None else self.label,
             metadata=self.metadata,
+            deadline=self.deadline,
+            ledger=self.ledger,
         )
+
+
+async def _settled(events: AsyncIterator[StreamEvent], ledger: CallLedger) -> AsyncIterator[StreamEvent]:
+    try:
+        async for event in events:
+            yield Done(ledger.settle(event.response)) if isinstance(event, Done) else event
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class Strategy(ABC):
