@@ -192,3 +192,19 @@ def test_rule_validates_its_patterns() -> None:
         BadRequestRule(deployment_patterns=["(unclosed"])
     with pytest.raises(TypeError):
         BadRequestRule(request_patterns="one string")
+
+
+def test_config_sets_the_rule_and_the_queue_wait() -> None:
+    cfg = {
+        "models": {"a": {"provider": "openai", "model": "gpt-4o", "max_queue_wait_s": 2.5}},
+        "fallback": {"on_bad_request": "stop", "deployment_errors": ["tenant forbids"]},
+    }
+    orch = tw.Orchestrator.from_config(cfg)
+    assert orch.executor.bad_request.mode == "stop"
+    assert orch.executor.bad_request.deployment_patterns == ("tenant forbids",)
+    assert orch.deployments["a"].max_queue_wait_s == 2.5
+    with pytest.raises(tw.errors.ConfigError) as info:
+        tw.Orchestrator.from_config({**cfg, "fallback": {"request_errors": ["(bad"]}})
+    assert info.value.field == "fallback.request_errors"
+    with pytest.raises(tw.errors.ConfigError, match="on_bad_request"):
+        tw.Orchestrator.from_config({**cfg, "fallback": {"on_bad_request": "sometimes"}})

@@ -159,6 +159,8 @@ class ModelConfig(_Section):
     timeout_s: PositiveFloat | None = None
     first_token_timeout_s: PositiveFloat | None = None
     idle_timeout_s: PositiveFloat | None = None
+    #: Longest wait for a rate-limit slot before falling back to the next model.
+    max_queue_wait_s: NonNegFloat | None = None
 
 
 class StrategyConfig(BaseModel):
@@ -178,6 +180,28 @@ class RetryConfig(_Section):
     multiplier: Annotated[float, Field(ge=1, strict=True, allow_inf_nan=False)] = 2.0
     deadline_s: PositiveFloat | None = 60.0
     max_retry_after_s: NonNegFloat = 30.0
+
+
+class FallbackConfig(_Section):
+    """``[fallback]``: which 400s stop a chain (``tierwise.execution.fallback``)."""
+
+    on_bad_request: Literal["by_cause", "stop", "fall_back"] = "by_cause"
+    #: Extra regexes (case-insensitive) marking a 400 as about the deployment: fall back.
+    deployment_errors: list[str] = Field(default_factory=list)
+    #: Extra regexes marking a 400 as about the request: stop (checked first).
+    request_errors: list[str] = Field(default_factory=list)
+
+    @field_validator("deployment_errors", "request_errors")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        import re
+
+        for i, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"item {i} is not a valid regex: {exc}") from None
+        return value
 
 
 class HealthConfig(_Section):
@@ -267,6 +291,7 @@ class TierwiseConfig(_Section):
     default_strategy: str | None = None
     fallbacks: list[str] = Field(default_factory=list)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     budget: BudgetConfig | None = None
     cache: CacheConfig | None = None
@@ -685,6 +710,7 @@ def build_orchestrator(
             first_token_timeout_s=m.first_token_timeout_s,
             idle_timeout_s=m.idle_timeout_s,
             max_output_tokens=m.max_output_tokens or (spec.max_output_tokens if spec else None),
+            max_queue_wait_s=m.max_queue_wait_s,
         )
 
     r = cfg.retry
@@ -741,11 +767,18 @@ def build_orchestrator(
         except OSError as exc:
             raise ConfigError(f"cannot open audit log: {exc.strerror or exc}", field="audit.path") from None
 
+    from .execution.fallback import BadRequestRule
+
+    f = cfg.fallback
+    bad_request = BadRequestRule(
+        mode=f.on_bad_request, deployment_patterns=f.deployment_errors, request_patterns=f.request_errors
+    )
     return Orchestrator(
         deployments,
         strategies=strategies,
         default_strategy=cfg.default_strategy,
         fallbacks=cfg.fallbacks,
+        bad_request=bad_request,
         retry=retry,
         health=health,
         budget=budget,
