@@ -9,6 +9,7 @@ the Provider contract and its HTTP calls; everything here is a pure function.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -48,20 +49,30 @@ _CONTENT_FILTER_CODES = frozenset(
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
+def seconds(value: float) -> float | None:
+    """A duration from the wire as finite seconds >= 0, else ``None``.
+
+    ``retry-after: inf``, ``nan``, ``1e999`` or a negative value is not a duration:
+    passed on, it would freeze a limiter forever or crash it. ``None`` means "no
+    usable hint", which the executor treats as no ``Retry-After`` at all."""
+    return float(value) if 0.0 <= value < math.inf else (0.0 if value < 0 and value > -math.inf else None)
+
+
 def parse_duration(value: str) -> float | None:
     """Parse OpenAI reset durations (``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"``),
-    plain seconds (``"12"``), or an RFC 3339 timestamp (Anthropic) into seconds from now."""
+    plain seconds (``"12"``), or an RFC 3339 timestamp (Anthropic) into seconds from now.
+    ``None`` for anything unparseable or not finite."""
     value = value.strip()
     if not value:
         return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
+        return seconds(float(value))
+    except (ValueError, OverflowError):
         pass
     parts = _DURATION_PART.findall(value)
     if parts and "".join(n + u for n, u in parts) == value:
         scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-        return sum(float(n) * scale[u] for n, u in parts)
+        return seconds(sum(float(n) * scale[u] for n, u in parts))
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -77,19 +88,21 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms:
         try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
+            found = seconds(float(ms) / 1000.0)
+        except (ValueError, OverflowError):
+            found = None
+        if found is not None:
+            return found
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
+        return seconds(float(value))
+    except (ValueError, OverflowError):
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -100,8 +113,9 @@ def _int(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return int(float(value))
-    except ValueError:
+        number = float(value)
+        return int(number) if 0 <= number < 1e15 else None
+    except (ValueError, OverflowError):
         return None
 
 

@@ -45,7 +45,7 @@ import httpx
 from ..errors import BadRequestError, ContextWindowExceeded, ProtocolError, ProviderError, excerpt
 from ..types import FinishReason, Message, Request, Response, StreamEvent, Tool, ToolCall, Usage
 from ._errors import _recast
-from .base import Provider, SSEEvent, StreamAccumulator, StreamParser, make_tool_call
+from .base import Provider, SSEEvent, StreamAccumulator, StreamParser, make_tool_call, token_count
 
 __all__ = ["Anthropic"]
 
@@ -90,7 +90,7 @@ class Anthropic(Provider):
     name = "anthropic"
     api_key_env = "ANTHROPIC_API_KEY"
     default_base_url = "https://api.anthropic.com"
-    request_id_headers = ("request-id",)
+    request_id_headers = ("request-id", "x-request-id", "x-litellm-call-id")
 
     def __init__(
         self,
@@ -233,11 +233,11 @@ class Anthropic(Provider):
             # Error bodies carry "request_id" too; useful when a proxy drops the header.
             try:
                 data = json.loads(content)
-            except ValueError:
+            except (ValueError, RecursionError):
                 data = None
             rid = data.get("request_id") if isinstance(data, dict) else None
             if isinstance(rid, str) and rid:
-                err.request_id = rid
+                err.request_id = self._scrub(rid)
         return err
 
     def _inband_error(self, data: Any, model: str) -> ProviderError:
@@ -262,9 +262,9 @@ class Anthropic(Provider):
         if value is None:
             return None
         if type(value) is int:
-            return value
+            return token_count(value)
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            return token_count(value)
         raise ProtocolError(
             f"usage.{key} is not an integer: {excerpt(repr(value), (self._api_key,))}",
             provider=self.name,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import ssl
 import time
@@ -80,6 +81,11 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+# What a reply of the wrong shape raises while being parsed: each becomes a
+# ProtocolError. Overflow (``int(float("inf"))``) and recursion (JSON nested
+# thousands deep) included: a malformed reply never escapes as another type.
+_MALFORMED = (KeyError, TypeError, IndexError, AttributeError, ValueError, ArithmeticError, RecursionError)
 
 _perf = time.perf_counter
 
@@ -242,16 +248,14 @@ class StreamAccumulator:
                 provider=self.provider,
                 model=self.model,
             )
-        calls = [
-            make_tool_call(
-                slot[0] or f"call_{index}",
-                slot[1] or "",
-                "".join(slot[2]),
-                provider=self.provider,
-                model=self.model,
+        calls: list[ToolCall] = []
+        for index, slot in sorted(self.tools.items()):
+            call_id, name, raw = slot[0] or f"call_{index}", slot[1] or "", "".join(slot[2])
+            calls.append(
+                make_tool_call(
+                    call_id, name, raw, provider=self.provider, model=self.model, cut=finish == "length"
+                )
             )
-            for index, slot in sorted(self.tools.items())
-        ]
         return Response(
             text="".join(self.text_parts),
             model=self.model,
@@ -265,13 +269,23 @@ class StreamAccumulator:
 
 
 def make_tool_call(
-    id: str, name: str, raw_arguments: str | Mapping[str, Any] | None, *, provider: str, model: str
+    id: str,
+    name: str,
+    raw_arguments: str | Mapping[str, Any] | None,
+    *,
+    provider: str,
+    model: str,
+    cut: bool = False,
 ) -> ToolCall:
     """Build a ``ToolCall``, parsing a JSON argument string once.
 
     Providers send arguments either as a JSON string (OpenAI) or an object
     (Anthropic, Gemini). Invalid JSON from the provider is a ``ProtocolError``,
-    not a crash in the caller's tool dispatch.
+    not a crash in the caller's tool dispatch — unless the reply was ``cut`` at
+    its token limit (finish reason ``length``): the model ran out of tokens while
+    writing the call, the provider ended the reply normally, and the answer is
+    kept with the call flagged ``incomplete`` (its raw fragments kept, no
+    arguments) rather than failed as a whole.
     """
     if raw_arguments is None or raw_arguments == "":
         return ToolCall(id=id, name=name, arguments={}, raw_arguments=raw_arguments or "")
@@ -282,7 +296,9 @@ def make_tool_call(
         )
     try:
         parsed = json.loads(raw_arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
+        if cut:
+            return ToolCall(id=id, name=name, arguments={}, raw_arguments=raw_arguments, incomplete=True)
         raise ProtocolError(
             f"tool call {name!r} has invalid JSON arguments: {excerpt(raw_arguments)}",
             provider=provider,
@@ -295,6 +311,36 @@ def make_tool_call(
             model=model,
         )
     return ToolCall(id=id, name=name, arguments=parsed, raw_arguments=raw_arguments)
+
+
+#: Token counts above this are nonsense from the wire (no reply is a trillion tokens).
+_MAX_TOKENS = 10**12
+
+
+def token_count(value: Any) -> int:
+    """A token count from a reply as a non-negative int; anything else counts 0.
+
+    Where every adapter's usage numbers pass: ``Infinity``, ``NaN``, ``1e400``, a
+    400-digit integer, a negative count, a bool or a string would otherwise
+    overflow ``int()``, corrupt the limiter's window or the bill. A dropped count
+    is 0, and a reply whose counts are all dropped is billed at the executor's
+    estimate (``Usage.estimated``), never at $0."""
+    if type(value) is int:
+        return value if 0 <= value <= _MAX_TOKENS else 0
+    if type(value) is float and 0.0 <= value <= _MAX_TOKENS:
+        return int(value)
+    return 0
+
+
+def cost_amount(value: Any) -> float | None:
+    """A provider-reported cost in USD: a finite number >= 0, else ``None`` (unknown)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        amount = float(value)
+    except OverflowError:
+        return None
+    return amount if 0.0 <= amount < math.inf else None
 
 
 def embedding_vector(value: Any, what: str) -> list[float]:
@@ -325,6 +371,55 @@ def check_embeddings(vectors: list[list[float]], count: int) -> None:
         raise ValueError(f"reply has {len(vectors)} embeddings for {count} input(s)")
     if len({len(v) for v in vectors}) > 1:
         raise ValueError("embeddings in one reply have different lengths")
+
+
+def _replay_events(response: Response) -> list[StreamEvent]:
+    """The events a stream of ``response`` would have carried, for a reply that came whole."""
+    events: list[StreamEvent] = []
+    if response.reasoning:
+        events.append(ReasoningDelta(response.reasoning))
+    if response.text:
+        events.append(TextDelta(response.text))
+    for i, call in enumerate(response.tool_calls):
+        events.append(ToolCallDelta(i, call.id, call.name, call.raw_arguments))
+    return events
+
+
+_FINISH_REASONS = frozenset(("stop", "length", "tool_calls", "content_filter", "error"))
+
+
+def _normalize(response: Response, requested: str) -> None:
+    """The ``Response`` contract, checked once where every adapter's reply (JSON or
+    stream) leaves the provider: strings are strings, the finish reason is one of
+    the five, usage counts are sane ints and a reported cost is a finite amount.
+    A wrong-typed field from a buggy server (``"model": 42``) would otherwise travel
+    into metrics keys, audit records and cost arithmetic."""
+    # Typed as str, but filled from untyped JSON: checked through Any.
+    model: Any = response.model
+    if not isinstance(model, str) or not model:
+        response.model = requested
+    text: Any = response.text
+    if not isinstance(text, str):
+        response.text = "" if text is None else str(text)
+    if response.finish_reason not in _FINISH_REASONS:
+        response.finish_reason = "stop"
+    u = response.usage
+    u.input_tokens = token_count(u.input_tokens)
+    u.output_tokens = token_count(u.output_tokens)
+    u.cached_input_tokens = min(token_count(u.cached_input_tokens), u.input_tokens)
+    u.cache_write_tokens = min(token_count(u.cache_write_tokens), u.input_tokens)
+    u.reasoning_tokens = min(token_count(u.reasoning_tokens), u.output_tokens)
+    u.reported_cost_usd = cost_amount(u.reported_cost_usd)
+    for call in response.tool_calls:
+        cid: Any = call.id
+        name: Any = call.name
+        if not isinstance(cid, str):
+            call.id = str(cid)
+        if not isinstance(name, str):
+            call.name = str(name)
+    if response.cost_usd is None and u.reported_cost_usd is not None:
+        # Called directly (no executor), the provider's own figure is the cost.
+        response.cost_usd = u.reported_cost_usd
 
 
 # --------------------------------------------------------------------------- provider
@@ -486,6 +581,7 @@ class Provider(ABC):
         )
         response.latency_ms = (_perf() - start) * 1000.0
         self._stamp(response, headers)
+        _normalize(response, model)
         return response
 
     async def _post_json(
@@ -509,13 +605,13 @@ class Provider(ABC):
             raise self._http_error(http.status_code, http.headers, content, model)
         try:
             data = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise self._protocol_error(f"{what} is not valid JSON", content, model) from None
         try:
             return parse(data), http.headers
         except ProviderError:
             raise
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        except _MALFORMED as exc:
             raise self._protocol_error(
                 f"unexpected {what} shape ({type(exc).__name__}: {exc})", content, model
             ) from None
@@ -578,6 +674,19 @@ class Provider(ABC):
                     content = await http.aread()
                     raise self._http_error(http.status_code, http.headers, content, model)
                 headers = http.headers
+                if "json" in headers.get("content-type", "") and "event-stream" not in headers.get(
+                    "content-type", ""
+                ):
+                    # A server that ignored ``stream: true`` (LiteLLM's /v1/messages with
+                    # mock models does this): a complete JSON reply, not a truncated stream.
+                    whole = self._whole_reply(await http.aread(), model)
+                    for event in _replay_events(whole):
+                        yield event
+                    whole.latency_ms = whole.ttft_ms = (_perf() - start) * 1000.0
+                    self._stamp(whole, headers)
+                    _normalize(whole, model)
+                    yield Done(whole)
+                    return
                 decoder = SSEDecoder()
                 async for chunk in http.aiter_bytes():
                     for sse in decoder.feed(chunk):
@@ -592,11 +701,36 @@ class Provider(ABC):
                         yield event
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model) from None
-        response = parser.finish()
+        try:
+            response = parser.finish()
+        except ProviderError:
+            raise
+        except _MALFORMED as exc:
+            raise self._protocol_error(f"unexpected stream shape ({type(exc).__name__})", "", model) from None
         response.latency_ms = (_perf() - start) * 1000.0
         response.ttft_ms = ttft
         self._stamp(response, headers)
+        _normalize(response, model)
         yield Done(response)
+
+    def _whole_reply(self, content: bytes, model: str) -> Response:
+        """A JSON body answering a stream request, parsed as the reply it is; one that
+        does not parse is a non-retryable ``ProtocolError`` (sending the same request
+        again gets the same JSON)."""
+        try:
+            return self._parse_response(model, json.loads(content))
+        except ProviderError as exc:
+            if not isinstance(exc, ProtocolError):
+                raise  # an error object (in-band error in a JSON body) keeps its type
+            detail = exc.message
+        except _MALFORMED:
+            detail = excerpt(content, (self._api_key,))
+        raise ProtocolError(
+            f"the server answered a stream request with JSON that is not a reply: {detail}",
+            provider=self.name,
+            model=model,
+            retryable=False,
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool if this provider created it."""
@@ -625,7 +759,7 @@ class Provider(ABC):
             return parser.feed(sse)
         except ProviderError:
             raise
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        except _MALFORMED as exc:
             raise self._protocol_error(
                 f"unexpected stream event shape ({type(exc).__name__}: {exc})", sse.data, model
             ) from None
@@ -638,15 +772,23 @@ class Provider(ABC):
         for name in self.request_id_headers:
             rid = h.get(name)
             if rid:
-                response.request_id = rid
+                response.request_id = self._scrub(rid)
                 break
         response.rate_limits = parse_rate_limit_headers(h)
+        # A gateway that prices the call itself (LiteLLM proxy) says so in a header;
+        # like OpenRouter's usage.cost, the provider's own figure wins.
+        reported = h.get("x-litellm-response-cost")
+        if reported is not None and response.usage.reported_cost_usd is None:
+            try:
+                response.usage.reported_cost_usd = cost_amount(float(reported))
+            except ValueError:
+                pass
 
     def loads(self, data: str | bytes, model: str) -> Any:
         """``json.loads`` that raises ``ProtocolError`` with a short excerpt."""
         try:
             return json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise self._protocol_error("invalid JSON in reply", data, model) from None
 
     def _protocol_error(self, what: str, data: str | bytes, model: str) -> ProtocolError:
@@ -666,17 +808,25 @@ class Provider(ABC):
         return ProviderConnectionError(f"connection failed ({detail})", provider=self.name, model=model)
 
     def _http_error(self, status: int, headers: httpx.Headers, content: bytes, model: str) -> ProviderError:
+        """The typed error for an HTTP error reply. Never raises: an error body of
+        any shape (nested thousands deep, numbers that overflow) still maps."""
         data: Any = None
         try:
             data = json.loads(content) if content else None
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
-        message, etype, code = self._error_fields(data) if data is not None else ("", None, None)
+        try:
+            message, etype, code = self._error_fields(data) if data is not None else ("", None, None)
+        except _MALFORMED:
+            message, etype, code = "", None, None
         if not message:
             message = excerpt(content, (self._api_key,)) if content else httpx.codes.get_reason_phrase(status)
         retry_after = parse_retry_after(headers)
         if retry_after is None and data is not None:
-            retry_after = self._retry_after_from_body(data)
+            try:
+                retry_after = self._retry_after_from_body(data)
+            except _MALFORMED:
+                retry_after = None
         cls = classify_error(status, message, etype, code)
         retryable: bool | None = None
         if cls is RateLimitError and "insufficient_quota" in f"{etype} {code}":
@@ -685,6 +835,7 @@ class Provider(ABC):
         if should is not None:
             retryable = should.strip().lower() == "true"
         rid = next((headers[h] for h in self.request_id_headers if h in headers), None)
+        etype, code, rid = self._scrub(etype), self._scrub(code), self._scrub(rid)
         return cls(
             redact(message, (self._api_key,)),
             provider=self.name,
@@ -698,17 +849,28 @@ class Provider(ABC):
             rate_limits=parse_rate_limit_headers(headers),
         )
 
+    def _scrub(self, value: str | None) -> str | None:
+        """A short field taken from the wire into an error (type, code, request id):
+        redacted like the message, since a hostile or buggy upstream may reflect the
+        caller's key into any of them, and from there into ``str``/``repr``."""
+        return None if value is None else redact(value, (self._api_key,))[:200]
+
     def _inband_error(self, data: Any, model: str) -> ProviderError:
         """An error event inside a stream that began with HTTP 200."""
-        message, etype, code = self._error_fields(data)
+        try:
+            message, etype, code = self._error_fields(data)
+            retry_after = self._retry_after_from_body(data)
+        except _MALFORMED:
+            message, etype, code, retry_after = "", None, None, None
         cls = classify_error(None, message, etype, code)
+        etype, code = self._scrub(etype), self._scrub(code)
         return cls(
             redact(message or "error event in stream", (self._api_key,)),
             provider=self.name,
             model=model,
             error_type=etype,
             error_code=code,
-            retry_after=self._retry_after_from_body(data),
+            retry_after=retry_after,
             # Waiting does not refill an exhausted quota.
             retryable=False if "insufficient_quota" in f"{etype} {code}" else None,
         )

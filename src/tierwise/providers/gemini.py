@@ -62,7 +62,7 @@ from ..errors import (
     redact,
 )
 from ..types import Embeddings, FinishReason, Message, Request, Response, StreamEvent, Usage
-from ._errors import _recast
+from ._errors import _recast, seconds
 from .base import (
     Provider,
     SSEEvent,
@@ -70,6 +70,7 @@ from .base import (
     check_embeddings,
     classify_error,
     embedding_vector,
+    token_count,
 )
 
 __all__ = ["Gemini"]
@@ -243,7 +244,7 @@ class Gemini(Provider):
             match = _RETRY_IN.search(message)
             if match:
                 value = float(match.group(1))
-                return value / 1000.0 if match.group(2).lower() == "ms" else value
+                return seconds(value / 1000.0 if match.group(2).lower() == "ms" else value)
         return None
 
     def _http_error(self, status: int, headers: httpx.Headers, content: bytes, model: str) -> ProviderError:
@@ -266,8 +267,8 @@ class Gemini(Provider):
             redact(message or "error event in stream", (self._api_key,)),
             provider=self.name,
             model=model,
-            error_type=etype,
-            error_code=code,
+            error_type=self._scrub(etype),
+            error_code=self._scrub(code),
             retry_after=self._retry_after_from_body(data),
         )
 
@@ -322,7 +323,7 @@ class _Parser:
                     provider=self.provider.name,
                     model=self.model,
                     request_id=self.request_id,
-                    error_type=str(reason),
+                    error_type=redact(str(reason), (self.provider._api_key,)),
                 )
             if self.stream:
                 return []  # a usage-only chunk
@@ -449,7 +450,7 @@ def _function_response(m: Message, call_names: Mapping[str, str]) -> dict[str, A
     text = m.text
     try:
         parsed: Any = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = text
     response: dict[str, Any] = {
         "name": name,
@@ -530,7 +531,11 @@ def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
 
 
 def _count(value: Any) -> int:
-    return 0 if value is None else int(value)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"token count is not a number: {value!r:.40}")
+    return token_count(value)
 
 
 def _usage(meta: Any) -> Usage:
@@ -570,12 +575,12 @@ def _error_reason(err: Mapping[str, Any]) -> str | None:
 
 def _duration(value: Any) -> float | None:
     """A JSON ``google.protobuf.Duration`` ("37s", "0.5s") or its object form."""
-    if isinstance(value, str):
-        match = _DURATION.fullmatch(value)
-        return float(match.group(1)) if match else None
-    if isinstance(value, dict):
-        try:
-            return float(value.get("seconds") or 0) + float(value.get("nanos") or 0) / 1e9
-        except (TypeError, ValueError):
-            return None
+    try:
+        if isinstance(value, str):
+            match = _DURATION.fullmatch(value)
+            return seconds(float(match.group(1))) if match else None
+        if isinstance(value, dict):
+            return seconds(float(value.get("seconds") or 0) + float(value.get("nanos") or 0) / 1e9)
+    except (TypeError, ValueError, OverflowError):
+        return None
     return None

@@ -53,8 +53,10 @@ from .base import (
     StreamAccumulator,
     check_embeddings,
     classify_error,
+    cost_amount,
     embedding_vector,
     make_tool_call,
+    token_count,
 )
 
 __all__ = ["COMPATIBLE_SERVERS", "OpenAI", "OpenAICompat"]
@@ -172,17 +174,14 @@ def _usage(raw: Any) -> Usage:
     cd = raw.get("completion_tokens_details")
     if not isinstance(cd, dict):
         cd = _EMPTY
-    cost = raw.get("cost")
-    if isinstance(cost, bool) or not isinstance(cost, int | float):
-        cost = None
     return Usage(
-        input_tokens=int(raw.get("prompt_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
+        input_tokens=token_count(raw.get("prompt_tokens")),
+        output_tokens=token_count(raw.get("completion_tokens")),
         # DeepSeek reports hits at the top level (newer replies also fill the OpenAI field).
-        cached_input_tokens=int(pd.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0),
-        cache_write_tokens=int(pd.get("cache_write_tokens") or 0),
-        reasoning_tokens=int(cd.get("reasoning_tokens") or 0),
-        reported_cost_usd=None if cost is None else float(cost),
+        cached_input_tokens=token_count(pd.get("cached_tokens") or raw.get("prompt_cache_hit_tokens")),
+        cache_write_tokens=token_count(pd.get("cache_write_tokens")),
+        reasoning_tokens=token_count(cd.get("reasoning_tokens")),
+        reported_cost_usd=cost_amount(raw.get("cost")),
     )
 
 
@@ -324,6 +323,7 @@ class OpenAI(Provider):
         "request-id",
         "x-generation-id",  # OpenRouter
         "mistral-correlation-id",
+        "x-litellm-call-id",  # LiteLLM proxy
     )
     supports_embeddings: ClassVar[bool] = True
 
@@ -457,6 +457,7 @@ class OpenAI(Provider):
         reported = data.get("model") or model
         calls = []
         raw_calls = msg.get("tool_calls")
+        cut = choice.get("finish_reason") == "length"
         if raw_calls:
             for i, tc in enumerate(raw_calls):
                 fn = tc.get("function") or _EMPTY
@@ -467,6 +468,7 @@ class OpenAI(Provider):
                         fn.get("arguments"),
                         provider=self.name,
                         model=model,
+                        cut=cut,
                     )
                 )
         else:
@@ -597,8 +599,8 @@ class OpenAI(Provider):
             redact(message or "error event in reply", (self._api_key,)),
             provider=self.name,
             model=model,
-            error_type=etype,
-            error_code=code,
+            error_type=self._scrub(etype),
+            error_code=self._scrub(code),
             retryable=retryable,
         )
 
