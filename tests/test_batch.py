@@ -11,8 +11,9 @@ import pytest
 import tierwise as tw
 from tierwise.errors import BadRequestError
 from tierwise.execution.executor import Deployment
-from tierwise.strategies.batch import BatchProgress, render_items, run_batch
+from tierwise.strategies.batch import BatchProgress, InvalidItem, render_items, run_batch
 from tierwise.testing import FunctionProvider
+from tierwise.types import Request
 
 
 def orchestrator(fn: object) -> tuple[tw.Orchestrator, list[str]]:
@@ -118,10 +119,32 @@ def test_render_items_shapes_and_errors() -> None:
     assert [r.prompt_text for r in reqs] == ["x", "s\ny"]
     assert reqs[1].metadata == {"team": "a"}
     assert render_items([{"name": "Ada"}], "Hi {name}")[0].prompt_text == "Hi Ada"
-    with pytest.raises(ValueError, match="item 0: template field 'age'"):
-        render_items([{"name": "Ada"}], "{age}")
-    with pytest.raises(ValueError, match="item 0"):
-        render_items([42], None)
+    (bad,) = render_items([{"name": "Ada"}], "{age}")
+    assert isinstance(bad, InvalidItem) and "item 0: template field 'age'" in bad.message
+    (bad,) = render_items([42], None)
+    assert isinstance(bad, InvalidItem) and "item 0" in bad.message
+
+
+def test_item_parameters_apply_and_unknown_keys_are_named() -> None:
+    (req,) = render_items([{"prompt": "p", "max_tokens": 7, "temperature": 0.2, "stop": "END"}], None)
+    assert isinstance(req, Request)
+    assert (req.max_tokens, req.temperature, req.stop) == (7, 0.2, ["END"])
+    (bad,) = render_items([{"prompt": "p", "max_tokns": 7}], None)
+    assert isinstance(bad, InvalidItem)
+    assert "unknown key 'max_tokns'" in bad.message and "did you mean 'max_tokens'" in bad.message
+
+
+async def test_invalid_items_are_error_rows_and_nothing_is_sent(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    orch, seen = orchestrator(lambda p: "x")
+    async with orch:
+        items = ["a", {"prompt": "b", "max_tokns": 3}, InvalidItem("line 3: malformed JSON"), "d"]
+        results = await run_batch(orch, items, output=out, concurrency=4)
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert results[2].error_type == "InvalidItem" and "line 3" in (results[2].error or "")
+    assert seen == ["a", "d"] or sorted(seen) == ["a", "d"]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [rec["index"] for rec in lines] == [0, 1, 2, 3]  # input order
 
 
 async def test_output_records_are_json_per_line(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ provider feedback (observe/penalize), fast path, snapshot. All on a FakeClock.""
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections.abc import Sequence
 
@@ -599,6 +600,89 @@ async def test_close_fails_queued_and_later_acquires() -> None:
         await limiter.acquire()
     held.release()  # a held permit still releases
     assert limiter.in_flight == 0
+
+
+async def test_a_caller_behind_the_queue_fails_at_once_when_the_window_alone_is_longer() -> None:
+    clock = FakeClock(auto_advance=False)
+    limiter = RateLimiter(rpm=1, clock=clock, name="m")
+    (await limiter.acquire()).release()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(limiter.acquire)  # queued head, waits for t=60
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(QueueWaitTimeout) as info:
+            await limiter.acquire(timeout=3.0)
+        assert info.value.waited_s == 0.0 and info.value.limiter == "m"
+        assert limiter.queued == 1  # never joined the queue
+        tg.cancel_scope.cancel()
+    assert limiter.queued == 0
+
+
+async def test_a_timed_out_waiter_takes_nothing() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=10, tpm=1_000, max_concurrency=1, clock=clock)
+    held = await limiter.acquire(100)
+    with pytest.raises(QueueWaitTimeout):
+        await limiter.acquire(500, timeout=1.0)
+    snap = limiter.snapshot()
+    assert (snap["in_flight"], snap["queued"], snap["requests_in_window"], snap["tokens_in_window"]) == (
+        1,
+        0,
+        1,
+        100,
+    )
+    held.release()
+    permit = await limiter.acquire(900)  # the timed-out 500 left no trace: 100 + 900 fit
+    assert clock.now() == 1.0
+    permit.release()
+
+
+async def test_timeout_validation() -> None:
+    limiter = RateLimiter(max_concurrency=1, clock=FakeClock())
+    with pytest.raises(ValueError, match="timeout"):
+        await limiter.acquire(timeout=float("nan"))
+    held = await limiter.acquire(timeout=float("inf"))  # no bound
+    with pytest.raises(QueueWaitTimeout):
+        await limiter.acquire(timeout=-1.0)  # past a deadline: only if free now
+    held.release()
+    (await limiter.acquire(timeout=-1.0)).release()  # free now: admitted
+
+
+async def test_wait_time_is_a_read_only_estimate() -> None:
+    clock = FakeClock(auto_advance=False)
+    limiter = RateLimiter(rpm=2, max_concurrency=3, clock=clock)
+    assert limiter.wait_time() == 0.0
+    (await limiter.acquire()).release()
+    clock.advance(10)
+    (await limiter.acquire()).release()
+    assert limiter.wait_time() == 50.0  # the t=0 admission expires at t=60
+    assert limiter.snapshot()["requests_in_window"] == 2  # nothing taken
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(limiter.acquire)  # queued for t=60
+        await anyio.wait_all_tasks_blocked()
+        # Behind it: the next slot frees when the t=10 admission expires.
+        assert limiter.wait_time() == 60.0
+        tg.cancel_scope.cancel()
+    limiter.close()
+    assert limiter.wait_time() == math.inf
+
+
+async def test_wait_time_counts_the_queue_against_concurrency_and_tokens() -> None:
+    clock = FakeClock(auto_advance=False)
+    limiter = RateLimiter(tpm=1_000, max_concurrency=2, clock=clock)
+    held = await limiter.acquire(600)
+    assert limiter.wait_time(300) == 0.0
+    assert limiter.wait_time(500) == 60.0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(limiter.acquire, 500)  # waits for the 600 to expire
+        await anyio.wait_all_tasks_blocked()
+        assert 0.0 < limiter.wait_time(0)  # someone is queued: never "free now"
+        assert limiter.wait_time(0) == math.inf  # 1 in flight + 1 queued fill both slots
+        tg.cancel_scope.cancel()
+    held.release()
+    blocked = [await limiter.acquire(), await limiter.acquire()]
+    assert limiter.wait_time() == math.inf
+    for p in blocked:
+        p.release()
 
 
 # -- fast path, try_acquire, snapshot, validation ------------------------------

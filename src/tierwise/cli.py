@@ -35,13 +35,37 @@ class _UsageError(Exception):
     """A mistake on the command line or in its inputs: exit 2, no traceback."""
 
 
-def _metadata(pairs: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
+_TRUE = frozenset(("true", "yes", "on"))
+_FALSE = frozenset(("false", "no", "off"))
+
+
+def meta_value(text: str) -> str | bool | int | float:
+    """A ``--meta`` value as what it means: ``true/false/yes/no/on/off`` are booleans
+    and numbers are numbers (``json_output=false`` must not route to the structured
+    tier because the string "false" is truthy); anything else stays a string."""
+    folded = text.strip().lower()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    try:
+        return int(folded)
+    except ValueError:
+        pass
+    try:
+        number = float(folded)
+    except ValueError:
+        return text
+    return number if number == number and abs(number) != float("inf") else text
+
+
+def _metadata(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for kv in pairs:
         key, sep, value = kv.partition("=")
         if not sep or not key:
             raise _UsageError(f"--meta expects KEY=VALUE, got {kv!r}")
-        out[key] = value
+        out[key] = meta_value(value)
     return out
 
 
@@ -122,9 +146,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     from . import Orchestrator
 
+    metadata = _metadata(args.meta or [])
     orch = Orchestrator.from_config(_config_path(args.config))
     try:
-        route = orch.explain(args.prompt, strategy=args.strategy)
+        route = orch.explain(args.prompt, strategy=args.strategy, metadata=metadata)
     finally:
         # Building opened the audit log (and may hold a cache); release them even
         # though explain calls no model.
@@ -161,9 +186,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import check_config
+    from .config import check_config, config_warnings
 
+    args.file = _config_path(args.file)
     cfg = check_config(args.file)
+    warnings = config_warnings(cfg)
     missing = sorted(
         {p.api_key_env for p in cfg.providers.values() if p.api_key_env and not os.environ.get(p.api_key_env)}
     )
@@ -173,6 +200,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         "strategies": sorted(cfg.strategies),
         "providers": sorted(cfg.providers),
         "missing_api_key_env": missing,
+        "warnings": warnings,
     }
     if args.json:
         _print_json(data)
@@ -183,6 +211,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         )
         for env in missing:
             sys.stdout.write(f"  note: {env} is not set in this environment\n")
+        for warning in warnings:
+            sys.stdout.write(f"  warning: {warning}\n")
     return EXIT_OK
 
 
@@ -209,18 +239,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _read_items(path: str) -> list[Any]:
     """JSONL: each line a JSON string, an object (with ``prompt`` or template
-    fields), or plain text (a line that is not JSON is taken as the prompt)."""
+    fields), or plain text (a line that does not start like JSON is the prompt).
+    A line that starts like JSON (``{``, ``[``, ``"``) but does not parse is an
+    error naming its line number: it is not sent, as a literal prompt, and paid for."""
+    from .strategies.batch import InvalidItem
+
     items: list[Any] = []
     try:
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 line = line.strip()
                 if not line:
                     continue
                 try:
                     items.append(json.loads(line))
-                except ValueError:
-                    items.append(line)
+                except (ValueError, RecursionError) as exc:
+                    if line[0] in '{["':
+                        items.append(InvalidItem(f"line {number}: malformed JSON ({exc})"))
+                    else:
+                        items.append(line)
     except OSError as exc:
         raise _UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     return items
@@ -271,6 +308,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from . import Orchestrator
     from .strategies.batch import run_batch
 
+    metadata = _metadata(args.meta or [])
     items = _read_items(args.file)
     orch = Orchestrator.from_config(_config_path(args.config))
     bar = _ProgressBar(len(items), quiet=args.quiet or args.json)
@@ -283,6 +321,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                 args.template,
                 concurrency=args.concurrency,
                 strategy=args.strategy,
+                metadata=metadata or None,
                 progress=bar,
                 output=args.out,
             )
@@ -350,17 +389,27 @@ def _parser() -> argparse.ArgumentParser:
             )
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    def meta(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--meta",
+            action="append",
+            metavar="KEY=VALUE",
+            help="request metadata (repeatable); true/false/yes/no/on/off and numbers are typed, "
+            "so json_output=false means false",
+        )
+
     p = sub.add_parser("run", help="answer a prompt, then print model, cost and latency")
     p.add_argument("prompt")
     p.add_argument("--strategy", "-s")
     p.add_argument("--stream", action="store_true", help="print the answer as it arrives")
-    p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="request metadata (repeatable)")
+    meta(p)
     common(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("explain", help="show which route a prompt would take and why (calls no model)")
     p.add_argument("prompt")
     p.add_argument("--strategy", "-s")
+    meta(p)
     common(p)
     p.set_defaults(func=_cmd_explain)
 
@@ -369,8 +418,10 @@ def _parser() -> argparse.ArgumentParser:
     common(p, config=False)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("check-config", help="validate a config file")
-    p.add_argument("file")
+    p = sub.add_parser("check-config", help="validate a config file: every error, then warnings")
+    p.add_argument(
+        "file", nargs="?", help="config file (default: $TIERWISE_CONFIG or ./tierwise.toml, as for run)"
+    )
     common(p, config=False)
     p.set_defaults(func=_cmd_check_config)
 
@@ -390,6 +441,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--strategy", "-s")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    meta(p)
     common(p)
     p.set_defaults(func=_cmd_batch)
 
@@ -467,6 +519,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (``tierwise report --json | head -1``): stop quietly,
+        # as shell tools do. Point stdout at devnull so the interpreter's final flush
+        # does not raise again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED

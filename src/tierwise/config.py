@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._clock import SYSTEM_CLOCK, Clock
-from .errors import ConfigError, redact
+from .errors import ConfigError, looks_like_key, redact
 
 if TYPE_CHECKING:
     from .orchestrator import Orchestrator
@@ -105,9 +105,28 @@ class ProviderConfig(_Section):
     def _env_name(cls, value: str | None) -> str | None:
         # A pasted key here would otherwise be echoed back in the error message;
         # this message never repeats the value.
-        if value is not None and not _ENV_NAME.fullmatch(value):
+        if value is not None and (not _ENV_NAME.fullmatch(value) or looks_like_key(value)):
             raise ValueError(
                 "must be the NAME of an environment variable (like OPENAI_API_KEY), not the key itself"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        # "127.0.0.1:8765/v1" would pass and then fail every call, three tries each,
+        # falling back in silence: say so now.
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an absolute http:// or https:// URL with a host (like http://127.0.0.1:8765/v1)"
             )
         return value
 
@@ -530,9 +549,8 @@ def _priority(err: Any) -> int:
     return 2
 
 
-def _config_error(exc: ValidationError) -> ConfigError:
-    errors = exc.errors()
-    err = min(errors, key=_priority)
+def _one_error(err: Any) -> tuple[str, str]:
+    """(field path, message) for one pydantic error, in tierwise's wording."""
     loc = tuple(err.get("loc", ()))
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
@@ -551,10 +569,21 @@ def _config_error(exc: ValidationError) -> ConfigError:
         if "input" in err and err["type"] not in ("model_type", "dict_type"):
             # Never echo something shaped like a key, even from a misplaced value.
             message += f" (got {redact(repr(err['input'])[:60])})"
-    more = len(errors) - 1
-    if more:
-        message += f" (+{more} more error{'s' if more > 1 else ''})"
-    return ConfigError(message, field=field or None)
+    return field, message
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """One ``ConfigError`` for every problem pydantic found: ``.field`` is the most
+    telling one's path, the message lists them all (a file with three mistakes gets
+    three lines, not one and a count), ``.problems`` has each (field, message)."""
+    errors = sorted(exc.errors(), key=_priority)
+    problems = list(dict.fromkeys(_one_error(err) for err in errors))
+    field, message = problems[0]
+    if len(problems) > 1:
+        message += "".join(f"\n  also {f or '(top level)'}: {m}" for f, m in problems[1:])
+    error = ConfigError(message, field=field or None)
+    error.problems = [(ConfigError("", field=f).field or "", ConfigError(m).args[0]) for f, m in problems]
+    return error
 
 
 def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> TierwiseConfig:
@@ -589,6 +618,59 @@ def check_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Tierwise
     if cfg.cache is not None and cfg.cache.backend == "sqlite" and cfg.cache.path:
         _check_parent_dir(cfg.cache.path, "cache.path")
     return cfg
+
+
+def config_warnings(cfg: TierwiseConfig) -> list[str]:
+    """What is valid but probably wrong, for ``tierwise check-config`` (exit 0):
+    models with no known price (their cost is ``None``, budgets reserve $0 for
+    them), router routes the classifier can never choose, and fallback cycles."""
+    from .catalog import Catalog
+    from .strategies.router import Router
+
+    warnings: list[str] = []
+    catalog = Catalog.default()
+    for alias, m in cfg.models.items():
+        if m.input_price is not None and m.output_price is not None:
+            continue
+        kind = cfg.providers[m.provider].type if m.provider in cfg.providers else m.provider
+        try:
+            spec = catalog.spec_for(m.model, provider=kind)
+        except ConfigError:
+            spec = None
+        if spec is None or spec.input is None or spec.output is None:
+            warnings.append(
+                f"models.{alias}: no known price for {m.model!r}: its cost will be None (never a silent 0); "
+                "set input_price and output_price"
+            )
+    try:
+        strategies = _build_strategies(cfg)
+    except ConfigError:
+        strategies = {}
+    for name, strat in strategies.items():
+        labels = getattr(getattr(strat, "classifier", None), "labels", None)
+        if isinstance(strat, Router) and isinstance(labels, tuple | frozenset):
+            for label in strat.routes:
+                if label not in labels:
+                    warnings.append(
+                        f"strategies.{name}.routes.{label}: the classifier never emits {label!r} "
+                        f"(it emits {', '.join(sorted(labels))}); only metadata tier={label!r} reaches it"
+                    )
+    for alias in cfg.models:
+        seen: list[str] = []
+        stack = [(alias, [alias])]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in cfg.models[node].fallbacks:
+                if nxt == alias:
+                    cycle = " -> ".join([*trail, nxt])
+                    if min(trail) == alias:  # report each cycle once, from its smallest alias
+                        warnings.append(
+                            f"models.{alias}.fallbacks: fallback cycle {cycle} (each model is tried once)"
+                        )
+                elif nxt not in trail and nxt not in seen:
+                    seen.append(nxt)
+                    stack.append((nxt, [*trail, nxt]))
+    return list(dict.fromkeys(warnings))
 
 
 def _check_parent_dir(path: str, field: str) -> None:

@@ -67,6 +67,18 @@ _SECRET_PATTERNS = re.compile(
     r"|(?<=[?&]key=)[^&\s\"']+)"
 )
 _EXCERPT_LEN = 300
+# Keys without a telling prefix (Mistral: 32 mixed-case alphanumerics; Together: 64
+# hex; many gateways alike). Only config messages are scrubbed of these shapes: in
+# general text they would also eat request hashes and ids, which logs need.
+_BARE_KEY = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?:(?=[A-Za-z0-9]{32,}(?![A-Za-z0-9]))(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])"
+    r"[A-Za-z0-9]{32,}|[0-9a-fA-F]{64})(?![A-Za-z0-9_\-])"
+)
+
+
+def looks_like_key(text: str) -> bool:
+    """Whether ``text`` has the shape of an API key (prefixed or bare)."""
+    return bool(_SECRET_PATTERNS.search(text) or _BARE_KEY.search(text))
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -275,5 +287,12 @@ class ConfigError(TierwiseError, ValueError):
     (``models.opus.fallbacks[0]``), also leading the message."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        # A key pasted into the wrong field ("unknown provider 'sk-…'") must not be
+        # repeated back: every config message is scrubbed, bare key shapes included.
+        message = _BARE_KEY.sub("[REDACTED]", redact(message))
+        if field:
+            field = _BARE_KEY.sub("[REDACTED]", redact(field))
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+        #: Every (field, message) found, when validation found several.
+        self.problems: list[tuple[str, str]] = [(field or "", message)]

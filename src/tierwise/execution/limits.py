@@ -297,6 +297,12 @@ class RateLimiter:
                 return self._admit(tokens, reserve, now)
             if timeout is not None and (timeout <= 0 or (wait > timeout and wait != math.inf)):
                 raise QueueWaitTimeout(self.name, max(0.0, timeout), 0.0)
+        elif timeout is not None and timeout > 0:
+            # Behind others the time-based wait alone is still a floor (those ahead
+            # only add to the windows), so a longer one is already certain too.
+            wait = self._wait_time(tokens if self._scale == 1.0 else self._scaled(tokens), self._clock.now())
+            if wait > timeout and wait != math.inf:
+                raise QueueWaitTimeout(self.name, timeout, 0.0)
         if timeout is not None:
             if timeout <= 0:
                 raise QueueWaitTimeout(self.name, 0.0, 0.0)
@@ -317,15 +323,50 @@ class RateLimiter:
         return None
 
     def wait_time(self, tokens: int = 0) -> float:
-        """Seconds until ``tokens`` could be admitted, were the caller at the head
-        of the queue: 0.0 free now (and nobody queued), ``inf`` blocked on
-        concurrency. With waiters queued it is never 0: they go first."""
+        """Seconds until ``tokens`` could be admitted if requested now: 0.0 free now,
+        ``inf`` blocked on concurrency (only a release can help) or closed.
+
+        Read-only (no permit is taken): the executor compares deployments with it.
+        Queued waiters count ahead of the caller, conservatively: they take their
+        request slots, tokens and concurrency slots first, so with anyone queued it
+        is never 0. Refunds and provider headers that may arrive meanwhile are not
+        foreseen, so it is an estimate, not a promise."""
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        if self._closed is not None:
+            return math.inf
         now = self._clock.now()
         reserve = tokens if self._scale == 1.0 else self._scaled(tokens)
         wait = self._wait_time(reserve, now)
-        if self._waiters and wait == 0.0:
-            return _MIN_SLEEP
-        return wait
+        waiters = self._waiters
+        if not waiters or wait == math.inf:
+            return wait
+        ahead = len(waiters)
+        if self._max_conc and self._in_flight + ahead >= self._max_conc:
+            return math.inf
+        if self._req_cap:
+            log = self._req_log
+            # The admission whose expiry frees a request slot for the caller; past
+            # the log it is one of the queued ones, admitted no earlier than now.
+            i = len(log) + ahead - self._req_cap
+            if i >= len(log):
+                wait = max(wait, self._req_window)
+            elif i >= 0:
+                wait = max(wait, log[i] + self._req_window - now)
+        if self._tpm is not None:
+            queued = sum(w.tokens for w in waiters)
+            need = self._tok_sum + (queued if self._scale == 1.0 else self._scaled(queued)) + reserve
+            need -= int(self._tpm)
+            if need > 0:
+                freed = 0
+                for p in self._tok_log:
+                    freed += p.tokens
+                    if freed >= need:
+                        wait = max(wait, p.acquired_at + _WINDOW - now)
+                        break
+                else:
+                    wait = max(wait, _WINDOW)
+        return max(wait, _MIN_SLEEP)
 
     def close(self, reason: str = "the orchestrator is closing") -> None:
         """Fail every queued and every later ``acquire`` with ``LimiterClosed``.

@@ -27,6 +27,14 @@ So the estimate needs to be cheap and roughly right, not exact:
   microsecond (``str.isascii`` and ``len`` run in C); non-ASCII text longer than
   2,048 characters is measured on two 1,024-character samples rather than
   encoded whole (a few µs instead of ~20).
+
+Budgets need more than an estimate: a hard limit holds only if no call costs more
+than it reserved. ``prompt_upper_bound`` is a true ceiling on the prompt's input
+tokens (UTF-8 bytes: no byte-level tokenizer emits more tokens than bytes), and
+``InputBound`` turns it, per deployment, into the input side of a budget
+reservation: always the ceiling (``"strict"``, the default) or, opt-in, a ratio
+learned from real usage plus a margin (``"learned"``). See ``docs/costs.md``,
+"What a hard limit guarantees".
 """
 
 from __future__ import annotations
@@ -55,13 +63,22 @@ _PER_MESSAGE = 4  # role + separators, as in OpenAI's chat framing
 _PER_REQUEST = 3  # the primer before the reply
 _IMAGE_TOKENS = 800  # a mid-size image; providers charge ~85 to ~1,600
 _FALLBACK_ENCODING = "o200k_base"
-#: What ``prompt_upper_bound`` counts per image. Providers bill an image by its
-#: size: OpenAI at most ~1,100 tokens (high detail, after its resize), Anthropic
-#: about width x height / 750 (at most ~1,600 after its resize), Gemini 258 per
-#: tile. 6,000 is above all of them; a provider billing more breaks the bound.
+#: What ``prompt_upper_bound`` counts per image (the stated image assumption).
+#: Providers bill an image by its size: OpenAI's GPT-4o/GPT-5 at most ~1,500 tokens
+#: (high detail, after their resize to 2048 x 768 tiles) and its patch-billed minis
+#: at most ~3,800; Anthropic about width x height / 750, at most ~1,600 after its
+#: resize; Gemini 258 per 768-pixel tile. 6,000 is above all of these. Known
+#: exceptions, which need ``InputBound(image_tokens=...)``: gpt-4o-mini, which bills
+#: an image at ~33x the tokens (up to ~48,000) at a proportionally lower price, and a
+#: Gemini image of more than ~23 tiles.
 IMAGE_TOKEN_CEILING = 6000
 _BOUND_PER_MESSAGE = 16  # role, separators, name: generous against any chat template
+_BOUND_PER_PART = 4  # a content block's own framing
 _BOUND_PER_REQUEST = 16
+# Instructions a provider adds when tools or a response schema are sent (Anthropic's
+# tool-use system prompt is ~250-550 tokens, OpenAI's tool namespace preamble less).
+_TOOLS_OVERHEAD = 1024
+_IMAGE_PARTS = frozenset(("image_url", "image", "input_image", "inline_data", "image_file"))
 _CACHE_SIZE = 256
 _SAMPLE = 1024  # characters per sample when measuring a long non-ASCII text
 
@@ -160,7 +177,7 @@ def _message_tokens(m: Message, encoding: str, counter: _Counter) -> int:
             text = part.get("text")
             if isinstance(text, str):
                 total += _count(text, encoding, counter)
-            elif kind in ("image_url", "image", "input_image", "inline_data", "image_file"):
+            elif kind in _IMAGE_PARTS:
                 total += _IMAGE_TOKENS
             else:
                 total += heuristic_text_tokens(json.dumps(part, default=str))
@@ -196,19 +213,31 @@ def estimate_tokens(request: Request, model: str | None = None) -> int:
 
 
 def _bytes(text: str) -> int:
+    # ASCII (the common case) is one byte a character: a len(), no encoding. Other
+    # text is encoded (~1 ns a character in C): the exact byte count is the bound.
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-def prompt_upper_bound(request: Request) -> int:
+def _json_bytes(value: object) -> int:
+    return _bytes(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def prompt_upper_bound(request: Request, *, image_tokens: int = IMAGE_TOKEN_CEILING) -> int:
     """A ceiling on the prompt's input tokens, whatever the tokenizer.
 
     Byte-level BPE tokenizers (OpenAI, Anthropic, Llama, Mistral, DeepSeek) and
     SentencePiece with byte fallback (Gemini) never emit more tokens than the text
     has UTF-8 bytes: every token covers at least one byte. So the byte count of
-    every text the provider reads (messages, tool calls, tool schemas, a JSON
-    schema), plus generous chat framing and ``IMAGE_TOKEN_CEILING`` per image, is
-    an upper bound — about 4x the heuristic estimate for English, which is the
-    price of a hard guarantee. ASCII text costs a ``len()``; no encoding happens.
+    every text the provider reads (messages, tool calls and their arguments, tool
+    schemas, ``tool_choice``, a response schema, ``extra_body``), plus generous
+    chat framing per message, ``_TOOLS_OVERHEAD`` for the instructions a provider
+    adds when tools or a schema are sent, and ``image_tokens`` per image, is an
+    upper bound — about 4x the heuristic estimate for English, which is the price
+    of a guarantee. ASCII text costs a ``len()``; no encoding happens.
+
+    Not bounded: a content part that refers to a document by URL or file id (a
+    PDF's pages are billed as text plus an image each) is counted by its JSON
+    bytes only; an image billed above ``image_tokens`` (see ``IMAGE_TOKEN_CEILING``).
     """
     total = _BOUND_PER_REQUEST
     for m in request.messages:
@@ -220,75 +249,146 @@ def prompt_upper_bound(request: Request) -> int:
             for part in content:
                 text = part.get("text")
                 if isinstance(text, str):
-                    total += _bytes(text)
-                elif part.get("type") in ("image_url", "image", "input_image", "inline_data", "image_file"):
-                    total += IMAGE_TOKEN_CEILING
+                    total += _BOUND_PER_PART + _bytes(text)
+                elif part.get("type") in _IMAGE_PARTS:
+                    total += image_tokens
                 else:
-                    total += _bytes(json.dumps(part, default=str))
+                    total += _BOUND_PER_PART + _json_bytes(part)
         for call in m.tool_calls:
             total += _BOUND_PER_MESSAGE + _bytes(call.name) + _bytes(call.raw_arguments)
         if m.name:
             total += _bytes(m.name)
+    fmt = request.response_format
+    if request.tools or fmt:
+        total += _TOOLS_OVERHEAD
     if request.tools:
         for tool in request.tools:
-            spec = json.dumps(tool.parameters, separators=(",", ":"), default=str)
-            total += _BOUND_PER_MESSAGE + _bytes(tool.name) + _bytes(tool.description) + _bytes(spec)
-    fmt = request.response_format
+            total += _BOUND_PER_MESSAGE + _bytes(tool.name) + _bytes(tool.description)
+            total += _json_bytes(tool.parameters)
+        choice = request.tool_choice
+        if choice is not None:
+            total += _bytes(choice) if isinstance(choice, str) else _json_bytes(choice)
     if fmt:
-        total += _bytes(json.dumps(fmt, separators=(",", ":"), default=str))
+        total += _json_bytes(fmt)
+    if request.extra_body:
+        total += _json_bytes(request.extra_body)
     return total
+
+
+# Past this, a reported input count is nonsense (and its ratio could overflow a float).
+_MAX_OBSERVED = 10**12
 
 
 class InputBound:
     """The input tokens a budget reservation counts for one deployment.
 
-    The reservation's output part is already a true worst case (``max_tokens``);
-    this makes the input part one too, so that "the real cost never exceeds the
-    reservation" — the condition under which a hard limit cannot be crossed —
-    holds even when the provider's tokenizer counts more than tierwise's
-    ~4-characters-a-token heuristic (dense code, CJK, other tokenizers).
+    Why: a hard limit holds whatever the concurrency as long as no call costs more
+    than its reservation. The output part of a reservation is a true worst case
+    (``max_tokens``); this makes the input part one too, instead of the ~4
+    characters-a-token heuristic, which a denser real tokenization (code, CJK,
+    another vendor's tokenizer: 1.6x in issue #18) overruns — by the excess of every
+    call admitted concurrently.
 
-    ``mode="strict"`` (the default) reserves ``prompt_upper_bound`` always. It is
-    safe from the first request, including a burst of hundreds admitted before
-    any reply has taught anything, and costs nothing but admission headroom near
-    the limit (the surplus is given back at settlement).
+    ``mode="strict"`` (the default) always reserves ``prompt_upper_bound`` (never
+    below ``estimate``). It holds from the first request, including a burst of
+    hundreds admitted before any reply has taught anything, and it needs no
+    assumption about the traffic beyond the byte-level tokenizer. What it costs:
+    admission headroom near the limit (a reservation about 4x the real input for
+    English; the surplus is given back at settlement), so near the limit a few
+    concurrent calls are refused that would have fit. That is the right default for
+    a limit called hard.
 
-    ``mode="learned"`` reserves the heuristic ``estimate`` scaled by the largest
-    real/estimated ratio among this deployment's last ``window`` replies, plus
-    ``margin``, never more than the strict bound; until ``warmup`` replies have
-    been observed it is strict. It admits more concurrent requests near the limit,
-    under an assumption: no prompt tokenizes more than ``1 + margin`` times denser
-    than the densest recently seen. A prompt that does may overspend by its excess.
+    ``mode="learned"`` reserves ``ceil(estimate x R x (1 + margin))``, where ``R`` is
+    the largest real/estimated ratio among this deployment's last ``window``
+    replies (at least 1), never more than the strict bound. Until ``warmup``
+    replies have been observed it is strict, so the first burst is as safe as in
+    strict mode. It admits more concurrent calls near the limit, under an
+    assumption that is not a guarantee: no prompt tokenizes more than ``1 + margin``
+    times denser, relative to the heuristic, than the densest of the recent window.
+    A prompt unlike the traffic seen (a CJK or minified-JSON prompt on an English
+    deployment) may overspend by its excess. Hence opt-in, with a stated margin
+    (default 25 %).
+
+    The exact tokenizer is deliberately not used for the bound: tiktoken is
+    optional, exact only for OpenAI's own models, and a model name mapped to the
+    wrong encoding would make a "bound" an estimate again; a provider's
+    ``count_tokens`` endpoint costs a round trip per request.
+
+    ``observe`` keeps a sliding-window maximum (a monotonic deque), so
+    ``reserve_tokens`` stays O(1) in both modes.
     """
 
-    __slots__ = ("_ratios", "margin", "mode", "warmup", "window")
+    __slots__ = ("_maxq", "_seen", "image_tokens", "margin", "mode", "warmup", "window")
 
     def __init__(
-        self, mode: str = "strict", *, margin: float = 0.25, warmup: int = 20, window: int = 256
+        self,
+        mode: str = "strict",
+        *,
+        margin: float = 0.25,
+        warmup: int = 20,
+        window: int = 256,
+        image_tokens: int = IMAGE_TOKEN_CEILING,
     ) -> None:
         if mode not in ("strict", "learned"):
             raise ValueError(f"mode must be 'strict' or 'learned', got {mode!r}")
-        if not (0.0 <= margin < math.inf) or warmup < 1 or window < 1:
-            raise ValueError("margin must be >= 0, warmup and window >= 1")
+        if not (0.0 <= margin < math.inf):
+            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+        for label, value in (("warmup", warmup), ("window", window), ("image_tokens", image_tokens)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{label} must be an int >= 1, got {value!r}")
         self.mode = mode
-        self.margin = margin
+        self.margin = float(margin)
         self.warmup = warmup
         self.window = window
-        self._ratios: deque[float] = deque(maxlen=window)
+        self.image_tokens = image_tokens
+        self._seen = 0
+        # (observation number, ratio), ratios strictly decreasing: the front is the
+        # largest ratio among the last ``window`` observations.
+        self._maxq: deque[tuple[int, float]] = deque()
+
+    @property
+    def observed(self) -> int:
+        """Replies observed so far (all time, not only the window)."""
+        return self._seen
+
+    @property
+    def max_ratio(self) -> float | None:
+        """The largest real/estimated input ratio in the window (``None``: none yet)."""
+        return self._maxq[0][1] if self._maxq else None
 
     def reserve_tokens(self, request: Request, estimate: int) -> int:
-        """Input tokens to reserve for ``request`` (``estimate``: the heuristic
-        prompt estimate)."""
-        upper = prompt_upper_bound(request)
-        if self.mode == "strict" or len(self._ratios) < self.warmup:
-            return max(upper, estimate)
-        learned = math.ceil(estimate * max(1.0, max(self._ratios)) * (1.0 + self.margin))
+        """Input tokens to reserve for ``request``; ``estimate`` is the heuristic
+        prompt estimate (``estimate_tokens`` minus the output part)."""
+        upper = (
+            prompt_upper_bound(request)
+            if self.image_tokens == IMAGE_TOKEN_CEILING
+            else prompt_upper_bound(request, image_tokens=self.image_tokens)
+        )
+        if self.mode == "strict" or self._seen < self.warmup or not self._maxq:
+            return upper if upper > estimate else estimate
+        ratio = self._maxq[0][1]
+        learned = math.ceil(estimate * (ratio if ratio > 1.0 else 1.0) * (1.0 + self.margin))
         return max(estimate, min(upper, learned))
 
     def observe(self, estimate: int, actual: int) -> None:
-        """Record one reply's real input count against its estimate."""
-        if estimate > 0 and type(actual) is int and actual > 0:
-            self._ratios.append(actual / estimate)
+        """Record one reply's real input count against its heuristic estimate.
+
+        Only real counts: a count that is not a positive int (an estimated usage, a
+        provider's nonsense) teaches nothing, since an invented ratio of 1.0 would
+        push real ones out of the window."""
+        if type(estimate) is not int or type(actual) is not int:
+            return
+        if not (0 < estimate <= _MAX_OBSERVED and 0 < actual <= _MAX_OBSERVED):
+            return
+        ratio = actual / estimate
+        self._seen = seq = self._seen + 1
+        q = self._maxq
+        while q and q[-1][1] <= ratio:
+            q.pop()
+        q.append((seq, ratio))
+        oldest = seq - self.window
+        while q[0][0] <= oldest:
+            q.popleft()
 
     def __repr__(self) -> str:
-        return f"InputBound(mode={self.mode!r}, observed={len(self._ratios)})"
+        return f"InputBound(mode={self.mode!r}, observed={self._seen}, max_ratio={self.max_ratio!r})"

@@ -53,9 +53,10 @@ def seconds(value: float) -> float | None:
     """A duration from the wire as finite seconds >= 0, else ``None``.
 
     ``retry-after: inf``, ``nan``, ``1e999`` or a negative value is not a duration:
-    passed on, it would freeze a limiter forever or crash it. ``None`` means "no
+    passed on, it would freeze a limiter forever, crash it, or (negative) read as
+    "retry at once" when the server said nothing usable. ``None`` means "no
     usable hint", which the executor treats as no ``Retry-After`` at all."""
-    return float(value) if 0.0 <= value < math.inf else (0.0 if value < 0 and value > -math.inf else None)
+    return float(value) if 0.0 <= value < math.inf else None
 
 
 def parse_duration(value: str) -> float | None:

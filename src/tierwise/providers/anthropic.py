@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import BadRequestError, ContextWindowExceeded, ProtocolError, ProviderError, excerpt
+from ..errors import BadRequestError, ContextWindowExceeded, ProtocolError, ProviderError
 from ..types import FinishReason, Message, Request, Response, StreamEvent, Tool, ToolCall, Usage
 from ._errors import _recast
 from .base import Provider, SSEEvent, StreamAccumulator, StreamParser, make_tool_call, token_count
@@ -257,19 +257,13 @@ class Anthropic(Provider):
         return self._protocol_error(what, raw, model)
 
     def _count(self, usage: Mapping[str, Any], key: str, model: str) -> int | None:
-        """A token count, ``None`` when absent; a non-integer is a malformed reply."""
+        """A token count, ``None`` when absent (so a later event's count is not overwritten)."""
         value = usage.get(key)
         if value is None:
             return None
-        if type(value) is int:
-            return token_count(value)
-        if isinstance(value, float) and value.is_integer():
-            return token_count(value)
-        raise ProtocolError(
-            f"usage.{key} is not an integer: {excerpt(repr(value), (self._api_key,))}",
-            provider=self.name,
-            model=model,
-        )
+        # The shared rule (``token_count``): a nonsense count is dropped to 0, not a
+        # failed call; a reply whose counts are all dropped is billed at the estimate.
+        return token_count(value)
 
     def _max_tokens(self, model: str, request: Request) -> int:
         """``max_tokens`` is required by the API; pick the most specific value we have.
@@ -391,7 +385,7 @@ class Anthropic(Provider):
             return arguments
         try:
             parsed = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         if not isinstance(parsed, dict):
             raise BadRequestError(

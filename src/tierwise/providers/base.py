@@ -276,6 +276,7 @@ def make_tool_call(
     provider: str,
     model: str,
     cut: bool = False,
+    secrets: Sequence[str | None] = (),
 ) -> ToolCall:
     """Build a ``ToolCall``, parsing a JSON argument string once.
 
@@ -285,7 +286,8 @@ def make_tool_call(
     its token limit (finish reason ``length``): the model ran out of tokens while
     writing the call, the provider ended the reply normally, and the answer is
     kept with the call flagged ``incomplete`` (its raw fragments kept, no
-    arguments) rather than failed as a whole.
+    arguments) rather than failed as a whole. ``secrets`` (the caller's key) are
+    redacted from the excerpt in the error: the arguments are wire text.
     """
     if raw_arguments is None or raw_arguments == "":
         return ToolCall(id=id, name=name, arguments={}, raw_arguments=raw_arguments or "")
@@ -297,20 +299,25 @@ def make_tool_call(
     try:
         parsed = json.loads(raw_arguments)
     except (ValueError, RecursionError):
-        if cut:
-            return ToolCall(id=id, name=name, arguments={}, raw_arguments=raw_arguments, incomplete=True)
-        raise ProtocolError(
-            f"tool call {name!r} has invalid JSON arguments: {excerpt(raw_arguments)}",
-            provider=provider,
-            model=model,
-        ) from None
-    if not isinstance(parsed, dict):
-        raise ProtocolError(
-            f"tool call {name!r} arguments are not a JSON object: {excerpt(raw_arguments)}",
-            provider=provider,
-            model=model,
-        )
-    return ToolCall(id=id, name=name, arguments=parsed, raw_arguments=raw_arguments)
+        # ValueError also covers a 5,000-digit number (int's digit limit); RecursionError
+        # arguments nested thousands deep.
+        parsed = _INVALID
+    if isinstance(parsed, dict):
+        return ToolCall(id=id, name=name, arguments=parsed, raw_arguments=raw_arguments)
+    if cut:
+        # Cut mid-call: '{"q": "unfini' does not parse, '{"n": 12' neither, and a
+        # prefix that happens to parse ("12" of "123") is no object: all incomplete.
+        return ToolCall(id=id, name=name, arguments={}, raw_arguments=raw_arguments, incomplete=True)
+    what = "has invalid JSON arguments" if parsed is _INVALID else "arguments are not a JSON object"
+    raise ProtocolError(
+        f"tool call {excerpt(repr(name), secrets, 80)} {what}: {excerpt(raw_arguments, secrets)}",
+        provider=provider,
+        model=model,
+    )
+
+
+# Marks tool arguments that are not JSON at all (``None`` is valid JSON: ``null``).
+_INVALID: Any = object()
 
 
 #: Token counts above this are nonsense from the wire (no reply is a trillion tokens).
@@ -609,8 +616,8 @@ class Provider(ABC):
             raise self._protocol_error(f"{what} is not valid JSON", content, model) from None
         try:
             return parse(data), http.headers
-        except ProviderError:
-            raise
+        except ProviderError as exc:
+            raise self._scrubbed(exc) from None
         except _MALFORMED as exc:
             raise self._protocol_error(
                 f"unexpected {what} shape ({type(exc).__name__}: {exc})", content, model
@@ -652,7 +659,9 @@ class Provider(ABC):
         )
         result.latency_ms = (_perf() - start) * 1000.0
         if result.request_id is None:
-            result.request_id = next((headers[h] for h in self.request_id_headers if h in headers), None)
+            result.request_id = self._scrub(
+                next((headers[h] for h in self.request_id_headers if h in headers), None)
+            )
         return result
 
     async def stream(self, model: str, request: Request) -> AsyncIterator[StreamEvent]:
@@ -703,8 +712,8 @@ class Provider(ABC):
             raise self._transport_error(exc, model) from None
         try:
             response = parser.finish()
-        except ProviderError:
-            raise
+        except ProviderError as exc:
+            raise self._scrubbed(exc) from None
         except _MALFORMED as exc:
             raise self._protocol_error(f"unexpected stream shape ({type(exc).__name__})", "", model) from None
         response.latency_ms = (_perf() - start) * 1000.0
@@ -721,8 +730,9 @@ class Provider(ABC):
             return self._parse_response(model, json.loads(content))
         except ProviderError as exc:
             if not isinstance(exc, ProtocolError):
-                raise  # an error object (in-band error in a JSON body) keeps its type
-            detail = exc.message
+                # An error object (in-band error in a JSON body) keeps its type.
+                raise self._scrubbed(exc) from None
+            detail = redact(exc.message, (self._api_key,))
         except _MALFORMED:
             detail = excerpt(content, (self._api_key,))
         raise ProtocolError(
@@ -757,8 +767,8 @@ class Provider(ABC):
     def _feed(self, parser: StreamParser, sse: SSEEvent, model: str) -> Iterable[StreamEvent]:
         try:
             return parser.feed(sse)
-        except ProviderError:
-            raise
+        except ProviderError as exc:
+            raise self._scrubbed(exc) from None
         except _MALFORMED as exc:
             raise self._protocol_error(
                 f"unexpected stream event shape ({type(exc).__name__}: {exc})", sse.data, model
@@ -792,6 +802,8 @@ class Provider(ABC):
             raise self._protocol_error("invalid JSON in reply", data, model) from None
 
     def _protocol_error(self, what: str, data: str | bytes, model: str) -> ProtocolError:
+        # ``what`` may quote the wire too (an exception's text about a field's value).
+        what = redact(what, (self._api_key,))
         return ProtocolError(
             f"{what}: {excerpt(data, (self._api_key,))}" if data else what,
             provider=self.name,
@@ -854,6 +866,23 @@ class Provider(ABC):
         redacted like the message, since a hostile or buggy upstream may reflect the
         caller's key into any of them, and from there into ``str``/``repr``."""
         return None if value is None else redact(value, (self._api_key,))[:200]
+
+    def _scrubbed(self, exc: ProviderError) -> ProviderError:
+        """``exc`` with every wire-derived text field redacted, in place.
+
+        The one gate every typed error raised while parsing a reply passes (JSON,
+        stream events, the stream's end), so an adapter that quotes the wire into an
+        error (a tool name, a block reason, an id from the body) cannot leak a key the
+        upstream reflected, whatever it forgot to redact itself."""
+        keys = (self._api_key,)
+        message = redact(exc.message, keys)
+        if message != exc.message or exc.args != (message,):
+            exc.message = message
+            exc.args = (message,)
+        exc.request_id = self._scrub(exc.request_id)
+        exc.error_type = self._scrub(exc.error_type)
+        exc.error_code = self._scrub(exc.error_code)
+        return exc
 
     def _inband_error(self, data: Any, model: str) -> ProviderError:
         """An error event inside a stream that began with HTTP 200."""

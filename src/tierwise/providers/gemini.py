@@ -531,10 +531,8 @@ def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
 
 
 def _count(value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"token count is not a number: {value!r:.40}")
+    # Absent, or nonsense from the wire (a string, a bool, ``Infinity``): 0, the same
+    # rule as every adapter (``token_count``); the executor bills such a reply at its estimate.
     return token_count(value)
 
 

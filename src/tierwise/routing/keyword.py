@@ -128,6 +128,17 @@ class Rule:
         return tuple(parse_term(kw, self.match) for kw in self.keywords)
 
 
+_FALSY_STRINGS = frozenset(("", "false", "0", "no", "off", "none", "null"))
+
+
+def _truthy(value: Any) -> bool:
+    """A metadata hint's truth: CLI flags and web forms deliver strings, and the
+    string "false" must mean false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSY_STRINGS
+    return bool(value)
+
+
 def default_rules() -> list[Rule]:
     """The tutorials' rules with the issue's keyword lists (see module docstring)."""
     return [
@@ -308,7 +319,7 @@ class KeywordClassifier:
             tier = md.get("tier")
             if isinstance(tier, str) and tier:
                 return Classification(tier, HINT_SCORE, f"metadata tier={tier!r}")
-            if self.json_label is not None and md.get("json_output"):
+            if self.json_label is not None and _truthy(md.get("json_output")):
                 return Classification(self.json_label, HINT_SCORE, "metadata json_output")
             task = md.get("task_type")
             if isinstance(task, str):

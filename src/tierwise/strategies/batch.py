@@ -16,6 +16,7 @@ answers.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -29,12 +30,12 @@ import anyio
 
 from .._serde import response_from_dict, response_to_dict
 from ..errors import TierwiseError, redact
-from ..types import Request, Response
+from ..types import _REQUEST_PARAMS, Request, Response
 
 if TYPE_CHECKING:
     from ..orchestrator import Orchestrator
 
-__all__ = ["BatchProgress", "BatchResult", "render_items", "run_batch"]
+__all__ = ["BatchProgress", "BatchResult", "InvalidItem", "render_items", "run_batch"]
 
 
 @dataclass(slots=True)
@@ -66,17 +67,58 @@ class BatchProgress:
     elapsed_s: float
 
 
-def render_items(items: Sequence[Any], template: str | None) -> list[Request]:
-    """Turn batch items into requests.
+@dataclass(frozen=True, slots=True)
+class InvalidItem:
+    """An input item that cannot become a request (a malformed JSONL line, an
+    unknown key): recorded as that item's error, and nothing is sent for it."""
+
+    message: str
+
+
+# Keys a dict item may carry besides its prompt: the request parameters of
+# ``Request.from_prompt`` (applied to the item's request), ``system`` and ``metadata``.
+_ITEM_KEYS = ("prompt", "system", "metadata", *_REQUEST_PARAMS)
+
+
+def _item_request(
+    i: int, item: Mapping[str, Any], prompt: str, allowed: Sequence[str]
+) -> Request | InvalidItem:
+    unknown = [k for k in item if k not in allowed]
+    if unknown:
+        key = str(unknown[0])
+        close = difflib.get_close_matches(key, _ITEM_KEYS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; expected some of: {', '.join(_ITEM_KEYS)}"
+        return InvalidItem(f"item {i}: unknown key {key!r}{hint}")
+    params = {k: v for k, v in item.items() if k in _REQUEST_PARAMS and k != "metadata"}
+    system = item.get("system")
+    if system is not None and not isinstance(system, str):
+        return InvalidItem(f"item {i}: 'system' must be a string")
+    try:
+        req = Request.from_prompt(prompt, system=system, **params)
+    except (TypeError, ValueError) as exc:
+        return InvalidItem(f"item {i}: {exc}")
+    meta = item.get("metadata")
+    if meta is not None:
+        if not isinstance(meta, Mapping):
+            return InvalidItem(f"item {i}: 'metadata' must be a table of key = value")
+        req.metadata = dict(meta)
+    return req
+
+
+def render_items(items: Sequence[Any], template: str | None) -> list[Request | InvalidItem]:
+    """Turn batch items into requests (or ``InvalidItem`` s, which are not sent).
 
     Items may be ``Request`` objects, strings, or dicts. With a ``template``, a
     string item fills ``{item}`` and a dict item fills its own keys (and
     ``{item}`` with the whole dict); without one, a string is the prompt and a dict
-    needs a ``prompt`` key (optional ``system`` and ``metadata``).
+    needs a ``prompt`` key. A dict may also carry ``system``, ``metadata`` and the
+    request parameters (``max_tokens``, ``temperature``, ``top_p``, ``stop``,
+    ``seed``, ``response_format``, …), which apply to that item; any other key is
+    an error naming it (a typo like ``max_tokns`` must not be silently ignored).
     """
-    out: list[Request] = []
+    out: list[Request | InvalidItem] = []
     for i, item in enumerate(items):
-        if isinstance(item, Request):
+        if isinstance(item, Request | InvalidItem):
             out.append(item)
             continue
         if template is not None:
@@ -86,18 +128,20 @@ def render_items(items: Sequence[Any], template: str | None) -> list[Request]:
             try:
                 prompt = template.format_map(fields)
             except (KeyError, IndexError) as exc:
-                raise ValueError(f"item {i}: template field {exc} is not in the item") from None
-            out.append(Request.from_prompt(prompt))
+                out.append(InvalidItem(f"item {i}: template field {exc} is not in the item"))
+                continue
+            if isinstance(item, Mapping):
+                # Template fields are the item's own keys; request parameters still apply.
+                params = {k: v for k, v in item.items() if k in _ITEM_KEYS and k != "prompt"}
+                out.append(_item_request(i, params, prompt, _ITEM_KEYS))
+            else:
+                out.append(Request.from_prompt(prompt))
         elif isinstance(item, str):
             out.append(Request.from_prompt(item))
         elif isinstance(item, Mapping) and isinstance(item.get("prompt"), str):
-            req = Request.from_prompt(item["prompt"], system=item.get("system"))
-            meta = item.get("metadata")
-            if isinstance(meta, Mapping):
-                req.metadata = dict(meta)
-            out.append(req)
+            out.append(_item_request(i, item, item["prompt"], _ITEM_KEYS))
         else:
-            raise ValueError(f"item {i}: expected a string, a Request, or a dict with 'prompt'")
+            out.append(InvalidItem(f"item {i}: expected a string, a Request, or a dict with 'prompt'"))
     return out
 
 
@@ -105,7 +149,7 @@ def _fingerprint(request: Request) -> str:
     return hashlib.sha256(request.prompt_text.encode()).hexdigest()[:16]
 
 
-def _load_done(path: Path, requests: Sequence[Request]) -> dict[int, BatchResult]:
+def _load_done(path: Path, requests: Sequence[Request | InvalidItem]) -> dict[int, BatchResult]:
     """Successful results already in ``path`` whose prompt still matches."""
     done: dict[int, BatchResult] = {}
     if not path.exists():
@@ -121,7 +165,10 @@ def _load_done(path: Path, requests: Sequence[Request]) -> dict[int, BatchResult
             index = rec.get("index")
             if not isinstance(index, int) or not 0 <= index < len(requests):
                 continue
-            if rec.get("prompt_sha") != _fingerprint(requests[index]):
+            request = requests[index]
+            if isinstance(request, InvalidItem):
+                continue
+            if rec.get("prompt_sha") != _fingerprint(request):
                 raise ValueError(
                     f"{path}: item {index} was answered for a different prompt; "
                     "use a new output file for a changed input"
@@ -130,8 +177,30 @@ def _load_done(path: Path, requests: Sequence[Request]) -> dict[int, BatchResult
                 response = response_from_dict(rec["response"])
             except (KeyError, TypeError, ValueError):
                 continue
-            done[index] = BatchResult(index, requests[index].prompt_text, response, resumed=True)
+            done[index] = BatchResult(index, request.prompt_text, response, resumed=True)
     return done
+
+
+def _in_input_order(path: Path) -> None:
+    """Rewrite the output file sorted by item index (the last record of each
+    index wins), atomically. Records are appended as items finish, so a crash
+    loses nothing; this puts the finished file in input order, as promised."""
+    records: dict[int, str] = {}
+    tail: list[str] = []
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                index = json.loads(line).get("index")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(index, int):
+                records[index] = line if line.endswith("\n") else line + "\n"
+            else:
+                tail.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.writelines(records[i] for i in sorted(records))
+    os.replace(tmp, path)
 
 
 async def run_batch(
@@ -177,15 +246,17 @@ async def run_batch(
                 )
             )
 
-    async def one(index: int, request: Request) -> None:
+    async def one(index: int, request: Request | InvalidItem) -> None:
         nonlocal done, failed, unknown, cost
         async with limiter:
             try:
+                if isinstance(request, InvalidItem):
+                    raise _Invalid(request.message)
                 response = await orch.run(request, strategy=strategy, metadata=metadata)
-            except TierwiseError as exc:
-                result = BatchResult(
-                    index, request.prompt_text, error=redact(str(exc), secrets), error_type=type(exc).__name__
-                )
+            except (TierwiseError, _Invalid) as exc:
+                text = "" if isinstance(request, InvalidItem) else request.prompt_text
+                error_type = "InvalidItem" if isinstance(exc, _Invalid) else type(exc).__name__
+                result = BatchResult(index, text, error=redact(str(exc), secrets), error_type=error_type)
                 failed += 1
             else:
                 result = BatchResult(index, request.prompt_text, response)
@@ -198,7 +269,7 @@ async def run_batch(
         if sink is not None:
             record: dict[str, Any] = {
                 "index": index,
-                "prompt_sha": _fingerprint(request),
+                "prompt_sha": None if isinstance(request, InvalidItem) else _fingerprint(request),
                 "ok": result.ok,
             }
             if result.response is not None:
@@ -220,4 +291,10 @@ async def run_batch(
     finally:
         if sink is not None:
             sink.close()
+            if out_path is not None:
+                _in_input_order(out_path)
     return [r for r in results if r is not None]
+
+
+class _Invalid(Exception):
+    """An ``InvalidItem`` on its way to its result row."""
