@@ -288,3 +288,29 @@ async def test_nonsense_usage_from_a_provider_leaks_no_slot_and_no_reservation()
         assert limiter.in_flight == 0 and budget.reserved("total", "total") == 0.0
         second = await orch.run("two")  # the slot and the money came back
     assert second.text == "fine"
+
+
+async def test_a_reply_missing_only_its_prompt_count_is_billed_for_the_prompt_too() -> None:
+    from tierwise.testing import FakeProvider
+    from tierwise.types import Usage
+
+    provider = FakeProvider({"m": Response("x", "m", "fake", usage=Usage(input_tokens=0, output_tokens=10))})
+    dep = Deployment("m", provider, "m", spec=ModelSpec("m", "fake", input=1.0, output=1.0))
+    request = Request.from_prompt("a prompt of some length " * 10, max_tokens=10)
+    async with tw.Orchestrator([dep], log_level=None) as orch:
+        resp = await orch.run(request)
+    assert resp.usage.output_tokens == 10 and resp.usage.estimated
+    assert resp.usage.input_tokens == estimate_tokens(request) - 10
+    assert resp.cost_usd == pytest.approx((resp.usage.input_tokens + 10) / 1e6)
+
+
+async def test_a_hostile_retry_after_cools_a_deployment_for_at_most_max_cooldown() -> None:
+    from tierwise.execution.health import HealthTracker
+    from tierwise.testing import FakeClock
+
+    clock = FakeClock()
+    health = HealthTracker(clock=clock, max_cooldown_s=300.0)
+    health.record_failure("m", tw.errors.RateLimitError("slow", retry_after=1e300))
+    assert not health.ready("m")
+    clock.advance(301.0)
+    assert health.ready("m")

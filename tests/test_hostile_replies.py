@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import tierwise as tw
 from tierwise.catalog import ModelSpec
-from tierwise.errors import ProtocolError, ProviderError, TierwiseError
+from tierwise.errors import ProtocolError, ProviderError, ServerError, TierwiseError
 from tierwise.execution.budget import BudgetLedger, BudgetLimit
 from tierwise.execution.executor import Deployment
 from tierwise.execution.limits import RateLimiter
@@ -381,3 +381,230 @@ async def test_fuzzed_replies_give_typed_errors_and_leave_the_deployment_whole(k
                 assert limiter.in_flight == 0 and budget.reserved("total", "total") == 0.0
             follow = await orch.run("fine")  # the deployment is whole
             assert isinstance(follow, Response)
+
+
+# -- second pass: gaps the first pass left -------------------------------------------------
+
+# A key with no telling shape (no ``sk-``/``AIza``/bearer prefix): only redaction
+# by the provider's own key removes it, the generic patterns do not.
+BARE = "gwkeyPlantedQx7Vm2Lr9"
+
+
+def _assert_no_bare(exc: BaseException) -> None:
+    texts = [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
+    texts += [repr(v) for v in vars(exc).values()]
+    for text in texts:
+        assert BARE not in text, text
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+async def test_a_negative_retry_after_is_no_hint(kind: str) -> None:
+    """``retry-after: -5`` used to read as 0 s ("retry at once"); it is no usable hint."""
+    body = b'{"error": {"message": "slow", "type": "rate_limit_error", "status": "RESOURCE_EXHAUSTED"}}'
+    for header in ({"retry-after": "-5"}, {"retry-after-ms": "-100"}, {"retry-after": "inf"}):
+        async with raw_server(lambda _, h=header: (429, {**JSON, **h}, body)) as base:  # type: ignore[misc]
+            async with make(kind, base) as provider:
+                with pytest.raises(ProviderError) as info:
+                    await provider.complete("m", Request.from_prompt("hi", max_tokens=5))
+        assert info.value.retry_after is None, header
+
+
+@pytest.mark.parametrize("delay", ['"-5s"', '{"seconds": -5}', '{"seconds": 1e400}', '"1e999s"'])
+async def test_gemini_retry_info_must_be_finite_and_non_negative(delay: str) -> None:
+    body = (
+        '{"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED", "details": [{'
+        '"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": ' + delay + "}]}}"
+    ).encode()
+    async with raw_server(lambda _: (429, JSON, body)) as base, make("gemini", base) as provider:
+        with pytest.raises(ProviderError) as info:
+            await provider.complete("m", Request.from_prompt("hi"))
+    assert info.value.retry_after is None
+
+
+async def test_anthropic_usage_numbers_of_any_size_are_counts_not_failures() -> None:
+    """``1e400`` or ``NaN`` in Anthropic usage used to fail the whole reply."""
+    base_body = json.loads((FIXTURES / "anthropic" / "text.json").read_bytes())
+    for raw in ("1e400", "NaN", "-3", "12.7", "9" * 400):
+        text = json.dumps(base_body).replace(
+            f'"input_tokens": {base_body["usage"]["input_tokens"]}', f'"input_tokens": {raw}'
+        )
+        async with raw_server(lambda _, t=text: (200, JSON, t.encode())) as base:  # type: ignore[misc]
+            async with make("anthropic", base) as provider:
+                resp = await provider.complete("m", Request.from_prompt("hi", max_tokens=10))
+        assert resp.usage.input_tokens == (12 if raw == "12.7" else 0), raw
+        assert resp.text == "".join(b["text"] for b in base_body["content"] if b["type"] == "text")
+
+
+async def test_a_bare_key_quoted_in_a_tool_call_error_is_redacted() -> None:
+    """``make_tool_call`` quotes the tool name and arguments without the key."""
+    body = (
+        '{"id": "c", "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": '
+        '{"role": "assistant", "content": null, "tool_calls": [{"id": "t", "type": "function", '
+        '"function": {"name": "' + BARE + '", "arguments": "{' + BARE + '"}}]}}]}'
+    ).encode()
+    async with raw_server(lambda _: (200, JSON, body)) as base, make("openai", base, BARE) as provider:
+        with pytest.raises(ProtocolError) as info:
+            await provider.complete("m", Request.from_prompt("hi"))
+    _assert_no_bare(info.value)
+
+
+async def test_a_bare_key_in_a_gemini_block_message_or_response_id_is_redacted() -> None:
+    body = json.dumps(
+        {"promptFeedback": {"blockReason": BARE, "blockReasonMessage": f"blocked {BARE}"}, "responseId": BARE}
+    ).encode()
+    async with raw_server(lambda _: (200, JSON, body)) as base, make("gemini", base, BARE) as provider:
+        with pytest.raises(ProviderError) as info:
+            await provider.complete("m", Request.from_prompt("hi"))
+        _assert_no_bare(info.value)
+        sse = b"data: " + body + b"\r\n\r\n"
+    async with raw_server(lambda _: (200, SSE, sse)) as base, make("gemini", base, BARE) as provider:
+        with pytest.raises(ProviderError) as info:
+            async for _ in provider.stream("m", Request.from_prompt("hi")):
+                pass
+    _assert_no_bare(info.value)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+async def test_a_bare_key_quoted_by_a_shape_error_is_redacted(kind: str) -> None:
+    """An exception's own text about a wire value (``token count is not a number:
+    '<key>'``) went into the ProtocolError unredacted."""
+    usage = {
+        "openai": {"choices": [{"index": 0, "message": {"content": BARE}, "finish_reason": BARE}],
+                   "model": {"k": BARE}, "usage": {"prompt_tokens": BARE}},
+        "anthropic": {"content": [{"type": "text", "text": "x"}], "usage": {"input_tokens": BARE}},
+        "gemini": {"candidates": [{"finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": BARE}},
+    }[kind]  # fmt: skip
+    body = json.dumps(usage).encode()
+    async with raw_server(lambda _: (200, JSON, body)) as base, make(kind, base, BARE) as provider:
+        try:
+            await provider.complete("m", Request.from_prompt("hi", max_tokens=5))
+        except TierwiseError as exc:
+            _assert_no_bare(exc)
+
+
+async def test_gemini_json_array_answering_a_stream_request_is_the_reply() -> None:
+    """Without ``alt=sse`` Gemini streams one JSON array of chunks; the JSON-reply path
+    for streams must read it as those chunks, not fail it as "not a reply"."""
+    lines = (FIXTURES / "gemini" / "stream_text.sse").read_text().splitlines()
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    body = json.dumps(chunks).encode()
+    async with raw_server(lambda _: (200, JSON, body)) as base, make("gemini", base) as provider:
+        out = [e async for e in provider.stream("m", Request.from_prompt("hi"))]
+    final = out[-1]
+    assert isinstance(final, Done)
+    expected = "".join(
+        p.get("text", "")
+        for c in chunks
+        for p in c["candidates"][0]["content"]["parts"]
+        if not p.get("thought")
+    )
+    assert final.response.text == expected and expected
+    assert "".join(getattr(e, "text", "") for e in out[:-1] if type(e).__name__ == "TextDelta") == expected
+    error = json.dumps([json.loads((FIXTURES / "gemini" / "error_503.json").read_bytes())]).encode()
+    async with raw_server(lambda _: (200, JSON, error)) as base, make("gemini", base) as provider:
+        with pytest.raises(ServerError):
+            async for _ in provider.stream("m", Request.from_prompt("hi")):
+                pass
+
+
+async def test_openai_stream_cut_inside_tool_arguments_ends_with_a_length_answer() -> None:
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"content": "Checking."}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t1", "type": "function",
+            "function": {"name": "f", "arguments": '{"q": "unf'}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+    ]  # fmt: skip
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks).encode() + b"data: [DONE]\n\n"
+    async with raw_server(lambda _: (200, SSE, body)) as base, make("openai", base) as provider:
+        out = [e async for e in provider.stream("m", Request.from_prompt("hi"))]
+        bad = body.replace(b'"length"', b'"tool_calls"')
+        async with raw_server(lambda _: (200, SSE, bad)) as base2, make("openai", base2) as other:
+            with pytest.raises(ProtocolError):
+                async for _ in other.stream("m", Request.from_prompt("hi")):
+                    pass
+    final = out[-1]
+    assert isinstance(final, Done) and final.response.finish_reason == "length"
+    assert final.response.text == "Checking."
+    (call,) = final.response.tool_calls
+    assert call.incomplete and call.arguments == {} and call.raw_arguments == '{"q": "unf'
+
+
+# -- a fuzz over stream replies, called directly -------------------------------------------
+
+_SSE_SEEDS = {
+    kind: [(FIXTURES / kind / n).read_bytes() for n in names]
+    for kind, names in (
+        ("openai", ("chat_text.sse", "chat_tool_calls.sse")),
+        ("anthropic", ("stream_text.sse", "stream_tool_calls.sse")),
+        ("gemini", ("stream_text.sse", "stream_function_calls.sse")),
+    )
+}
+
+
+@st.composite
+def mutated_from(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
+    body = draw(st.sampled_from(seeds))
+    how = draw(st.sampled_from(["number", "truncate", "splice", "string"]))
+    if how == "truncate":
+        return body[: draw(st.integers(0, len(body)))]
+    if how == "string":
+        quotes = [i for i, b in enumerate(body) if b == 34]
+        at = draw(st.sampled_from(quotes)) if quotes else 0
+        return body[:at] + draw(_HOSTILE) + b"," + body[at:]
+    digits = [i for i, b in enumerate(body) if 48 <= b <= 57]
+    at = draw(st.sampled_from(digits)) if digits and how == "number" else draw(st.integers(0, len(body)))
+    end = at
+    while how == "number" and end < len(body) and 48 <= body[end] <= 57:
+        end += 1
+    return body[:at] + draw(_HOSTILE) + body[end:]
+
+
+def _draw(strategy: st.SearchStrategy[bytes], n: int = 50) -> list[bytes]:
+    examples: list[bytes] = []
+
+    @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(body=strategy)
+    def collect(body: bytes) -> None:
+        examples.append(body)
+
+    collect()
+    return examples
+
+
+def _check_response(resp: Response) -> None:
+    assert isinstance(resp, Response) and isinstance(resp.model, str) and isinstance(resp.text, str)
+    u = resp.usage
+    for v in (
+        u.input_tokens,
+        u.output_tokens,
+        u.cached_input_tokens,
+        u.cache_write_tokens,
+        u.reasoning_tokens,
+    ):
+        assert type(v) is int and v >= 0
+    assert u.reported_cost_usd is None or 0.0 <= u.reported_cost_usd < float("inf")
+    for call in resp.tool_calls:
+        assert isinstance(call.id, str) and isinstance(call.name, str)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("mode", ["json", "sse"])
+async def test_fuzzed_replies_called_directly_give_typed_errors_or_valid_responses(
+    kind: str, mode: str
+) -> None:
+    seeds = _SEEDS[kind] if mode == "json" else _SSE_SEEDS[kind]
+    current = {"body": b""}
+    headers = JSON if mode == "json" else SSE
+    async with raw_server(lambda _: (200, headers, current["body"])) as base, make(kind, base) as provider:
+        for body in _draw(mutated_from(seeds)):
+            current["body"] = body
+            request = Request.from_prompt("x", max_tokens=5)
+            try:
+                if mode == "json":
+                    _check_response(await provider.complete("m", request))
+                else:
+                    events = [e async for e in provider.stream("m", request)]
+                    assert isinstance(events[-1], Done)
+                    _check_response(events[-1].response)
+            except TierwiseError:
+                pass

@@ -590,7 +590,6 @@ async def test_malformed_stream_chunk_is_protocol_error(serve: ServeFn, line: by
         b'{"candidates": [{"content": {"parts": [{"functionCall": {"args": {}}}]}, "finishReason": "STOP"}]}',
         b'{"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": "{}"}}]}}]}',
         b'{"candidates": [{"content": {"parts": [{"text": 5}]}, "finishReason": "STOP"}]}',
-        b'{"candidates": [{"finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": "lots"}}',
         b'{"candidates": [{"finishReason": "STOP"}], "usageMetadata": []}',
     ],
 )
@@ -599,6 +598,18 @@ async def test_malformed_reply_is_protocol_error(serve: ServeFn, payload: bytes)
     with pytest.raises(ProtocolError) as info:
         await complete(srv)
     assert info.value.provider == "gemini"
+
+
+async def test_a_token_count_that_is_no_number_counts_zero(serve: ServeFn) -> None:
+    """The shared rule of every adapter (``token_count``): a string where a count
+    belongs drops to 0 and the answer is kept."""
+    payload = (
+        b'{"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}], '
+        b'"usageMetadata": {"promptTokenCount": "lots", "candidatesTokenCount": 2}}'
+    )
+    srv = await serve(200, payload)
+    resp = await complete(srv)
+    assert resp.text == "hi" and resp.usage.input_tokens == 0 and resp.usage.output_tokens == 2
 
 
 # --------------------------------------------------------------------------- HTTP errors

@@ -8,7 +8,14 @@ atomic on the event loop: no other task runs between the check and the
 booking), and replaces the reservation with the real cost when the reply arrives
 (``Reservation.settle``) or frees it if nothing was spent
 (``Reservation.release``). As long as the real cost does not exceed the reserved
-amount, a hard limit can never be crossed, whatever the concurrency.
+amount, a hard limit can never be crossed, whatever the concurrency. The executor
+makes the amount a true worst case: ``max_tokens`` of output, and for the input the
+ceiling of ``tokens.InputBound`` rather than the heuristic estimate (a denser real
+tokenization overran that by 55 % under 500 concurrent calls, issue #18). Once
+spent + reserved reaches a hard limit nothing more is admitted, not even a call
+priced at $0 (an unknown price); and settling never raises, so a reservation is
+never held forever. ``docs/costs.md`` ("What a hard limit guarantees") states the
+guarantee and its assumptions.
 
 Scopes (``BudgetLimit.scope``):
 

@@ -70,6 +70,7 @@ from ..errors import (
 )
 from ..types import (
     Attempt,
+    AttemptOutcome,
     Done,
     ReasoningDelta,
     Request,
@@ -744,6 +745,11 @@ class Executor:
                 # the estimate the limiter reserved by, never $0.
                 output = seen.output_tokens() if seen.started else _output_estimate(response)
                 usage = response.usage = Usage(call.prompt, output, estimated=True)
+            elif usage.input_tokens == 0 and usage.reported_cost_usd is None and call.prompt > 0:
+                # Only the prompt count is missing (dropped as malformed, or never
+                # sent): the prompt was still billed.
+                usage.input_tokens = call.prompt
+                usage.estimated = True
             elif usage.input_tokens > 0:
                 dep.input_bound.observe(call.prompt, usage.input_tokens)
             try:
@@ -818,35 +824,7 @@ class Executor:
         call.errors.append(error)
         latency = (self.clock.now() - t0) * 1000.0
         name = type(error).__name__
-        call.add(
-            Attempt(
-                dep.alias,
-                dep.provider.name,
-                "error",
-                latency,
-                cost,
-                error_type=name,
-                error=str(error),
-                usage=usage,
-                path=call.path,
-                retry=attempt - 1,
-            )
-        )
-        if self.metrics is not None:
-            self.metrics.record_attempt(
-                model=dep.alias,
-                provider=dep.provider.name,
-                path=call.path,
-                label=call.label,
-                outcome="error",
-                error_type=name,
-                latency_ms=latency,
-                input_tokens=usage.input_tokens if usage is not None else 0,
-                output_tokens=usage.output_tokens if usage is not None else 0,
-                cost_usd=cost,
-                retry=attempt > 1,
-                estimated=usage is not None,
-            )
+        self._record(dep, call, "error", latency, cost, usage, attempt, name, str(error))
 
     def _abandoned(
         self,
@@ -879,14 +857,36 @@ class Executor:
                 else:
                     reservation.settle(cost)
         latency = (self.clock.now() - t0) * 1000.0
+        self._record(dep, call, "cancelled", latency, cost, usage, attempt, "Cancelled", None)
+
+    def _busy(self, dep: Deployment, call: _Call, error: QueueWaitTimeout) -> None:
+        """No rate-limit slot within ``max_queue_wait_s`` (or before the deadline):
+        the deployment is passed over, like one whose window is too small."""
+        call.errors.append(error)
+        self._record(dep, call, "skipped", 0.0, 0.0, None, 1, "QueueWaitTimeout", str(error))
+
+    def _record(
+        self,
+        dep: Deployment,
+        call: _Call,
+        outcome: AttemptOutcome,
+        latency: float,
+        cost: float | None,
+        usage: Usage | None,
+        attempt: int,
+        error_type: str,
+        error: str | None,
+    ) -> None:
+        """One not-ok try into the call's attempts (and the run's ledger) and the metrics."""
         call.add(
             Attempt(
                 dep.alias,
                 dep.provider.name,
-                "cancelled",
+                outcome,
                 latency,
                 cost,
-                error_type="Cancelled",
+                error_type=error_type,
+                error=error,
                 usage=usage,
                 path=call.path,
                 retry=attempt - 1,
@@ -898,40 +898,15 @@ class Executor:
                 provider=dep.provider.name,
                 path=call.path,
                 label=call.label,
-                outcome="cancelled",
-                error_type=None,
+                outcome=outcome,
+                # A cancellation is no error of the deployment's: typed only in the attempt.
+                error_type=None if outcome == "cancelled" else error_type,
                 latency_ms=latency,
                 input_tokens=usage.input_tokens if usage is not None else 0,
                 output_tokens=usage.output_tokens if usage is not None else 0,
                 cost_usd=cost,
                 retry=attempt > 1,
                 estimated=usage is not None,
-            )
-
-    def _busy(self, dep: Deployment, call: _Call, error: QueueWaitTimeout) -> None:
-        """No rate-limit slot within ``max_queue_wait_s`` (or before the deadline):
-        the deployment is passed over, like one whose window is too small."""
-        call.errors.append(error)
-        call.add(
-            Attempt(
-                dep.alias,
-                dep.provider.name,
-                "skipped",
-                error_type="QueueWaitTimeout",
-                error=str(error),
-                path=call.path,
-            )
-        )
-        if self.metrics is not None:
-            self.metrics.record_attempt(
-                model=dep.alias,
-                provider=dep.provider.name,
-                path=call.path,
-                label=call.label,
-                outcome="skipped",
-                error_type="QueueWaitTimeout",
-                latency_ms=0.0,
-                cost_usd=0.0,
             )
 
 

@@ -209,7 +209,9 @@ class HealthTracker:
         if isinstance(retry_after, int | float) and 0 < retry_after < float("inf"):
             # The provider said when to come back: cool for that long even below
             # the threshold (ends in "healthy" unless the breaker itself opened).
-            dep.open_until = max(dep.open_until, now + float(retry_after))
+            # Capped at max_cooldown_s: a hostile "retry-after: 1e300" must not
+            # retire the deployment for good.
+            dep.open_until = max(dep.open_until, now + min(float(retry_after), self.max_cooldown_s))
         return True
 
     def _open(self, dep: _Deployment, now: float, cooldown: float) -> None:

@@ -67,11 +67,13 @@ is always right.
 
 Bounded waits: ``acquire(tokens, timeout=t)`` raises ``QueueWaitTimeout`` rather
 than wait longer than ``t`` seconds (on the injected clock). When the wait is
-certain to be longer — the caller would be head and the time-based budgets alone
-(the RPM/TPM window, a 429 hold, a provider reset) open later than ``t`` — it
-raises at once instead of queueing, so the executor can fall back to another
-deployment without wasting the time. A timed-out waiter leaves the queue exactly
-like a cancelled one.
+certain to be longer — the time-based budgets alone (the RPM/TPM window, a 429
+hold, a provider reset) open later than ``t``, which also bounds a caller queued
+behind others, since those ahead only add to the windows — it raises at once
+instead of queueing, so the executor can fall back to another deployment without
+wasting the time. A timed-out waiter leaves the queue exactly like a cancelled
+one. ``wait_time(tokens)`` is the read-only estimate of that wait, queue included,
+for choosing the least busy deployment.
 
 Closing: ``close()`` makes every queued waiter and every later ``acquire`` raise
 ``LimiterClosed`` at once, so a process shutting down drains in the time its

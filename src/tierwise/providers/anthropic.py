@@ -244,7 +244,7 @@ class Anthropic(Provider):
         err = super()._inband_error(data, model)
         rid = data.get("request_id") if isinstance(data, dict) else None
         if isinstance(rid, str) and rid:
-            err.request_id = rid
+            err.request_id = self._scrub(rid)
         return err
 
     # -- helpers --------------------------------------------------------------------
@@ -261,8 +261,9 @@ class Anthropic(Provider):
         value = usage.get(key)
         if value is None:
             return None
-        # The shared rule (``token_count``): a nonsense count is dropped to 0, not a
-        # failed call; a reply whose counts are all dropped is billed at the estimate.
+        # The shared rule (``token_count``): a nonsense count (a string, a bool, 1e400,
+        # -3) is dropped to 0, not a failed call; a reply whose counts are all dropped
+        # is billed at the executor's estimate.
         return token_count(value)
 
     def _max_tokens(self, model: str, request: Request) -> int:

@@ -296,6 +296,13 @@ def make_tool_call(
         return ToolCall(
             id=id, name=name, arguments=args, raw_arguments=json.dumps(args, separators=(",", ":"))
         )
+    if not isinstance(raw_arguments, str):
+        raise ProtocolError(
+            f"tool call {excerpt(repr(name), secrets, 80)} arguments are a "
+            f"{type(raw_arguments).__name__}, not a JSON string or object",
+            provider=provider,
+            model=model,
+        )
     try:
         parsed = json.loads(raw_arguments)
     except (ValueError, RecursionError):
@@ -380,6 +387,16 @@ def check_embeddings(vectors: list[list[float]], count: int) -> None:
         raise ValueError("embeddings in one reply have different lengths")
 
 
+_SSE_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+def _looks_like_sse(content: bytes) -> bool:
+    """Whether a body labelled JSON is really an event stream (or empty, which is a
+    cut stream, retryable, rather than a JSON reply that will never parse)."""
+    head = content.lstrip()[:6]
+    return not head or head.startswith(_SSE_FIELDS)
+
+
 def _replay_events(response: Response) -> list[StreamEvent]:
     """The events a stream of ``response`` would have carried, for a reply that came whole."""
     events: list[StreamEvent] = []
@@ -393,23 +410,45 @@ def _replay_events(response: Response) -> list[StreamEvent]:
 
 
 _FINISH_REASONS = frozenset(("stop", "length", "tool_calls", "content_filter", "error"))
+_SCALARS = (str, int, float, bool)
 
 
 def _normalize(response: Response, requested: str) -> None:
-    """The ``Response`` contract, checked once where every adapter's reply (JSON or
-    stream) leaves the provider: strings are strings, the finish reason is one of
-    the five, usage counts are sane ints and a reported cost is a finite amount.
-    A wrong-typed field from a buggy server (``"model": 42``) would otherwise travel
-    into metrics keys, audit records and cost arithmetic."""
+    """The ``Response`` contract, checked once where every adapter's reply (JSON, SSE,
+    or a JSON body answering a stream request) leaves the provider.
+
+    The adapters fill a ``Response`` from untyped JSON; a buggy or hostile server's
+    ``"model": 42`` or ``"id": {...}`` would otherwise travel into metrics keys, audit
+    records, cache keys and cost arithmetic. The rules, one place for all adapters:
+
+    * ``model``: a non-empty string, else the *requested* model name (a number or
+      object is no model name, and ``str({...})`` would be a metrics key nobody asked for);
+    * ``text`` and ``reasoning``: strings (``None`` → ``""``, a scalar → ``str()``);
+    * ``finish_reason``: one of the five, else ``"stop"``; ``raw_finish_reason`` a
+      string or ``None``; ``request_id`` a string or ``None``;
+    * usage: each count through ``token_count`` (negative, non-finite, huge, bool or
+      non-number → 0; a float → its int), and the subsets capped by their totals;
+      ``reported_cost_usd`` through ``cost_amount`` (finite and >= 0, else ``None``);
+    * tool calls: ``id`` and ``name`` strings (a scalar → ``str()``; anything else →
+      ``call_<i>`` / ``""``), ``arguments`` a dict.
+
+    Called directly (no executor), a provider that reported its own cost sets
+    ``cost_usd`` to it: the figure is known, so it is not left ``None``.
+    """
     # Typed as str, but filled from untyped JSON: checked through Any.
     model: Any = response.model
     if not isinstance(model, str) or not model:
         response.model = requested
-    text: Any = response.text
-    if not isinstance(text, str):
-        response.text = "" if text is None else str(text)
+    response.text = _as_text(response.text)
+    response.reasoning = _as_text(response.reasoning)
     if response.finish_reason not in _FINISH_REASONS:
         response.finish_reason = "stop"
+    raw_finish: Any = response.raw_finish_reason
+    if raw_finish is not None and not isinstance(raw_finish, str):
+        response.raw_finish_reason = str(raw_finish) if isinstance(raw_finish, _SCALARS) else None
+    rid: Any = response.request_id
+    if rid is not None and not isinstance(rid, str):
+        response.request_id = None
     u = response.usage
     u.input_tokens = token_count(u.input_tokens)
     u.output_tokens = token_count(u.output_tokens)
@@ -417,16 +456,24 @@ def _normalize(response: Response, requested: str) -> None:
     u.cache_write_tokens = min(token_count(u.cache_write_tokens), u.input_tokens)
     u.reasoning_tokens = min(token_count(u.reasoning_tokens), u.output_tokens)
     u.reported_cost_usd = cost_amount(u.reported_cost_usd)
-    for call in response.tool_calls:
+    for i, call in enumerate(response.tool_calls):
         cid: Any = call.id
         name: Any = call.name
+        args: Any = call.arguments
         if not isinstance(cid, str):
-            call.id = str(cid)
+            call.id = str(cid) if isinstance(cid, _SCALARS) else f"call_{i}"
         if not isinstance(name, str):
-            call.name = str(name)
+            call.name = str(name) if isinstance(name, _SCALARS) else ""
+        if not isinstance(args, dict):
+            call.arguments = {}
     if response.cost_usd is None and u.reported_cost_usd is not None:
-        # Called directly (no executor), the provider's own figure is the cost.
         response.cost_usd = u.reported_cost_usd
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, _SCALARS) else ""
 
 
 # --------------------------------------------------------------------------- provider
@@ -683,19 +730,22 @@ class Provider(ABC):
                     content = await http.aread()
                     raise self._http_error(http.status_code, http.headers, content, model)
                 headers = http.headers
-                if "json" in headers.get("content-type", "") and "event-stream" not in headers.get(
-                    "content-type", ""
-                ):
+                ctype = headers.get("content-type", "")
+                if "json" in ctype and "event-stream" not in ctype:
                     # A server that ignored ``stream: true`` (LiteLLM's /v1/messages with
                     # mock models does this): a complete JSON reply, not a truncated stream.
-                    whole = self._whole_reply(await http.aread(), model)
-                    for event in _replay_events(whole):
-                        yield event
-                    whole.latency_ms = whole.ttft_ms = (_perf() - start) * 1000.0
-                    self._stamp(whole, headers)
-                    _normalize(whole, model)
-                    yield Done(whole)
-                    return
+                    content = await http.aread()
+                    if not _looks_like_sse(content):
+                        whole = self._whole_reply(content, model)
+                        whole.latency_ms = whole.ttft_ms = (_perf() - start) * 1000.0
+                        self._stamp(whole, headers)
+                        _normalize(whole, model)
+                        for event in _replay_events(whole):
+                            yield event
+                        yield Done(whole)
+                        return
+                    # Events mislabelled as JSON (or an empty body): read as the stream
+                    # they are; ``aiter_bytes`` replays the body already read.
                 decoder = SSEDecoder()
                 async for chunk in http.aiter_bytes():
                     for sse in decoder.feed(chunk):
@@ -727,7 +777,7 @@ class Provider(ABC):
         does not parse is a non-retryable ``ProtocolError`` (sending the same request
         again gets the same JSON)."""
         try:
-            return self._parse_response(model, json.loads(content))
+            return self._parse_whole(model, json.loads(content))
         except ProviderError as exc:
             if not isinstance(exc, ProtocolError):
                 # An error object (in-band error in a JSON body) keeps its type.
@@ -741,6 +791,13 @@ class Provider(ABC):
             model=model,
             retryable=False,
         )
+
+    def _parse_whole(self, model: str, data: Any) -> Response:
+        """A decoded JSON body answering a *stream* request → ``Response``: the
+        non-streamed parser, except where the wire format defines another JSON shape
+        for streams (Gemini's ``streamGenerateContent`` without ``alt=sse`` answers
+        one JSON array of the chunks it would have sent as events)."""
+        return self._parse_response(model, data)
 
     async def aclose(self) -> None:
         """Close the connection pool if this provider created it."""

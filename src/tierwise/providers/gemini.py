@@ -185,6 +185,17 @@ class Gemini(Provider):
     def _stream_parser(self, model: str) -> _Parser:
         return _Parser(self, model, stream=True)
 
+    def _parse_whole(self, model: str, data: Any) -> Response:
+        # streamGenerateContent without alt=sse (a proxy that dropped the query, a
+        # server that ignores it): a JSON array of the stream's chunks, folded as the
+        # stream would have been, so a missing finishReason still reads as truncated.
+        if not isinstance(data, list):
+            return self._parse_response(model, data)
+        parser = _Parser(self, model, stream=True)
+        for chunk in data:
+            parser.absorb(chunk)
+        return parser.finish()
+
     # -- embeddings -------------------------------------------------------------
 
     def _embed_url(self, model: str) -> str:
@@ -305,7 +316,8 @@ class _Parser:
         acc = self.acc
         rid = chunk.get("responseId")
         if isinstance(rid, str) and rid:
-            self.request_id = rid
+            # Wire text that reaches errors and the Response: redacted at intake.
+            self.request_id = self.provider._scrub(rid)
         version = chunk.get("modelVersion")
         if isinstance(version, str) and version:
             self.model_version = version
@@ -318,12 +330,13 @@ class _Parser:
             reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
             if reason:
                 detail = feedback.get("blockReasonMessage") if isinstance(feedback, dict) else None
+                keys = (self.provider._api_key,)
                 raise ContentFiltered(
-                    f"prompt blocked by Gemini ({reason})" + (f": {detail}" if detail else ""),
+                    redact(f"prompt blocked by Gemini ({reason})" + (f": {detail}" if detail else ""), keys),
                     provider=self.provider.name,
                     model=self.model,
                     request_id=self.request_id,
-                    error_type=redact(str(reason), (self.provider._api_key,)),
+                    error_type=self.provider._scrub(str(reason)),
                 )
             if self.stream:
                 return []  # a usage-only chunk

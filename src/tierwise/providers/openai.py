@@ -457,7 +457,11 @@ class OpenAI(Provider):
         reported = data.get("model") or model
         calls = []
         raw_calls = msg.get("tool_calls")
-        cut = choice.get("finish_reason") == "length"
+        raw_finish = choice.get("finish_reason")
+        # Cut at the token limit by the row's own word for it too (Mistral's
+        # "model_length"): a call the model was still writing is kept, flagged.
+        cut = raw_finish is not None and self._map_finish(str(raw_finish)) == "length"
+        secrets = (self._api_key,)
         if raw_calls:
             for i, tc in enumerate(raw_calls):
                 fn = tc.get("function") or _EMPTY
@@ -469,6 +473,7 @@ class OpenAI(Provider):
                         provider=self.name,
                         model=model,
                         cut=cut,
+                        secrets=secrets,
                     )
                 )
         else:
@@ -481,10 +486,11 @@ class OpenAI(Provider):
                         legacy.get("arguments"),
                         provider=self.name,
                         model=model,
+                        cut=cut,
+                        secrets=secrets,
                     )
                 )
 
-        raw_finish = choice.get("finish_reason")
         finish: FinishReason
         if raw_finish is None:
             finish = "tool_calls" if calls else "stop"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -80,6 +81,35 @@ class InvalidItem:
 _ITEM_KEYS = ("prompt", "system", "metadata", *_REQUEST_PARAMS)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bad_value(key: str, value: Any) -> str | None:
+    """Why an item's parameter value is unusable, or None. JSONL values are
+    untyped; ``"max_tokens": "100"`` or ``-1`` would otherwise be sent and
+    rejected by the provider item after item (or coerced into something else)."""
+    if value is None:
+        return None
+    if key in ("max_tokens", "seed", "thinking_budget"):
+        if not isinstance(value, int) or isinstance(value, bool) or (key != "seed" and value < 1):
+            return "must be a whole number" + ("" if key == "seed" else " of at least 1")
+    elif key == "temperature":
+        if not _is_number(value) or value < 0:
+            return "must be a number of at least 0"
+    elif key == "top_p":
+        if not _is_number(value) or not 0 < value <= 1:
+            return "must be a number in (0, 1]"
+    elif key == "stop":
+        if not isinstance(value, str) and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return "must be a string or a list of strings"
+    elif key in ("response_format", "extra_body") and not isinstance(value, Mapping):
+        return "must be an object"
+    return None
+
+
 def _item_request(
     i: int, item: Mapping[str, Any], prompt: str, allowed: Sequence[str]
 ) -> Request | InvalidItem:
@@ -90,6 +120,10 @@ def _item_request(
         hint = f"; did you mean {close[0]!r}?" if close else f"; expected some of: {', '.join(_ITEM_KEYS)}"
         return InvalidItem(f"item {i}: unknown key {key!r}{hint}")
     params = {k: v for k, v in item.items() if k in _REQUEST_PARAMS and k != "metadata"}
+    for key, value in params.items():
+        problem = _bad_value(key, value)
+        if problem:
+            return InvalidItem(f"item {i}: {key!r} {problem}")
     system = item.get("system")
     if system is not None and not isinstance(system, str):
         return InvalidItem(f"item {i}: 'system' must be a string")
