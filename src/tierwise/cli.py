@@ -188,7 +188,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from .config import check_config, config_warnings
 
-    args.file = _config_path(args.file)
+    args.file = _config_path(args.file or args.config)
     cfg = check_config(args.file)
     warnings = config_warnings(cfg)
     missing = sorted(
@@ -420,9 +420,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config file: every error, then warnings")
     p.add_argument(
-        "file", nargs="?", help="config file (default: $TIERWISE_CONFIG or ./tierwise.toml, as for run)"
+        "file",
+        nargs="?",
+        help="config file (default: --config, $TIERWISE_CONFIG or ./tierwise.toml, as for run)",
     )
-    common(p, config=False)
+    common(p)
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser(
@@ -518,7 +520,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import BudgetExceeded, ConfigError, TierwiseError
 
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        # Flush here, not at interpreter exit: with buffered stdout (any shell pipe
+        # without PYTHONUNBUFFERED) a reader that went away is only noticed by the
+        # final flush, which prints "Exception ignored ... BrokenPipeError" and exits 120.
+        sys.stdout.flush()
+        return code
     except BrokenPipeError:
         # The reader went away (``tierwise report --json | head -1``): stop quietly,
         # as shell tools do. Point stdout at devnull so the interpreter's final flush

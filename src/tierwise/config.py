@@ -107,7 +107,7 @@ class ProviderConfig(_Section):
         # this message never repeats the value.
         if value is not None and (not _ENV_NAME.fullmatch(value) or looks_like_key(value)):
             raise ValueError(
-                "must be the NAME of an environment variable (like OPENAI_API_KEY), not the key itself"
+                "must be the NAME of an environment variable, not the key itself (like OPENAI_API_KEY)"
             )
         return value
 
@@ -320,15 +320,21 @@ class TierwiseConfig(_Section):
 
     @model_validator(mode="after")
     def _references(self) -> TierwiseConfig:
-        # Cross-references are checked here so the error names the exact field.
+        # Cross-references are checked here so the error names the exact field. All
+        # of them are collected (not the first only): check-config reports every one.
         if not self.models:
             raise _FieldError(
                 "models", "at least one model is required ([models.ALIAS] with provider and model)"
             )
+        problems: list[_FieldError] = []
+
+        def problem(field: str, message: str) -> None:
+            problems.append(_FieldError(field, message))
+
         known_providers = set(self.providers) | _BUILTIN_PROVIDERS
         for alias, model in self.models.items():
             if model.provider not in known_providers:
-                raise _FieldError(
+                problem(
                     f"models.{alias}.provider",
                     _unknown("provider", model.provider, known_providers)
                     + f"; define [providers.{model.provider}] or use one of: "
@@ -336,23 +342,20 @@ class TierwiseConfig(_Section):
                 )
             for i, name in enumerate(model.fallbacks):
                 if name == alias:
-                    raise _FieldError(f"models.{alias}.fallbacks[{i}]", "a model cannot fall back to itself")
-                if name not in self.models:
-                    raise _FieldError(
-                        f"models.{alias}.fallbacks[{i}]",
-                        _unknown("model alias", name, self.models),
-                    )
+                    problem(f"models.{alias}.fallbacks[{i}]", "a model cannot fall back to itself")
+                elif name not in self.models:
+                    problem(f"models.{alias}.fallbacks[{i}]", _unknown("model alias", name, self.models))
         for i, name in enumerate(self.fallbacks):
             if name not in self.models:
-                raise _FieldError(f"fallbacks[{i}]", _unknown("model alias", name, self.models))
+                problem(f"fallbacks[{i}]", _unknown("model alias", name, self.models))
         try:
             construct_strategies(self.strategies, self.models)
         except ConfigError as exc:
-            raise _FieldError(exc.field or "strategies", _bare_message(exc)) from None
+            problem(exc.field or "strategies", _bare_message(exc))
         # With no [strategies], the Orchestrator defines "default" (the first model).
         defined = set(self.strategies) or {"default"}
         if self.default_strategy is not None and self.default_strategy not in defined:
-            raise _FieldError(
+            problem(
                 "default_strategy",
                 _unknown("strategy", self.default_strategy, defined)
                 + f"; defined: {', '.join(sorted(defined))}",
@@ -360,16 +363,20 @@ class TierwiseConfig(_Section):
         if self.budget is not None:
             for i, limit in enumerate(self.budget.limits):
                 if limit.downgrade_to is not None and limit.downgrade_to not in self.models:
-                    raise _FieldError(
+                    problem(
                         f"budget.limits[{i}].downgrade_to",
                         _unknown("model alias", limit.downgrade_to, self.models),
                     )
                 kind, _, scoped = limit.scope.partition(":")
                 if kind == "model" and scoped not in self.models:
-                    raise _FieldError(
+                    problem(
                         f"budget.limits[{i}].scope",
                         _unknown("model alias", scoped, self.models) + " in 'model:<alias>'",
                     )
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            raise _FieldErrors(problems)
         return self
 
 
@@ -450,6 +457,15 @@ def construct_strategies(
         named(name)
     # Config order, not build order: the first table is the default strategy.
     return {name: built[name] for name in tables}
+
+
+class _FieldErrors(ValueError):
+    """Several ``_FieldError`` s out of one validator (the cross-reference checks),
+    each reported on its own line."""
+
+    def __init__(self, errors: list[_FieldError]) -> None:
+        super().__init__("; ".join(e.message for e in errors))
+        self.errors = errors
 
 
 class _FieldError(ValueError):
@@ -577,7 +593,14 @@ def _config_error(exc: ValidationError) -> ConfigError:
     telling one's path, the message lists them all (a file with three mistakes gets
     three lines, not one and a count), ``.problems`` has each (field, message)."""
     errors = sorted(exc.errors(), key=_priority)
-    problems = list(dict.fromkeys(_one_error(err) for err in errors))
+    found: list[tuple[str, str]] = []
+    for err in errors:
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, _FieldErrors):  # the cross-reference checks: one line each
+            found.extend(_one_error({**err, "ctx": {"error": one}}) for one in inner.errors)
+        else:
+            found.append(_one_error(err))
+    problems = list(dict.fromkeys(found))
     field, message = problems[0]
     if len(problems) > 1:
         message += "".join(f"\n  also {f or '(top level)'}: {m}" for f, m in problems[1:])

@@ -185,6 +185,27 @@ class Gemini(Provider):
     def _stream_parser(self, model: str) -> _Parser:
         return _Parser(self, model, stream=True)
 
+    def _whole_reply(self, content: bytes, model: str) -> Response:
+        """Without ``alt=sse`` Gemini streams one JSON array of chunks, sent as
+        ``application/json``: those are the stream's chunks, read through a stream
+        parser (an error object among them raises its typed error). Any other JSON
+        body takes the shared path (one reply, or a non-retryable ``ProtocolError``)."""
+        try:
+            data: Any = json.loads(content)
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, list) or not data:
+            return super()._whole_reply(content, model)
+        parser = _Parser(self, model, stream=True)
+        try:
+            for chunk in data:
+                parser.absorb(chunk)
+            return parser.finish()
+        except ProviderError as exc:
+            raise self._scrubbed(exc) from None
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError, ArithmeticError, RecursionError):
+            return super()._whole_reply(content, model)
+
     def _parse_whole(self, model: str, data: Any) -> Response:
         # streamGenerateContent without alt=sse (a proxy that dropped the query, a
         # server that ignores it): a JSON array of the stream's chunks, folded as the
