@@ -7,7 +7,6 @@ model does not support, and like any server for a malformed request.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 import tierwise as tw
+from test_hostile_replies import JSON, SSE, Reply, raw_server
 from tierwise.errors import AllTargetsFailed, BadRequestError
 from tierwise.execution.executor import Deployment
 from tierwise.execution.fallback import BadRequestRule
@@ -59,48 +59,23 @@ MALFORMED_MESSAGES = {
 
 @asynccontextmanager
 async def gateway(replies: Mapping[str, tuple[int, Any]]) -> AsyncIterator[tuple[str, list[str]]]:
-    """Serve ``replies[model] = (status, json body)``; yields (base_url, models asked)."""
+    """Serve ``replies[model] = (status, json body)`` (SSE for a 200 to a stream
+    request); yields (base_url, models asked)."""
     asked: list[str] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.decode("latin-1").split("\r\n")[1:]:
-                    name, _, value = line.partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value.strip())
-                body = json.loads(await reader.readexactly(length)) if length else {}
-                model = str(body.get("model"))
-                asked.append(model)
-                status, reply = replies[model]
-                kind = "application/json"
-                data = json.dumps(reply).encode()
-                if status == 200 and body.get("stream"):
-                    kind = "text/event-stream"
-                    chunk = {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [
-                        {"index": 0, "delta": {"content": "hello"}, "finish_reason": "stop"}
-                    ]}  # fmt: skip
-                    data = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
-                writer.write(
-                    f"HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\n"
-                    f"content-length: {len(data)}\r\n\r\n".encode()
-                    + data
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def reply(body: dict[str, Any]) -> Reply:
+        model = str(body.get("model"))
+        asked.append(model)
+        status, answer = replies[model]
+        if status == 200 and body.get("stream"):
+            chunk = {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [
+                {"index": 0, "delta": {"content": "hello"}, "finish_reason": "stop"}
+            ]}  # fmt: skip
+            return 200, SSE, f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+        return status, JSON, json.dumps(answer).encode()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1", asked
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_server(reply) as base:
+        yield f"{base}/v1", asked
 
 
 def _orch(base_url: str, chain: list[str], rule: BadRequestRule | None = None) -> tw.Orchestrator:

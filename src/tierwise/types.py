@@ -48,6 +48,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "replay_events",
 ]
 
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter", "error"]
@@ -443,6 +444,20 @@ class Done:
 
 
 StreamEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallDelta | Done
+
+
+def replay_events(response: Response) -> list[StreamEvent]:
+    """The content events a stream of ``response`` would have carried (no ``Done``):
+    for an answer that arrived whole but must be streamed (a cache hit, a server
+    that answered a stream request with JSON)."""
+    events: list[StreamEvent] = []
+    if response.reasoning:
+        events.append(ReasoningDelta(response.reasoning))
+    if response.text:
+        events.append(TextDelta(response.text))
+    for i, call in enumerate(response.tool_calls):
+        events.append(ToolCallDelta(i, call.id, call.name, call.raw_arguments))
+    return events
 
 
 def _coerce_messages(messages: Sequence[Message | Mapping[str, Any]]) -> list[Message]:

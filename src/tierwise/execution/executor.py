@@ -80,6 +80,7 @@ from ..types import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    replay_events,
 )
 from .budget import BudgetDowngrade, BudgetLedger, Reservation
 from .cache import ResponseCache, SingleFlight, cacheable, request_key
@@ -385,21 +386,38 @@ class Executor:
             hit = await cache.get(key)
             if hit is not None:
                 return self._cached(hit, alias, path, ledger)
-            led = False
-
-            async def lead() -> Response:
-                nonlocal led
-                led = True
-                response = await self._complete(alias, request, path, label, metadata, deadline, ledger)
-                await cache.set(key, response)
-                return response
-
-            response = await self._flight.do(key, lead)
-            # Followers of a coalesced call share the leader's single provider call:
-            # they get their own copy, accounted like a cache hit ($0), so the one
-            # real cost is counted once.
-            return response if led else self._cached(response, alias, path, ledger)
+            return await self._coalesced(key, alias, request, path, label, metadata, deadline, ledger)
         return await self._complete(alias, request, path, label, metadata, deadline, ledger)
+
+    async def _coalesced(
+        self,
+        key: str,
+        alias: str,
+        request: Request,
+        path: str,
+        label: str | None,
+        metadata: Mapping[str, Any] | None,
+        deadline: float | None,
+        ledger: CallLedger | None,
+    ) -> Response:
+        """Join the call in flight for ``key``, or lead one (and cache its answer).
+
+        Followers of a coalesced call share the leader's single provider call: they
+        get their own copy, accounted like a cache hit ($0), so the one real cost is
+        counted once."""
+        assert self.cache is not None
+        cache = self.cache
+        led = False
+
+        async def lead() -> Response:
+            nonlocal led
+            led = True
+            response = await self._complete(alias, request, path, label, metadata, deadline, ledger)
+            await cache.set(key, response)
+            return response
+
+        response = await self._flight.do(key, lead)
+        return response if led else self._cached(response, alias, path, ledger)
 
     async def _complete(
         self,
@@ -481,25 +499,19 @@ class Executor:
         key = request_key(alias, request)
         hit = await cache.get(key)
         if hit is not None:
-            for event in _replay(self._cached(hit, alias, path, ledger)):
+            answer = self._cached(hit, alias, path, ledger)
+            for event in replay_events(answer):
                 yield event
+            yield Done(answer)
             return
         flight = self._flight.begin(key)
         if flight is None:
             # Another call is producing this answer: wait for it (taking over with a
             # plain call if it is abandoned) and replay it.
-            led = False
-
-            async def lead() -> Response:
-                nonlocal led
-                led = True
-                response = await self._complete(alias, request, path, label, metadata, deadline, ledger)
-                await cache.set(key, response)
-                return response
-
-            response = await self._flight.do(key, lead)
-            for event in _replay(response if led else self._cached(response, alias, path, ledger)):
+            answer = await self._coalesced(key, alias, request, path, label, metadata, deadline, ledger)
+            for event in replay_events(answer):
                 yield event
+            yield Done(answer)
             return
         call = self._call(path, label, metadata, request, deadline, ledger)
         result: Response | None = None
@@ -920,19 +932,6 @@ def _output_estimate(response: Response) -> int:
     for tc in response.tool_calls:
         text += tc.name + tc.raw_arguments
     return heuristic_text_tokens(text) + _TOOL_CALL_TOKENS * len(response.tool_calls)
-
-
-def _replay(response: Response) -> list[StreamEvent]:
-    """A complete answer as the events a stream of it would have produced."""
-    events: list[StreamEvent] = []
-    if response.reasoning:
-        events.append(ReasoningDelta(response.reasoning))
-    if response.text:
-        events.append(TextDelta(response.text))
-    for i, tc in enumerate(response.tool_calls):
-        events.append(ToolCallDelta(i, tc.id, tc.name, tc.raw_arguments))
-    events.append(Done(response))
-    return events
 
 
 def _insert_next(ordered: list[Deployment], i: int, target: Deployment) -> None:

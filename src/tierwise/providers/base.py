@@ -60,6 +60,7 @@ from ..types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    replay_events,
 )
 from ._errors import classify_error, parse_duration, parse_rate_limit_headers, parse_retry_after
 from ._sse import SSEDecoder, SSEEvent
@@ -397,18 +398,6 @@ def _looks_like_sse(content: bytes) -> bool:
     return not head or head.startswith(_SSE_FIELDS)
 
 
-def _replay_events(response: Response) -> list[StreamEvent]:
-    """The events a stream of ``response`` would have carried, for a reply that came whole."""
-    events: list[StreamEvent] = []
-    if response.reasoning:
-        events.append(ReasoningDelta(response.reasoning))
-    if response.text:
-        events.append(TextDelta(response.text))
-    for i, call in enumerate(response.tool_calls):
-        events.append(ToolCallDelta(i, call.id, call.name, call.raw_arguments))
-    return events
-
-
 _FINISH_REASONS = frozenset(("stop", "length", "tool_calls", "content_filter", "error"))
 _SCALARS = (str, int, float, bool)
 
@@ -740,7 +729,7 @@ class Provider(ABC):
                         whole.latency_ms = whole.ttft_ms = (_perf() - start) * 1000.0
                         self._stamp(whole, headers)
                         _normalize(whole, model)
-                        for event in _replay_events(whole):
+                        for event in replay_events(whole):
                             yield event
                         yield Done(whole)
                         return
