@@ -319,13 +319,9 @@ class Orchestrator:
         ``NotFoundError`` when the deployment's provider has no embeddings endpoint
         (Anthropic), else the last attempt's ``ProviderError``.
         """
-        from .execution.embeddings import embed_with_retry
-
         self._check_open()
-        # The chain starts with the alias itself; an unknown alias raises the same
-        # ConfigError as run() does.
-        dep = self.executor.chain(model)[0]
-        return await embed_with_retry(self.executor, dep, texts)
+        # An unknown alias raises the same ConfigError as run() does.
+        return await self.executor.embed(model, texts)
 
     def explain(
         self,

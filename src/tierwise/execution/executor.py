@@ -4,8 +4,11 @@ One path for every call: cache → rate limit → budget → timeout/retry → f
 chain → provider. Strategies only name a target; everything that keeps a
 deployment healthy and a bill honest happens here, once, so a cascade step, an
 ensemble member and a plain call all get the same guarantees. Streamed and
-non-streamed calls share the same chain loop (``_run``); they differ only in how
-one try talks to the provider.
+non-streamed calls and embeddings share one pipeline: ``Chain`` (``_chain.py``)
+yields the deployments in order, ``_tries`` yields the tries on one deployment
+(retry and backoff), and each try is a ``Try`` context manager (``_attempt.py``)
+that holds its permit and reservation and books itself on exit. The kinds differ
+only in how one try talks to the provider.
 
 Fallback rules (DESIGN.md):
 
@@ -48,223 +51,45 @@ is billed at an estimate (``Usage.estimated``), never at $0.
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from .._clock import SYSTEM_CLOCK, Clock
-from ..catalog import compute_cost
-from ..errors import (
-    AllTargetsFailed,
-    ConfigError,
-    ContextWindowExceeded,
-    ProtocolError,
-    ProviderError,
-    ProviderTimeout,
-    RateLimitError,
-)
-from ..types import (
-    Attempt,
-    AttemptOutcome,
-    Done,
-    ReasoningDelta,
-    Request,
-    Response,
-    RouteInfo,
-    StreamEvent,
-    TextDelta,
-    ToolCallDelta,
-    Usage,
-    replay_events,
-)
-from .budget import BudgetDowngrade, BudgetLedger, Reservation
+from ..errors import AllTargetsFailed, ConfigError, ContextWindowExceeded, ProviderTimeout
+from ..observe.events import Observer, Observers
+from ..types import Attempt, Done, Embeddings, Request, Response, RouteInfo, StreamEvent, replay_events
+from ._attempt import Call, CallKind, Try, emit, sum_costs
+from ._chain import Chain
+from .budget import BudgetDowngrade, BudgetLedger
 from .cache import ResponseCache, SingleFlight, cacheable, request_key
+from .deployment import Deployment
 from .fallback import BadRequestRule
 from .health import HealthTracker
-from .limits import Permit, QueueWaitTimeout, RateLimiter
+from .limits import Permit, QueueWaitTimeout
 from .retry import RetryPolicy
-from .tokens import DEFAULT_OUTPUT_TOKENS, InputBound, estimate_tokens, heuristic_text_tokens
+from .tokens import heuristic_text_tokens
 
 if TYPE_CHECKING:
-    from ..catalog import ModelSpec
     from ..observe.metrics import MetricsCollector
-    from ..providers.base import Provider
     from ..strategies.base import CallLedger
+    from .budget import Reservation
 
 __all__ = ["Deployment", "Executor"]
 
 _R = TypeVar("_R")
 
-_log = logging.getLogger("tierwise.executor")
-_DEFAULT_MAX_OUTPUT = 4096
-# Tokens of framing per tool call in an estimated output (name, id, JSON braces).
-_TOOL_CALL_TOKENS = 8
-
-
-@dataclass(slots=True, eq=False)
-class Deployment:
-    """One configured model: an alias bound to a provider, a wire model name, its
-    prices and window (``spec``), its own limiter and timeouts, and its fallbacks.
-
-    ``max_queue_wait_s``: the longest a request waits for a slot of this
-    deployment's rate limiter before it falls back to the next deployment
-    (``None``: wait as long as the request deadline allows). ``input_bound``
-    turns the heuristic prompt estimate into the upper bound the budget reserves
-    (see ``tokens.InputBound``); it learns from this deployment's real usage.
-    """
-
-    alias: str
-    provider: Provider
-    model: str
-    spec: ModelSpec | None = None
-    limiter: RateLimiter | None = None
-    fallbacks: tuple[str, ...] = ()
-    timeout_s: float | None = None
-    first_token_timeout_s: float | None = None
-    idle_timeout_s: float | None = None
-    max_output_tokens: int | None = None
-    max_queue_wait_s: float | None = None
-    input_bound: InputBound = field(default_factory=InputBound, repr=False)
-    _warned: bool = field(default=False, repr=False)
-
-    @property
-    def context_window(self) -> int | None:
-        return self.spec.context_window if self.spec is not None else None
-
-    def cost(self, usage: Usage) -> float | None:
-        """Dollar cost of ``usage``; ``None`` (with one warning) when the price is unknown."""
-        if usage.reported_cost_usd is not None:
-            return usage.reported_cost_usd
-        if self.spec is not None:
-            cost = compute_cost(self.spec, usage)
-            if cost is not None:
-                return cost
-        if not self._warned:
-            self._warned = True
-            _log.warning(
-                "no price known for model %r (deployment %r): cost_usd will be None, not 0; "
-                "add prices to its [models.%s] config",
-                self.model,
-                self.alias,
-                self.alias,
-            )
-        return None
-
-    def max_cost(self, input_tokens: int, output_tokens: int) -> float:
-        """Worst-case cost used to reserve budget before the call (0 when unknown)."""
-        spec = self.spec
-        if spec is None or spec.input is None or spec.output is None:
-            return 0.0
-        return (input_tokens * spec.input + output_tokens * spec.output) / 1_000_000.0
-
-
-class _Call:
-    """Per-request state threaded through the chain (kept off the hot objects).
-
-    ``estimate`` (prompt + expected output) is what the rate limiter reserves and
-    what must fit a context window; ``prompt`` is its prompt part alone, priced at
-    the input rate when the budget reserves the worst case (the output part is
-    priced separately at the output rate, so it must not be counted twice).
-    ``errors`` gets every failed attempt's error, in order, for ``AllTargetsFailed``.
-    ``deadline`` is absolute (clock seconds) or ``None``; ``ledger`` is the run
-    context's, which gets every attempt too.
-    """
-
-    __slots__ = (
-        "attempts",
-        "deadline",
-        "errors",
-        "estimate",
-        "label",
-        "ledger",
-        "metadata",
-        "path",
-        "prompt",
-        "start",
-        "tags",
-    )
-
-    def __init__(
-        self,
-        path: str,
-        label: str | None,
-        metadata: Mapping[str, Any],
-        start: float,
-        request: Request,
-        deadline: float | None,
-        ledger: CallLedger | None,
-    ) -> None:
-        self.path = path
-        self.label = label
-        self.metadata = metadata
-        self.tags = {k: v for k, v in metadata.items() if isinstance(v, str)} if metadata else {}
-        self.start = start
-        self.deadline = deadline
-        self.ledger = ledger
-        self.attempts: list[Attempt] = []
-        self.errors: list[Exception] = []
-        self.estimate = estimate = estimate_tokens(request)
-        # estimate_tokens adds max_tokens, or DEFAULT_OUTPUT_TOKENS (+ thinking budget).
-        out = request.max_tokens
-        if out is None:
-            out = DEFAULT_OUTPUT_TOKENS + (request.thinking_budget or 0)
-        self.prompt = max(0, estimate - max(0, out))
-
-    def add(self, attempt: Attempt) -> None:
-        self.attempts.append(attempt)
-        if self.ledger is not None:
-            self.ledger.add(attempt)
-
-    def left(self, now: float) -> float | None:
-        """Seconds before the deadline (``None``: unbounded; may be <= 0)."""
-        return None if self.deadline is None else self.deadline - now
-
-    def skip(self, dep: Deployment, window: int) -> None:
-        """Record a deployment passed over because the prompt cannot fit its window."""
-        self.add(
-            Attempt(
-                dep.alias,
-                dep.provider.name,
-                "skipped",
-                error_type="ContextWindowExceeded",
-                error=f"prompt ~{self.estimate} tokens exceeds window {window}",
-                path=self.path,
-            )
-        )
-
-
-class _Seen:
-    """What a try delivered to the consumer so far: enough to estimate the output
-    tokens of a stream that stopped (or ended without a usage chunk)."""
-
-    __slots__ = ("chars", "started", "tool_calls")
-
-    def __init__(self) -> None:
-        self.started = False
-        self.chars: list[str] = []
-        self.tool_calls = 0
-
-    def add(self, event: StreamEvent) -> None:
-        self.started = True
-        if isinstance(event, TextDelta | ReasoningDelta):
-            self.chars.append(event.text)
-        elif isinstance(event, ToolCallDelta):
-            if event.name:
-                self.tool_calls += 1
-                self.chars.append(event.name)
-            self.chars.append(event.arguments)
-
-    def output_tokens(self) -> int:
-        return heuristic_text_tokens("".join(self.chars)) + _TOOL_CALL_TOKENS * self.tool_calls
-
 
 class Executor:
-    """Calls deployments by alias with every guarantee applied."""
+    """Calls deployments by alias with every guarantee applied.
+
+    ``observers`` get one ``AttemptEvent`` per try (``metrics`` is one of them
+    when given); the orchestrator adds its own.
+    """
 
     def __init__(
         self,
@@ -276,6 +101,7 @@ class Executor:
         cache: ResponseCache | None = None,
         cache_force: bool = False,
         metrics: MetricsCollector | None = None,
+        observers: Sequence[Observer] | Observers = (),
         default_fallbacks: Sequence[str] = (),
         bad_request: BadRequestRule | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -289,6 +115,9 @@ class Executor:
         self.cache = cache
         self.cache_force = cache_force
         self.metrics = metrics
+        self.observers = observers if isinstance(observers, Observers) else Observers(observers)
+        if metrics is not None and metrics not in self.observers:
+            self.observers.add(metrics)
         self.default_fallbacks = tuple(default_fallbacks)
         self.bad_request = bad_request or BadRequestRule()
         self.rng = random.Random(seed)
@@ -328,16 +157,6 @@ class Executor:
                 f"unknown model {alias!r}; configured: {', '.join(sorted(self.deployments)) or 'none'}"
             ) from None
 
-    def _ordered(self, alias: str) -> list[Deployment]:
-        chain = self.chain(alias)
-        health = self.health
-        # ``ready`` claims nothing: a half-open deployment's single trial is claimed
-        # (``available``) only when a call is actually sent to it.
-        ready = [d for d in chain if health.ready(d.alias)]
-        if len(ready) == len(chain):
-            return ready
-        return ready + [d for d in chain if d not in ready]
-
     def close(self) -> None:
         """Refuse new slots: requests queued on a rate limiter fail at once
         (``LimiterClosed``) instead of waiting out a window while the process drains."""
@@ -347,18 +166,20 @@ class Executor:
 
     def _call(
         self,
+        kind: CallKind,
         path: str,
         label: str | None,
         metadata: Mapping[str, Any] | None,
-        request: Request,
+        request: Request | None,
         deadline: float | None,
         ledger: CallLedger | None,
-    ) -> _Call:
+        prompt_tokens: int = 0,
+    ) -> Call:
         start = self.clock.now()
         limit = self.retry.deadline
         if limit is not None:
             deadline = start + limit if deadline is None else min(deadline, start + limit)
-        return _Call(path, label, metadata or {}, start, request, deadline, ledger)
+        return Call(kind, path, label, metadata or {}, start, deadline, ledger, request, prompt_tokens)
 
     # ------------------------------------------------------------------ complete
 
@@ -429,14 +250,12 @@ class Executor:
         deadline: float | None,
         ledger: CallLedger | None,
     ) -> Response:
-        call = self._call(path, label, metadata, request, deadline, ledger)
-        events = self._run(alias, request, call, False)
-        try:
-            event = await events.__anext__()
-        finally:
-            await events.aclose()
-        assert isinstance(event, Done)
-        return event.response
+        call = self._call("complete", path, label, metadata, request, deadline, ledger)
+        async with aclosing(self._run(alias, call)) as events:
+            async for _ in events:
+                pass  # a plain call yields no content events
+        assert isinstance(call.result, Response)
+        return call.result
 
     def _cached(self, hit: Response, alias: str, path: str, ledger: CallLedger | None) -> Response:
         attempt = Attempt(hit.deployment or alias, hit.provider, "cached", 0.0, 0.0, path=path)
@@ -451,17 +270,9 @@ class Executor:
         )
         if ledger is not None:
             ledger.add(attempt)
-        if self.metrics is not None:
-            self.metrics.record_attempt(
-                model=response.deployment or alias,
-                provider=response.provider,
-                path=path,
-                label=hit.route.label,
-                outcome="cached",
-                error_type=None,
-                latency_ms=0.0,
-                cost_usd=0.0,
-            )
+        if self.observers:
+            call = Call("complete", path, hit.route.label, {}, 0.0, None, None, None)
+            emit(self, call, hit.model, attempt)
         return response
 
     # ------------------------------------------------------------------ stream
@@ -489,12 +300,14 @@ class Executor:
         """
         cache = self.cache
         if cache is None or not cacheable(request, self.cache_force):
-            call = self._call(path, label, metadata, request, deadline, ledger)
+            call = self._call("stream", path, label, metadata, request, deadline, ledger)
             # aclosing: a consumer that stops early closes the chain loop now, so the
             # abandoned try is booked and its slot and connection come back at once.
-            async with aclosing(self._run(alias, request, call, True)) as events:
+            async with aclosing(self._run(alias, call)) as events:
                 async for event in events:
                     yield event
+            assert isinstance(call.result, Response)
+            yield Done(call.result)
             return
         key = request_key(alias, request)
         hit = await cache.get(key)
@@ -513,16 +326,17 @@ class Executor:
                 yield event
             yield Done(answer)
             return
-        call = self._call(path, label, metadata, request, deadline, ledger)
+        call = self._call("stream", path, label, metadata, request, deadline, ledger)
         result: Response | None = None
         error: BaseException | None = None
         try:
-            async with aclosing(self._run(alias, request, call, True)) as events:
+            async with aclosing(self._run(alias, call)) as events:
                 async for event in events:
-                    if isinstance(event, Done):
-                        result = event.response
-                        await cache.set(key, result)
                     yield event
+            assert isinstance(call.result, Response)
+            result = call.result
+            await cache.set(key, result)
+            yield Done(result)
         except Exception as exc:
             error = exc
             raise
@@ -530,103 +344,142 @@ class Executor:
             # Unfinished (cancelled, abandoned by the consumer): followers take over.
             self._flight.end(key, flight, result, error)
 
-    # ------------------------------------------------------------------ the chain
+    # ------------------------------------------------------------------ embed
 
-    async def _run(
-        self, alias: str, request: Request, call: _Call, streaming: bool
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """The one chain loop: every deployment in order, every try on each, for
-        streamed (content events, then ``Done``) and plain calls (``Done`` only)."""
-        ordered = self._ordered(alias)
+    async def embed(self, alias: str, texts: Sequence[str]) -> Embeddings:
+        """Embed ``texts`` on ``alias`` itself, through the same pipeline as a chat
+        call (limiter, budget, timeout, retries) minus what is about chat: no
+        fallback (another model's vectors live in another space), no cache, no
+        context-window check, no health record. Raises the last attempt's error
+        (a ``ProviderError``, or ``BudgetExceeded`` before any call)."""
+        dep = self.chain(alias)[0]
+        batch = list(texts)
+        if not batch:
+            # The provider checks its own support (and argument types) first.
+            result = await dep.provider.embed(dep.model, batch)
+            result.cost_usd = 0.0
+            result.deployment = dep.alias
+            return result
+        tokens = sum(heuristic_text_tokens(t) for t in batch)
+        call = self._call("embed", "embed", None, None, None, None, None, tokens)
+        call.texts = batch
+        async with aclosing(self._run(alias, call)) as events:
+            async for _ in events:
+                pass
+        assert isinstance(call.result, Embeddings)
+        return call.result
+
+    # ------------------------------------------------------------------ the pipeline
+
+    async def _run(self, alias: str, call: Call) -> AsyncGenerator[StreamEvent, None]:
+        """The one chain loop, for every kind of call: each deployment in order,
+        each try on it; a stream's content events are passed on as they arrive.
+        The answer is left in ``call.result``."""
+        chain = Chain(self, alias, call, fallback=call.kind != "embed")
+        request = call.request
+        for dep in chain:
+            async with aclosing(self._tries(dep, call, chain)) as tries:
+                async for attempt in tries:
+                    async with attempt:
+                        if call.kind == "stream":
+                            assert request is not None
+                            async with aclosing(self._stream_try(dep, request, call, attempt)) as events:
+                                async for event in events:
+                                    if isinstance(event, Done):
+                                        attempt.result = event.response
+                                    else:
+                                        yield event
+                        elif call.kind == "complete":
+                            assert request is not None
+                            attempt.result = await self._bounded(
+                                dep, call, "no answer", dep.provider.complete(dep.model, request)
+                            )
+                        else:
+                            attempt.result = await self._bounded(
+                                dep, call, "no embeddings", dep.provider.embed(dep.model, call.texts)
+                            )
+                    if attempt.error is None:
+                        final = attempt.result
+                        if isinstance(final, Response):
+                            final.fallback = dep.alias != chain.primary
+                            final.attempts = call.attempts
+                            final.route = RouteInfo(
+                                call.path, call.label, final.route.reason or f"model {dep.alias}"
+                            )
+                            final.cost_usd = sum_costs(call.attempts)
+                        call.result = final
+                        return
+        raise self._exhausted(alias, call, len(chain))
+
+    async def _tries(self, dep: Deployment, call: Call, chain: Chain) -> AsyncGenerator[Try, None]:
+        """The one retry loop: tries on ``dep`` until one succeeds, the error says
+        to fall back or stop (raised), or attempts, backoff and deadline run out."""
         clock = self.clock
         retry = self.retry
-        # The requested alias, not ordered[0]: when the primary is cooling and moved
-        # to the end, whatever answers instead is still a fallback.
-        primary = alias
-        min_window = 0
-        downgraded = False
-        i = 0
-        while i < len(ordered):
-            dep = ordered[i]
-            i += 1
-            window = dep.context_window
-            if window is not None and (window <= min_window or call.estimate > window):
-                call.skip(dep, window)
-                continue
-            left = call.left(clock.now())
-            if left is not None and left <= 0:
-                break
-            # Claim a half-open deployment's single trial now that it is called.
-            self.health.available(dep.alias)
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    permit, reservation = await self._admit(dep, request, call)
-                except QueueWaitTimeout as exc:
-                    self._busy(dep, call, exc)
-                    break
-                except BudgetDowngrade as exc:
-                    target = exc.downgrade_to
-                    if downgraded or target is None or target not in self.deployments:
-                        raise
-                    downgraded = True
-                    if dep.alias == primary:
-                        primary = target
-                    _insert_next(ordered, i, self.deployments[target])
-                    break
-                t0 = clock.now()
-                seen = _Seen()
-                error: ProviderError | None = None
-                final: Response | None = None
-                try:
-                    if streaming:
-                        async with aclosing(self._stream_try(dep, request, call, t0, seen)) as tries:
-                            async for event in tries:
-                                if isinstance(event, Done):
-                                    final = event.response
-                                else:
-                                    yield event
-                    else:
-                        final = await self._complete_try(dep, request, call)
-                except ProviderError as exc:
-                    error = exc
-                except BaseException:
-                    # Cancelled, or the consumer stopped reading: book what was
-                    # received (the provider bills it) and give everything else back.
-                    self._abandoned(dep, call, permit, reservation, t0, attempt, seen)
-                    raise
-                if error is None and final is None:
-                    error = ProtocolError(
-                        "stream ended without a final response", provider=dep.provider.name, model=dep.model
-                    )
-                if error is None:
-                    assert final is not None
-                    self._succeeded(dep, final, call, permit, reservation, t0, attempt, seen)
-                    final.fallback = dep.alias != primary
-                    final.attempts = call.attempts
-                    final.route = RouteInfo(call.path, call.label, final.route.reason or f"model {dep.alias}")
-                    final.cost_usd = _sum_costs(call.attempts)
-                    yield Done(final)
-                    return
-                self._failed(dep, error, call, permit, reservation, t0, attempt, seen)
-                if seen.started or self.bad_request.stops_chain(error):
-                    # Text already delivered cannot be taken back, and a bad request
-                    # is bad everywhere: the error is the caller's.
-                    raise error
-                if isinstance(error, ContextWindowExceeded):
-                    min_window = max(min_window, window or 0)
-                    break
-                now = clock.now()
-                elapsed = now - call.start
-                if not retry.should_retry(error, attempt, elapsed):
-                    break
-                delay = retry.delay(attempt, error, self.rng, elapsed=elapsed)
-                left = call.left(now)
-                if left is not None and delay >= left:
-                    break
-                await clock.sleep(delay)
-        if call.deadline is not None and clock.now() >= call.deadline:
+        number = 0
+        while True:
+            number += 1
+            queued = clock.now()
+            try:
+                permit, reservation = await self._admit(dep, call)
+            except QueueWaitTimeout as exc:
+                # Too busy to wait for: passed over, like a deployment whose window is too small.
+                call.errors.append(exc)
+                skipped = Attempt(
+                    dep.alias,
+                    dep.provider.name,
+                    "skipped",
+                    0.0,
+                    0.0,
+                    error_type="QueueWaitTimeout",
+                    error=str(exc),
+                    path=call.path,
+                )
+                call.add(skipped)
+                emit(self, call, dep.model, skipped)
+                return
+            except BudgetDowngrade as exc:
+                chain.downgrade(dep, exc)
+                return
+            attempt = Try(self, dep, call, number, permit, reservation, (clock.now() - queued) * 1000.0)
+            try:
+                yield attempt
+            finally:
+                attempt.give_back()
+            error = attempt.error
+            if error is None:
+                return
+            if attempt.seen.started or self.bad_request.stops_chain(error):
+                # Text already delivered cannot be taken back, and a bad request is
+                # bad everywhere: the error is the caller's.
+                raise error
+            if isinstance(error, ContextWindowExceeded):
+                chain.refused_window(dep)
+                return
+            now = clock.now()
+            elapsed = now - call.start
+            if not retry.should_retry(error, number, elapsed):
+                return
+            delay = retry.delay(number, error, self.rng, elapsed=elapsed)
+            left = call.left(now)
+            if left is not None and delay >= left:
+                return
+            await clock.sleep(delay)
+
+    def _exhausted(self, alias: str, call: Call, tried: int) -> Exception:
+        """The error for a call no deployment answered."""
+        retry = self.retry
+        if call.kind == "embed":
+            if not call.errors:
+                return ProviderTimeout("request deadline passed", provider="", model=alias, retryable=False)
+            last = call.errors[-1]
+            if isinstance(last, QueueWaitTimeout):
+                dep = self.deployments[alias]
+                return ProviderTimeout(
+                    str(last), provider=dep.provider.name, model=dep.model, retryable=False
+                )
+            return last
+        if call.deadline is not None and self.clock.now() >= call.deadline:
             call.errors.append(
                 ProviderTimeout(
                     f"request deadline of {retry.deadline}s passed"
@@ -637,16 +490,14 @@ class Executor:
                     retryable=False,
                 )
             )
-        raise AllTargetsFailed(
-            f"all {len(ordered)} target(s) failed for {alias!r}: "
+        return AllTargetsFailed(
+            f"all {tried} target(s) failed for {alias!r}: "
             + "; ".join(f"{type(e).__name__}: {e}" for e in call.errors[-3:]),
             call.errors or [ConfigError(f"no deployment could take the request for {alias!r}")],
             call.attempts,
         )
 
-    async def _admit(
-        self, dep: Deployment, request: Request, call: _Call
-    ) -> tuple[Permit | None, Reservation | None]:
+    async def _admit(self, dep: Deployment, call: Call) -> tuple[Permit | None, Reservation | None]:
         """A rate-limit slot (waiting at most ``max_queue_wait_s`` and never past the
         deadline), then the budget reservation, taken only once the slot is held."""
         permit: Permit | None = None
@@ -660,20 +511,17 @@ class Executor:
         budget = self.budget
         if budget is None:
             return permit, None
-        max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
         try:
-            prompt = dep.input_bound.reserve_tokens(request, call.prompt)
-            reservation = budget.reserve(
-                model=dep.alias, tags=call.tags, amount_usd=dep.max_cost(prompt, max_out)
-            )
+            reservation = budget.reserve(model=dep.alias, tags=call.tags, amount_usd=call.worst_cost(dep))
         except BaseException:
             if permit is not None:
                 permit.release(None)
             raise
         return permit, reservation
 
-    async def _complete_try(self, dep: Deployment, request: Request, call: _Call) -> Response:
-        """One plain call, bounded by ``timeout_s`` and the request deadline."""
+    async def _bounded(self, dep: Deployment, call: Call, what: str, work: Awaitable[_R]) -> _R:
+        """``await work`` bounded by ``timeout_s`` and the request deadline; running
+        out is a ``ProviderTimeout`` (retryable unless the deadline ended it)."""
         limit = dep.timeout_s
         left = call.left(self.clock.now())
         by_deadline = False
@@ -681,25 +529,26 @@ class Executor:
             limit = max(0.0, left)
             by_deadline = True
         if limit is None:
-            return await dep.provider.complete(dep.model, request)
+            return await work
         try:
             with anyio.fail_after(limit):
-                return await dep.provider.complete(dep.model, request)
+                return await work
         except TimeoutError:
-            what = "request deadline reached" if by_deadline else f"no answer within {dep.timeout_s}s"
+            message = "request deadline reached" if by_deadline else f"{what} within {dep.timeout_s}s"
             raise ProviderTimeout(
-                what, provider=dep.provider.name, model=dep.model, retryable=not by_deadline
+                message, provider=dep.provider.name, model=dep.model, retryable=not by_deadline
             ) from None
 
     async def _stream_try(
-        self, dep: Deployment, request: Request, call: _Call, t0: float, seen: _Seen
+        self, dep: Deployment, request: Request, call: Call, attempt: Try
     ) -> AsyncGenerator[StreamEvent, None]:
         """One streamed call: its events (``seen`` notes each), ending with ``Done``.
 
         ``first_token_timeout_s`` until the first event, ``idle_timeout_s`` between
         events, and ``timeout_s`` and the deadline for the whole stream."""
         clock = self.clock
-        end = t0 + dep.timeout_s if dep.timeout_s is not None else None
+        seen = attempt.seen
+        end = attempt.t0 + dep.timeout_s if dep.timeout_s is not None else None
         if call.deadline is not None and (end is None or call.deadline < end):
             end = call.deadline
         events = dep.provider.stream(dep.model, request).__aiter__()
@@ -731,280 +580,8 @@ class Executor:
             with anyio.CancelScope(shield=True):
                 await _aclose(events)
 
-    # ------------------------------------------------------------------ bookkeeping
-
-    def _succeeded(
-        self,
-        dep: Deployment,
-        response: Response,
-        call: _Call,
-        permit: Permit | None,
-        reservation: Reservation | None,
-        t0: float,
-        attempt: int,
-        seen: _Seen,
-    ) -> None:
-        """Book a successful try: release the permit with the real usage, settle the
-        reservation at the real cost, and record the attempt (health, metrics).
-
-        The permit and the reservation are given back whatever else fails here: a
-        slot or a reservation that leaks is a deployment lost for good."""
-        cost: float | None = None
-        usage = response.usage
-        try:
-            if _no_usage(usage):
-                # The provider sent no usage (a stream without its usage chunk): bill
-                # the estimate the limiter reserved by, never $0.
-                output = seen.output_tokens() if seen.started else _output_estimate(response)
-                usage = response.usage = Usage(call.prompt, output, estimated=True)
-            elif usage.input_tokens == 0 and usage.reported_cost_usd is None and call.prompt > 0:
-                # Only the prompt count is missing (dropped as malformed, or never
-                # sent): the prompt was still billed.
-                usage.input_tokens = call.prompt
-                usage.estimated = True
-            elif usage.input_tokens > 0:
-                dep.input_bound.observe(call.prompt, usage.input_tokens)
-            try:
-                cost = dep.cost(usage)
-            except (ArithmeticError, ValueError, TypeError):
-                # Nonsense counts from a provider that skipped normalization (the
-                # built-in adapters clamp them): an unknown cost, booked at the
-                # reservation, never a crash that skips the settlement.
-                cost = None
-            if response.rate_limits is not None and dep.limiter is not None:
-                dep.limiter.observe(response.rate_limits)
-        finally:
-            if permit is not None:
-                permit.release(usage.input_tokens + usage.output_tokens)
-            if reservation is not None:
-                reservation.settle(cost)
-        self.health.record_success(dep.alias)
-        latency = (self.clock.now() - t0) * 1000.0
-        response.deployment = dep.alias
-        call.add(
-            Attempt(
-                dep.alias,
-                dep.provider.name,
-                "ok",
-                latency,
-                cost,
-                usage=usage,
-                path=call.path,
-                retry=attempt - 1,
-            )
-        )
-        if self.metrics is not None:
-            self.metrics.record_attempt(
-                model=dep.alias,
-                provider=dep.provider.name,
-                path=call.path,
-                label=call.label,
-                outcome="ok",
-                error_type=None,
-                latency_ms=latency,
-                ttft_ms=response.ttft_ms,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cost_usd=cost,
-                retry=attempt > 1,
-                estimated=usage.estimated,
-            )
-
-    def _failed(
-        self,
-        dep: Deployment,
-        error: ProviderError,
-        call: _Call,
-        permit: Permit | None,
-        reservation: Reservation | None,
-        t0: float,
-        attempt: int,
-        seen: _Seen,
-    ) -> None:
-        """Book a failed try: give back its permit (penalizing the limiter on a
-        ``retry_after``) and settle its reservation, then record the failure. A
-        stream that failed after delivering content is billed for what it sent."""
-        usage: Usage | None = None
-        cost: float | None = 0.0
-        try:
-            if seen.started:
-                usage = Usage(call.prompt, seen.output_tokens(), estimated=True)
-                cost = dep.cost(usage)
-        finally:
-            _settle_failed(dep, error, permit, reservation, self.retry.max_retry_after, usage, cost)
-        self.health.record_failure(dep.alias, error)
-        call.errors.append(error)
-        latency = (self.clock.now() - t0) * 1000.0
-        name = type(error).__name__
-        self._record(dep, call, "error", latency, cost, usage, attempt, name, str(error))
-
-    def _abandoned(
-        self,
-        dep: Deployment,
-        call: _Call,
-        permit: Permit | None,
-        reservation: Reservation | None,
-        t0: float,
-        attempt: int,
-        seen: _Seen,
-    ) -> None:
-        """A try interrupted by cancellation or by a consumer that stopped reading.
-
-        Once content arrived the provider has billed the prompt and what it sent:
-        that is estimated, booked to the budget and recorded as a ``"cancelled"``
-        attempt. Before the first content event nothing is known to be billed, so
-        the reservation is released and the attempt costs $0."""
-        usage: Usage | None = None
-        cost: float | None = 0.0
-        try:
-            if seen.started:
-                usage = Usage(call.prompt, seen.output_tokens(), estimated=True)
-                cost = dep.cost(usage)
-        finally:
-            if permit is not None:
-                permit.release(None if usage is None else usage.total_tokens)
-            if reservation is not None:
-                if usage is None:
-                    reservation.release()
-                else:
-                    reservation.settle(cost)
-        latency = (self.clock.now() - t0) * 1000.0
-        self._record(dep, call, "cancelled", latency, cost, usage, attempt, "Cancelled", None)
-
-    def _busy(self, dep: Deployment, call: _Call, error: QueueWaitTimeout) -> None:
-        """No rate-limit slot within ``max_queue_wait_s`` (or before the deadline):
-        the deployment is passed over, like one whose window is too small."""
-        call.errors.append(error)
-        self._record(dep, call, "skipped", 0.0, 0.0, None, 1, "QueueWaitTimeout", str(error))
-
-    def _record(
-        self,
-        dep: Deployment,
-        call: _Call,
-        outcome: AttemptOutcome,
-        latency: float,
-        cost: float | None,
-        usage: Usage | None,
-        attempt: int,
-        error_type: str,
-        error: str | None,
-    ) -> None:
-        """One not-ok try into the call's attempts (and the run's ledger) and the metrics."""
-        call.add(
-            Attempt(
-                dep.alias,
-                dep.provider.name,
-                outcome,
-                latency,
-                cost,
-                error_type=error_type,
-                error=error,
-                usage=usage,
-                path=call.path,
-                retry=attempt - 1,
-            )
-        )
-        if self.metrics is not None:
-            self.metrics.record_attempt(
-                model=dep.alias,
-                provider=dep.provider.name,
-                path=call.path,
-                label=call.label,
-                outcome=outcome,
-                # A cancellation is no error of the deployment's: typed only in the attempt.
-                error_type=None if outcome == "cancelled" else error_type,
-                latency_ms=latency,
-                input_tokens=usage.input_tokens if usage is not None else 0,
-                output_tokens=usage.output_tokens if usage is not None else 0,
-                cost_usd=cost,
-                retry=attempt > 1,
-                estimated=usage is not None,
-            )
-
-
-def _no_usage(usage: Usage) -> bool:
-    """The provider reported nothing: no tokens and no cost of its own."""
-    return usage.input_tokens == 0 and usage.output_tokens == 0 and usage.reported_cost_usd is None
-
-
-def _output_estimate(response: Response) -> int:
-    text = response.text + response.reasoning
-    for tc in response.tool_calls:
-        text += tc.name + tc.raw_arguments
-    return heuristic_text_tokens(text) + _TOOL_CALL_TOKENS * len(response.tool_calls)
-
-
-def _insert_next(ordered: list[Deployment], i: int, target: Deployment) -> None:
-    """Put ``target`` at position ``i`` (tried next), removing any later copy so each
-    deployment is still tried once."""
-    later = ordered[i:]
-    del ordered[i:]
-    ordered.append(target)
-    ordered.extend(d for d in later if d is not target)
-
-
-def _settle_failed(
-    dep: Deployment,
-    error: ProviderError,
-    permit: Permit | None,
-    reservation: Reservation | None,
-    max_retry_after: float,
-    usage: Usage | None = None,
-    cost: float | None = 0.0,
-) -> None:
-    """A try that failed: release its permit (penalizing the limiter on a
-    ``retry_after``, at most ``max_retry_after`` seconds: a longer one cools the
-    deployment in the health tracker instead, which the chain routes around) and
-    settle its reservation (at $0 unless it consumed tokens)."""
-    try:
-        if permit is not None:
-            permit.release(None if usage is None else usage.total_tokens)
-            retry_after = error.retry_after
-            if isinstance(error, RateLimitError) and retry_after and dep.limiter is not None:
-                dep.limiter.penalize(retry_after, cap=max_retry_after)
-    finally:
-        if reservation is not None:
-            reservation.settle(cost)
-
-
-def _give_back(permit: Permit | None, reservation: Reservation | None) -> None:
-    """Return an interrupted try's permit (unused) and budget reservation (unspent)."""
-    try:
-        if permit is not None:
-            permit.release(None)
-    finally:
-        if reservation is not None:
-            reservation.release()
-
-
-async def within_timeout(dep: Deployment, what: str, fn: Callable[..., Awaitable[_R]], *args: Any) -> _R:
-    """``await fn(*args)`` bounded by ``dep.timeout_s``; running out is a ``ProviderTimeout``
-    (retryable like any provider failure), not a bare ``TimeoutError``."""
-    if dep.timeout_s is None:
-        return await fn(*args)
-    try:
-        with anyio.fail_after(dep.timeout_s):
-            return await fn(*args)
-    except TimeoutError:
-        raise ProviderTimeout(
-            f"{what} within {dep.timeout_s}s", provider=dep.provider.name, model=dep.model
-        ) from None
-
 
 async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-def _sum_costs(attempts: Sequence[Attempt]) -> float | None:
-    """Total cost of a call: every attempt, failed ones included. ``None`` when the
-    answering attempt's price is unknown (a partial sum would understate the bill)."""
-    total = 0.0
-    for a in attempts:
-        if a.cost_usd is None:
-            if a.outcome == "ok":
-                return None
-        else:
-            total += a.cost_usd
-    return total

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from .events import AttemptEvent, RequestEvent
 from .sketch import MIN_INDEXABLE as _MIN_INDEXABLE
 from .sketch import QuantileSketch, nearest_rank
 
@@ -50,48 +50,7 @@ _isfinite = math.isfinite
 _INF = math.inf
 
 
-# -- events ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class AttemptEvent:
-    """One provider try, as passed to ``record_attempt`` (for listeners)."""
-
-    model: str
-    provider: str
-    path: str
-    label: str | None
-    outcome: str
-    error_type: str | None
-    latency_ms: float
-    ttft_ms: float | None
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None
-    retry: bool
-    #: The usage (and so the cost) is tierwise's estimate: the provider sent none.
-    estimated: bool = False
-
-
-@dataclass(slots=True)
-class RequestEvent:
-    """One whole orchestrator request, as passed to ``record_request`` (for listeners)."""
-
-    strategy: str
-    label: str | None
-    model: str | None
-    latency_ms: float
-    cost_usd: float | None
-    fallback: bool
-    cached: bool
-    error_type: str | None
-    ttft_ms: float | None
-    input_tokens: int
-    output_tokens: int
-    estimated: bool = False
-    #: The caller stopped (a stream's consumer went away) before the answer was complete.
-    cancelled: bool = False
-
+# -- events (defined in observe/events.py, re-exported for existing imports) ----
 
 MetricsEvent: TypeAlias = AttemptEvent | RequestEvent
 MetricsListener: TypeAlias = Callable[[MetricsEvent], object]
@@ -295,10 +254,21 @@ class MetricsCollector:
         retry: bool = False,
         estimated: bool = False,
     ) -> None:
+        """Record one provider try given as fields (``on_attempt`` takes the event)."""
+        self.on_attempt(
+            AttemptEvent(
+                model, provider, path, label, outcome, error_type,
+                latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd, retry, estimated,
+            )
+        )  # fmt: skip
+
+    def on_attempt(self, event: AttemptEvent) -> None:
         """Record one provider try. ``outcome == "error"`` counts as an error (typed
         by ``error_type``, ``"unknown"`` if missing); ``"cached"`` as a cache hit;
         ``"cancelled"`` (the caller went away mid-reply) as neither. ``estimated``:
         the tokens and cost are tierwise's estimate, the provider reported none."""
+        (model, provider, path, label, outcome, error_type, latency_ms, ttft_ms,
+         input_tokens, output_tokens, cost_usd, retry, estimated) = event[:13]  # fmt: skip
         self._attempts += 1
         is_error = outcome == "error"
         etype = error_type or "unknown"
@@ -364,12 +334,7 @@ class MetricsCollector:
                 s.estimated_usage += 1
 
         if self._listeners:
-            self._emit(
-                AttemptEvent(
-                    model, provider, path, label, outcome, etype if is_error else error_type,
-                    latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd, retry, estimated,
-                )
-            )  # fmt: skip
+            self._emit(event._replace(error_type=etype) if is_error and error_type is None else event)
 
     def record_request(
         self,
@@ -388,10 +353,21 @@ class MetricsCollector:
         estimated: bool = False,
         cancelled: bool = False,
     ) -> None:
+        """Record one whole request given as fields (``on_request`` takes the event)."""
+        self.on_request(
+            RequestEvent(
+                strategy, label, model, latency_ms, cost_usd, fallback, cached, error_type, ttft_ms,
+                input_tokens, output_tokens, estimated, cancelled,
+            )
+        )  # fmt: skip
+
+    def on_request(self, event: RequestEvent) -> None:
         """Record one whole orchestrator request. ``fallback`` means the answering
         model was not the primary; ``error_type`` set means the request failed;
         ``cancelled`` that its caller went away first (not an error: nothing
         failed, but what was streamed is billed)."""
+        (strategy, label, model, latency_ms, cost_usd, fallback, cached, error_type, ttft_ms,
+         input_tokens, output_tokens, estimated, cancelled) = event[:13]  # fmt: skip
         r = self._requests
         r.calls += 1
         r.requests += 1
@@ -433,12 +409,7 @@ class MetricsCollector:
                 s.failed_requests += 1
 
         if self._listeners:
-            self._emit(
-                RequestEvent(
-                    strategy, label, model, latency_ms, cost_usd, fallback, cached, error_type, ttft_ms,
-                    input_tokens, output_tokens, estimated, cancelled,
-                )
-            )  # fmt: skip
+            self._emit(event)
 
     # -- reading ----------------------------------------------------------------
 

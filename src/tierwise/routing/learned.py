@@ -632,12 +632,10 @@ class OutcomeClassifier:
                 if self.embedder is not None:
                     got = await self.embedder([text])
                 else:
-                    from ..execution.embeddings import embed_with_retry
-
                     assert ctx is not None
                     assert self.embed_model is not None
-                    executor = ctx.executor
-                    got = await embed_with_retry(executor, executor.chain(self.embed_model)[0], [text])
+                    # Billed through Classification.call (below), not twice.
+                    got = await ctx.embed(self.embed_model, [text], record=False)
             vectors: Any = getattr(got, "vectors", got)
             if len(vectors) != 1:
                 raise ValueError(f"the embedder returned {len(vectors)} vectors for 1 text")

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from ..types import Attempt, Done, Request, Response, RouteInfo, StreamEvent, TextDelta
 
 if TYPE_CHECKING:
+    from ..catalog import ModelSpec
     from ..execution.executor import Executor
+    from ..types import Embeddings
 
-__all__ = ["CallLedger", "RunContext", "Strategy", "Target"]
+__all__ = ["CallLedger", "RunContext", "Strategy", "Target", "TargetInfo"]
 
 Target: TypeAlias = "str | Strategy"
 
@@ -117,10 +119,26 @@ def _add_costs(total: float, attempts: list[Attempt]) -> float | None:
     return total
 
 
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    """Read-only facts about a model alias a strategy may consult before calling
+    it: its provider and wire model, its context window and largest output, and
+    its catalog entry (prices, capabilities; ``None`` when unknown)."""
+
+    alias: str
+    provider: str
+    model: str
+    context_window: int | None
+    max_output_tokens: int | None
+    spec: ModelSpec | None
+
+
 class RunContext:
-    """What a strategy may use while it runs: ``call``/``stream`` for targets, its
-    path, the request's metadata, a deadline (clock seconds, or ``None``), and a
-    seeded random source so sampling strategies are reproducible.
+    """A strategy's only door: ``call``/``stream`` for targets, ``embed`` for
+    vectors, ``now``/``sleep`` on the injected clock (so a staggered or hedged call
+    is legal, testable strategy code), ``target`` for a model's facts, its path,
+    the request's metadata, a deadline (clock seconds, or ``None``), and a seeded
+    random source so sampling strategies are reproducible.
 
     ``rng`` is the given ``Random``, else one seeded with ``seed`` (default 0),
     created on first access. ``ledger`` is the context's ``CallLedger``: every
@@ -157,6 +175,43 @@ class RunContext:
     @rng.setter
     def rng(self, value: random.Random) -> None:
         self._rng = _LazyRandom(0, value)
+
+    def now(self) -> float:
+        """The executor's clock, in seconds (monotonic; a ``FakeClock`` in tests)."""
+        return self.executor.clock.now()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait on the executor's clock: a ``FakeClock`` advances instead of sleeping."""
+        await self.executor.clock.sleep(seconds)
+
+    def target(self, alias: str) -> TargetInfo | None:
+        """Facts about the model alias ``alias``; ``None`` when it is not configured."""
+        dep = self.executor.deployments.get(alias)
+        if dep is None:
+            return None
+        return TargetInfo(
+            dep.alias, dep.provider.name, dep.model, dep.context_window, dep.max_output_tokens, dep.spec
+        )
+
+    async def embed(self, model: str, texts: Sequence[str], *, record: bool = True) -> Embeddings:
+        """Embedding vectors from the deployment ``model`` (no fallback: vectors of
+        another model are not comparable). With ``record`` (the default) its cost is
+        added to this request's bill like any call; a classifier that reports the
+        call itself (``Classification.call``, billed by the router) passes ``False``."""
+        result = await self.executor.embed(model, texts)
+        if record:
+            self.ledger.add(
+                Attempt(
+                    result.deployment,
+                    result.provider,
+                    "ok",
+                    result.latency_ms,
+                    result.cost_usd,
+                    usage=result.usage,
+                    path=f"{self.path}.embed" if self.path else "embed",
+                )
+            )
+        return result
 
     def child(self, segment: str, *, label: str | None = None) -> RunContext:
         """A context for a nested call, one path segment deeper."""

@@ -188,8 +188,7 @@ class Cascade(Strategy):
         return verdict, billed
 
     async def run(self, request: Request, ctx: RunContext) -> Response:
-        clock = ctx.executor.clock
-        start = clock.now()
+        start = ctx.now()
         calls: list[Response] = []  # everything paid for, in call order
         steps: list[StepInfo] = []
         errors: list[Exception] = []
@@ -199,17 +198,17 @@ class Cascade(Strategy):
         last = len(self.targets) - 1
         for i, target in enumerate(self.targets):
             rung, who = f"cascade[{i}]", _name(target)
-            if answered is not None and ctx.deadline is not None and clock.now() >= ctx.deadline:
+            if answered is not None and ctx.deadline is not None and ctx.now() >= ctx.deadline:
                 history.append(f"deadline reached before rung {i}")
                 break
-            t0 = clock.now()
+            t0 = ctx.now()
             try:
                 response = await ctx.call(target, request, name=rung)
             except ConfigError:
                 raise
             except TierwiseError as exc:
                 errors.append(exc)
-                failed = _failed_rung(exc, _join(ctx.path, rung), who, (clock.now() - t0) * 1000.0)
+                failed = _failed_rung(exc, _join(ctx.path, rung), who, (ctx.now() - t0) * 1000.0)
                 calls.append(failed)
                 steps.append(
                     step_of(rung, failed, accepted=False, note=f"{RUNG_FAILED}: {type(exc).__name__}: {exc}")
@@ -252,7 +251,7 @@ class Cascade(Strategy):
             reason += f" [{'; '.join(earlier)}]"
         score = final.score if final is not None else None
         route = RouteInfo(_join(ctx.path, f"cascade[{i}]"), f"cascade[{i}]", reason, score)
-        return combine(response, calls, route=route, steps=steps, latency_ms=(clock.now() - start) * 1000.0)
+        return combine(response, calls, route=route, steps=steps, latency_ms=(ctx.now() - start) * 1000.0)
 
     async def stream(self, request: Request, ctx: RunContext) -> AsyncIterator[StreamEvent]:
         response = await self.run(request, ctx)

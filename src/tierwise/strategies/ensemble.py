@@ -149,20 +149,18 @@ class Ensemble(Strategy):
     # ------------------------------------------------------------------ running
 
     async def run(self, request: Request, ctx: RunContext) -> Response:
-        clock = ctx.executor.clock
-        start = clock.now()
+        start = ctx.now()
         members = [_Member(i, t) for i, t in enumerate(self.targets)]
         recorder = RecordingContext(ctx)
         if self.aggregator.mode == "race":
             chosen, reason = await self._race(request, ctx, recorder, members)
         else:
             chosen, reason = await self._gather(request, ctx, recorder, members)
-        return self._result(chosen, reason, members, recorder, ctx, (clock.now() - start) * 1000.0)
+        return self._result(chosen, reason, members, recorder, ctx, (ctx.now() - start) * 1000.0)
 
     async def _gather(
         self, request: Request, ctx: RunContext, recorder: RecordingContext, members: list[_Member]
     ) -> tuple[Response, str]:
-        clock = ctx.executor.clock
         need = self.quorum
         allowed_failures = len(members) - need
         failures = 0
@@ -172,7 +170,7 @@ class Ensemble(Strategy):
 
             async def one(m: _Member) -> None:
                 nonlocal failures
-                t0 = clock.now()
+                t0 = ctx.now()
                 try:
                     m.response = await ctx.call(m.target, request, name=m.name)
                 except anyio.get_cancelled_exc_class():
@@ -190,7 +188,7 @@ class Ensemble(Strategy):
                     if failures > allowed_failures:
                         tg.cancel_scope.cancel()
                 finally:
-                    m.latency_ms = (clock.now() - t0) * 1000.0
+                    m.latency_ms = (ctx.now() - t0) * 1000.0
 
             for m in members:
                 tg.start_soon(one, m, name=f"{ctx.path}.{m.name}")
@@ -208,17 +206,16 @@ class Ensemble(Strategy):
     async def _race(
         self, request: Request, ctx: RunContext, recorder: RecordingContext, members: list[_Member]
     ) -> tuple[Response, str]:
-        clock = ctx.executor.clock
         winner: list[_Member] = []
         crash: list[BaseException] = []
 
         async with anyio.create_task_group() as tg:
 
             async def one(m: _Member) -> None:
-                t0 = clock.now()
+                t0 = ctx.now()
                 try:
                     m.response = await ctx.call(m.target, request, name=m.name)
-                    m.latency_ms = (clock.now() - t0) * 1000.0
+                    m.latency_ms = (ctx.now() - t0) * 1000.0
                     m.accepted = await self.accept(request, m.response, recorder)
                 except anyio.get_cancelled_exc_class():
                     m.cancelled = m.response is None
@@ -241,7 +238,7 @@ class Ensemble(Strategy):
                     return
                 finally:
                     if m.response is None:
-                        m.latency_ms = (clock.now() - t0) * 1000.0
+                        m.latency_ms = (ctx.now() - t0) * 1000.0
                 if m.accepted and not winner:
                     winner.append(m)
                     tg.cancel_scope.cancel()

@@ -349,20 +349,18 @@ class Pipeline(Strategy):
     # ------------------------------------------------------------------ running
 
     async def run(self, request: Request, ctx: RunContext) -> Response:
-        clock = ctx.executor.clock
-        start = clock.now()
+        start = ctx.now()
         variables = {"input": _input_text(request)}
         ran: list[_Ran] = []
         for i, step in enumerate(self.steps):
             ran.append(await self._step(i, step, variables, request, ctx))
-        return self._result(ran, ctx, (clock.now() - start) * 1000.0)
+        return self._result(ran, ctx, (ctx.now() - start) * 1000.0)
 
     async def stream(self, request: Request, ctx: RunContext) -> AsyncIterator[StreamEvent]:
         """Run every step but the last, then stream the last one (the synthesis) as
         it is generated; ``Done`` carries the whole pipeline's response. A fan-out
         last step cannot stream one answer, so its joined output comes as one delta."""
-        clock = ctx.executor.clock
-        start = clock.now()
+        start = ctx.now()
         variables = {"input": _input_text(request)}
         ran: list[_Ran] = []
         for i, step in enumerate(self.steps[:-1]):
@@ -372,10 +370,10 @@ class Pipeline(Strategy):
             ran.append(await self._step(i, last, variables, request, ctx))
             if ran[-1].output:
                 yield TextDelta(ran[-1].output)
-            yield Done(self._result(ran, ctx, (clock.now() - start) * 1000.0))
+            yield Done(self._result(ran, ctx, (ctx.now() - start) * 1000.0))
             return
         step_request = _inherit(await self.render(last, variables), request)
-        t0 = clock.now()
+        t0 = ctx.now()
         final: Response | None = None
         events = ctx.stream(last.target, step_request, name=f"steps[{i}]", label=last.name)
         try:
@@ -396,20 +394,19 @@ class Pipeline(Strategy):
                     await aclose()
         if final is None:
             raise TierwiseError(f"pipeline {self.name!r}: step {last.name!r} stream ended without a response")
-        info = self._info(i, last, [final], ctx, (clock.now() - t0) * 1000.0, note="streamed")
+        info = self._info(i, last, [final], ctx, (ctx.now() - t0) * 1000.0, note="streamed")
         ran.append(_Ran(final.text, final, [final], info))
-        yield Done(self._result(ran, ctx, (clock.now() - start) * 1000.0))
+        yield Done(self._result(ran, ctx, (ctx.now() - start) * 1000.0))
 
     async def _step(
         self, i: int, step: Step, variables: dict[str, str], request: Request, ctx: RunContext
     ) -> _Ran:
-        clock = ctx.executor.clock
-        t0 = clock.now()
+        t0 = ctx.now()
         try:
             if step.fan_out is None:
                 step_request = _inherit(await self.render(step, variables), request)
                 answer = await ctx.call(step.target, step_request, name=f"steps[{i}]", label=step.name)
-                info = self._info(i, step, [answer], ctx, (clock.now() - t0) * 1000.0)
+                info = self._info(i, step, [answer], ctx, (ctx.now() - t0) * 1000.0)
                 result = _Ran(answer.text, answer, [answer], info)
             else:
                 result = await self._fan_out(i, step, variables, request, ctx)
@@ -422,8 +419,7 @@ class Pipeline(Strategy):
     async def _fan_out(
         self, i: int, step: Step, variables: dict[str, str], request: Request, ctx: RunContext
     ) -> _Ran:
-        clock = ctx.executor.clock
-        t0 = clock.now()
+        t0 = ctx.now()
         assert step.fan_out is not None
         items = self.split(step, variables[step.fan_out])
         answers: list[Response | None] = [None] * len(items)
@@ -474,7 +470,7 @@ class Pipeline(Strategy):
             note += (
                 f"; skipped failed item(s) {', '.join(str(j) for j, _ in sorted(errors, key=lambda e: e[0]))}"
             )
-        latency = (clock.now() - t0) * 1000.0
+        latency = (ctx.now() - t0) * 1000.0
         info = self._info(i, step, done, ctx, latency, note=note)
         if done:
             # The joined text is this step's answer; it reports the first item's model.

@@ -246,8 +246,8 @@ class Router(Strategy):
         """
         if not isinstance(target, str):
             return None
-        deployment = ctx.executor.deployments.get(target)
-        return deployment.context_window if deployment is not None else None
+        info = ctx.target(target)
+        return info.context_window if info is not None else None
 
     def _conversation(self, request: Request) -> Hashable | None:
         md = request.metadata
