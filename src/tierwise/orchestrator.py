@@ -30,6 +30,7 @@ import anyio
 from ._clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError, TierwiseError
 from .execution.executor import Deployment, Executor
+from .observe.events import Observer, Observers, RequestCancelled, RequestEvent
 from .observe.metrics import MetricsCollector
 from .strategies.base import CallLedger, RunContext, Strategy
 from .strategies.single import Single
@@ -74,12 +75,34 @@ class Orchestrator:
         owned_providers: Sequence[Provider] | None = None,
         log_level: str | None = "info",
         log_json: bool = False,
+        observers: Sequence[Observer] = (),
     ) -> None:
         deployments = dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
         if not deployments:
             raise ConfigError("at least one model is required", field="models")
         self.clock = clock
         self.metrics = MetricsCollector()
+        # Providers the orchestrator created (from config) and must close; when
+        # built in code, every distinct provider of the deployments is closed too,
+        # since each closes only a pool it created itself.
+        providers = (
+            owned_providers if owned_providers is not None else [d.provider for d in deployments.values()]
+        )
+        self._providers = list({id(p): p for p in providers}.values())
+        # Everything that reports what happened is an observer of the same events:
+        # metrics first (alerts read figures it has already counted), then the
+        # logger, alerts, the audit log and the application's own.
+        self.observers = Observers([self.metrics])
+        self.log: Any = None
+        if log_level is not None:
+            self._attach_logger(log_level, log_json)
+        if alerts is not None:
+            self.observers.add(alerts)
+        if audit is not None:
+            self.observers.add(audit)
+        self._own_observers = list(observers)
+        for observer in self._own_observers:
+            self.observers.add(observer)
         self.executor = Executor(
             deployments,
             retry=retry,
@@ -88,6 +111,7 @@ class Orchestrator:
             cache=cache,
             cache_force=cache_force,
             metrics=self.metrics,
+            observers=self.observers,
             default_fallbacks=fallbacks,
             bad_request=bad_request,
             clock=clock,
@@ -107,75 +131,18 @@ class Orchestrator:
         self.default_strategy = default_strategy
         self.audit = audit
         self.alerts = alerts
-        if alerts is not None:
-            self.metrics.add_listener(alerts.observe)
         self._rng = random.Random(seed)
-        # Providers the orchestrator created (from config) and must close; when
-        # built in code, every distinct provider of the deployments is closed too,
-        # since each closes only a pool it created itself.
-        providers = (
-            owned_providers if owned_providers is not None else [d.provider for d in deployments.values()]
-        )
-        self._providers = list({id(p): p for p in providers}.values())
         self._closed = False
-        self.log: Any = None
-        if log_level is not None:
-            self._attach_logger(log_level, log_json)
 
     def _attach_logger(self, level: str, json: bool) -> None:
-        """One structlog event per attempt, through this orchestrator's own logger.
-
-        Failed attempts log at info (``attempt_failed``), successful ones and whole
-        requests at debug, so the default level records every fault without
-        rendering anything on the success path. Secrets (the providers' keys) are
-        scrubbed from every value; nothing is configured process-wide.
-        """
-        from .observe.logging import make_logger
-        from .observe.metrics import AttemptEvent
+        """This orchestrator's own structlog logger, as an observer. Secrets (the
+        providers' keys) are scrubbed from every value; nothing is configured
+        process-wide."""
+        from .observe.logging import LogObserver, make_logger
 
         secrets = [k for k in (getattr(p, "_api_key", None) for p in self._providers) if k]
-        log = make_logger("tierwise", level=level, json=json, secrets=secrets)
-        self.log = log
-
-        def on_event(event: Any) -> None:
-            if isinstance(event, AttemptEvent):
-                if event.outcome == "error":
-                    log.info(
-                        "attempt_failed",
-                        model=event.model,
-                        provider=event.provider,
-                        path=event.path,
-                        error_type=event.error_type,
-                        latency_ms=round(event.latency_ms, 1),
-                        retry=event.retry,
-                    )
-                else:
-                    log.debug(
-                        "attempt",
-                        model=event.model,
-                        provider=event.provider,
-                        path=event.path,
-                        outcome=event.outcome,
-                        latency_ms=round(event.latency_ms, 1),
-                        input_tokens=event.input_tokens,
-                        output_tokens=event.output_tokens,
-                        cost_usd=event.cost_usd,
-                        retry=event.retry,
-                    )
-            else:
-                log.debug(
-                    "request",
-                    strategy=event.strategy,
-                    label=event.label,
-                    model=event.model,
-                    latency_ms=round(event.latency_ms, 1),
-                    cost_usd=event.cost_usd,
-                    fallback=event.fallback,
-                    cached=event.cached,
-                    error_type=event.error_type,
-                )
-
-        self.metrics.add_listener(on_event)
+        self.log = make_logger("tierwise", level=level, json=json, secrets=secrets)
+        self.observers.add(LogObserver(self.log))
 
     # ------------------------------------------------------------------ building
 
@@ -396,21 +363,27 @@ class Orchestrator:
         if not response.latency_ms:
             response.latency_ms = latency
         usage = response.usage
-        self.metrics.record_request(
-            strategy=strat.name,
-            label=response.route.label,
-            model=response.deployment or response.model,
-            latency_ms=latency,
-            cost_usd=response.cost_usd,
-            fallback=response.fallback,
-            cached=response.cached,
-            ttft_ms=response.ttft_ms,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            estimated=usage.estimated,
+        self.observers.request(
+            RequestEvent(
+                strat.name,
+                response.route.label,
+                response.deployment or response.model,
+                latency,
+                response.cost_usd,
+                response.fallback,
+                response.cached,
+                None,
+                response.ttft_ms,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.estimated,
+                False,
+                request,
+                response,
+                None,
+                tuple(response.attempts),
+            )
         )
-        if self.audit is not None:
-            self.audit.log_response(response, request=request, strategy=strat.name, latency_ms=latency)
 
     def _record_failure(
         self,
@@ -429,25 +402,27 @@ class Orchestrator:
         for a in attempts:
             if a.usage is not None:
                 usage = usage + a.usage
-        self.metrics.record_request(
-            strategy=strat.name,
-            label=None,
-            model=None,
-            latency_ms=latency,
-            cost_usd=sum(costs) if costs else None,
-            fallback=False,
-            cached=False,
-            error_type=None if exc is None else type(exc).__name__,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            estimated=usage.estimated,
-            cancelled=exc is None,
-        )
-        if self.audit is not None:
-            error = RequestCancelled() if exc is None else exc
-            self.audit.log_failure(
-                error, request=request, strategy=strat.name, latency_ms=latency, attempts=attempts
+        self.observers.request(
+            RequestEvent(
+                strat.name,
+                None,
+                None,
+                latency,
+                sum(costs) if costs else None,
+                False,
+                False,
+                None if exc is None else type(exc).__name__,
+                None,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.estimated,
+                exc is None,
+                request,
+                None,
+                RequestCancelled() if exc is None else exc,
+                tuple(attempts),
             )
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -469,6 +444,10 @@ class Orchestrator:
             await self.executor.cache.aclose()
         if self.audit is not None:
             await self.audit.aclose()
+        for observer in self._own_observers:
+            aclose = getattr(observer, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def __aenter__(self) -> Orchestrator:
         return self
@@ -486,13 +465,6 @@ class Orchestrator:
             f"Orchestrator(models={sorted(self.executor.deployments)}, "
             f"strategies={sorted(self.strategies)}, default={self.default_strategy!r})"
         )
-
-
-class RequestCancelled(Exception):
-    """Stands for a request its caller abandoned (in the audit log's ``error``)."""
-
-    def __init__(self) -> None:
-        super().__init__("the caller stopped before the answer was complete (cancelled or disconnected)")
 
 
 async def _aclose(events: Any) -> None:

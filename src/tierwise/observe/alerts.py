@@ -394,6 +394,12 @@ class AlertMonitor:
         collector.add_listener(self.observe)
         return self
 
+    def on_attempt(self, event: AttemptEvent) -> None:
+        self.observe(event)
+
+    def on_request(self, event: RequestEvent) -> None:
+        self.observe(event)
+
     def observe(self, event: MetricsEvent) -> None:
         """The metrics listener: slide windows, add the event, fire what crossed."""
         is_request = isinstance(event, RequestEvent)

@@ -51,6 +51,7 @@ from .._clock import SYSTEM_CLOCK, Clock
 from .._serde import attempt_to_dict, step_to_dict, usage_to_dict
 from ..errors import redact
 from ..types import Attempt, Request, Response, StepInfo
+from .events import AttemptEvent, RequestCancelled, RequestEvent
 
 if TYPE_CHECKING:
     import sqlite3
@@ -289,6 +290,29 @@ class _BufferedSink:
             self._start_flusher(loop)
         elif self._timer is None:
             self._timer = loop.call_later(self.flush_interval_s, self._start_flusher, loop)
+
+    # -- Observer ---------------------------------------------------------------
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        """Attempts are written inside their request's record, not one by one."""
+
+    def on_request(self, event: RequestEvent) -> None:
+        """One record per request: answered, failed or abandoned."""
+        request = event.request
+        if request is None:  # an event made by hand, without the request to hash
+            return
+        if event.response is not None:
+            self.log_response(
+                event.response, request=request, strategy=event.strategy, latency_ms=event.latency_ms
+            )
+        else:
+            self.log_failure(
+                event.error if event.error is not None else RequestCancelled(),
+                request=request,
+                strategy=event.strategy,
+                latency_ms=event.latency_ms,
+                attempts=event.attempts,
+            )
 
     def log_response(
         self,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from ..types import Attempt, Request, Response
 
-__all__ = ["AttemptEvent", "Observer", "Observers", "RequestEvent"]
+__all__ = ["AttemptEvent", "Observer", "Observers", "RequestCancelled", "RequestEvent"]
 
 _log = logging.getLogger("tierwise.observe")
 
@@ -83,6 +83,14 @@ class RequestEvent(NamedTuple):
     response: Response | None = None
     error: BaseException | None = None
     attempts: tuple[Attempt, ...] = ()
+
+
+class RequestCancelled(Exception):
+    """Stands for a request its caller abandoned (``RequestEvent.error``, and the
+    audit log's ``error``)."""
+
+    def __init__(self) -> None:
+        super().__init__("the caller stopped before the answer was complete (cancelled or disconnected)")
 
 
 @runtime_checkable

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from ..errors import redact
 
-__all__ = ["make_logger", "redacting_processor"]
+if TYPE_CHECKING:
+    from .events import AttemptEvent, RequestEvent
+
+__all__ = ["LogObserver", "make_logger", "redacting_processor"]
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -99,3 +102,56 @@ def make_logger(
     )
     logger: FilteringBoundLogger = proxy.bind()
     return logger
+
+
+class LogObserver:
+    """One structlog event per attempt and per request, through one orchestrator's
+    own logger.
+
+    Failed attempts log at info (``attempt_failed``), successful ones and whole
+    requests at debug, so the default level records every fault without
+    rendering anything on the success path.
+    """
+
+    __slots__ = ("log",)
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        if event.outcome == "error":
+            self.log.info(
+                "attempt_failed",
+                model=event.model,
+                provider=event.provider,
+                path=event.path,
+                error_type=event.error_type,
+                latency_ms=round(event.latency_ms, 1),
+                retry=event.retry,
+            )
+        else:
+            self.log.debug(
+                "attempt",
+                model=event.model,
+                provider=event.provider,
+                path=event.path,
+                outcome=event.outcome,
+                latency_ms=round(event.latency_ms, 1),
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                cost_usd=event.cost_usd,
+                retry=event.retry,
+            )
+
+    def on_request(self, event: RequestEvent) -> None:
+        self.log.debug(
+            "request",
+            strategy=event.strategy,
+            label=event.label,
+            model=event.model,
+            latency_ms=round(event.latency_ms, 1),
+            cost_usd=event.cost_usd,
+            fallback=event.fallback,
+            cached=event.cached,
+            error_type=event.error_type,
+        )
