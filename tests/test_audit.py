@@ -142,6 +142,9 @@ def test_steps_are_recorded() -> None:
         },
         "accepted": False,
         "note": f"judge (opus): 0.20 < 0.7; it quoted {KEY}",  # redacted by the sink, not here
+        # The typed fields ``tierwise train`` reads (a StepInfo built by hand: defaults).
+        "kind": "call",
+        "verdict": None,
     }
     json.dumps(rec)
 

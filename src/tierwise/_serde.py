@@ -16,9 +16,22 @@ someone may mutate the response must copy those themselves.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
-from .types import Attempt, RateLimitInfo, Response, RouteInfo, StepInfo, ToolCall, Usage
+from .types import (
+    Attempt,
+    RateLimitInfo,
+    Response,
+    RouteInfo,
+    StepInfo,
+    StepKind,
+    StepVerdict,
+    ToolCall,
+    Usage,
+)
+
+_STEP_KINDS = frozenset(get_args(StepKind))
+_STEP_VERDICTS = frozenset(get_args(StepVerdict))
 
 __all__ = [
     "attempt_from_dict",
@@ -164,11 +177,15 @@ def step_to_dict(step: StepInfo) -> dict[str, Any]:
         "usage": usage_to_dict(step.usage),
         "accepted": step.accepted,
         "note": step.note,
+        "kind": step.kind,
+        "verdict": step.verdict,
     }
 
 
 def step_from_dict(d: Mapping[str, Any]) -> StepInfo:
     usage = d.get("usage")
+    kind: Any = d.get("kind")
+    verdict: Any = d.get("verdict")
     return StepInfo(
         name=d.get("name", ""),
         path=d.get("path", ""),
@@ -178,6 +195,8 @@ def step_from_dict(d: Mapping[str, Any]) -> StepInfo:
         usage=Usage() if usage is None else usage_from_dict(usage),
         accepted=d.get("accepted"),
         note=d.get("note", ""),
+        kind=kind if kind in _STEP_KINDS else "call",
+        verdict=verdict if verdict in _STEP_VERDICTS else None,
     )
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "Role",
     "RouteInfo",
     "StepInfo",
+    "StepKind",
+    "StepVerdict",
     "StreamEvent",
     "TextDelta",
     "Tool",
@@ -54,6 +56,13 @@ __all__ = [
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 AttemptOutcome: TypeAlias = Literal["ok", "error", "cached", "skipped", "rejected", "cancelled"]
+#: What an inner call of a composite strategy was: a cascade rung, a model call a
+#: verifier made, an ensemble member, a pipeline step, a classifier's own call, a
+#: router's summary of its nested strategy, or any other call.
+StepKind: TypeAlias = Literal["rung", "verifier_call", "member", "step", "classify", "route", "call"]
+#: What was decided about a step's answer: a verifier accepted or rejected it, no
+#: verdict was reached (a judge whose call failed), or the call itself failed.
+StepVerdict: TypeAlias = Literal["accepted", "rejected", "undecided", "failed"]
 
 _ROLES = frozenset(("system", "user", "assistant", "tool"))
 
@@ -351,7 +360,10 @@ class StepInfo:
     latency_ms: float
     usage: Usage = field(default_factory=Usage)
     accepted: bool | None = None
+    #: For humans: the verifier's reason, an error. Code reads ``kind``/``verdict``.
     note: str = ""
+    kind: StepKind = "call"
+    verdict: StepVerdict | None = None
 
 
 @dataclass(slots=True)

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
+
 from ..errors import ProtocolError, ProviderError, RateLimitError
 from ..observe.events import AttemptEvent
 from ..types import (
@@ -34,11 +36,11 @@ from ..types import (
 from .tokens import DEFAULT_OUTPUT_TOKENS, estimate_tokens, heuristic_text_tokens
 
 if TYPE_CHECKING:
+    from ..state import Permit
     from ..strategies.base import CallLedger
     from .budget import Reservation
     from .deployment import Deployment
     from .executor import Executor
-    from .limits import Permit
 
 __all__: list[str] = []
 
@@ -215,41 +217,44 @@ class Try:
         if exc is None:
             result = self.result
             if isinstance(result, Response):
-                self._succeeded(result)
+                await self._succeeded(result)
             elif isinstance(result, Embeddings):
-                self._embedded(result)
+                await self._embedded(result)
             else:
                 dep = self.dep
-                self._failed(
+                await self._failed(
                     ProtocolError(
                         "stream ended without a final response", provider=dep.provider.name, model=dep.model
                     )
                 )
             return False
         if isinstance(exc, ProviderError):
-            self._failed(exc)
+            await self._failed(exc)
             return True
         # Cancelled, or the consumer stopped reading: book what was received (the
-        # provider bills it) and give everything else back.
-        self._abandoned()
+        # provider bills it) and give everything else back. Shielded: a shared
+        # state backend's write must finish although the task is being cancelled.
+        with anyio.CancelScope(shield=True):
+            await self._abandoned()
         return False
 
-    def give_back(self) -> None:
+    async def give_back(self) -> None:
         """A try that never ran its body: return the permit (unused) and the
         reservation (unspent)."""
         if self._booked:
             return
         self._booked = True
-        try:
-            if self.permit is not None:
-                self.permit.release(None)
-        finally:
-            if self.reservation is not None:
-                self.reservation.release()
+        with anyio.CancelScope(shield=True):
+            try:
+                if self.permit is not None:
+                    await self.permit.arelease(None)
+            finally:
+                if self.reservation is not None:
+                    await self.reservation.arelease()
 
     # -- booking ----------------------------------------------------------------
 
-    def _succeeded(self, response: Response) -> None:
+    async def _succeeded(self, response: Response) -> None:
         """Release the permit with the real usage, settle the reservation at the
         real cost, then record. The permit and the reservation come back whatever
         else fails here: a slot that leaks is a deployment lost for good."""
@@ -278,15 +283,17 @@ class Try:
             if response.rate_limits is not None and dep.limiter is not None:
                 dep.limiter.observe(response.rate_limits)
         finally:
-            if self.permit is not None:
-                self.permit.release(usage.input_tokens + usage.output_tokens)
-            if self.reservation is not None:
-                self.reservation.settle(cost)
+            try:
+                if self.permit is not None:
+                    await self.permit.arelease(usage.input_tokens + usage.output_tokens)
+            finally:
+                if self.reservation is not None:
+                    await self.reservation.asettle(cost)
         self.executor.health.record_success(dep.alias)
         response.deployment = dep.alias
         self._record("ok", cost, usage, None, None, response.ttft_ms)
 
-    def _embedded(self, result: Embeddings) -> None:
+    async def _embedded(self, result: Embeddings) -> None:
         """An embedding call: billed at the reported input tokens; unknown (``None``,
         never 0) when the provider reported no count. No health record: an alias
         used for embedding is often a chat alias too."""
@@ -296,15 +303,15 @@ class Try:
         cost = dep.cost(result.usage) if used or result.usage.reported_cost_usd is not None else None
         try:
             if self.permit is not None:
-                self.permit.release(used or None)
+                await self.permit.arelease(used or None)
         finally:
             if self.reservation is not None:
-                self.reservation.settle(cost)
+                await self.reservation.asettle(cost)
         result.cost_usd = cost
         result.deployment = dep.alias
         self._record("ok", cost, Usage(used), None, None, None)
 
-    def _failed(self, error: ProviderError) -> None:
+    async def _failed(self, error: ProviderError) -> None:
         """Give back the permit (penalizing the limiter on a short ``retry_after``;
         a longer one cools the deployment in the health tracker instead) and settle
         the reservation: $0, unless a stream already delivered content, which the
@@ -321,19 +328,19 @@ class Try:
         finally:
             try:
                 if self.permit is not None:
-                    self.permit.release(None if usage is None else usage.total_tokens)
+                    await self.permit.arelease(None if usage is None else usage.total_tokens)
                     retry_after = error.retry_after
                     if isinstance(error, RateLimitError) and retry_after and dep.limiter is not None:
                         dep.limiter.penalize(retry_after, cap=self.executor.retry.max_retry_after)
             finally:
                 if self.reservation is not None:
-                    self.reservation.settle(cost)
+                    await self.reservation.asettle(cost)
         if call.kind != "embed":
             self.executor.health.record_failure(dep.alias, error)
         call.errors.append(error)
         self._record("error", cost, usage, type(error).__name__, str(error), None)
 
-    def _abandoned(self) -> None:
+    async def _abandoned(self) -> None:
         """Interrupted. Once content arrived the provider has billed the prompt and
         what it sent: estimated, booked, recorded as ``"cancelled"``. Before the
         first content event nothing is known to be billed: the reservation is
@@ -349,13 +356,13 @@ class Try:
         finally:
             try:
                 if self.permit is not None:
-                    self.permit.release(None if usage is None else usage.total_tokens)
+                    await self.permit.arelease(None if usage is None else usage.total_tokens)
             finally:
                 if self.reservation is not None:
                     if usage is None:
-                        self.reservation.release()
+                        await self.reservation.arelease()
                     else:
-                        self.reservation.settle(cost)
+                        await self.reservation.asettle(cost)
         self._record("cancelled", cost, usage, "Cancelled", None, None)
 
     def _record(

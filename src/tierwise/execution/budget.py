@@ -38,20 +38,25 @@ timezone (midnight, first of the month); ``"total"`` never rolls over. A call is
 charged to the period in which it was admitted, so a request in flight across
 midnight cannot push either day over its limit.
 
-State lives behind ``LedgerStore`` so a shared backend can replace the in-memory
-default (see its docstring for what that implies).
+State lives behind ``tierwise.state.BudgetStore``, whose ``reserve`` is the whole
+check-and-book in one atomic step, so a shared backend can replace the in-memory
+default. The synchronous API (``reserve``, ``Reservation.settle``) needs a store
+that never waits (the in-memory one); the executor uses the async twins
+(``areserve``, ``asettle``, ``arelease``), which every store supports.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Literal, TypeAlias
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ..errors import BudgetExceeded, ConfigError
+from ..state import BudgetStore
+from ..state.memory import MemoryBudgetStore
 
 __all__ = [
     "BudgetDowngrade",
@@ -168,56 +173,9 @@ def _rebuild_downgrade(message: str, state: dict[str, Any]) -> BudgetDowngrade:
     return err
 
 
-@runtime_checkable
-class LedgerStore(Protocol):
-    """Where spent amounts live, keyed by ``"<period id>|<scope>"`` strings.
-
-    The seam for sharing spend across instances (a Redis backend). The methods are
-    synchronous on purpose: the ledger's check-and-reserve must not await, or two
-    tasks could both pass the check. A network store therefore keeps a local mirror
-    (``get`` reads it; ``add`` updates it and queues the increment for a background
-    flush, e.g. pipelined ``INCRBYFLOAT`` with an expiry per period, while a
-    refresher pulls the other instances' totals). Spend is then shared within the
-    refresh interval; reservations (in-flight worst cases) stay per instance, so a
-    crashed instance cannot leak them into everyone's budget.
-    """
-
-    def get(self, key: str) -> float:
-        """The amount spent under ``key`` (0.0 if never seen)."""
-        ...
-
-    def add(self, keys: Sequence[str], amount: float) -> None:
-        """Add ``amount`` to every key in ``keys`` (one call per cost: batchable)."""
-        ...
-
-    def discard(self, keys: Iterable[str]) -> None:
-        """The ledger no longer needs these keys (their period is over). A shared
-        store may ignore this and let its own expiry remove them."""
-        ...
-
-
-class MemoryLedgerStore:
-    """The default store: a dict, private to one ledger (or shared by passing it in)."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self) -> None:
-        self._data: dict[str, float] = {}
-
-    def get(self, key: str) -> float:
-        return self._data.get(key, 0.0)
-
-    def add(self, keys: Sequence[str], amount: float) -> None:
-        data = self._data
-        for key in keys:
-            data[key] = data.get(key, 0.0) + amount
-
-    def discard(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self._data.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._data)
+#: The names this module had before the stores moved to ``tierwise.state``.
+LedgerStore = BudgetStore
+MemoryLedgerStore = MemoryBudgetStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +191,8 @@ class _Plan:
     checks: tuple[tuple[BudgetLimit, str, str], ...]  # (limit, bucket key, concrete scope)
     reserve_keys: tuple[str, ...]
     record_keys: tuple[str, ...]
+    limit_checks: tuple[tuple[str, float], ...]  # what the store checks: (bucket key, limit)
+    check_index: tuple[int, ...]  # limit_checks[i] is checks[check_index[i]]
 
 
 class Reservation:
@@ -264,16 +224,29 @@ class Reservation:
         in full (the money is gone), which is why the executor reserves the
         worst case (``max_tokens`` of output).
         """
-        if self._state != "open":
+        cost = self._cost(actual_usd)
+        if cost is None:
             return
+        plan = self._plan
+        # Charged to the period the call was admitted in (the plan's keys).
+        self._ledger._sync_store().settle_now(plan.reserve_keys, self.amount_usd, plan.record_keys, cost)
+
+    async def asettle(self, actual_usd: float | None) -> None:
+        """``settle`` through any store (a shared one writes through)."""
+        cost = self._cost(actual_usd)
+        if cost is None:
+            return
+        plan = self._plan
+        await self._ledger._store.settle(plan.reserve_keys, self.amount_usd, plan.record_keys, cost)
+
+    def _cost(self, actual_usd: float | None) -> float | None:
+        """What settling books (``None``: already settled or released)."""
+        if self._state != "open":
+            return None
+        self._state = "settled"
         # Never raise: a settlement that fails leaves the money reserved forever.
         # A cost that is not a finite amount >= 0 is as unknown as None.
-        cost = self.amount_usd if actual_usd is None or not _valid_amount(actual_usd) else float(actual_usd)
-        self._state = "settled"
-        ledger = self._ledger
-        ledger._unreserve(self._plan, self.amount_usd)
-        # Charged to the period the call was admitted in (the plan's keys).
-        ledger._store.add(self._plan.record_keys, cost)
+        return self.amount_usd if actual_usd is None or not _valid_amount(actual_usd) else float(actual_usd)
 
     def release(self) -> None:
         """Free the reservation: the call was cancelled or failed before spending.
@@ -284,7 +257,14 @@ class Reservation:
         if self._state != "open":
             return
         self._state = "released"
-        self._ledger._unreserve(self._plan, self.amount_usd)
+        self._ledger._sync_store().release_now(self._plan.reserve_keys, self.amount_usd)
+
+    async def arelease(self) -> None:
+        """``release`` through any store."""
+        if self._state != "open":
+            return
+        self._state = "released"
+        await self._ledger._store.release(self._plan.reserve_keys, self.amount_usd)
 
     def __enter__(self) -> Reservation:
         return self
@@ -325,7 +305,7 @@ class BudgetLedger:
         *,
         clock: Clock = SYSTEM_CLOCK,
         timezone: tzinfo = UTC,
-        store: LedgerStore | None = None,
+        store: BudgetStore | None = None,
     ) -> None:
         self._limits = tuple(limits)
         for lim in self._limits:
@@ -333,7 +313,7 @@ class BudgetLedger:
                 raise TypeError(f"limits must be BudgetLimit objects, got {type(lim).__name__}")
         self._clock = clock
         self._tz = timezone
-        self._store: LedgerStore = MemoryLedgerStore() if store is None else store
+        self._store: BudgetStore = MemoryBudgetStore() if store is None else store
 
         # Index: which limits apply, by scope kind.
         self._total_limits: list[BudgetLimit] = []
@@ -354,11 +334,6 @@ class BudgetLedger:
         self._tag_keys: tuple[str, ...] = tuple(
             dict.fromkeys([k for k, _ in self._tag_limits] + list(self._tag_each_limits))
         )
-
-        # Outstanding reservations per bucket key (sum and count: the count lets the
-        # float sum snap back to exactly 0 when the last one goes).
-        self._reserved: dict[str, float] = {}
-        self._reserved_n: dict[str, int] = {}
 
         # Concrete scopes seen, with the limits that apply to each (for snapshot/pruning).
         self._scopes: dict[str, tuple[BudgetLimit, ...]] = {"total": tuple(self._total_limits)}
@@ -418,7 +393,8 @@ class BudgetLedger:
         get = self._store.get
         for scope in [s for s in self._scopes if s.startswith("tag:")]:
             idle = get(f"total|{scope}") == 0.0 and all(get(f"{p}|{scope}") == 0.0 for p in live)
-            if idle and not any(k.endswith(f"|{scope}") for k in self._reserved):
+            held = self._store.reserved
+            if idle and all(held(f"{p}|{scope}") == 0.0 for p in (*live, "total")):
                 del self._scopes[scope]
 
     def _period_id(self, period: Period) -> str:
@@ -462,10 +438,15 @@ class BudgetLedger:
                 record[f"{self._period_id(period)}|{scope}"] = None
             for lim in lims:
                 checks.append((lim, f"{self._period_id(lim.period)}|{scope}", scope))
+        # A downgrade limit never blocks the model it downgrades to (no loop), but
+        # that model's reservations still count in the limit's bucket.
+        index = tuple(i for i, (lim, _, _) in enumerate(checks) if lim.downgrade_to != model)
         plan = _Plan(
             checks=tuple(checks),
             reserve_keys=tuple(dict.fromkeys(key for _, key, _ in checks)),
             record_keys=tuple(record),
+            limit_checks=tuple((checks[i][1], checks[i][0].limit_usd) for i in index),
+            check_index=index,
         )
         if len(self._plans) >= _PLAN_MEMO_MAX:
             self._plans.clear()
@@ -486,19 +467,32 @@ class BudgetLedger:
         ``BudgetExceeded`` if a hard limit would be crossed. Nothing is booked when
         it raises. Synchronous, hence atomic with respect to other tasks.
         """
+        amount, plan = self._prepare(model, tags, amount_usd)
+        failed = self._sync_store().reserve_now(plan.limit_checks, plan.reserve_keys, amount)
+        if failed:
+            self._refuse(plan, model, amount, failed)
+        return Reservation(self, model, plan, amount)
+
+    async def areserve(self, *, model: str, tags: Mapping[str, Any], amount_usd: float) -> Reservation:
+        """``reserve`` through any store: one atomic step in a shared backend."""
+        amount, plan = self._prepare(model, tags, amount_usd)
+        failed = await self._store.reserve(plan.limit_checks, plan.reserve_keys, amount)
+        if failed:
+            self._refuse(plan, model, amount, failed)
+        return Reservation(self, model, plan, amount)
+
+    def _prepare(self, model: str, tags: Mapping[str, Any], amount_usd: float) -> tuple[float, _Plan]:
         amount = _check_amount(amount_usd, "amount_usd")
         self._refresh()
-        plan = self._plan(model, self._tag_values(tags))
-        get = self._store.get
-        reserved = self._reserved
+        return amount, self._plan(model, self._tag_values(tags))
+
+    def _refuse(self, plan: _Plan, model: str, amount: float, failed: list[tuple[int, float]]) -> None:
+        """Raise for the limits a reservation would cross: a soft one first (the
+        cheaper model may still fit under the hard ones), else the first hard one."""
         hard: tuple[BudgetLimit, str, float] | None = None
         soft: tuple[BudgetLimit, str, float] | None = None
-        for lim, key, scope in plan.checks:
-            used = get(key) + reserved.get(key, 0.0)
-            # Once spent + reserved reaches the limit nothing more is admitted, even a
-            # call whose worst case is $0 (an unknown price): it would spend unbounded.
-            if used + amount <= lim.limit_usd and used < lim.limit_usd:
-                continue
+        for i, used in failed:
+            lim, _, scope = plan.checks[plan.check_index[i]]
             if lim.action == "downgrade":
                 if lim.downgrade_to != model and soft is None:
                     soft = (lim, scope, used)
@@ -527,23 +521,16 @@ class BudgetLedger:
                 spent_usd=used,
                 requested_usd=amount,
             )
-        counts = self._reserved_n
-        for key in plan.reserve_keys:
-            reserved[key] = reserved.get(key, 0.0) + amount
-            counts[key] = counts.get(key, 0) + 1
-        return Reservation(self, model, plan, amount)
+        raise AssertionError("a failed budget check with no limit to report")  # pragma: no cover
 
-    def _unreserve(self, plan: _Plan, amount: float) -> None:
-        reserved = self._reserved
-        counts = self._reserved_n
-        for key in plan.reserve_keys:
-            n = counts.get(key, 0) - 1
-            if n <= 0:
-                counts.pop(key, None)
-                reserved.pop(key, None)
-            else:
-                counts[key] = n
-                reserved[key] -= amount
+    def _sync_store(self) -> MemoryBudgetStore:
+        store = self._store
+        if not isinstance(store, MemoryBudgetStore):
+            raise TypeError(
+                f"{type(store).__name__} is a shared budget store: use the async API "
+                "(await ledger.areserve(...), reservation.asettle(...) / arelease())"
+            )
+        return store
 
     def record(self, *, model: str, tags: Mapping[str, Any], cost_usd: float | None) -> None:
         """Book a cost that was not reserved (a failed attempt that consumed tokens,
@@ -553,7 +540,7 @@ class BudgetLedger:
             return  # nothing sane to book (a None or a nonsense figure); never corrupt the ledger
         cost = float(cost_usd)
         self._refresh()
-        self._store.add(self._plan(model, self._tag_values(tags)).record_keys, cost)
+        self._sync_store().add_now(self._plan(model, self._tag_values(tags)).record_keys, cost)
 
     def spent(self, scope: str = "total", period: Period = "day") -> float:
         """Spent in the current ``period`` on a concrete ``scope`` (``"tag:user=alice"``)."""
@@ -567,7 +554,7 @@ class BudgetLedger:
         if period not in _PERIODS:
             raise ValueError(f"period must be one of {list(_PERIODS)}, got {period!r}")
         self._refresh()
-        return self._reserved.get(f"{self._period_id(period)}|{scope}", 0.0)
+        return self._store.reserved(f"{self._period_id(period)}|{scope}")
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Current state per ``"<scope>@<period>"``, for dashboards and ``/budget`` endpoints.
@@ -587,7 +574,7 @@ class BudgetLedger:
             for period in _PERIODS:
                 key = f"{self._period_id(period)}|{scope}"
                 spent = self._store.get(key)
-                reserved = self._reserved.get(key, 0.0)
+                reserved = self._store.reserved(key)
                 mine = sorted((lim for lim in lims if lim.period == period), key=lambda x: x.limit_usd)
                 entry: dict[str, Any] = {
                     "scope": scope,

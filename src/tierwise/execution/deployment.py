@@ -17,8 +17,8 @@ from .tokens import InputBound
 if TYPE_CHECKING:
     from ..catalog import ModelSpec
     from ..providers.base import Provider
+    from ..state import Limiter
     from ..types import Usage
-    from .limits import RateLimiter
 
 __all__ = ["Deployment"]
 
@@ -41,7 +41,7 @@ class Deployment:
     provider: Provider
     model: str
     spec: ModelSpec | None = None
-    limiter: RateLimiter | None = None
+    limiter: Limiter | None = None
     fallbacks: tuple[str, ...] = ()
     timeout_s: float | None = None
     first_token_timeout_s: float | None = None

@@ -70,12 +70,13 @@ from .cache import ResponseCache, SingleFlight, cacheable, request_key
 from .deployment import Deployment
 from .fallback import BadRequestRule
 from .health import HealthTracker
-from .limits import Permit, QueueWaitTimeout
+from .limits import QueueWaitTimeout
 from .retry import RetryPolicy
 from .tokens import heuristic_text_tokens
 
 if TYPE_CHECKING:
     from ..observe.metrics import MetricsCollector
+    from ..state import Permit
     from ..strategies.base import CallLedger
     from .budget import Reservation
 
@@ -445,7 +446,7 @@ class Executor:
             try:
                 yield attempt
             finally:
-                attempt.give_back()
+                await attempt.give_back()
             error = attempt.error
             if error is None:
                 return
@@ -512,10 +513,13 @@ class Executor:
         if budget is None:
             return permit, None
         try:
-            reservation = budget.reserve(model=dep.alias, tags=call.tags, amount_usd=call.worst_cost(dep))
+            reservation = await budget.areserve(
+                model=dep.alias, tags=call.tags, amount_usd=call.worst_cost(dep)
+            )
         except BaseException:
             if permit is not None:
-                permit.release(None)
+                with anyio.CancelScope(shield=True):
+                    await permit.arelease(None)
             raise
         return permit, reservation
 

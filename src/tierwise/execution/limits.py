@@ -168,6 +168,10 @@ class Permit:
             used_tokens = None
         self._limiter._release(self, used_tokens)
 
+    async def arelease(self, used_tokens: int | None = None) -> None:
+        """``release`` for the ``tierwise.state.Permit`` protocol (never waits here)."""
+        self.release(used_tokens)
+
     def __enter__(self) -> Permit:
         return self
 

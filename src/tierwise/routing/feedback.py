@@ -41,14 +41,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..strategies.cascade import RUNG_FAILED, VERIFIER_CALL, VERIFIER_FAILED
 from ..types import Message, Request, Response
 
 if TYPE_CHECKING:
@@ -80,7 +78,6 @@ _INCLUDE_TEXT_HINT = (
     "AuditLog(path, include_text=True)), collect traffic again, then train"
 )
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_RUNG = re.compile(r"cascade\[\d+\]")  # a Cascade's rung step (strategies/cascade.py)
 _ANSWERED = ("ok", "cached", "rejected")
 
 
@@ -307,49 +304,28 @@ def _list(record: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return [a for a in items if isinstance(a, Mapping)] if isinstance(items, list) else []
 
 
-def _no_verdict(note: str) -> bool:
-    """A rejection that is no verdict: the rung itself failed (no answer to judge),
-    or its verifier reached none: it raised, or returned ``Verdict.undecided``
-    (a judge whose call failed); ``Cascade`` notes both ``"verifier failed: …"``."""
-    return any(note == p or note.startswith(p + ":") for p in (RUNG_FAILED, VERIFIER_FAILED))
-
-
 def verifier_feedback(records: Iterable[Mapping[str, Any]]) -> list[Feedback]:
     """Feedback rows (``source="verifier"``) from the verifier verdicts in audit records.
 
-    Read from each successful record's ``steps``: a ``Cascade`` writes one step
-    per rung, named ``cascade[i]``, whose ``model`` is the deployment that
-    answered the rung and whose ``accepted`` is the verifier's verdict on that
-    answer. The rule, per step:
-
-    * a step named ``cascade[i]`` with ``accepted`` true → **good** (1.0) for
-      its ``model``;
-    * the same with ``accepted`` false → **bad** (0.0), except when no verdict
-      was given: the rung failed (note ``"failed: …"``, no answer to judge) or
-      its verifier reached no verdict (note ``"verifier failed: …"``): it
-      raised, or it returned ``Verdict.undecided`` — a built-in ``Judge`` or
-      ``SelfConfidence`` whose model call failed or whose reply was
-      unparseable, a combination that hinged on such a check. The cascade
-      escalates as if rejected, but nobody judged the answer. A verifier's own
-      decided reason that starts ``"verifier failed:"`` is skipped too;
-    * every other step → nothing: ``accepted`` ``None`` (the last rung returned
-      unverified with ``verify_last=False``, the verifier's own model calls,
-      pipeline steps, a router's summary step) and every step not named
-      ``cascade[i]``. Ensemble steps are excluded on purpose: their
-      ``accepted`` marks the member that was *chosen* (a vote won, a judge's
-      pick, the first or fastest answer), and a member that lost, failed or was
-      cancelled is ``False`` or ``None`` without anyone judging its answer.
+    Read from each successful record's typed ``steps`` (``StepInfo.kind`` and
+    ``verdict``, never the human-readable ``note``): a step of kind ``"rung"``
+    whose verdict is ``"accepted"`` → **good** (1.0) for its ``model``;
+    ``"rejected"`` → **bad** (0.0). Nothing else gives a row: a rung that
+    ``"failed"`` (no answer to judge) or was ``"undecided"`` (its verifier
+    raised or reached no verdict: the cascade escalated, but nobody judged the
+    answer), the last rung returned unverified, verifier calls, pipeline steps,
+    router summaries and ensemble members (their verdict marks the member that
+    was *chosen*, not an answer someone judged).
 
     Rows come in step order, so an escalated request gives a bad row per
     rejected rung, then the good row of the accepted one. Cascades nested in a
     ``Router`` count too: the router keeps its target strategy's steps. A
     cascade nested in a ``Pipeline``, an ``Ensemble`` or another cascade's rung
-    does not: those report one step per inner call, and the inner cascade's
-    rungs are not among them.
+    does not: those report one step per inner call.
 
-    Failed requests, and records written before audit records had ``steps``,
-    give no rows. Each row's ``ts`` is its record's, so ``training_set`` can tell
-    an exported copy of a row from a new verdict.
+    Failed requests, and records written before steps were typed, give no rows.
+    Each row's ``ts`` is its record's, so ``training_set`` can tell an exported
+    copy of a row from a new verdict.
     """
     out: list[Feedback] = []
     for record in records:
@@ -360,20 +336,19 @@ def verifier_feedback(records: Iterable[Mapping[str, Any]]) -> list[Feedback]:
         if isinstance(ts, bool) or not isinstance(ts, str | int | float):
             ts = None
         for step in _list(record, "steps"):
-            name, model, accepted = _str(step.get("name")), _str(step.get("model")), step.get("accepted")
-            if name is None or model is None or not isinstance(accepted, bool) or not _RUNG.fullmatch(name):
+            model, verdict = _str(step.get("model")), step.get("verdict")
+            if model is None or step.get("kind") != "rung" or verdict not in ("accepted", "rejected"):
                 continue
-            note = step.get("note")
-            if not accepted and _no_verdict(note if isinstance(note, str) else ""):
-                continue
-            out.append(Feedback(h, 1.0 if accepted else 0.0, model=model, source="verifier", ts=ts))
+            out.append(
+                Feedback(h, 1.0 if verdict == "accepted" else 0.0, model=model, source="verifier", ts=ts)
+            )
     return out
 
 
 def _verifier_calls(record: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]]) -> set[int]:
     """``id``s of the attempts that answered a cascade verifier's model calls.
 
-    Each call has a step noted ``"verifier call"`` naming the path and model of
+    Each call has a step of kind ``"verifier_call"`` naming the path and model of
     its answer; that call's one answered attempt is the last answered attempt
     with the same path and model not yet matched (a check that calls without a
     name runs at the rung's own path, after the rung's answer).
@@ -381,7 +356,7 @@ def _verifier_calls(record: Mapping[str, Any], attempts: Sequence[Mapping[str, A
     wanted = Counter(
         (step.get("path"), step.get("model"))
         for step in _list(record, "steps")
-        if step.get("note") == VERIFIER_CALL and step.get("accepted") is None
+        if step.get("kind") == "verifier_call"
     )
     found: set[int] = set()
     if not wanted:

@@ -651,6 +651,7 @@ class OutcomeClassifier:
                 latency_ms=float(getattr(got, "latency_ms", 0.0)),
                 usage=getattr(got, "usage", None) or Usage(),
                 note="embedding for the learned router",
+                kind="classify",
             )
         return decided
 

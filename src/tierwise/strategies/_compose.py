@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
-from ..types import Done, Request, Response, RouteInfo, StepInfo, StreamEvent, Usage
+from ..types import Done, Request, Response, RouteInfo, StepInfo, StepKind, StepVerdict, StreamEvent, Usage
 from .base import RunContext, Target
 
 __all__ = ["RecordingContext", "combine", "step_of"]
@@ -56,7 +56,15 @@ class RecordingContext(RunContext):
             yield event
 
 
-def step_of(name: str, response: Response, *, accepted: bool | None = None, note: str = "") -> StepInfo:
+def step_of(
+    name: str,
+    response: Response,
+    *,
+    accepted: bool | None = None,
+    note: str = "",
+    kind: StepKind = "call",
+    verdict: StepVerdict | None = None,
+) -> StepInfo:
     """A ``StepInfo`` describing one inner response."""
     return StepInfo(
         name=name,
@@ -67,6 +75,8 @@ def step_of(name: str, response: Response, *, accepted: bool | None = None, note
         usage=response.usage,
         accepted=accepted,
         note=note,
+        kind=kind,
+        verdict=verdict,
     )
 
 

@@ -50,6 +50,7 @@ from ..types import (
     Response,
     RouteInfo,
     StepInfo,
+    StepVerdict,
     StreamEvent,
     TextDelta,
     ToolCallDelta,
@@ -211,19 +212,38 @@ class Cascade(Strategy):
                 failed = _failed_rung(exc, _join(ctx.path, rung), who, (ctx.now() - t0) * 1000.0)
                 calls.append(failed)
                 steps.append(
-                    step_of(rung, failed, accepted=False, note=f"{RUNG_FAILED}: {type(exc).__name__}: {exc}")
+                    step_of(
+                        rung,
+                        failed,
+                        accepted=False,
+                        note=f"{RUNG_FAILED}: {type(exc).__name__}: {exc}",
+                        kind="rung",
+                        verdict="failed",
+                    )
                 )
                 history.append(f"rung {i} ({who}) failed: {type(exc).__name__}")
                 continue
             calls.append(response)
             if i == last and not self.verify_last:
-                steps.append(step_of(rung, response, note="last rung, not verified"))
+                steps.append(step_of(rung, response, note="last rung, not verified", kind="rung"))
                 answered = (i, response, None)
                 break
             verdict, billed = await self._check(request, response, ctx, rung)
             calls.extend(billed)
-            steps.append(step_of(rung, response, accepted=verdict.accepted, note=_note(verdict)))
-            steps.extend(step_of(_step_name(rung, ctx.path, c), c, note=VERIFIER_CALL) for c in billed)
+            steps.append(
+                step_of(
+                    rung,
+                    response,
+                    accepted=verdict.accepted,
+                    note=_note(verdict),
+                    kind="rung",
+                    verdict=_verdict(verdict),
+                )
+            )
+            steps.extend(
+                step_of(_step_name(rung, ctx.path, c), c, note=VERIFIER_CALL, kind="verifier_call")
+                for c in billed
+            )
             answered = (i, response, verdict)
             if verdict.accepted:
                 accepted = True
@@ -341,6 +361,12 @@ def _note(verdict: Verdict) -> str:
     if reason == VERIFIER_FAILED or reason.startswith(VERIFIER_FAILED + ":"):
         return reason  # a verifier that raised: already says so
     return f"{VERIFIER_FAILED}: {reason}" if reason else VERIFIER_FAILED
+
+
+def _verdict(verdict: Verdict) -> StepVerdict:
+    if verdict.accepted:
+        return "accepted"
+    return "rejected" if verdict.decided else "undecided"
 
 
 def _step_name(rung: str, path: str, call: Response) -> str:

@@ -305,7 +305,16 @@ class Ensemble(Strategy):
         failed_cost = 0.0
         for m in members:
             if m.response is not None:
-                steps.append(step_of(m.name, m.response, accepted=m.accepted, note=m.note))
+                steps.append(
+                    step_of(
+                        m.name,
+                        m.response,
+                        accepted=m.accepted,
+                        note=m.note,
+                        kind="member",
+                        verdict="accepted" if m.accepted else None,
+                    )
+                )
                 attempts.extend(m.response.attempts)
                 continue
             inner: list[Attempt] = list(getattr(m.error, "attempts", ()))
@@ -322,11 +331,20 @@ class Ensemble(Strategy):
                     latency_ms=m.latency_ms,
                     accepted=False if m.error is not None else None,
                     note=note[:300],
+                    kind="member",
+                    verdict="failed" if m.error is not None and not m.cancelled else None,
                 )
             )
         for r in extra:
             segment = r.route.strategy_path.rsplit(".", 1)[-1] or "aggregate"
-            steps.append(step_of(segment, r, accepted=True if r is chosen else None))
+            steps.append(
+                step_of(
+                    segment,
+                    r,
+                    accepted=True if r is chosen else None,
+                    verdict="accepted" if r is chosen else None,
+                )
+            )
             attempts.extend(r.attempts)
         answer = combine(
             chosen,

@@ -498,6 +498,7 @@ class Pipeline(Strategy):
             latency_ms=latency_ms,
             usage=_sum_usage(answers),
             note=note,
+            kind="step",
         )
 
     def _result(self, ran: list[_Ran], ctx: RunContext, latency_ms: float) -> Response:

@@ -292,7 +292,7 @@ class Router(Strategy):
         if isinstance(target, Strategy):
             # Keep the nested strategy's own breakdown (cascade rungs, verifier and
             # judge calls); only a strategy that reported none gets one summary step.
-            steps = response.steps or [step_of(f"routes[{label}]", response)]
+            steps = response.steps or [step_of(f"routes[{label}]", response, kind="route")]
             response = combine(response, [response], route=route, steps=steps)
         else:
             response.route = route
