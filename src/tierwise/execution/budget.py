@@ -1,48 +1,16 @@
 """Spending limits and the cost ledger.
 
-Why reservations: a budget check that only looks at what has been *spent* lets
-500 concurrent requests all pass while the first reply is still in flight, and the
-limit is blown by the time the costs arrive. So the executor *reserves* the
-worst-case cost of a call before sending it (``reserve`` is synchronous, hence
-atomic on the event loop: no other task runs between the check and the
-booking), and replaces the reservation with the real cost when the reply arrives
-(``Reservation.settle``) or frees it if nothing was spent
-(``Reservation.release``). As long as the real cost does not exceed the reserved
-amount, a hard limit can never be crossed, whatever the concurrency. The executor
-makes the amount a true worst case: ``max_tokens`` of output, and for the input the
-ceiling of ``tokens.InputBound`` rather than the heuristic estimate (a denser real
-tokenization overran that by 55 % under 500 concurrent calls, issue #18). Once
-spent + reserved reaches a hard limit nothing more is admitted, not even a call
-priced at $0 (an unknown price); and settling never raises, so a reservation is
-never held forever. ``docs/costs.md`` ("What a hard limit guarantees") states the
-guarantee and its assumptions.
-
-Scopes (``BudgetLimit.scope``):
-
-* ``"total"``: everything spent through this ledger;
-* ``"model:<alias>"``: calls to one model (the alias/reference the executor uses);
-* ``"tag:<key>=<value>"``: requests whose metadata tag ``key`` equals ``value``
-  (``tag:team=search``);
-* ``"tag:<key>"``: one budget *per distinct value* of ``key`` (``tag:user`` gives
-  every user their own limit). Requests without the tag are not subject to it.
-
-Actions: ``"reject"`` limits are hard: ``reserve`` raises ``BudgetExceeded``.
-``"downgrade"`` limits are soft: past them ``reserve`` raises ``BudgetDowngrade``
-(a ``BudgetExceeded`` subclass) naming a cheaper model; the executor re-routes the
-call there and reserves again. A downgrade limit never blocks a call that already
-goes to its ``downgrade_to`` model, so "past $50/day, send everything to the cheap
-model" does not loop; hard limits still apply to the cheaper call.
-
-Periods roll over on calendar boundaries of ``clock.wall()`` in the ledger's
-timezone (midnight, first of the month); ``"total"`` never rolls over. A call is
-charged to the period in which it was admitted, so a request in flight across
-midnight cannot push either day over its limit.
-
-State lives behind ``tierwise.state.BudgetStore``, whose ``reserve`` is the whole
-check-and-book in one atomic step, so a shared backend can replace the in-memory
-default. The synchronous API (``reserve``, ``Reservation.settle``) needs a store
-that never waits (the in-memory one); the executor uses the async twins
-(``areserve``, ``asettle``, ``arelease``), which every store supports.
+The executor *reserves* a call's worst-case cost before sending it and settles
+the real cost when the reply arrives, so a hard limit holds whatever the
+concurrency (checking only what was spent lets 500 concurrent calls through
+before the first bill arrives). Scopes: ``total``, ``model:<alias>``,
+``tag:<key>=<value>`` and ``tag:<key>`` (one budget per value); actions
+``reject`` (hard, ``BudgetExceeded``) and ``downgrade`` (soft,
+``BudgetDowngrade`` naming a cheaper model). Periods roll over on calendar
+boundaries in the ledger's timezone; a call is charged to the period it was
+admitted in. State lives behind ``tierwise.state.BudgetStore``. The whole
+reasoning, and what a hard limit guarantees, is in docs/execution.md and
+docs/costs.md.
 """
 
 from __future__ import annotations

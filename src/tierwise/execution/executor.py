@@ -1,52 +1,13 @@
 """The executor: HOW a model is called, for every strategy.
 
-One path for every call: cache → rate limit → budget → timeout/retry → fallback
-chain → provider. Strategies only name a target; everything that keeps a
-deployment healthy and a bill honest happens here, once, so a cascade step, an
-ensemble member and a plain call all get the same guarantees. Streamed and
-non-streamed calls and embeddings share one pipeline: ``Chain`` (``_chain.py``)
-yields the deployments in order, ``_tries`` yields the tries on one deployment
-(retry and backoff), and each try is a ``Try`` context manager (``_attempt.py``)
-that holds its permit and reservation and books itself on exit. The kinds differ
-only in how one try talks to the provider.
-
-Fallback rules (DESIGN.md):
-
-* A chain is the primary, then its configured fallbacks followed transitively
-  (``opus → sonnet``, ``sonnet → gpt55`` gives ``opus, sonnet, gpt55``), then the
-  default chain. Each deployment appears once.
-* A deployment that is cooling (circuit open, or told by a long ``Retry-After``
-  to stay away) moves to the end of the chain: it is tried only when everything
-  else has failed.
-* Retryable errors are retried on the same deployment (bounded by attempts and the
-  request deadline, honouring ``retry_after``), then fall through to the next.
-* ``ContextWindowExceeded`` skips every deployment whose window is not larger than
-  the one that refused; deployments whose window is known to be too small for the
-  estimated prompt are skipped without a call.
-* A ``BadRequestError`` stops the chain only when it is about the request (a
-  malformed message list, an invalid tool schema); one about the deployment (an
-  unknown model name at a gateway, a parameter this model does not support, no
-  access to this model) falls back. ``BadRequestRule`` (``execution/fallback.py``)
-  draws the line and makes it configurable. ``NotFoundError`` (404) always falls
-  back: it says this deployment's model is unknown to its key.
-* A budget downgrade replaces the deployment it hit by the cheaper model, which
-  then counts as the primary: ``Response.fallback`` and the fallback metrics are
-  about provider failures, not spending policy.
-* A stream falls back only before its first content event; after that, an error
-  is the caller's (the text already delivered cannot be taken back).
-
-Time: the request deadline (``[retry] deadline_s`` from the first call, or the
-run context's deadline if earlier) bounds everything: the wait for a rate-limit
-slot, each call in flight, and the backoff between tries. A deployment's
-``max_queue_wait_s`` bounds the slot wait alone: past it the request moves to the
-next deployment instead of queueing (routing around a busy deployment). The
-budget reservation is taken only once a slot is held, so a queued request holds
-no money.
-
-Accounting: every try becomes one ``Attempt``, appended to the call's list and to
-the run context's ``CallLedger`` as it happens — including a stream the consumer
-abandoned (``"cancelled"``, billed for what was received). A reply without usage
-is billed at an estimate (``Usage.estimated``), never at $0.
+One pipeline for every call: cache → rate limit → budget → timeout/retry →
+fallback chain → provider, so a cascade step, an ensemble member and a plain
+call get the same guarantees. ``Chain`` (``_chain.py``) yields the deployments
+in order, ``_tries`` is the one retry loop, and each try is a ``Try``
+(``_attempt.py``) that holds its permit and reservation and books itself on
+exit. Plain calls, streams and embeddings differ only in how one try talks to
+the provider. The fallback, deadline and accounting rules are listed in
+docs/execution.md.
 """
 
 from __future__ import annotations

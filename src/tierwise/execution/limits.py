@@ -1,87 +1,12 @@
 """Client-side rate limiting: requests per minute, tokens per minute, concurrency.
 
-One ``RateLimiter`` guards one deployment (a provider key + model, or whatever
-the executor keys it by). ``acquire(tokens)`` waits until all three budgets have
-room, then returns a ``Permit``; ``permit.release(used_tokens)`` gives the
-concurrency slot back and corrects the token reservation with real usage.
-
-Algorithm: sliding-window *log* for both RPM and TPM
-----------------------------------------------------
-Admission times (and each admission's token count) are kept in a deque; an entry
-counts until 60 s after it was admitted. A request is admitted when the window
-``(now - 60, now]`` holds fewer than ``rpm`` admissions and its tokens fit under
-``tpm``. Why a log rather than GCRA / token-bucket spacing:
-
-* **Exact guarantee.** No 60-second window, wherever it starts, ever holds more
-  than ``rpm`` admissions — the property a provider's limit is stated in. GCRA
-  gets the same guarantee only with zero burst tolerance, which spaces every
-  request ``60/rpm`` s apart and adds latency to any burst a provider would
-  happily accept; with burst tolerance it lets ``burst + rpm`` through a minute.
-* **Reservations can be corrected.** A TPM entry is the ``Permit`` itself, so
-  ``release(used_tokens)`` refunds or extra-charges exactly the admission that
-  over- or under-estimated, in the window it was counted in. With a bucket the
-  correction would land "now", in the wrong window.
-* **Cost.** Admission is an ``append``; expiry is amortized ``popleft``. Memory is
-  at most ``rpm`` floats plus the permits of the last minute.
-
-The price of a log is that it permits a full-minute burst at once (``rpm``
-admissions at t=0, then none until t=60). Providers' own headers, fed through
-``observe()``, and ``penalize()`` after a 429 cover providers that enforce
-finer-grained quanta.
-
-Fractional ``rpm``: for ``rpm >= 1`` the window holds ``floor(rpm)`` admissions
-(rounding down keeps the guarantee); for ``rpm < 1`` it holds one admission per
-``60 / rpm`` seconds.
-
-Estimates that run low: a reservation that is too small lets too much through
-*while the request is in flight*; the correction at release comes after the
-fact. With many requests in flight that overshoot is large (a burst of 12
-requests estimated at half their real size overruns the minute by ~10 %). So the
-limiter learns, from releases with real usage, the token-weighted ratio of used
-to estimated tokens (an exponentially weighted average) and scales reservations
-*up* by it (never down, at most ×4). Never down: providers such as OpenAI count
-``max_tokens`` against TPM when the request starts, so a reservation below the
-estimate would outrun the provider's own count; over-estimates are already
-given back by the refund at release.
-
-Oversized requests: a request whose estimate alone exceeds ``tpm`` can never
-"fit", so it is admitted *alone*: when the token window is empty. It then fills
-the window and later requests wait for it to expire, as the provider would make
-them.
-
-Waiting: strict FIFO
---------------------
-Waiters queue in arrival order and only the head checks capacity, so a large
-request at the head is never starved by small ones behind it, and a new arrival
-never overtakes the queue (the fast path is taken only when nobody waits). The
-head sleeps on the injected clock until the time-based budgets allow it, and is
-woken early (through its cancel scope) when a release, refund or observation
-may have freed capacity; the others sleep until they become head. No background
-task exists, so nothing outlives the limiter.
-
-Cancellation: a waiter that is cancelled leaves the queue and has taken nothing
-(admission is synchronous, with no await between the capacity check and the
-bookkeeping); if it was the head, the next waiter is woken. A held permit is
-returned by ``release()``, which is idempotent, so ``finally: permit.release()``
-is always right.
-
-Bounded waits: ``acquire(tokens, timeout=t)`` raises ``QueueWaitTimeout`` rather
-than wait longer than ``t`` seconds (on the injected clock). When the wait is
-certain to be longer — the time-based budgets alone (the RPM/TPM window, a 429
-hold, a provider reset) open later than ``t``, which also bounds a caller queued
-behind others, since those ahead only add to the windows — it raises at once
-instead of queueing, so the executor can fall back to another deployment without
-wasting the time. A timed-out waiter leaves the queue exactly like a cancelled
-one. ``wait_time(tokens)`` is the read-only estimate of that wait, queue included,
-for choosing the least busy deployment.
-
-Closing: ``close()`` makes every queued waiter and every later ``acquire`` raise
-``LimiterClosed`` at once, so a process shutting down drains in the time its
-in-flight calls take, not the length of a rate-limit window. Held permits still
-release normally.
-
-Not thread-safe: one limiter belongs to one event loop, like everything else in
-the executor.
+One ``RateLimiter`` guards one deployment: ``acquire(tokens)`` waits (FIFO, on the
+injected clock, bounded by ``timeout``) until all three budgets have room and
+returns a ``Permit``; ``release(used_tokens)`` corrects the reservation with the
+real usage. A sliding-window log gives the exact "no 60 s window holds more than
+``rpm``" guarantee providers state their limits in; the design notes (why a log,
+estimate learning, oversized requests, cancellation, closing) are in
+docs/execution.md.
 """
 
 from __future__ import annotations
