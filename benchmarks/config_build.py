@@ -175,12 +175,83 @@ def measure(build: Callable[[], Any], builds: int) -> dict[str, float]:
     }
 
 
+COLD_TARGET_RATIO = 1.5
+#: The 4-model router config the cold-start row builds (two providers, keyword router).
+COLD_TOML = """
+[providers.openai]
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "OPENAI_API_KEY"
+[providers.anthropic]
+type = "anthropic"
+base_url = "http://127.0.0.1:9"
+api_key_env = "ANTHROPIC_API_KEY"
+[models.opus]
+provider = "anthropic"
+model = "claude-opus-4-7"
+[models.sonnet]
+provider = "anthropic"
+model = "claude-sonnet-4-6"
+[models.mini]
+provider = "openai"
+model = "gpt-5-mini"
+[models.nano]
+provider = "openai"
+model = "gpt-5-nano"
+[strategies.auto]
+type = "router"
+classifier = "keyword"
+default = "standard"
+[strategies.auto.routes]
+complex = "opus"
+standard = "sonnet"
+structured = "mini"
+bulk = "nano"
+"""
+
+
+def cold_start(runs: int) -> dict[str, float]:
+    """Fresh processes: ``import tierwise`` + ``Orchestrator.from_config(4-model TOML)``
+    against ``import httpx, pydantic``, interleaved, median of ``runs`` each.
+
+    The children run with bytecode writing on (PYTHONDONTWRITEBYTECODE unset) after
+    one warm-up each, so .pyc files exist as in a normal install.
+    """
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tierwise.toml")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(COLD_TOML)
+        commands = {
+            "tierwise": [
+                sys.executable,
+                "-c",
+                f"import tierwise; tierwise.Orchestrator.from_config({path!r})",
+            ],
+            "baseline": [sys.executable, "-c", "import httpx, pydantic"],
+        }
+        times: dict[str, list[float]] = {k: [] for k in commands}
+        for command in commands.values():  # warm-up: writes the .pyc files
+            subprocess.run(command, env=env, cwd=tmp, check=True)
+        for _ in range(runs):
+            for name, command in commands.items():
+                start = time.perf_counter()
+                subprocess.run(command, env=env, cwd=tmp, check=True)
+                times[name].append((time.perf_counter() - start) * 1000)
+    tw_ms, base_ms = statistics.median(times["tierwise"]), statistics.median(times["baseline"])
+    return {"tierwise_ms": tw_ms, "baseline_ms": base_ms, "ratio": tw_ms / base_ms}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--builds", type=int, default=20)
     parser.add_argument("--check", action="store_true", help="exit 1 if a median is over target")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cold-runs", type=int, default=9, help="fresh processes per command (0: skip)")
     args = parser.parse_args(argv)
+    cold = cold_start(args.cold_runs) if args.cold_runs > 0 else None
 
     from tierwise.catalog import Catalog
     from tierwise.config import build_orchestrator
@@ -213,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                     "gated": list(GATED),
                     "over_target": over,
                     "rows": rows,
+                    "cold_start": cold,
                 }
             )
         )
@@ -231,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         print("(median/min/p90: wall clock; cpu: median CPU time of this thread, which other load on a")
         print(" shared machine does not inflate; first: the warm-up run, which also pays first-use imports)")
+        if cold is not None:
+            verdict = "ok" if cold["ratio"] <= COLD_TARGET_RATIO else "over target"
+            print(
+                f"cold start (fresh process, import tierwise + from_config, 4-model router): "
+                f"{cold['tierwise_ms']:.0f} ms vs {cold['baseline_ms']:.0f} ms for import httpx, pydantic: "
+                f"ratio {cold['ratio']:.2f} (target <= {COLD_TARGET_RATIO})  {verdict}"
+            )
     return 1 if args.check and over else 0
 
 

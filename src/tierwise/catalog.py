@@ -42,6 +42,15 @@ from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from ._catalog_rows import (
+    _check_field_names,
+    _check_price,
+    _check_str,
+    _check_tokens,
+    _FieldError,
+    _read_builtin_text,
+    _spec_from_row,
+)
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,43 +66,6 @@ _INT_FIELDS: Final = ("context_window", "max_output_tokens")
 _BOOL_FIELDS: Final = ("tools", "json_schema", "vision", "reasoning", "embedding")
 _DATA_PACKAGE: Final = "tierwise"
 _DATA_FILE: Final = ("data", "prices.toml")
-
-
-class _FieldError(ValueError):
-    """A bad value for one ``ModelSpec`` field; carries the field name so config
-    loading can report a full path such as ``models.gpt-4o.input``."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-def _check_price(field: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _FieldError(field, f"price must be a number (USD per 1M tokens) or None, got {value!r}")
-    price = float(value)
-    if not math.isfinite(price) or price < 0:
-        raise _FieldError(field, f"price must be a finite number >= 0, got {value!r}")
-    return price
-
-
-def _check_tokens(field: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _FieldError(field, f"must be a whole number of tokens or None, got {value!r}")
-    if value <= 0:
-        raise _FieldError(field, f"must be > 0, got {value!r}")
-    return value
-
-
-def _check_str(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _FieldError(field, f"must be a non-empty string, got {value!r}")
-    return value.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,10 +508,9 @@ class Catalog:
             refs = ", ".join(sorted(s.ref for s in found))
             message = f"model {key!r} is ambiguous: it matches {refs}; use one of these refs"
             return UnknownModelError(key, message, tuple(sorted(s.ref for s in found)))
-        import difflib
+        from .errors import close_matches
 
-        choices = sorted(self._all_keys())
-        suggestions = tuple(difflib.get_close_matches(str(key).casefold(), choices, n=3, cutoff=0.6))
+        suggestions = tuple(close_matches(str(key).casefold(), sorted(self._all_keys()), n=3))
         hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
         where = f" (catalog as of {self.as_of})" if self.as_of else ""
         return UnknownModelError(key, f"unknown model {key!r}{where}{hint}", suggestions)
@@ -608,55 +579,3 @@ class Catalog:
                 return
             self._warned.add(key)
         logger.warning(message, *args)
-
-
-def _read_builtin_text() -> str:
-    """The text of the packaged ``data/prices.toml``.
-
-    Read straight from the package directory when it exists on disk (the normal
-    install): importing :mod:`importlib.resources` costs ~10 ms of further imports
-    (zipfile, tempfile, pathlib), five times the parse itself. When the package is
-    not a plain directory (zipapp, zipimport), :func:`importlib.resources.files`
-    is the portable path and is used instead.
-    """
-    path = os.path.join(os.path.dirname(__file__), *_DATA_FILE)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except OSError:
-        from importlib.resources import files
-
-        resource = files(_DATA_PACKAGE)
-        for part in _DATA_FILE:
-            resource = resource / part
-        return resource.read_text(encoding="utf-8")
-
-
-def _check_field_names(row: Mapping[str, Any], path: str) -> None:
-    allowed = _ROW_FIELDS
-    for name in row:
-        if name not in allowed:
-            import difflib
-
-            close = difflib.get_close_matches(str(name), sorted(allowed), n=1)
-            expected = ", ".join(sorted(allowed))
-            hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {expected}"
-            raise ConfigError(f"unknown field{hint}", field=f"{path}.{name}")
-
-
-def _spec_from_row(key: str, row: object, path: str) -> ModelSpec:
-    """Turn one config row into a ``ModelSpec``, reporting errors by field path."""
-    if not isinstance(row, Mapping):
-        raise ConfigError(f"must be a table of fields, got {type(row).__name__}", field=path)
-    _check_field_names(row, path)
-    if "provider" not in row:
-        raise ConfigError("is required (e.g. 'openai', 'anthropic')", field=f"{path}.provider")
-    fields = dict(row)
-    fields.setdefault("name", key)
-    try:
-        return ModelSpec(**fields)
-    except _FieldError as exc:
-        raise ConfigError(exc.message, field=f"{path}.{exc.field}") from None
-
-
-_ROW_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(ModelSpec))

@@ -81,6 +81,24 @@ def looks_like_key(text: str) -> bool:
     return bool(_SECRET_PATTERNS.search(text) or _BARE_KEY.search(text))
 
 
+def close_matches(name: str, known: Iterable[str], *, n: int = 1) -> list[str]:
+    """The ``known`` names closest to ``name``, best first (at most ``n``).
+
+    The one "did you mean" helper: config keys, aliases, catalog models and batch
+    item keys all suggest the same way, so a typo gets the same kind of hint
+    everywhere. difflib is imported here, not at import time.
+    """
+    import difflib
+
+    return difflib.get_close_matches(name, list(known), n=n)
+
+
+def did_you_mean(name: str, known: Iterable[str], *, n: int = 1) -> str:
+    """``"did you mean 'rpm'?"`` (or ``'a' or 'b'`` for ``n > 1``), or ``""``."""
+    close = close_matches(name, known, n=n)
+    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     """Remove ``secrets`` and anything that looks like an API key from ``text``."""
     for secret in secrets:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, cast
 
 __all__ = [
     "GAP_WORDS",
@@ -229,8 +229,7 @@ class _RustEngine:
         return hit
 
 
-def build_engine(rules: Sequence[Sequence[Term]], engine: EngineName = "auto") -> Engine:
-    """The fastest engine that compiles every term (``engine="auto"``), or the one asked for."""
+def _compile(rules: Sequence[Sequence[Term]], engine: EngineName) -> Engine:
     if engine == "re":
         return _ReEngine(rules)
     try:
@@ -239,6 +238,37 @@ def build_engine(rules: Sequence[Sequence[Term]], engine: EngineName = "auto") -
         if engine == "rust":
             raise
         return _ReEngine(rules)
+
+
+class _LazyEngine:
+    """The ``"auto"`` engine, compiled on first use: building a classifier (every
+    router in a config, at every process start) then costs no regex compilation
+    until a request is classified. After the first call, ``first`` and ``name``
+    are the compiled engine's own (no extra indirection on the hot path)."""
+
+    def __init__(self, rules: Sequence[Sequence[Term]]) -> None:
+        self._rules = rules
+
+    def _engine(self) -> Engine:
+        engine = _compile(self._rules, "auto")
+        self.first = engine.first  # type: ignore[method-assign]
+        self.__dict__["name"] = engine.name
+        return engine
+
+    @property
+    def name(self) -> str:
+        return self.__dict__.get("name") or self._engine().name
+
+    def first(self, text: str) -> tuple[int, int] | None:
+        return self._engine().first(text)
+
+
+def build_engine(rules: Sequence[Sequence[Term]], engine: EngineName = "auto") -> Engine:
+    """The fastest engine that compiles every term (``engine="auto"``, compiled on
+    first use), or the one asked for (compiled now, so a bad choice fails here)."""
+    if engine == "auto":
+        return cast(Engine, _LazyEngine(rules))
+    return _compile(rules, engine)
 
 
 # Word separators for the long-prompt count: ASCII whitespace, exactly what
@@ -274,19 +304,27 @@ def build_long_check(words: int, engine: EngineName = "auto") -> Callable[[str],
     if engine == "re" or words > _RUST_MAX_WORDS:
         return by_split
     ws = _WS_CLASS
-    try:
+    pattern = rf"^[{ws}]*(?:[^{ws}]+[{ws}]+){{{words}}}[^{ws}]"
+
+    def compiled() -> Callable[[str], Any]:
         from pydantic_core import SchemaValidator
 
-        validator = SchemaValidator(
-            _first_match([(rf"^[{ws}]*(?:[^{ws}]+[{ws}]+){{{words}}}[^{ws}]", _const(True))], _const(False))
-        )
-    except Exception:
-        if engine == "rust":
-            raise
-        return by_split
-    validate = validator.validate_python
+        return SchemaValidator(_first_match([(pattern, _const(True))], _const(False))).validate_python
+
+    if engine == "rust":
+        validate: Callable[[str], Any] | None = compiled()
+    else:  # "auto": compiled on the first long prompt; str.split if it cannot be
+        validate = None
 
     def by_rust(text: str) -> bool:
-        return len(text) > limit and validate(text) is True
+        nonlocal validate
+        if len(text) <= limit:
+            return False
+        if validate is None:
+            try:
+                validate = compiled()
+            except Exception:
+                validate = by_split
+        return validate(text) is True
 
     return by_rust

@@ -16,7 +16,6 @@ answers.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from .._serde import response_from_dict, response_to_dict
-from ..errors import TierwiseError, redact
+from ..errors import TierwiseError, did_you_mean, redact
 from ..types import _REQUEST_PARAMS, Request, Response
 
 if TYPE_CHECKING:
@@ -116,8 +115,8 @@ def _item_request(
     unknown = [k for k in item if k not in allowed]
     if unknown:
         key = str(unknown[0])
-        close = difflib.get_close_matches(key, _ITEM_KEYS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; expected some of: {', '.join(_ITEM_KEYS)}"
+        hint = did_you_mean(key, _ITEM_KEYS)
+        hint = f"; {hint}" if hint else f"; expected some of: {', '.join(_ITEM_KEYS)}"
         return InvalidItem(f"item {i}: unknown key {key!r}{hint}")
     params = {k: v for k, v in item.items() if k in _REQUEST_PARAMS and k != "metadata"}
     for key, value in params.items():

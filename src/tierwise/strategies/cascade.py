@@ -57,8 +57,6 @@ from ..types import (
     Usage,
 )
 from ..verify import Verdict, Verifier, VerifyFn, as_verifier
-from ..verify import from_config as verifier_from_config
-from ..verify.base import AnyOf
 from ._compose import RecordingContext, combine, step_of
 from .base import RunContext, Strategy, Target
 
@@ -314,42 +312,11 @@ class Cascade(Strategy):
         ``target(value, field)`` resolves aliases and strategy names; every error is
         a ``ConfigError`` naming its field (``{where}.accept[2]``).
         """
-        allowed = ("type", "targets", "accept", "accept_any", "verify_last")
-        for key in params:
-            if key not in allowed:
-                raise ConfigError(
-                    f"unknown cascade parameter {key!r}; expected: {', '.join(allowed[1:])}",
-                    field=f"{where}.{key}",
-                )
-        raw = params.get("targets")
-        if not isinstance(raw, list) or not raw:
-            raise ConfigError(
-                'cascade needs targets = ["<cheap>", ..., "<strong>"] (model aliases or strategy names)',
-                field=f"{where}.targets",
-            )
-        targets = [target(value, f"{where}.targets[{i}]") for i, value in enumerate(raw)]
-        if "accept" in params and "accept_any" in params:
-            raise ConfigError(
-                "give accept (all must pass) or accept_any, not both", field=f"{where}.accept_any"
-            )
-        if "accept_any" in params:
-            spec = params["accept_any"]
-            field = f"{where}.accept_any"
-            if not isinstance(spec, list) or not spec:
-                raise ConfigError("must be a non-empty list of verifiers", field=field)
-            verifier: Verifier = AnyOf(
-                *(verifier_from_config(item, f"{field}[{i}]", target) for i, item in enumerate(spec))
-            )
-        elif "accept" in params:
-            verifier = verifier_from_config(params["accept"], f"{where}.accept", target)
-        else:
-            raise ConfigError(
-                'cascade needs accept = [...] (e.g. ["finish_reason", "no_refusal"])', field=f"{where}.accept"
-            )
-        verify_last = params.get("verify_last", True)
-        if not isinstance(verify_last, bool):
-            raise ConfigError("must be true or false", field=f"{where}.verify_last")
-        return cls(targets, verifier, name=name, verify_last=verify_last)
+        from .._config._tables import CascadeTable
+
+        return CascadeTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
+            name, where=where, target=target, cls=cls
+        )
 
 
 def _note(verdict: Verdict) -> str:

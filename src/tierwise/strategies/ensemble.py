@@ -28,7 +28,6 @@ path, ``label="ensemble[i]"`` and the aggregator's reason.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -39,11 +38,9 @@ from ..errors import AllTargetsFailed, ConfigError, TierwiseError
 from ..types import Attempt, Request, Response, RouteInfo, StepInfo
 from ._compose import RecordingContext, combine, step_of
 from .aggregate import (
-    AGGREGATE_NAMES,
     AggregateFn,
     Aggregator,
     AnswerRejected,
-    JudgePick,
     as_aggregator,
 )
 from .base import RunContext, Strategy, Target
@@ -394,51 +391,8 @@ class Ensemble(Strategy):
         raises ``ConfigError`` naming ``field_path``; every other mistake raises
         ``ConfigError`` naming its field too (``strategies.vote.quorum``).
         """
-        allowed = ("targets", "aggregate", "judge", "rubric", "quorum")
-        _check_keys(params, allowed, where)
-        raw_targets = params.get("targets")
-        if not isinstance(raw_targets, list) or not raw_targets:
-            raise ConfigError(
-                'needs a non-empty list of targets, e.g. targets = ["sonnet", "gpt55"]',
-                field=f"{where}.targets",
-            )
-        targets = [target(t, f"{where}.targets[{i}]") for i, t in enumerate(raw_targets)]
-        agg_name = params.get("aggregate", "vote")
-        if agg_name not in AGGREGATE_NAMES:
-            raise ConfigError(
-                f"must be one of {', '.join(repr(a) for a in AGGREGATE_NAMES)}, got {agg_name!r}",
-                field=f"{where}.aggregate",
-            )
-        aggregator: Aggregator
-        if agg_name == "judge":
-            if "judge" not in params:
-                raise ConfigError('aggregate = "judge" needs judge = "<model alias>"', field=f"{where}.judge")
-            rubric = params.get("rubric")
-            if rubric is not None and not isinstance(rubric, str):
-                raise ConfigError(f"must be a string, got {type(rubric).__name__}", field=f"{where}.rubric")
-            aggregator = JudgePick(target(params["judge"], f"{where}.judge"), rubric)
-        else:
-            for key in ("judge", "rubric"):
-                if key in params:
-                    raise ConfigError(
-                        f'only used with aggregate = "judge" (this is {agg_name!r})', field=f"{where}.{key}"
-                    )
-            aggregator = as_aggregator(agg_name)
-        quorum = params.get("quorum")
-        if quorum is not None and (isinstance(quorum, bool) or not isinstance(quorum, int)):
-            raise ConfigError(f"must be an integer, got {quorum!r}", field=f"{where}.quorum")
-        try:
-            return cls(targets, aggregator, quorum=quorum, name=name)
-        except ValueError as exc:
-            raise ConfigError(str(exc), field=f"{where}.quorum") from None
+        from .._config._tables import EnsembleTable
 
-
-def _check_keys(params: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    """Refuse unknown keys (a typo must not be silently ignored), suggesting the
-    closest known one. ``type`` is the strategy selector, always allowed."""
-    for key in params:
-        if key == "type" or key in allowed:
-            continue
-        close = difflib.get_close_matches(str(key), list(allowed), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f"; expected some of: {', '.join(allowed)}"
-        raise ConfigError(f"unknown field {key!r}{hint}", field=f"{where}.{key}")
+        return EnsembleTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
+            name, where=where, target=target, cls=cls
+        )

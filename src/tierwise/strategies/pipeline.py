@@ -42,7 +42,6 @@ go in ``Step(params={...})``.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import string
@@ -52,7 +51,7 @@ from typing import Any, Literal
 
 import anyio
 
-from ..errors import AllTargetsFailed, ConfigError, TierwiseError
+from ..errors import AllTargetsFailed, ConfigError, TierwiseError, did_you_mean
 from ..types import Attempt, Done, Request, Response, RouteInfo, StepInfo, StreamEvent, TextDelta, Usage
 from ._compose import combine
 from .base import RunContext, Strategy, Target
@@ -549,33 +548,11 @@ class Pipeline(Strategy):
         (``strategies.research.steps[1].prmpt``); ``target(value, field_path)``
         resolves model aliases and strategy names.
         """
-        for key in params:
-            if key not in ("type", "steps"):
-                raise ConfigError(_unknown_key(key, ("steps",)), field=f"{where}.{key}")
-        raw = params.get("steps")
-        if not isinstance(raw, list) or not raw:
-            raise ConfigError("needs a non-empty list of step tables", field=f"{where}.steps")
-        steps: list[Step] = []
-        for i, table in enumerate(raw):
-            at = f"{where}.steps[{i}]"
-            if not isinstance(table, Mapping):
-                raise ConfigError(f"must be a table with name, target and prompt, got {table!r}", field=at)
-            for key in table:
-                if key not in _STEP_KEYS:
-                    raise ConfigError(_unknown_key(str(key), _STEP_KEYS), field=f"{at}.{key}")
-            for key in ("name", "target", "prompt"):
-                if key not in table:
-                    raise ConfigError("is required", field=f"{at}.{key}")
-            kwargs = {k: v for k, v in table.items() if k not in ("name", "target", "prompt")}
-            resolved = target(table["target"], f"{at}.target")  # its errors carry the full path
-            try:
-                steps.append(Step(table["name"], resolved, table["prompt"], **kwargs))
-            except ConfigError as exc:
-                raise _reroot(exc, at) from None
-        try:
-            return cls(steps, name=name)
-        except ConfigError as exc:
-            raise _reroot(exc, where) from None
+        from .._config._tables import PipelineTable
+
+        return PipelineTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
+            name, where=where, target=target, cls=cls
+        )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -605,20 +582,5 @@ def _unknown_ref(name: str, seen: Mapping[str, int], later: Mapping[str, int], v
     if name in later:
         return f"step {name!r} runs later (steps[{later[name]}]); a step can only {verb} earlier steps"
     known = ["input", *seen]
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown name {name!r}{hint}; available here: {', '.join(known)}"
-
-
-def _unknown_key(key: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else f"; expected some of: {', '.join(allowed)}"
-    return f"unknown field {key!r}{hint}"
-
-
-def _reroot(exc: ConfigError, where: str) -> ConfigError:
-    """``exc`` with its field path prefixed by ``where`` (and its message kept)."""
-    message = str(exc)
-    if exc.field and message.startswith(f"{exc.field}: "):
-        message = message[len(exc.field) + 2 :]
-    return ConfigError(message, field=f"{where}.{exc.field}" if exc.field else where)
+    hint = did_you_mean(name, known)
+    return f"unknown name {name!r}{f' ({hint})' if hint else ''}; available here: {', '.join(known)}"

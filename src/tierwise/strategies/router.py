@@ -36,7 +36,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from typing import Any
 
-from ..errors import ConfigError
 from ..execution.tokens import estimate_tokens
 from ..routing.base import Classification, Classifier
 from ..types import Done, Request, Response, RouteInfo, StreamEvent
@@ -120,81 +119,10 @@ class Router(Strategy):
         ``embedder`` (a model alias) and ``embed_timeout_s``; its labels are model
         names, each of which needs a route; ``default`` defaults to the cheapest).
         """
-        from ..routing._config import OPTION_KEYS, OUTCOME_KEYS, outcome_classifier
+        from .._config._tables import RouterTable
 
-        kind = params.get("classifier", "keyword")
-        if kind not in ("keyword", "outcome"):
-            raise ConfigError(
-                f"unknown classifier {kind!r}; available: 'keyword', 'outcome'", field=f"{where}.classifier"
-            )
-        options = OPTION_KEYS if kind == "keyword" else OUTCOME_KEYS
-        for key in params:
-            if key not in _ROUTER_KEYS and key not in options:
-                raise ConfigError(
-                    f"unknown key {key!r} for a router with classifier = {kind!r}; expected some of "
-                    f"{', '.join((*_ROUTER_KEYS, *options))}",
-                    field=f"{where}.{key}",
-                )
-        classifier: Classifier
-        if kind == "keyword":
-            from ..routing.keyword import KeywordClassifier
-
-            classifier = keyword = KeywordClassifier.from_config(
-                {k: v for k, v in params.items() if k in OPTION_KEYS}, where=where
-            )
-            default_label = keyword.default_label
-        else:
-            classifier, default_label = outcome_classifier(params, where=where, target=target)
-
-        raw_routes = params.get("routes")
-        if not isinstance(raw_routes, Mapping) or not raw_routes:
-            raise ConfigError("expected a table of label = target", field=f"{where}.routes")
-        routes: dict[str, Target] = {}
-        for label, value in raw_routes.items():
-            if not isinstance(label, str) or not label:
-                raise ConfigError("route labels must be non-empty strings", field=f"{where}.routes")
-            routes[label] = target(value, f"{where}.routes.{label}")
-
-        def route_label(key: str, value: Any) -> str:
-            if not isinstance(value, str) or value not in routes:
-                raise ConfigError(
-                    f"{value!r} is not a route; routes: {', '.join(routes)}", field=f"{where}.{key}"
-                )
-            return value
-
-        missing = [m for m in getattr(classifier, "labels", ()) if kind == "outcome" and m not in routes]
-        if missing:
-            raise ConfigError(
-                f"no route for {', '.join(map(repr, missing))}: the outcome model can choose "
-                f"{'it' if len(missing) == 1 else 'them'}; routes: {', '.join(routes)}",
-                field=f"{where}.routes",
-            )
-        if "default" in params:
-            default = route_label("default", params["default"])
-        elif default_label in routes:
-            default = default_label
-        else:
-            raise ConfigError(
-                f"missing; no route is labelled {default_label!r} to default to",
-                field=f"{where}.default",
-            )
-        long_context = params.get("long_context")
-        if long_context is not None:
-            long_context = route_label("long_context", long_context)
-        sticky = params.get("sticky", False)
-        if not isinstance(sticky, bool):
-            raise ConfigError("expected true or false", field=f"{where}.sticky")
-        sticky_size = params.get("sticky_size", 10_000)
-        if isinstance(sticky_size, bool) or not isinstance(sticky_size, int) or sticky_size < 1:
-            raise ConfigError("expected a positive integer", field=f"{where}.sticky_size")
-        return cls(
-            classifier,
-            routes,
-            default,
-            name=name,
-            long_context=long_context,
-            sticky=sticky,
-            sticky_size=sticky_size,
+        return RouterTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
+            name, where=where, target=target, cls=cls
         )
 
     # ------------------------------------------------------------------ deciding

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from ..errors import ConfigError
 from ..types import Request, Response, RouteInfo, StreamEvent
 from .base import RunContext, Strategy, Target
 
@@ -45,12 +44,8 @@ class Single(Strategy):
         target: Callable[[Any, str], Target],
     ) -> Single:
         """``type = "single"`` with ``target = "<model alias or strategy>"``."""
-        for key in params:
-            if key != "target":
-                hint = " (did you mean 'target'?)" if key.startswith("target") else ""
-                raise ConfigError(
-                    f"unknown field {key!r}{hint}; single takes only 'target'", field=f"{where}.{key}"
-                )
-        if "target" not in params:
-            raise ConfigError('single strategy needs target = "<model alias>"', field=f"{where}.target")
-        return cls(target(params["target"], f"{where}.target"), name=name)
+        from .._config._tables import SingleTable
+
+        return SingleTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
+            name, where=where, target=target, cls=cls
+        )

@@ -1,0 +1,320 @@
+"""The config file's sections as pydantic models (``[providers.NAME]``, ``[models.ALIAS]``, …).
+
+Validation is pydantic's (this is where validation is the point, unlike the hot
+path). Numbers are strict: TOML already types its values, so ``rpm = true`` or
+``rpm = "5"`` is a mistake to report, not a value to coerce. ``[strategies.NAME]``
+tables are validated by the model their ``type`` names (``strategies.py``).
+Validation constructs nothing: the cross-reference checks (``_refs.py``) read
+the validated data.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import ConfigError, looks_like_key
+from ._errors import SECRET_HINT, FieldError, FieldErrors, bare_message, unknown
+from .strategies import StrategyTable
+
+__all__ = [
+    "AuditConfig",
+    "BudgetConfig",
+    "BudgetLimitConfig",
+    "CacheConfig",
+    "FallbackConfig",
+    "HealthConfig",
+    "LoggingConfig",
+    "MemoryStateConfig",
+    "ModelConfig",
+    "ProviderConfig",
+    "RedisStateConfig",
+    "RetryConfig",
+    "StateConfig",
+    "TierwiseConfig",
+]
+
+# Infinity and NaN are refused: no price, limit or timeout means "unbounded" here.
+PositiveFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+#: Headers the providers fill from the key; setting them in ``headers`` would put a
+#: literal key in the file (and silently override ``api_key_env``).
+_AUTH_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+class ProviderConfig(_Section):
+    """``[providers.NAME]``: one API endpoint and where its key comes from."""
+
+    type: Literal["openai", "anthropic", "gemini"]
+    #: For ``type = "openai"``: which OpenAI-compatible server row to use
+    #: (openai, deepseek, mistral, openrouter, vllm, ollama, gateway).
+    compat: str | None = None
+    base_url: NonEmptyStr | None = None
+    api_key_env: str | None = None
+    timeout_s: PositiveFloat | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: Transport of the client the provider creates: "aiohttp" (the ``fast`` extra)
+    #: costs about a quarter of httpx's client CPU per request.
+    http: Literal["httpx", "aiohttp"] = "httpx"
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # A pasted key here would otherwise be echoed back in the error message;
+        # this message never repeats the value.
+        if value is not None and (not _ENV_NAME.fullmatch(value) or looks_like_key(value)):
+            raise ValueError(
+                "must be the NAME of an environment variable, not the key itself (like OPENAI_API_KEY)"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        # "127.0.0.1:8765/v1" would pass and then fail every call, three tries each,
+        # falling back in silence: say so now.
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an absolute http:// or https:// URL with a host (like http://127.0.0.1:8765/v1)"
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name.casefold() in _AUTH_HEADERS:
+                raise FieldError(name, f"{name!r} carries the API key; {SECRET_HINT}", relative=True)
+        return value
+
+    @model_validator(mode="after")
+    def _known_compat(self) -> ProviderConfig:
+        # Checked here (not only when building) so ``check-config`` catches it.
+        if self.compat is None:
+            return self
+        if self.type != "openai":
+            raise FieldError(
+                "compat", f'only applies to type = "openai" (this is {self.type!r})', relative=True
+            )
+        from ..providers.openai import COMPATIBLE_SERVERS
+
+        if self.compat not in COMPATIBLE_SERVERS:
+            known = ", ".join(COMPATIBLE_SERVERS)
+            raise FieldError(
+                "compat",
+                f"{unknown('OpenAI-compatible server', self.compat, COMPATIBLE_SERVERS)}; known: {known}",
+                relative=True,
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    """``[models.ALIAS]``: a deployment. Prices default to the built-in catalog."""
+
+    provider: NonEmptyStr
+    model: NonEmptyStr
+    input_price: NonNegFloat | None = None
+    output_price: NonNegFloat | None = None
+    cached_input_price: NonNegFloat | None = None
+    cache_write_price: NonNegFloat | None = None
+    context_window: PositiveInt | None = None
+    max_output_tokens: PositiveInt | None = None
+    rpm: PositiveFloat | None = None
+    tpm: PositiveFloat | None = None
+    max_concurrency: PositiveInt | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    timeout_s: PositiveFloat | None = None
+    first_token_timeout_s: PositiveFloat | None = None
+    idle_timeout_s: PositiveFloat | None = None
+    #: Longest wait for a rate-limit slot before falling back to the next model.
+    max_queue_wait_s: NonNegFloat | None = None
+
+
+class RetryConfig(_Section):
+    max_attempts: PositiveInt = 3
+    initial_backoff_s: NonNegFloat = 0.5
+    max_backoff_s: NonNegFloat = 20.0
+    multiplier: Annotated[float, Field(ge=1, strict=True, allow_inf_nan=False)] = 2.0
+    deadline_s: PositiveFloat | None = 60.0
+    max_retry_after_s: NonNegFloat = 30.0
+
+
+class FallbackConfig(_Section):
+    """``[fallback]``: which 400s stop a chain (``tierwise.execution.fallback``)."""
+
+    on_bad_request: Literal["by_cause", "stop", "fall_back"] = "by_cause"
+    #: Extra regexes (case-insensitive) marking a 400 as about the deployment: fall back.
+    deployment_errors: list[str] = Field(default_factory=list)
+    #: Extra regexes marking a 400 as about the request: stop (checked first).
+    request_errors: list[str] = Field(default_factory=list)
+
+    @field_validator("deployment_errors", "request_errors")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        import re
+
+        for i, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"item {i} is not a valid regex: {exc}") from None
+        return value
+
+
+class HealthConfig(_Section):
+    failure_threshold: PositiveInt = 5
+    cooldown_s: PositiveFloat = 30.0
+    window_s: PositiveFloat = 60.0
+
+
+class BudgetLimitConfig(_Section):
+    limit_usd: NonNegFloat
+    period: Literal["day", "month", "total"] = "day"
+    scope: str = "total"
+    action: Literal["reject", "downgrade"] = "reject"
+    downgrade_to: str | None = None
+
+    @model_validator(mode="after")
+    def _valid_limit(self) -> BudgetLimitConfig:
+        # BudgetLimit owns the rules (scope syntax, downgrade_to only with
+        # action="downgrade", ...); running them here reports them at load time
+        # with the full path instead of a bare "scope" at build time.
+        from ..execution.budget import BudgetLimit
+
+        try:
+            BudgetLimit(
+                limit_usd=self.limit_usd,
+                period=self.period,
+                scope=self.scope,
+                action=self.action,
+                downgrade_to=self.downgrade_to,
+            )
+        except ConfigError as exc:
+            raise FieldError(exc.field or "", bare_message(exc), relative=True) from None
+        return self
+
+
+class BudgetConfig(_Section):
+    limits: list[BudgetLimitConfig] = Field(default_factory=list)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception:
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
+            ) from None
+        return value
+
+
+class CacheConfig(_Section):
+    backend: Literal["memory", "sqlite", "none"] = "memory"
+    path: str | None = None
+    ttl_s: PositiveFloat = 3600.0
+    max_entries: PositiveInt = 10_000
+    #: Cache even when temperature > 0 (answers are then not fresh samples).
+    force: bool = False
+
+    @model_validator(mode="after")
+    def _sqlite_needs_path(self) -> CacheConfig:
+        if self.backend == "sqlite" and not self.path:
+            raise FieldError("path", "backend 'sqlite' needs path (the database file)", relative=True)
+        return self
+
+
+class AuditConfig(_Section):
+    path: NonEmptyStr
+    include_text: bool = False
+
+
+class LoggingConfig(_Section):
+    """``[logging]``: the orchestrator's structlog events (one per attempt)."""
+
+    level: Literal["debug", "info", "warning", "error", "off"] = "info"
+    format: Literal["logfmt", "json"] = "logfmt"
+
+
+class MemoryStateConfig(_Section):
+    """``[state] backend = "memory"``: per-process state (the default)."""
+
+    backend: Literal["memory"] = "memory"
+
+
+class RedisStateConfig(_Section):
+    """``[state] backend = "redis"``: state shared by many processes. The URL is
+    read from the environment variable ``url_env`` names, never from the file."""
+
+    backend: Literal["redis"]
+    url_env: NonEmptyStr = "REDIS_URL"
+    key_prefix: str = "tierwise:"
+
+    @field_validator("url_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value) or looks_like_key(value):
+            raise ValueError("must be the NAME of an environment variable holding the URL (like REDIS_URL)")
+        return value
+
+
+#: ``[state]``: one model per backend, chosen by ``backend``.
+StateConfig = Annotated[MemoryStateConfig | RedisStateConfig, Field(discriminator="backend")]
+
+
+class TierwiseConfig(_Section):
+    """The whole file."""
+
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig]
+    strategies: dict[str, StrategyTable] = Field(default_factory=dict)
+    default_strategy: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    budget: BudgetConfig | None = None
+    cache: CacheConfig | None = None
+    audit: AuditConfig | None = None
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    state: StateConfig = Field(default_factory=MemoryStateConfig)
+    seed: Annotated[int, Field(strict=True)] | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> TierwiseConfig:
+        # On validated data, after every section has passed: cross-references
+        # (aliases, providers, strategy targets and cycles) name the exact field,
+        # and all of them are collected: check-config reports every one.
+        if not self.models:
+            raise FieldError(
+                "models", "at least one model is required ([models.ALIAS] with provider and model)"
+            )
+        from ._refs import reference_problems
+
+        problems = reference_problems(self)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            raise FieldErrors(problems)
+        return self
