@@ -93,7 +93,7 @@ class Orchestrator:
         # metrics first (alerts read figures it has already counted), then the
         # logger, alerts, the audit log and the application's own.
         self.observers = Observers([self.metrics])
-        self.log: Any = None
+        self._log_observer: Any = None
         if log_level is not None:
             self._attach_logger(log_level, log_json)
         if alerts is not None:
@@ -138,11 +138,17 @@ class Orchestrator:
         """This orchestrator's own structlog logger, as an observer. Secrets (the
         providers' keys) are scrubbed from every value; nothing is configured
         process-wide."""
-        from .observe.logging import LogObserver, make_logger
+        from .observe.logging import LogObserver
 
         secrets = [k for k in (getattr(p, "_api_key", None) for p in self._providers) if k]
-        self.log = make_logger("tierwise", level=level, json=json, secrets=secrets)
-        self.observers.add(LogObserver(self.log))
+        self._log_observer = LogObserver(level=level, json=json, secrets=secrets)
+        self.observers.add(self._log_observer)
+
+    @property
+    def log(self) -> Any:
+        """This orchestrator's structlog logger (``None`` with ``log_level=None``),
+        made on first use."""
+        return None if self._log_observer is None else self._log_observer.log
 
     # ------------------------------------------------------------------ building
 

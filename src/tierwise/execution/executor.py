@@ -27,7 +27,6 @@ from ..types import Attempt, Done, Embeddings, Request, Response, RouteInfo, Str
 from ._attempt import Call, CallKind, Try, emit, sum_costs
 from ._chain import Chain
 from .budget import BudgetDowngrade, BudgetLedger
-from .cache import ResponseCache, SingleFlight, cacheable, request_key
 from .deployment import Deployment
 from .fallback import BadRequestRule
 from .health import HealthTracker
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from ..state import Permit
     from ..strategies.base import CallLedger
     from .budget import Reservation
+    from .cache import ResponseCache, SingleFlight
 
 __all__ = ["Deployment", "Executor"]
 
@@ -83,7 +83,14 @@ class Executor:
         self.default_fallbacks = tuple(default_fallbacks)
         self.bad_request = bad_request or BadRequestRule()
         self.rng = random.Random(seed)
-        self._flight = SingleFlight()
+        self._flight: SingleFlight | None = None
+        if cache is not None:
+            # Imported only with a cache: most processes never load its modules.
+            from .cache import SingleFlight, cacheable, request_key
+
+            self._flight = SingleFlight()
+            self._cacheable = cacheable
+            self._request_key = request_key
         for name in self.default_fallbacks:
             if name not in self.deployments:
                 raise ConfigError(f"unknown model alias {name!r}", field="fallbacks")
@@ -164,8 +171,8 @@ class Executor:
         ``AllTargetsFailed`` holding every attempt's error.
         """
         cache = self.cache
-        if cache is not None and cacheable(request, self.cache_force):
-            key = request_key(alias, request)
+        if cache is not None and self._cacheable(request, self.cache_force):
+            key = self._request_key(alias, request)
             hit = await cache.get(key)
             if hit is not None:
                 return self._cached(hit, alias, path, ledger)
@@ -199,6 +206,7 @@ class Executor:
             await cache.set(key, response)
             return response
 
+        assert self._flight is not None
         response = await self._flight.do(key, lead)
         return response if led else self._cached(response, alias, path, ledger)
 
@@ -261,7 +269,7 @@ class Executor:
         share one provider call (the others replay its answer when it is done).
         """
         cache = self.cache
-        if cache is None or not cacheable(request, self.cache_force):
+        if cache is None or not self._cacheable(request, self.cache_force):
             call = self._call("stream", path, label, metadata, request, deadline, ledger)
             # aclosing: a consumer that stops early closes the chain loop now, so the
             # abandoned try is booked and its slot and connection come back at once.
@@ -271,7 +279,7 @@ class Executor:
             assert isinstance(call.result, Response)
             yield Done(call.result)
             return
-        key = request_key(alias, request)
+        key = self._request_key(alias, request)
         hit = await cache.get(key)
         if hit is not None:
             answer = self._cached(hit, alias, path, ledger)
@@ -279,6 +287,7 @@ class Executor:
                 yield event
             yield Done(answer)
             return
+        assert self._flight is not None
         flight = self._flight.begin(key)
         if flight is None:
             # Another call is producing this answer: wait for it (taking over with a

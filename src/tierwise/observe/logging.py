@@ -23,15 +23,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import structlog
-from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
-
 from ..errors import redact
 
 if TYPE_CHECKING:
+    from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
     from .events import AttemptEvent, RequestEvent
 
-__all__ = ["LogObserver", "make_logger", "redacting_processor"]
+__all__ = ["LogObserver", "log_level", "make_logger", "redacting_processor"]
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -74,9 +73,9 @@ def make_logger(
     line (for log shippers), otherwise logfmt ``key=value`` pairs. ``initial_values`` are
     bound to every event (``orchestrator="billing"``).
     """
-    lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else level
-    if not isinstance(lvl, int):
-        raise ValueError(f"unknown log level {level!r}")
+    import structlog  # here, not at import: most processes never log through tierwise
+
+    lvl = log_level(level)
     renderer: Processor = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if json
@@ -104,22 +103,55 @@ def make_logger(
     return logger
 
 
+def log_level(level: str | int) -> int:
+    """The numeric level of ``"info"``/``"DEBUG"``/``20``; ``ValueError`` if unknown."""
+    lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(lvl, int):
+        raise ValueError(f"unknown log level {level!r}")
+    return lvl
+
+
 class LogObserver:
     """One structlog event per attempt and per request, through one orchestrator's
     own logger.
 
     Failed attempts log at info (``attempt_failed``), successful ones and whole
     requests at debug, so the default level records every fault without
-    rendering anything on the success path.
+    rendering anything on the success path. The structlog logger is made on the
+    first event worth logging: a process that never fails a call never imports
+    structlog (a cold start saves its import).
     """
 
-    __slots__ = ("log",)
+    __slots__ = ("_json", "_level", "_log", "_name", "_secrets")
 
-    def __init__(self, log: Any) -> None:
-        self.log = log
+    def __init__(
+        self,
+        log: Any = None,
+        *,
+        name: str = "tierwise",
+        level: str | int = "info",
+        json: bool = False,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        self._log = log
+        self._name = name
+        self._level = log_level(level)
+        self._json = json
+        self._secrets = tuple(secrets)
+
+    @property
+    def log(self) -> Any:
+        log = self._log
+        if log is None:
+            log = self._log = make_logger(
+                self._name, level=self._level, json=self._json, secrets=self._secrets
+            )
+        return log
 
     def on_attempt(self, event: AttemptEvent) -> None:
         if event.outcome == "error":
+            if self._level > logging.INFO:
+                return
             self.log.info(
                 "attempt_failed",
                 model=event.model,
@@ -129,7 +161,7 @@ class LogObserver:
                 latency_ms=round(event.latency_ms, 1),
                 retry=event.retry,
             )
-        else:
+        elif self._level <= logging.DEBUG:
             self.log.debug(
                 "attempt",
                 model=event.model,
@@ -144,6 +176,8 @@ class LogObserver:
             )
 
     def on_request(self, event: RequestEvent) -> None:
+        if self._level > logging.DEBUG:
+            return
         self.log.debug(
             "request",
             strategy=event.strategy,

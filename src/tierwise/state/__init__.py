@@ -24,9 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..execution.cache import ResponseCache
-
 if TYPE_CHECKING:
+    from ..execution.cache import ResponseCache
     from ..execution.health import HealthState
     from ..types import RateLimitInfo
 
@@ -129,8 +128,14 @@ class BudgetStore(Protocol):
 
 
 def __getattr__(name: str) -> Any:
+    # Loaded on first use: the budget ledger imports this module, and that must not
+    # pull in the cache's modules for processes without a cache.
     if name == "MemoryBudgetStore":
         from .memory import MemoryBudgetStore
 
         return MemoryBudgetStore
+    if name == "ResponseCache":
+        from ..execution.cache import ResponseCache
+
+        return ResponseCache
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
