@@ -736,3 +736,39 @@ def test_fast_transport_without_the_extra_names_the_field() -> None:
         build_orchestrator(cfg)
     assert info.value.field == "providers.p.http"
     assert "tierwise[fast]" in str(info.value)
+
+
+async def test_an_anthropic_request_without_max_tokens_gets_its_deployments_max_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Anthropic API requires max_tokens: config hands each model's largest output
+    (the catalog's, or the deployment's override) to the provider, which sends it
+    when a request sets none."""
+    seen: list[int] = []
+
+    def reply(req: Any) -> str:
+        seen.append(req.json()["max_tokens"])
+        return "ok"
+
+    monkeypatch.setenv("TW_TEST_ANTHROPIC_KEY", "sk-ant-test-0000")
+    async with MockLLMServer({"claude-sonnet-4-6": MockModel(reply=reply)}) as server:
+        config = {
+            "providers": {
+                "anthropic": {
+                    "type": "anthropic",
+                    "base_url": server.base_url,
+                    "api_key_env": "TW_TEST_ANTHROPIC_KEY",
+                }
+            },
+            "models": {
+                "plain": {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+            },
+        }
+        async with tw.Orchestrator.from_config(config) as orch:
+            await orch.run("hello")
+            expected = orch.deployments["plain"].max_output_tokens
+        config["models"]["plain"]["max_output_tokens"] = 1234  # type: ignore[index]
+        async with tw.Orchestrator.from_config(config) as orch:
+            await orch.run("hello")
+    assert expected is not None and expected > 4096
+    assert seen == [expected, 1234]

@@ -28,7 +28,7 @@ from tierwise.errors import (
     RateLimitError,
     ServerError,
 )
-from tierwise.providers.anthropic import Anthropic
+from tierwise.providers.anthropic import DEFAULT_MAX_TOKENS, Anthropic
 from tierwise.types import (
     Done,
     Message,
@@ -665,21 +665,63 @@ def fake_catalog(specs: dict[str, int], calls: list[str]) -> types.ModuleType:
     return module
 
 
-async def test_max_tokens_from_catalog_cached_per_model(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_max_tokens_per_model_function_asked_once_per_model(serve: Any) -> None:
+    # What configuration passes: each deployment's max output, by model name.
     calls: list[str] = []
-    monkeypatch.setitem(
-        sys.modules, "tierwise.catalog", fake_catalog({"anthropic/claude-opus-4-7": 128000}, calls)
-    )
+
+    def max_output(model: str) -> int | None:
+        calls.append(model)
+        return {"claude-opus-4-7": 128000}.get(model)
+
     srv = await serve(200, body_of("text.json"))
-    provider = make(srv)
+    provider = make(srv, default_max_tokens=max_output)
     await provider.complete("claude-opus-4-7", hello())
     assert srv.last_json()["max_tokens"] == 128000
     n = len(calls)
     await provider.complete("claude-opus-4-7", hello())
     assert srv.last_json()["max_tokens"] == 128000
-    assert len(calls) == n  # looked up once per model
+    assert len(calls) == n == 1  # asked once per model
     await provider.complete("claude-unknown-1", hello())
     assert srv.last_json()["max_tokens"] == 4096
+    assert calls == ["claude-opus-4-7", "claude-unknown-1"]
+
+
+async def test_max_tokens_per_model_mapping(serve: Any) -> None:
+    srv = await serve(200, body_of("text.json"))
+    provider = make(srv, default_max_tokens={"claude-opus-4-7": 128000, "claude-haiku-4-5": 64000})
+    await provider.complete("claude-opus-4-7", hello())
+    assert srv.last_json()["max_tokens"] == 128000
+    await provider.complete("claude-haiku-4-5", hello())
+    assert srv.last_json()["max_tokens"] == 64000
+    await provider.complete("claude-unknown-1", hello())
+    assert srv.last_json()["max_tokens"] == 4096
+
+
+async def test_max_tokens_mapping_filled_after_construction(serve: Any) -> None:
+    # Configuration may build the provider before it knows every deployment.
+    srv = await serve(200, body_of("text.json"))
+    per_model: dict[str, int] = {}
+    provider = make(srv, default_max_tokens=per_model)
+    per_model[MODEL] = 32000
+    await provider.complete(MODEL, hello())
+    assert srv.last_json()["max_tokens"] == 32000
+
+
+@pytest.mark.parametrize("answer", [0, -5, True, "8000", 1.5, None])
+async def test_max_tokens_per_model_nonsense_answer_falls_back(serve: Any, answer: Any) -> None:
+    srv = await serve(200, body_of("text.json"))
+    await make(srv, default_max_tokens=lambda model: answer).complete(MODEL, hello())
+    assert srv.last_json()["max_tokens"] == DEFAULT_MAX_TOKENS == 4096
+
+
+async def test_max_tokens_never_reads_the_catalog(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The executor's deployment knows the max output; the adapter does no global lookup.
+    calls: list[str] = []
+    monkeypatch.setitem(sys.modules, "tierwise.catalog", fake_catalog({f"anthropic/{MODEL}": 64000}, calls))
+    srv = await serve(200, body_of("text.json"))
+    await make(srv).complete(MODEL, hello())
+    assert srv.last_json()["max_tokens"] == 4096
+    assert calls == []
 
 
 async def test_max_tokens_fallback_without_catalog(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -691,14 +733,16 @@ async def test_max_tokens_fallback_without_catalog(serve: Any, monkeypatch: pyte
     assert srv.last_json()["max_tokens"] == 4096
 
 
-async def test_max_tokens_precedence(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "tierwise.catalog", fake_catalog({f"anthropic/{MODEL}": 64000}, []))
+async def test_max_tokens_precedence(serve: Any) -> None:
     srv = await serve(200, body_of("text.json"))
     await make(srv, default_max_tokens=2000).complete(MODEL, hello())
     assert srv.last_json()["max_tokens"] == 2000
     await make(srv, default_max_tokens=2000).complete(MODEL, Request.from_prompt("x", max_tokens=77))
     assert srv.last_json()["max_tokens"] == 77
-    await make(srv).complete(MODEL, hello())
+    per_model = {MODEL: 64000}
+    await make(srv, default_max_tokens=per_model).complete(MODEL, Request.from_prompt("x", max_tokens=77))
+    assert srv.last_json()["max_tokens"] == 77
+    await make(srv, default_max_tokens=per_model).complete(MODEL, hello())
     assert srv.last_json()["max_tokens"] == 64000
 
 
@@ -707,6 +751,11 @@ async def test_default_max_tokens_raised_above_thinking_budget(serve: Any) -> No
     await make(srv, default_max_tokens=4096).complete(MODEL, Request.from_prompt("x", thinking_budget=8000))
     sent = srv.last_json()
     assert sent["max_tokens"] > sent["thinking"]["budget_tokens"] == 8000
+    # A per-model default is raised above the budget too.
+    await make(srv, default_max_tokens={MODEL: 4096}).complete(
+        MODEL, Request.from_prompt("x", thinking_budget=8000)
+    )
+    assert srv.last_json()["max_tokens"] > 8000
     # An explicit max_tokens is the caller's choice and is sent as is.
     await make(srv).complete(MODEL, Request.from_prompt("x", thinking_budget=8000, max_tokens=1000))
     assert srv.last_json()["max_tokens"] == 1000

@@ -126,8 +126,12 @@ def _check_parent_dir(path: str, field: str) -> None:
 # ---------------------------------------------------------------------- building
 
 
-def _make_provider(name: str, cfg: ProviderConfig | None) -> Provider:
+def _make_provider(name: str, cfg: ProviderConfig | None, max_out: dict[str, int] | None = None) -> Provider:
     """One provider instance for ``[providers.NAME]`` (or a built-in name).
+
+    ``max_out`` (model name → largest output) is filled as the deployments are
+    built: the Anthropic API requires ``max_tokens``, and a request that sets none
+    gets its deployment's largest output (not the provider's flat default).
 
     When ``api_key_env`` is set, that variable is the only source of the key: a
     provider's own default variable (``OPENAI_API_KEY``, ``GOOGLE_API_KEY``...) is
@@ -163,7 +167,7 @@ def _make_provider(name: str, cfg: ProviderConfig | None) -> Provider:
         elif cfg.type == "anthropic":
             from ..providers.anthropic import Anthropic
 
-            provider = Anthropic(**common)
+            provider = Anthropic(default_max_tokens=max_out if max_out is not None else {}, **common)
         else:
             from ..providers.gemini import Gemini
 
@@ -200,9 +204,13 @@ def build_orchestrator(
     catalog = Catalog.default()
 
     providers: dict[str, Provider] = {}
+    max_outs: dict[str, dict[str, int]] = {}
     for m in cfg.models.values():
         if m.provider not in providers:
-            providers[m.provider] = _make_provider(m.provider, cfg.providers.get(m.provider))
+            max_outs[m.provider] = {}
+            providers[m.provider] = _make_provider(
+                m.provider, cfg.providers.get(m.provider), max_outs[m.provider]
+            )
 
     deployments: dict[str, Deployment] = {}
     for alias, m in cfg.models.items():
@@ -240,6 +248,9 @@ def build_orchestrator(
             max_output_tokens=m.max_output_tokens or (spec.max_output_tokens if spec else None),
             max_queue_wait_s=m.max_queue_wait_s,
         )
+        max_output = deployments[alias].max_output_tokens
+        if max_output:
+            max_outs[m.provider].setdefault(m.model, max_output)
 
     r = cfg.retry
     retry = RetryPolicy(

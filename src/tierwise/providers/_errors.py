@@ -3,7 +3,10 @@
 What ``Provider`` uses to turn a status, its headers and an error body into the
 right ``ProviderError`` subclass with ``retry_after`` and rate-limit figures. Kept
 apart from ``base.py`` (which re-exports these names) so that module reads as
-the Provider contract and its HTTP calls; everything here is a pure function.
+the Provider contract and its HTTP calls; everything here is pure.
+
+An adapter reads its own error body shape into an ``ErrorInfo``; the error object
+itself is built in one place (``Provider._make_error``) for every adapter.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import math
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import (
     AuthenticationError,
@@ -29,7 +34,14 @@ from ..errors import (
 )
 from ..types import RateLimitInfo
 
-__all__ = ["classify_error", "parse_duration", "parse_rate_limit_headers", "parse_retry_after"]
+__all__ = [
+    "ErrorInfo",
+    "classify_error",
+    "error_envelope",
+    "parse_duration",
+    "parse_rate_limit_headers",
+    "parse_retry_after",
+]
 
 _CONTEXT_PATTERNS = re.compile(
     r"context[ _-]?length|context[ _-]?window|maximum context|prompt is too long"
@@ -66,45 +78,49 @@ def parse_duration(value: str) -> float | None:
     value = value.strip()
     if not value:
         return None
-    try:
-        return seconds(float(value))
-    except (ValueError, OverflowError):
-        pass
+    number = _number(value)
+    if number is not None:
+        return number
     parts = _DURATION_PART.findall(value)
     if parts and "".join(n + u for n, u in parts) == value:
         scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
         return seconds(sum(float(n) * scale[u] for n, u in parts))
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return _until(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait, from ``retry-after-ms``, or ``retry-after`` in seconds or as
     an HTTP date. ``None`` when absent or unparseable."""
     ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            found = seconds(float(ms) / 1000.0)
-        except (ValueError, OverflowError):
-            found = None
-        if found is not None:
-            return found
+    found = _number(ms, 1000.0) if ms else None
+    if found is not None:
+        return found
     value = headers.get("retry-after")
     if not value:
         return None
+    found = _number(value)
+    if found is not None:
+        return found
     try:
-        return seconds(float(value))
-    except (ValueError, OverflowError):
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
+        return _until(email.utils.parsedate_to_datetime(value))
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def _number(value: str, per_second: float = 1.0) -> float | None:
+    """A plain number of seconds (or of ``1/per_second`` units), ``None`` when it is
+    not one or not a usable duration (then no other reading of it is one either)."""
+    try:
+        return seconds(float(value) / per_second)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _until(when: datetime) -> float:
+    """Seconds from now until ``when`` (naive means UTC), never negative."""
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - time.time())
@@ -208,18 +224,36 @@ def classify_error(
     return ServerError  # 409, 5xx, 529 and anything unexpected
 
 
-def _recast(err: ProviderError, cls: type[ProviderError], *, retryable: bool | None = None) -> ProviderError:
-    """``err`` as a ``cls``, every field kept but ``retryable`` (``cls``'s default
-    unless given)."""
-    return cls(
-        err.message,
-        provider=err.provider,
-        model=err.model,
-        status_code=err.status_code,
-        request_id=err.request_id,
-        error_type=err.error_type,
-        error_code=err.error_code,
-        retry_after=err.retry_after,
-        retryable=retryable,
-        rate_limits=err.rate_limits,
-    )
+@dataclass(slots=True)
+class ErrorInfo:
+    """What an adapter read from an error body (HTTP error or in-band error event).
+
+    ``status`` is the HTTP-equivalent status the body states (OpenRouter's numeric
+    ``code``, Google's ``error.code``), used to classify an in-band error, which has
+    no HTTP status of its own. ``retry_after`` and ``request_id`` count when the
+    headers carry none. ``retryable`` and ``cls`` override the shared rules when the
+    body says more than the status does (a moderation verdict behind a 403).
+    """
+
+    message: str = ""
+    error_type: str | None = None
+    error_code: str | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    retryable: bool | None = None
+    request_id: str | None = None
+    cls: type[ProviderError] | None = None
+
+
+def error_envelope(data: Any) -> tuple[str, str | None, str | None]:
+    """(message, type, code) from the common ``{"error": {"message", "type", "code"}}``
+    and ``{"error": "text"}`` error body shapes."""
+    err = data.get("error", data) if isinstance(data, dict) else None
+    if isinstance(err, str):
+        return err, None, None
+    if isinstance(err, dict):
+        msg = err.get("message") or err.get("msg") or data.get("message") or ""
+        etype = err.get("type") or err.get("status")
+        code = err.get("code")
+        return str(msg), None if etype is None else str(etype), None if code is None else str(code)
+    return "", None, None

@@ -12,13 +12,17 @@ Wire-format quirks handled here (checked against Anthropic's API reference):
 * Tool results travel as ``tool_result`` blocks inside a *user* turn; consecutive
   ``tool`` messages become one user turn (the API wants every result for an
   assistant turn's ``tool_use`` blocks in the next user turn).
-* ``max_tokens`` is mandatory: the request's value, else ``default_max_tokens``,
-  else the catalog's max output for the model, else 4096.
+* ``max_tokens`` is mandatory: the request's value, else ``default_max_tokens``
+  (one number, or per model: a mapping or a function of the model name, which the
+  configuration fills from each deployment's max output), else
+  ``DEFAULT_MAX_TOKENS`` (4096). The adapter reads no catalog itself.
 * ``usage.input_tokens`` *excludes* cache reads and writes; tierwise's
   ``Usage.input_tokens`` is the whole prompt, so the three are summed.
 * Streams carry ``ping`` keep-alives, ``signature_delta`` for thinking blocks and
   in-band ``error`` events after HTTP 200 (``overloaded_error``); the final
   ``output_tokens`` (cumulative) and the stop reason come in ``message_delta``.
+* One parser for both modes: a non-streamed message is folded by the stream
+  parser's own block, usage and stop-reason rules (``absorb_message``).
 * A 400 whose message says the input plus ``max_tokens`` "exceed context limit"
   is a context-window error, so the executor can fall back to a bigger window.
 
@@ -34,22 +38,28 @@ Request-side translations with no exact Anthropic equivalent:
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Unpack
 
 import httpx
 
-from ..errors import BadRequestError, ContextWindowExceeded, ProtocolError, ProviderError
-from ..types import FinishReason, Message, Request, Response, StreamEvent, Tool, ToolCall, Usage
-from ._errors import _recast
-from .base import Provider, SSEEvent, StreamAccumulator, StreamParser, make_tool_call, token_count
+from ..errors import BadRequestError, ContextWindowExceeded, ProtocolError
+from ..types import FinishReason, Request, Response, StreamEvent, Usage
+from ._accumulate import StreamAccumulator, StreamParser, token_count
+from ._anthropic_request import json_schema, messages_body, tool_body, tool_choice
+from ._errors import ErrorInfo, classify_error, error_envelope
+from ._sse import SSEEvent
+from .base import Provider, ProviderOptions
 
-__all__ = ["Anthropic"]
+__all__ = ["DEFAULT_MAX_TOKENS", "Anthropic"]
 
-_FALLBACK_MAX_TOKENS = 4096
+#: ``max_tokens`` sent when neither the request nor ``default_max_tokens`` gives one.
+DEFAULT_MAX_TOKENS = 4096
+
+#: ``Anthropic(default_max_tokens=...)``: one value, or a value per model name.
+MaxTokensDefault = int | Mapping[str, int] | Callable[[str], int | None]
 
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -61,8 +71,6 @@ _FINISH: dict[str, FinishReason] = {
     "refusal": "content_filter",
 }
 
-_TOOL_CHOICE: dict[str, str] = {"auto": "auto", "required": "any", "any": "any", "none": "none"}
-
 # "input length and `max_tokens` exceed context limit: 178959 + 64000 > 200000, …":
 # not covered by the shared patterns in base, which know "context window/length".
 _CONTEXT_LIMIT = re.compile(r"exceeds? (?:the )?context limit", re.IGNORECASE)
@@ -72,6 +80,32 @@ def _finish(stop: Any) -> FinishReason:
     # Unknown future stop reasons still mean the model stopped on its own;
     # the raw value is kept in ``raw_finish_reason``.
     return _FINISH.get(stop, "stop") if isinstance(stop, str) else "stop"
+
+
+# Usage fields → the stream parser's slots.
+_USAGE_FIELDS = (
+    ("input_tokens", "_input"),
+    ("cache_creation_input_tokens", "_cache_write"),
+    ("cache_read_input_tokens", "_cache_read"),
+    ("output_tokens", "_output"),
+)
+
+
+def _count(usage: Mapping[str, Any], key: str) -> int | None:
+    """A token count, ``None`` when absent (so a later event's count is not overwritten).
+
+    The shared rule (``token_count``): a nonsense count (a string, a bool, 1e400,
+    -3) is dropped to 0, not a failed call; a reply whose counts are all dropped is
+    billed at the executor's estimate."""
+    value = usage.get(key)
+    return None if value is None else token_count(value)
+
+
+def _dump(data: Any) -> str:
+    try:
+        return json.dumps(data, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return repr(data)
 
 
 def _usage(input_tokens: int, cache_write: int, cache_read: int, output_tokens: int) -> Usage:
@@ -85,7 +119,12 @@ def _usage(input_tokens: int, cache_write: int, cache_read: int, output_tokens: 
 
 
 class Anthropic(Provider):
-    """Adapter for the Anthropic Messages API (and servers that speak it)."""
+    """Adapter for the Anthropic Messages API (and servers that speak it).
+
+    ``default_max_tokens`` is the ``max_tokens`` sent when a request sets none: an
+    int for every model, or per model a mapping or a function of the model name
+    (asked once per model; ``None`` or a model it lacks means ``DEFAULT_MAX_TOKENS``).
+    """
 
     name = "anthropic"
     api_key_env = "ANTHROPIC_API_KEY"
@@ -98,17 +137,15 @@ class Anthropic(Provider):
         base_url: str | None = None,
         http_client: httpx.AsyncClient | None = None,
         *,
-        timeout: float | httpx.Timeout | None = None,
-        headers: Mapping[str, str] | None = None,
-        http: str = "httpx",
-        default_max_tokens: int | None = None,
+        default_max_tokens: MaxTokensDefault | None = None,
         anthropic_version: str = "2023-06-01",
+        **options: Unpack[ProviderOptions],
     ) -> None:
         # Set before super().__init__, which calls _auth_headers().
         self._anthropic_version = anthropic_version
         self._default_max_tokens = default_max_tokens
         self._max_output: dict[str, int] = {}
-        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers, http=http)
+        super().__init__(api_key, base_url, http_client, **options)
         # Accept a base URL given with or without the /v1 suffix.
         base = self.base_url
         self._endpoint = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
@@ -125,7 +162,7 @@ class Anthropic(Provider):
         return self._endpoint
 
     def _build_body(self, model: str, request: Request, stream: bool) -> dict[str, Any]:
-        system, messages = self._messages(request.messages, model)
+        system, messages = messages_body(request.messages, self.name, model)
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": self._max_tokens(model, request),
@@ -140,8 +177,8 @@ class Anthropic(Provider):
         if request.stop:
             body["stop_sequences"] = list(request.stop)
         if request.tools:
-            body["tools"] = [_tool(t) for t in request.tools]
-            choice = self._tool_choice(request.tool_choice, request.parallel_tool_calls, model)
+            body["tools"] = [tool_body(t) for t in request.tools]
+            choice = tool_choice(request.tool_choice, request.parallel_tool_calls, self.name, model)
             if choice is not None:
                 body["tool_choice"] = choice
         budget = request.thinking_budget
@@ -151,7 +188,7 @@ class Anthropic(Provider):
             )
         fmt = request.response_format
         if fmt is not None and fmt.get("type") == "json_schema":
-            body["output_config"] = {"format": self._json_schema(fmt, model)}
+            body["output_config"] = {"format": json_schema(fmt, self.name, model)}
         if request.user is not None:
             body["metadata"] = {"user_id": request.user}
         if stream:
@@ -161,110 +198,30 @@ class Anthropic(Provider):
         return body
 
     def _parse_response(self, model: str, data: Any) -> Response:
-        if not isinstance(data, dict):
-            raise self._shape_error("reply is not a JSON object", data, model)
-        if data.get("type") == "error":
-            raise self._inband_error(data, model)
-        content = data.get("content")
-        if not isinstance(content, list):
-            raise self._shape_error("reply has no 'content' list", data, model)
-        texts: list[str] = []
-        thinking: list[str] = []
-        calls: list[ToolCall] = []
-        for block in content:
-            if not isinstance(block, dict):
-                raise self._shape_error("content block is not an object", data, model)
-            kind = block.get("type")
-            if kind == "text":
-                text = block.get("text")
-                if not isinstance(text, str):
-                    raise self._shape_error("text block without a 'text' string", data, model)
-                texts.append(text)
-            elif kind == "tool_use":
-                call_id, name, args = block.get("id"), block.get("name"), block.get("input")
-                if not isinstance(call_id, str) or not isinstance(name, str):
-                    raise self._shape_error("tool_use block without 'id' and 'name'", data, model)
-                if args is None:
-                    args = {}
-                elif not isinstance(args, dict):
-                    raise self._shape_error("tool_use 'input' is not an object", data, model)
-                calls.append(make_tool_call(call_id, name, args, provider=self.name, model=model))
-            elif kind == "thinking":
-                text = block.get("thinking")
-                if not isinstance(text, str):
-                    raise self._shape_error("thinking block without a 'thinking' string", data, model)
-                thinking.append(text)
-            # redacted_thinking, server_tool_use, web_search_tool_result, …: nothing
-            # for the caller to read or execute.
-        usage = data.get("usage")
-        if usage is None:
-            usage = {}
-        elif not isinstance(usage, dict):
-            raise self._shape_error("'usage' is not an object", data, model)
-        count = self._count
-        stop = data.get("stop_reason")
-        reply_model = data.get("model")
-        return Response(
-            text="".join(texts),
-            model=reply_model if isinstance(reply_model, str) and reply_model else model,
-            provider=self.name,
-            finish_reason=_finish(stop),
-            usage=_usage(
-                count(usage, "input_tokens", model) or 0,
-                count(usage, "cache_creation_input_tokens", model) or 0,
-                count(usage, "cache_read_input_tokens", model) or 0,
-                count(usage, "output_tokens", model) or 0,
-            ),
-            tool_calls=calls,
-            reasoning="".join(thinking),
-            raw_finish_reason=stop if isinstance(stop, str) else None,
-        )
+        parser = _AnthropicStreamParser(self, model)
+        parser.absorb_message(data)
+        return parser.finish()
 
     def _stream_parser(self, model: str) -> StreamParser:
         return _AnthropicStreamParser(self, model)
 
-    # -- errors -------------------------------------------------------------------
-
-    def _http_error(self, status: int, headers: httpx.Headers, content: bytes, model: str) -> ProviderError:
-        err = super()._http_error(status, headers, content, model)
-        if type(err) is BadRequestError and _CONTEXT_LIMIT.search(err.message):
-            err = _recast(err, ContextWindowExceeded, retryable=err.retryable)
-        if err.request_id is None:
-            # Error bodies carry "request_id" too; useful when a proxy drops the header.
-            try:
-                data = json.loads(content)
-            except (ValueError, RecursionError):
-                data = None
-            rid = data.get("request_id") if isinstance(data, dict) else None
-            if isinstance(rid, str) and rid:
-                err.request_id = self._scrub(rid)
-        return err
-
-    def _inband_error(self, data: Any, model: str) -> ProviderError:
-        err = super()._inband_error(data, model)
+    def _error_info(self, data: Any, status: int | None, fallback: str) -> ErrorInfo:
+        """The shared envelope, plus the body's ``request_id`` (useful when a proxy
+        drops the header) and "exceed context limit" 400s as context-window errors."""
         rid = data.get("request_id") if isinstance(data, dict) else None
-        if isinstance(rid, str) and rid:
-            err.request_id = self._scrub(rid)
-        return err
+        message, etype, code = error_envelope(data)
+        info = ErrorInfo(
+            message or fallback, etype, code, request_id=rid if isinstance(rid, str) and rid else None
+        )
+        if (
+            status is not None
+            and _CONTEXT_LIMIT.search(info.message)
+            and classify_error(status, info.message, etype, code) is BadRequestError
+        ):
+            info.cls = ContextWindowExceeded
+        return info
 
-    # -- helpers --------------------------------------------------------------------
-
-    def _shape_error(self, what: str, data: Any, model: str) -> ProtocolError:
-        try:
-            raw = json.dumps(data, separators=(",", ":"), default=str)
-        except (TypeError, ValueError):
-            raw = repr(data)
-        return self._protocol_error(what, raw, model)
-
-    def _count(self, usage: Mapping[str, Any], key: str, model: str) -> int | None:
-        """A token count, ``None`` when absent (so a later event's count is not overwritten)."""
-        value = usage.get(key)
-        if value is None:
-            return None
-        # The shared rule (``token_count``): a nonsense count (a string, a bool, 1e400,
-        # -3) is dropped to 0, not a failed call; a reply whose counts are all dropped
-        # is billed at the executor's estimate.
-        return token_count(value)
+    # -- request helpers ----------------------------------------------------------
 
     def _max_tokens(self, model: str, request: Request) -> int:
         """``max_tokens`` is required by the API; pick the most specific value we have.
@@ -275,187 +232,42 @@ class Anthropic(Provider):
         """
         if request.max_tokens is not None:
             return request.max_tokens
-        n = self._default_max_tokens
-        if n is None:
-            n = self._catalog_max_output(model)
+        default = self._default_max_tokens
+        n = default if isinstance(default, int) else self._model_max_tokens(model)
         budget = request.thinking_budget
         if budget and n <= budget:
-            n = budget + _FALLBACK_MAX_TOKENS
+            n = budget + DEFAULT_MAX_TOKENS
         return n
 
-    def _catalog_max_output(self, model: str) -> int:
-        """The catalog's max output tokens for ``model``, cached per model.
-
-        Imported lazily (keeps ``import tierwise`` small) and defensively: a
-        missing catalog module or an unknown model must never break a call, so
-        any failure falls back to 4096.
-        """
-        cached = self._max_output.get(model)
-        if cached is not None:
-            return cached
-        value = _FALLBACK_MAX_TOKENS
-        try:
-            catalog = importlib.import_module("..catalog", __package__).Catalog.default()
-        except Exception:
-            catalog = None
-        if catalog is not None:
-            for key in (f"{self.name}/{model}", model):
-                try:
-                    spec = catalog.get(key)
-                except Exception:  # unknown model: lookup errors are not call errors
-                    spec = None
-                n = getattr(spec, "max_output_tokens", None)
-                if type(n) is int and n > 0:
-                    value = n
-                    break
-        self._max_output[model] = value
-        return value
-
-    def _messages(
-        self, messages: list[Message], model: str
-    ) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
-        """Split out the system prompt and map turns to Anthropic's shapes."""
-        system: list[str | list[dict[str, Any]]] = []
-        system_blocks = False
-        out: list[dict[str, Any]] = []
-        results: list[dict[str, Any]] | None = None  # the open user turn of tool_result blocks
-        for m in messages:
-            role = m.role
-            content = m.content
-            if role == "system":
-                if isinstance(content, list):
-                    system_blocks = True
-                    system.append(content)
-                else:
-                    system.append(content or "")
-                continue  # hoisted: does not interrupt a run of tool results
-            if role == "tool":
-                if not m.tool_call_id:
-                    raise BadRequestError(
-                        "a 'tool' message needs tool_call_id (the tool_use id it answers)",
-                        provider=self.name,
-                        model=model,
-                    )
-                block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id}
-                if content:
-                    block["content"] = content
-                if results is None:
-                    results = []
-                    out.append({"role": "user", "content": results})
-                results.append(block)
-                continue
-            results = None
-            if role == "user":
-                out.append({"role": "user", "content": "" if content is None else content})
-            elif m.tool_calls:
-                blocks: list[dict[str, Any]]
-                if not content:
-                    blocks = []
-                elif isinstance(content, str):
-                    blocks = [{"type": "text", "text": content}]
-                else:
-                    blocks = list(content)
-                for call in m.tool_calls:
-                    blocks.append(
-                        {
-                            "type": "tool_use",
-                            "id": call.id,
-                            "name": call.name,
-                            "input": self._call_input(call.arguments, call.raw_arguments, model),
-                        }
-                    )
-                out.append({"role": "assistant", "content": blocks})
-            elif content:
-                # An empty assistant turn carries nothing and the API rejects it.
-                out.append({"role": "assistant", "content": content})
-        if not system:
-            return None, out
-        if not system_blocks:
-            return "\n\n".join(s for s in system if isinstance(s, str)), out
-        merged: list[dict[str, Any]] = []
-        for part in system:
-            if isinstance(part, str):
-                if part:
-                    merged.append({"type": "text", "text": part})
-            else:
-                merged.extend(part)
-        return merged, out
-
-    def _call_input(self, arguments: dict[str, Any], raw: str, model: str) -> dict[str, Any]:
-        if arguments or not raw:
-            return arguments
-        try:
-            parsed = json.loads(raw)
-        except (ValueError, RecursionError):
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise BadRequestError(
-                "assistant tool call arguments are not a JSON object", provider=self.name, model=model
-            )
-        return parsed
-
-    def _tool_choice(self, choice: Any, parallel: bool | None, model: str) -> dict[str, Any] | None:
-        """OpenAI-style ``tool_choice`` → Anthropic's; Anthropic-shaped dicts pass through."""
-        out: dict[str, Any] | None
-        if choice is None:
-            out = None
-        elif isinstance(choice, str):
-            kind = _TOOL_CHOICE.get(choice)
-            if kind is None:
-                raise BadRequestError(
-                    f"unknown tool_choice {choice!r}; use auto, required, none or {{'name': ...}}",
-                    provider=self.name,
-                    model=model,
-                )
-            out = {"type": kind}
-        elif isinstance(choice, Mapping):
-            fn = choice.get("function")
-            if choice.get("type") == "function" and isinstance(fn, Mapping):
-                out = {"type": "tool", "name": fn.get("name")}
-            elif "type" not in choice and "name" in choice:
-                out = {"type": "tool", "name": choice["name"]}
-            else:
-                out = dict(choice)
-        else:
-            raise BadRequestError(
-                f"tool_choice must be a string or a dict, got {type(choice).__name__}",
-                provider=self.name,
-                model=model,
-            )
-        if parallel is False:
-            if out is None:
-                out = {"type": "auto"}
-            if out.get("type") != "none":
-                out["disable_parallel_tool_use"] = True
-        return out
-
-    def _json_schema(self, fmt: Mapping[str, Any], model: str) -> dict[str, Any]:
-        spec = fmt.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, Mapping) else None
-        if not isinstance(schema, Mapping):
-            raise BadRequestError(
-                "response_format json_schema needs {'json_schema': {'schema': {...}}}",
-                provider=self.name,
-                model=model,
-            )
-        return {"type": "json_schema", "schema": schema}
-
-
-def _tool(tool: Tool) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": tool.name}
-    if tool.description:
-        out["description"] = tool.description
-    out["input_schema"] = tool.parameters
-    return out
+    def _model_max_tokens(self, model: str) -> int:
+        """``default_max_tokens`` for ``model`` when given per model. A mapping is read
+        on every call (it may be filled after construction); a function is asked once
+        per model. Anything but a positive int is no answer."""
+        default = self._default_max_tokens
+        n: object = None
+        if isinstance(default, Mapping):
+            n = default.get(model)
+        elif callable(default):
+            cached = self._max_output.get(model)
+            if cached is not None:
+                return cached
+            n = default(model)
+            if len(self._max_output) >= 1024:  # models are few; bound it anyway
+                self._max_output.clear()
+            self._max_output[model] = n if type(n) is int and n > 0 else DEFAULT_MAX_TOKENS
+        return n if type(n) is int and n > 0 else DEFAULT_MAX_TOKENS
 
 
 class _AnthropicStreamParser:
-    """Anthropic SSE events → tierwise stream events and, at the end, the same
-    ``Response`` a non-streamed call returns (through ``StreamAccumulator``).
+    """Anthropic SSE events, or one whole non-streamed message (``absorb_message``),
+    → tierwise stream events and, at the end, the ``Response`` (through
+    ``StreamAccumulator``): content blocks, usage and the stop reason are read by the
+    same rules in both modes.
 
     Content blocks are addressed by the API's block ``index`` (text, thinking and
     tool blocks share one numbering); tool calls are renumbered 0, 1, … among
-    tool_use blocks only, which is what ``ToolCallDelta.index`` means.
+    tool_use blocks only, which is what ``ToolCallDelta.index`` means. A whole
+    message is stricter about block shapes (it must carry the whole answer).
     """
 
     __slots__ = (
@@ -470,12 +282,13 @@ class _AnthropicStreamParser:
         "_provider",
         "_reply_model",
         "_tools",
+        "_whole",
     )
 
     def __init__(self, provider: Anthropic, model: str) -> None:
         self._provider = provider
         self._model = model
-        self._acc = StreamAccumulator(provider.name, model)
+        self._acc = StreamAccumulator(provider.name, model, (provider._api_key,))
         # block index -> tool index (>= 0) for tool_use blocks, -1 for every other block
         self._blocks: dict[int, int] = {}
         self._tools = 0
@@ -485,6 +298,7 @@ class _AnthropicStreamParser:
         self._input = self._cache_write = self._cache_read = self._output = 0
         # The dated model id the API reports; errors keep naming the requested model.
         self._reply_model: str | None = None
+        self._whole = False
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
         raw = event.data
@@ -497,17 +311,42 @@ class _AnthropicStreamParser:
         if kind == "content_block_delta":
             return self._delta(data, raw)
         if kind == "content_block_start":
-            return self._block_start(data, raw)
+            return self._block(data["index"], data["content_block"], raw)
         if kind == "content_block_stop":
             return self._block_stop(data)
         if kind == "message_start":
-            self._message_start(data, raw)
+            self._message(data["message"], raw)
         elif kind == "message_delta":
-            self._message_delta(data, raw)
+            delta = data.get("delta")
+            if isinstance(delta, dict):
+                stop = delta.get("stop_reason")
+                if isinstance(stop, str) and stop:
+                    self._stop(stop)
+            usage = data.get("usage")
+            if usage is not None:
+                self._take_usage(usage, raw)
         elif kind == "error":
             raise self._provider._inband_error(data, self._model)
         # message_stop, ping and unknown future events carry nothing we need.
         return ()
+
+    def absorb_message(self, data: Any) -> None:
+        """A whole Messages reply: each content block as its block start, then the
+        message's model and usage, then its stop reason (a whole body always has one)."""
+        if not isinstance(data, dict):
+            raise self._bad("reply is not a JSON object", _dump(data))
+        if data.get("type") == "error":
+            raise self._provider._inband_error(data, self._model)
+        content = data.get("content")
+        if not isinstance(content, list):
+            raise self._bad("reply has no 'content' list", data)
+        self._whole = True
+        for index, block in enumerate(content):
+            if not isinstance(block, dict):
+                raise self._bad("content block is not an object", data)
+            self._block(index, block, data)
+        self._message(data, data)
+        self._stop(data.get("stop_reason"))
 
     def finish(self) -> Response:
         acc = self._acc
@@ -556,10 +395,11 @@ class _AnthropicStreamParser:
         # signature_delta (thinking integrity check), citations_delta, future kinds.
         return ()
 
-    def _block_start(self, data: dict[str, Any], raw: str) -> tuple[StreamEvent, ...]:
-        index = data["index"]
-        block = data["content_block"]
-        kind = block["type"]
+    def _block(self, index: int, block: dict[str, Any], raw: Any) -> tuple[StreamEvent, ...]:
+        """A content block as it starts (stream) or whole (non-streamed message)."""
+        whole = self._whole
+        kind = block.get("type") if whole else block["type"]
+        acc = self._acc
         if kind == "tool_use":
             call_id, name = block.get("id"), block.get("name")
             if not isinstance(call_id, str) or not isinstance(name, str):
@@ -568,20 +408,29 @@ class _AnthropicStreamParser:
             self._tools += 1
             self._blocks[index] = tool
             args = block.get("input")
+            if whole:
+                if args is None:
+                    args = {}
+                elif not isinstance(args, dict):
+                    raise self._bad("tool_use 'input' is not an object", raw)
+                acc.call(tool, call_id, name, args)
+                return ()
             if isinstance(args, dict) and args:
                 self._pending[index] = args
-            return (self._acc.tool(tool, call_id, name),)
+            return (acc.tool(tool, call_id, name),)
         self._blocks[index] = -1
-        # Text and thinking blocks start empty on the real API; keep any text a
-        # gateway puts in the start event rather than dropping it.
-        if kind == "text":
-            text = block.get("text")
-            if isinstance(text, str) and text:
-                return (self._acc.text(text),)
-        elif kind == "thinking":
-            text = block.get("thinking")
-            if isinstance(text, str) and text:
-                return (self._acc.reasoning(text),)
+        if kind == "text" or kind == "thinking":
+            # Text and thinking blocks start empty on the real API; keep any text a
+            # gateway puts in the start event rather than dropping it.
+            text = block.get(kind)
+            if not isinstance(text, str):
+                if whole:
+                    raise self._bad(f"{kind} block without a '{kind}' string", raw)
+                return ()
+            if text:
+                return (acc.text(text) if kind == "text" else acc.reasoning(text),)
+        # redacted_thinking, server_tool_use, web_search_tool_result, …: nothing
+        # for the caller to read or execute.
         return ()
 
     def _block_stop(self, data: dict[str, Any]) -> tuple[StreamEvent, ...]:
@@ -593,8 +442,7 @@ class _AnthropicStreamParser:
             return ()
         return (self._acc.tool(self._blocks[index], arguments=json.dumps(args, separators=(",", ":"))),)
 
-    def _message_start(self, data: dict[str, Any], raw: str) -> None:
-        message = data["message"]
+    def _message(self, message: dict[str, Any], raw: Any) -> None:
         model = message.get("model")
         if isinstance(model, str) and model:
             self._reply_model = model
@@ -602,18 +450,12 @@ class _AnthropicStreamParser:
         if usage is not None:
             self._take_usage(usage, raw)
 
-    def _message_delta(self, data: dict[str, Any], raw: str) -> None:
-        delta = data.get("delta")
-        if isinstance(delta, dict):
-            stop = delta.get("stop_reason")
-            if isinstance(stop, str) and stop:
-                self._acc.raw_finish_reason = stop
-                self._acc.finish_reason = _finish(stop)
-        usage = data.get("usage")
-        if usage is not None:
-            self._take_usage(usage, raw)
+    def _stop(self, stop: Any) -> None:
+        # Unknown future stop reasons still mean the model stopped on its own.
+        self._acc.raw_finish_reason = stop if isinstance(stop, str) else None
+        self._acc.finish_reason = _finish(stop)
 
-    def _take_usage(self, usage: Any, raw: str) -> None:
+    def _take_usage(self, usage: Any, raw: Any) -> None:
         """Counts in message_delta are cumulative and supersede message_start's, so
         a field present in a later event replaces the earlier value (as the
         official SDKs do). An absent field, or a 0 where a count was already
@@ -621,20 +463,10 @@ class _AnthropicStreamParser:
         counts never fall back to zero."""
         if not isinstance(usage, dict):
             raise self._bad("'usage' is not an object", raw)
-        count = self._provider._count
-        model = self._model
-        n = count(usage, "input_tokens", model)
-        if n:
-            self._input = n
-        n = count(usage, "cache_creation_input_tokens", model)
-        if n:
-            self._cache_write = n
-        n = count(usage, "cache_read_input_tokens", model)
-        if n:
-            self._cache_read = n
-        n = count(usage, "output_tokens", model)
-        if n:
-            self._output = n
+        for key, attr in _USAGE_FIELDS:
+            n = _count(usage, key)
+            if n:
+                setattr(self, attr, n)
 
-    def _bad(self, what: str, raw: str) -> ProtocolError:
-        return self._provider._protocol_error(what, raw, self._model)
+    def _bad(self, what: str, raw: Any) -> ProtocolError:
+        return self._provider._protocol_error(what, raw if isinstance(raw, str) else _dump(raw), self._model)

@@ -48,30 +48,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-import httpx
-
-from ..errors import (
-    AuthenticationError,
-    BadRequestError,
-    ContentFiltered,
-    ProtocolError,
-    ProviderError,
-    redact,
-)
-from ..types import Embeddings, FinishReason, Message, Request, Response, StreamEvent, Usage
-from ._errors import _recast, seconds
-from .base import (
-    Provider,
-    SSEEvent,
-    StreamAccumulator,
-    check_embeddings,
-    classify_error,
-    embedding_vector,
-    token_count,
-)
+from ..errors import AuthenticationError, BadRequestError, ContentFiltered, ProtocolError, ProviderError
+from ..types import Embeddings, FinishReason, Request, Response, StreamEvent, Usage
+from ._accumulate import StreamAccumulator, token_count
+from ._errors import ErrorInfo, classify_error, seconds
+from ._gemini_request import contents, generation_config, merge, tool_choice
+from ._normalize import check_embeddings, embedding_vector
+from ._sse import SSEEvent
+from .base import MALFORMED, Provider
 
 __all__ = ["Gemini"]
 
@@ -91,15 +78,6 @@ _FINISH: dict[str, FinishReason] = {
     "MODEL_ARMOR": "content_filter",
 }
 
-# Google's documented value for "no signature available, skip validation".
-_SKIP_SIGNATURE = "skip_thought_signature_validator"
-
-# reasoning_effort → thinkingBudget, as Google's own OpenAI-compatible endpoint maps
-# it. A budget works on 2.5 and 3.x models alike; thinkingLevel is 3.x only.
-_EFFORT_BUDGET = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
-
-_TOOL_CHOICE_MODE = {"auto": "AUTO", "none": "NONE", "required": "ANY", "any": "ANY"}
-
 # google.protobuf.Duration in JSON: "37s", "0.5s", "3.957525076s".
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?)s\s*")
 # The same hint in prose, used when RetryInfo is absent: "Please retry in 37.3s."
@@ -117,32 +95,16 @@ class Gemini(Provider):
     default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com/v1beta"
     supports_embeddings: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        *,
-        timeout: float | httpx.Timeout | None = None,
-        headers: Mapping[str, str] | None = None,
-        http: str = "httpx",
-    ) -> None:
-        if api_key is None and not os.environ.get("GEMINI_API_KEY"):
-            api_key = os.environ.get("GOOGLE_API_KEY")
-        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers, http=http)
-
     # -- request --------------------------------------------------------------
 
     def _auth_headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self._api_key} if self._api_key else {}
 
-    def _check_key(self, model: str) -> None:
-        if not self._api_key:
-            raise AuthenticationError(
-                "no API key: pass api_key= or set GEMINI_API_KEY (or GOOGLE_API_KEY)",
-                provider=self.name,
-                model=model,
-            )
+    def _env_api_key(self) -> str | None:
+        return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
+
+    def _key_hint(self) -> str | None:
+        return "GEMINI_API_KEY (or GOOGLE_API_KEY)"
 
     def _url(self, model: str, stream: bool) -> str:
         path = _resource(model)
@@ -151,7 +113,7 @@ class Gemini(Provider):
         return f"{self.base_url}/{path}:generateContent"
 
     def _build_body(self, model: str, request: Request, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"contents": _contents(request.messages)}
+        body: dict[str, Any] = {"contents": contents(request.messages)}
         system = request.system
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
@@ -167,12 +129,12 @@ class Gemini(Provider):
                 }
             ]
         if request.tool_choice is not None:
-            body["toolConfig"] = {"functionCallingConfig": _tool_choice(request.tool_choice)}
-        config = _generation_config(request)
+            body["toolConfig"] = {"functionCallingConfig": tool_choice(request.tool_choice)}
+        config = generation_config(request)
         if config:
             body["generationConfig"] = config
         if request.extra_body:
-            _merge(body, request.extra_body)
+            merge(body, request.extra_body)
         return body
 
     # -- response -------------------------------------------------------------
@@ -203,7 +165,7 @@ class Gemini(Provider):
             return parser.finish()
         except ProviderError as exc:
             raise self._scrubbed(exc) from None
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError, ArithmeticError, RecursionError):
+        except MALFORMED:
             return super()._whole_reply(content, model)
 
     def _parse_whole(self, model: str, data: Any) -> Response:
@@ -248,61 +210,30 @@ class Gemini(Provider):
 
     # -- errors ---------------------------------------------------------------
 
-    def _error_fields(self, data: Any) -> tuple[str, str | None, str | None]:
+    def _error_info(self, data: Any, status: int | None, fallback: str) -> ErrorInfo:
+        """Google's error object: ``status`` is the type, ``ErrorInfo.reason`` the code,
+        ``RetryInfo`` (or "retry in 37s" in the message) the retry hint, and its
+        numeric ``code`` classifies an in-band error. A bad key is HTTP 400 at Google,
+        mapped to ``AuthenticationError`` all the same."""
         err = _error_object(data)
         if err is None:
-            return super()._error_fields(data)
-        status = err.get("status")
-        code = _error_reason(err) or err.get("code")
-        return (
-            str(err.get("message") or ""),
-            None if status is None else str(status),
-            None if code is None else str(code),
-        )
-
-    def _retry_after_from_body(self, data: Any) -> float | None:
-        err = _error_object(data)
-        if err is None:
-            return None
-        details = err.get("details")
-        if isinstance(details, list):
-            for detail in details:
-                if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-                    delay = _duration(detail.get("retryDelay"))
-                    if delay is not None:
-                        return delay
-        message = err.get("message")
-        if isinstance(message, str):
-            match = _RETRY_IN.search(message)
-            if match:
-                value = float(match.group(1))
-                return seconds(value / 1000.0 if match.group(2).lower() == "ms" else value)
-        return None
-
-    def _http_error(self, status: int, headers: httpx.Headers, content: bytes, model: str) -> ProviderError:
-        err = super()._http_error(status, headers, content, model)
-        if type(err) is BadRequestError and (
-            (err.error_code or "").startswith("API_KEY_") or _BAD_KEY.search(err.message)
+            info = super()._error_info(data, status, fallback)
+        else:
+            etype, code, num = err.get("status"), _error_reason(err) or err.get("code"), err.get("code")
+            info = ErrorInfo(
+                str(err.get("message") or "") or fallback,
+                None if etype is None else str(etype),
+                None if code is None else str(code),
+                status=num if status is None and isinstance(num, int) and 400 <= num <= 599 else None,
+                retry_after=_retry_hint(err),
+            )
+        if (
+            status is not None
+            and ((info.error_code or "").startswith("API_KEY_") or _BAD_KEY.search(info.message))
+            and classify_error(status, info.message, info.error_type, info.error_code) is BadRequestError
         ):
-            return _recast(err, AuthenticationError)
-        return err
-
-    def _inband_error(self, data: Any, model: str) -> ProviderError:
-        # The error object carries its HTTP-equivalent code; classify by it rather
-        # than by the status string alone. status_code stays None: HTTP said 200.
-        message, etype, code = self._error_fields(data)
-        err = _error_object(data)
-        num = err.get("code") if err is not None else None
-        status = num if isinstance(num, int) and 400 <= num <= 599 else None
-        cls = classify_error(status, message, etype, code)
-        return cls(
-            redact(message or "error event in stream", (self._api_key,)),
-            provider=self.name,
-            model=model,
-            error_type=self._scrub(etype),
-            error_code=self._scrub(code),
-            retry_after=self._retry_after_from_body(data),
-        )
+            info.cls, info.retryable = AuthenticationError, False
+        return info
 
 
 class _Parser:
@@ -318,7 +249,7 @@ class _Parser:
         self.provider = provider
         self.model = model
         self.stream = stream
-        self.acc = StreamAccumulator(provider.name, model)
+        self.acc = StreamAccumulator(provider.name, model, (provider._api_key,))
         self.calls = 0
         self.model_version: str | None = None
         self.request_id: str | None = None
@@ -351,14 +282,9 @@ class _Parser:
             reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
             if reason:
                 detail = feedback.get("blockReasonMessage") if isinstance(feedback, dict) else None
-                keys = (self.provider._api_key,)
-                raise ContentFiltered(
-                    redact(f"prompt blocked by Gemini ({reason})" + (f": {detail}" if detail else ""), keys),
-                    provider=self.provider.name,
-                    model=self.model,
-                    request_id=self.request_id,
-                    error_type=self.provider._scrub(str(reason)),
-                )
+                message = f"prompt blocked by Gemini ({reason})" + (f": {detail}" if detail else "")
+                info = ErrorInfo(message, str(reason), request_id=self.request_id, cls=ContentFiltered)
+                raise self.provider._make_error(info, self.model)
             if self.stream:
                 return []  # a usage-only chunk
             raise self._malformed("reply has no candidates", chunk)
@@ -429,141 +355,6 @@ def _resource(model: str) -> str:
     return model if "/" in model else f"models/{model}"
 
 
-def _contents(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """Messages → ``contents``. System turns go to ``systemInstruction`` instead;
-    consecutive tool results become one user turn (Gemini pairs a batch of
-    parallel calls with one turn of responses); empty turns are dropped, as the
-    API rejects parts-less contents."""
-    contents: list[dict[str, Any]] = []
-    call_names: dict[str, str] = {}
-    tool_turn: list[dict[str, Any]] | None = None
-    for m in messages:
-        role = m.role
-        if role == "system":
-            continue
-        if role == "tool":
-            response = _function_response(m, call_names)
-            if tool_turn is None:
-                tool_turn = []
-                contents.append({"role": "user", "parts": tool_turn})
-            tool_turn.append({"functionResponse": response})
-            continue
-        tool_turn = None
-        parts = _parts(m.content)
-        if role == "assistant":
-            for tc in m.tool_calls:
-                call: dict[str, Any] = {"name": tc.name, "args": tc.arguments}
-                if tc.id:
-                    call["id"] = tc.id
-                    call_names[tc.id] = tc.name
-                parts.append({"functionCall": call, "thoughtSignature": _SKIP_SIGNATURE})
-        if parts:
-            contents.append({"role": "model" if role == "assistant" else "user", "parts": parts})
-    return contents
-
-
-def _parts(content: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    if not content:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}]
-    # Gemini-native parts pass through; OpenAI-style {"type": "text"} parts are
-    # the one foreign shape worth translating, since Message.text understands it.
-    return [
-        {"text": p.get("text", "")} if p.get("type") == "text" and "text" in p else dict(p) for p in content
-    ]
-
-
-def _function_response(m: Message, call_names: Mapping[str, str]) -> dict[str, Any]:
-    name = m.name or (call_names.get(m.tool_call_id) if m.tool_call_id else None)
-    if not name:
-        raise ValueError(
-            "Gemini needs the function name of a tool result: set Message.name or a "
-            "tool_call_id matching an earlier assistant tool call"
-        )
-    text = m.text
-    try:
-        parsed: Any = json.loads(text) if text else None
-    except (ValueError, RecursionError):
-        parsed = text
-    response: dict[str, Any] = {
-        "name": name,
-        "response": parsed if isinstance(parsed, dict) else {"result": parsed if parsed is not None else ""},
-    }
-    if m.tool_call_id:
-        response["id"] = m.tool_call_id
-    return response
-
-
-def _tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
-    """OpenAI/Anthropic tool_choice shapes → ``functionCallingConfig``."""
-    if isinstance(choice, str):
-        mode = _TOOL_CHOICE_MODE.get(choice.lower())
-        if mode is None:
-            raise ValueError(f"unsupported tool_choice {choice!r} for Gemini")
-        return {"mode": mode}
-    fn = choice.get("function")
-    name = fn.get("name") if isinstance(fn, Mapping) else choice.get("name")
-    if isinstance(name, str) and name:
-        return {"mode": "ANY", "allowedFunctionNames": [name]}
-    kind = choice.get("type") or choice.get("mode")
-    if isinstance(kind, str):
-        return _tool_choice(kind)
-    raise ValueError(f"unsupported tool_choice {choice!r} for Gemini")
-
-
-def _generation_config(request: Request) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        config["maxOutputTokens"] = request.max_tokens
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop:
-        config["stopSequences"] = list(request.stop)
-    if request.seed is not None:
-        config["seed"] = request.seed
-    fmt = request.response_format
-    if fmt:
-        kind = fmt.get("type")
-        if kind == "json_object":
-            config["responseMimeType"] = "application/json"
-        elif kind == "json_schema":
-            spec = fmt.get("json_schema") or {}
-            schema = spec.get("schema") if isinstance(spec, Mapping) else None
-            config["responseMimeType"] = "application/json"
-            if schema is not None:
-                config["responseJsonSchema"] = schema
-        elif kind != "text":
-            raise ValueError(f"unsupported response_format type {kind!r} for Gemini")
-    budget = request.thinking_budget
-    if budget is None and request.reasoning_effort is not None:
-        effort = request.reasoning_effort.lower()
-        if effort not in _EFFORT_BUDGET:
-            raise ValueError(f"unsupported reasoning_effort {request.reasoning_effort!r} for Gemini")
-        budget = _EFFORT_BUDGET[effort]
-    if budget is not None:
-        # Thought summaries cost nothing extra (thinking is billed either way) and
-        # fill Response.reasoning, so ask for them whenever thinking is on.
-        config["thinkingConfig"] = (
-            {"thinkingBudget": budget, "includeThoughts": True} if budget != 0 else {"thinkingBudget": 0}
-        )
-    return config
-
-
-def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
-    """Deep-merge ``extra_body``: nested objects merge (so ``{"generationConfig":
-    {"topK": 40}}`` adds one knob), other values replace, ``None`` removes a key."""
-    for key, value in extra.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = value
-
-
 def _count(value: Any) -> int:
     # Absent, or nonsense from the wire (a string, a bool, ``Infinity``): 0, the same
     # rule as every adapter (``token_count``); the executor bills such a reply at its estimate.
@@ -594,14 +385,20 @@ def _error_object(data: Any) -> dict[str, Any] | None:
     return None
 
 
-def _error_reason(err: Mapping[str, Any]) -> str | None:
+def _details(err: Mapping[str, Any], kind: str) -> Iterator[dict[str, Any]]:
+    """The ``details`` entries of ``err`` whose ``@type`` is ``google.rpc.<kind>``."""
     details = err.get("details")
     if isinstance(details, list):
         for detail in details:
-            if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.ErrorInfo"):
-                reason = detail.get("reason")
-                if isinstance(reason, str) and reason:
-                    return reason
+            if isinstance(detail, dict) and str(detail.get("@type", "")).endswith(f"google.rpc.{kind}"):
+                yield detail
+
+
+def _error_reason(err: Mapping[str, Any]) -> str | None:
+    for detail in _details(err, "ErrorInfo"):
+        reason = detail.get("reason")
+        if isinstance(reason, str) and reason:
+            return reason
     return None
 
 
@@ -615,4 +412,19 @@ def _duration(value: Any) -> float | None:
             return seconds(float(value.get("seconds") or 0) + float(value.get("nanos") or 0) / 1e9)
     except (TypeError, ValueError, OverflowError):
         return None
+    return None
+
+
+def _retry_hint(err: Mapping[str, Any]) -> float | None:
+    """``RetryInfo.retryDelay``, else a "retry in 37.3s" in the message."""
+    for detail in _details(err, "RetryInfo"):
+        delay = _duration(detail.get("retryDelay"))
+        if delay is not None:
+            return delay
+    message = err.get("message")
+    if isinstance(message, str):
+        match = _RETRY_IN.search(message)
+        if match:
+            value = float(match.group(1))
+            return seconds(value / 1000.0 if match.group(2).lower() == "ms" else value)
     return None

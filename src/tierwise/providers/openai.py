@@ -19,7 +19,9 @@ Normalization choices (documented here because callers rely on them):
   refusal text as ``text``;
 * a non-streamed reply without ``finish_reason`` is complete (the JSON body ended),
   so it maps to ``"stop"``/``"tool_calls"``; a *stream* without one was cut short
-  and raises ``ProtocolError``.
+  and raises ``ProtocolError``;
+* both modes go through one parser (``_ChatStream``): a whole reply's message is
+  folded like one big delta, so these rules are written once.
 
 Embeddings (``embed``) use ``POST {base_url}/embeddings`` with
 ``encoding_format: "float"`` (so a server never answers base64 strings); vectors are
@@ -32,131 +34,21 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import httpx
 
-from ..errors import (
-    AuthenticationError,
-    ConfigError,
-    ContentFiltered,
-    ProviderError,
-    RateLimitError,
-    redact,
-)
+from ..errors import ConfigError, ContentFiltered, RateLimitError
 from ..types import Embeddings, FinishReason, Message, Request, Response, StreamEvent, Tool, Usage
-from ._errors import _recast
-from .base import (
-    Provider,
-    SSEEvent,
-    StreamAccumulator,
-    check_embeddings,
-    classify_error,
-    cost_amount,
-    embedding_vector,
-    make_tool_call,
-    token_count,
-)
+from ._accumulate import StreamAccumulator, cost_amount, token_count
+from ._compat import COMPATIBLE_SERVERS, FINISH, OpenAICompat
+from ._errors import ErrorInfo, classify_error
+from ._normalize import check_embeddings, embedding_vector
+from ._sse import SSEEvent
+from .base import Provider, ProviderOptions
 
 __all__ = ["COMPATIBLE_SERVERS", "OpenAI", "OpenAICompat"]
 
-
-@dataclass(frozen=True, slots=True)
-class OpenAICompat:
-    """One OpenAI-compatible server, described as data.
-
-    ``api_key_env`` is ``None`` for servers that need no key (local vLLM/Ollama);
-    then a missing key is not an error. ``drop_fields`` are request fields the
-    server rejects (Mistral answers 422 to fields it does not know), removed after
-    the body is built; ``rename_fields`` maps an OpenAI field name to the server's
-    (Mistral's ``random_seed``). ``extra_body`` from the caller is merged after
-    both, so an explicit caller choice is never dropped. ``reasoning_field`` is
-    ``"reasoning_effort"`` (top level) or ``"reasoning.effort"`` (OpenRouter's
-    nested object).
-    """
-
-    name: str
-    default_base_url: str = ""
-    api_key_env: str | None = None
-    base_url_env: str | None = None
-    max_tokens_field: str = "max_tokens"
-    stream_usage: bool = True
-    drop_fields: frozenset[str] = frozenset()
-    rename_fields: tuple[tuple[str, str], ...] = ()
-    finish_reasons: tuple[tuple[str, FinishReason], ...] = ()
-    reasoning_field: str = "reasoning_effort"
-
-
-COMPATIBLE_SERVERS: dict[str, OpenAICompat] = {
-    row.name: row
-    for row in (
-        # OpenAI deprecated max_tokens for max_completion_tokens (o-series reject the old name);
-        # usage on streams only arrives with stream_options.include_usage.
-        OpenAICompat(
-            "openai",
-            "https://api.openai.com/v1",
-            "OPENAI_API_KEY",
-            max_tokens_field="max_completion_tokens",
-        ),
-        # DeepSeek: usage rides on the finish chunk; cache hits in prompt_cache_hit_tokens;
-        # finish "insufficient_system_resource" means the server cut the answer off.
-        OpenAICompat(
-            "deepseek",
-            "https://api.deepseek.com",
-            "DEEPSEEK_API_KEY",
-            finish_reasons=(("insufficient_system_resource", "error"),),
-        ),
-        # Mistral rejects unknown fields (422 extra_forbidden), names the seed random_seed,
-        # always puts usage on the finish chunk, and says model_length when the context is full.
-        OpenAICompat(
-            "mistral",
-            "https://api.mistral.ai/v1",
-            "MISTRAL_API_KEY",
-            stream_usage=False,
-            drop_fields=frozenset(("user", "reasoning_effort", "stream_options")),
-            rename_fields=(("seed", "random_seed"),),
-            finish_reasons=(("model_length", "length"),),
-        ),
-        # OpenRouter always reports usage (include_usage is deprecated there) plus usage.cost,
-        # and takes reasoning effort as {"reasoning": {"effort": ...}}.
-        OpenAICompat(
-            "openrouter",
-            "https://openrouter.ai/api/v1",
-            "OPENROUTER_API_KEY",
-            stream_usage=False,
-            reasoning_field="reasoning.effort",
-        ),
-        OpenAICompat("vllm", "http://localhost:8000/v1", None, finish_reasons=(("abort", "error"),)),
-        OpenAICompat("ollama", "http://localhost:11434/v1", None),
-        # Any other OpenAI-compatible endpoint (LiteLLM, Azure-style proxies, in-house gateways).
-        OpenAICompat(
-            "gateway",
-            "",
-            "TIERWISE_GATEWAY_API_KEY",
-            base_url_env="TIERWISE_GATEWAY_BASE_URL",
-        ),
-    )
-}
-
-# Shared finish-reason table. Besides OpenAI's own values it accepts the words
-# gateways leak from other wire formats, so a proxied Anthropic/Gemini model still
-# maps correctly.
-_FINISH: dict[str, FinishReason] = {
-    "stop": "stop",
-    "length": "length",
-    "tool_calls": "tool_calls",
-    "function_call": "tool_calls",
-    "content_filter": "content_filter",
-    "error": "error",
-    "eos": "stop",
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-    "safety": "content_filter",
-}
 _EMPTY: dict[str, Any] = {}
 
 
@@ -305,6 +197,45 @@ def _dump(data: Any) -> str:
         return repr(data)[:2000]
 
 
+def _error_fields(data: Any) -> tuple[str, str | None, str | None]:
+    """Understands the OpenAI/DeepSeek ``{"error": {...}}`` envelope, Mistral's and
+    vLLM's flat ``{"object": "error", "message", "type", "code"}``, OpenRouter's
+    numeric ``code`` with ``metadata.raw`` (the upstream provider's own error) and
+    moderation ``metadata.reasons``, and FastAPI's ``{"detail": ...}``."""
+    if isinstance(data, list) and data:
+        data = data[0]
+    if not isinstance(data, dict):
+        return "", None, None
+    err = data.get("error")
+    if isinstance(err, str):
+        return err, None, None
+    src = err if isinstance(err, dict) else data
+    message = _flatten_message(src.get("message") or src.get("msg") or src.get("detail"))
+    etype = src.get("type") or src.get("status")
+    code = src.get("code")
+    meta = src.get("metadata")
+    if isinstance(meta, dict):
+        raw = meta.get("raw")
+        if raw:
+            raw_text = raw if isinstance(raw, str) else _dump(raw)
+            message = f"{message}: {raw_text[:500]}" if message else raw_text[:500]
+        if meta.get("reasons") or meta.get("flagged_input"):
+            code = "content_filter"
+    return (
+        message,
+        None if etype is None else str(etype),
+        None if code is None else str(code),
+    )
+
+
+def _args(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
 class OpenAI(Provider):
     """OpenAI Chat Completions, and any server in ``COMPATIBLE_SERVERS`` (or a custom row).
 
@@ -314,8 +245,7 @@ class OpenAI(Provider):
     """
 
     name = "openai"
-    # The key's env var depends on the row, so the class-level lookup in
-    # Provider.__init__ is disabled and the row is consulted here instead.
+    # The key's env var depends on the row (``_env_api_key``), not the class.
     api_key_env: ClassVar[str | None] = None
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
     request_id_headers: ClassVar[tuple[str, ...]] = (
@@ -326,6 +256,7 @@ class OpenAI(Provider):
         "x-litellm-call-id",  # LiteLLM proxy
     )
     supports_embeddings: ClassVar[bool] = True
+    inband_error_text: ClassVar[str] = "error event in reply"
 
     def __init__(
         self,
@@ -334,9 +265,7 @@ class OpenAI(Provider):
         http_client: httpx.AsyncClient | None = None,
         *,
         compat: str | OpenAICompat = "openai",
-        timeout: float | httpx.Timeout | None = None,
-        headers: Mapping[str, str] | None = None,
-        http: str = "httpx",
+        **options: Unpack[ProviderOptions],
     ) -> None:
         if isinstance(compat, OpenAICompat):
             row = compat
@@ -351,15 +280,13 @@ class OpenAI(Provider):
             row = found
         self._compat = row
         self.name = row.name
-        if api_key is None and row.api_key_env:
-            api_key = os.environ.get(row.api_key_env)
         if not base_url and row.base_url_env:
             base_url = os.environ.get(row.base_url_env)
         base_url = base_url or row.default_base_url
         if not base_url:
             hint = f" or set {row.base_url_env}" if row.base_url_env else ""
             raise ConfigError(f"{row.name!r} has no default base URL: pass base_url={hint}", field="base_url")
-        super().__init__(api_key, base_url, http_client, timeout=timeout, headers=headers, http=http)
+        super().__init__(api_key, base_url, http_client, **options)
         # Per-instance constants so building a body does no lookups in the row.
         self._chat_url = self.base_url + "/chat/completions"
         self._embeddings_url = self.base_url + "/embeddings"
@@ -368,18 +295,18 @@ class OpenAI(Provider):
         self._drop = tuple(row.drop_fields)
         self._renames = row.rename_fields
         self._nested_reasoning = row.reasoning_field == "reasoning.effort"
-        self._finish: dict[str, FinishReason] = {**_FINISH, **dict(row.finish_reasons)}
+        self._finish: dict[str, FinishReason] = {**FINISH, **dict(row.finish_reasons)}
 
     @property
     def compat(self) -> OpenAICompat:
         return self._compat
 
-    def _check_key(self, model: str) -> None:
+    def _env_api_key(self) -> str | None:
         env = self._compat.api_key_env
-        if not self._api_key and env:
-            raise AuthenticationError(
-                f"no API key: pass api_key= or set {env}", provider=self.name, model=model
-            )
+        return os.environ.get(env) if env else None
+
+    def _key_hint(self) -> str | None:
+        return self._compat.api_key_env
 
     # -- request -------------------------------------------------------------
 
@@ -435,84 +362,9 @@ class OpenAI(Provider):
         return finish
 
     def _parse_response(self, model: str, data: Any) -> Response:
-        if not isinstance(data, dict):
-            raise self._protocol_error("reply is not a JSON object", _dump(data), model)
-        if data.get("error") or data.get("object") == "error":
-            # OpenRouter reports failures that happen after routing with HTTP 200.
-            raise self._inband_error(data, model)
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise self._protocol_error("reply has no 'choices'", _dump(data), model)
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise self._protocol_error("reply choice is not an object", _dump(data), model)
-        if choice.get("error"):
-            raise self._inband_error(choice, model)
-        msg = choice.get("message")
-        if not isinstance(msg, dict):
-            raise self._protocol_error("reply choice has no 'message'", _dump(data), model)
-
-        text, thinking = _content(msg.get("content"))
-        reasoning = _reasoning_text(msg) + thinking
-        reported = data.get("model") or model
-        calls = []
-        raw_calls = msg.get("tool_calls")
-        raw_finish = choice.get("finish_reason")
-        # Cut at the token limit by the row's own word for it too (Mistral's
-        # "model_length"): a call the model was still writing is kept, flagged.
-        cut = raw_finish is not None and self._map_finish(str(raw_finish)) == "length"
-        secrets = (self._api_key,)
-        if raw_calls:
-            for i, tc in enumerate(raw_calls):
-                fn = tc.get("function") or _EMPTY
-                calls.append(
-                    make_tool_call(
-                        tc.get("id") or f"call_{i}",
-                        fn.get("name") or "",
-                        fn.get("arguments"),
-                        provider=self.name,
-                        model=model,
-                        cut=cut,
-                        secrets=secrets,
-                    )
-                )
-        else:
-            legacy = msg.get("function_call")
-            if isinstance(legacy, dict):
-                calls.append(
-                    make_tool_call(
-                        "call_0",
-                        legacy.get("name") or "",
-                        legacy.get("arguments"),
-                        provider=self.name,
-                        model=model,
-                        cut=cut,
-                        secrets=secrets,
-                    )
-                )
-
-        finish: FinishReason
-        if raw_finish is None:
-            finish = "tool_calls" if calls else "stop"
-        else:
-            raw_finish = str(raw_finish)
-            finish = self._map_finish(raw_finish)
-        refusal = msg.get("refusal")
-        if refusal and isinstance(refusal, str):
-            text = text or refusal
-            finish = "content_filter"
-        elif calls and finish == "stop":
-            finish = "tool_calls"
-        return Response(
-            text=text,
-            model=reported,
-            provider=self.name,
-            finish_reason=finish,
-            usage=_usage(data.get("usage")),
-            tool_calls=calls,
-            reasoning=reasoning,
-            raw_finish_reason=raw_finish,
-        )
+        parser = _ChatStream(self, model, whole=True)
+        parser.absorb_reply(data)
+        return parser.finish()
 
     def _stream_parser(self, model: str) -> _ChatStream:
         return _ChatStream(self, model)
@@ -553,157 +405,161 @@ class OpenAI(Provider):
 
     # -- errors --------------------------------------------------------------
 
-    def _error_fields(self, data: Any) -> tuple[str, str | None, str | None]:
-        """Understands the OpenAI/DeepSeek ``{"error": {...}}`` envelope, Mistral's and
-        vLLM's flat ``{"object": "error", "message", "type", "code"}``, OpenRouter's
-        numeric ``code`` with ``metadata.raw`` (the upstream provider's own error) and
-        moderation ``metadata.reasons``, and FastAPI's ``{"detail": ...}``."""
-        if isinstance(data, list) and data:
-            data = data[0]
-        if not isinstance(data, dict):
-            return "", None, None
-        err = data.get("error")
-        if isinstance(err, str):
-            return err, None, None
-        src = err if isinstance(err, dict) else data
-        message = _flatten_message(src.get("message") or src.get("msg") or src.get("detail"))
-        etype = src.get("type") or src.get("status")
-        code = src.get("code")
-        meta = src.get("metadata")
-        if isinstance(meta, dict):
-            raw = meta.get("raw")
-            if raw:
-                raw_text = raw if isinstance(raw, str) else _dump(raw)
-                message = f"{message}: {raw_text[:500]}" if message else raw_text[:500]
-            if meta.get("reasons") or meta.get("flagged_input"):
-                code = "content_filter"
-        return (
-            message,
-            None if etype is None else str(etype),
-            None if code is None else str(code),
-        )
-
-    def _http_error(self, status: int, headers: httpx.Headers, content: bytes, model: str) -> ProviderError:
-        err = super()._http_error(status, headers, content, model)
-        if err.error_code == "content_filter" and not isinstance(err, ContentFiltered):
-            # OpenRouter moderation refusals come as 403; they are a content verdict, not a key problem.
-            return _recast(err, ContentFiltered, retryable=False)
-        return err
-
-    def _inband_error(self, data: Any, model: str) -> ProviderError:
-        message, etype, code = self._error_fields(data)
-        cls: type[ProviderError]
-        retryable: bool | None = None
-        if code == "content_filter":
-            cls = ContentFiltered
-        elif "insufficient_quota" in f"{etype} {code}":
-            # classify_error has no status to go on here; an empty quota is a (final) rate limit.
-            cls, retryable = RateLimitError, False
-        else:
-            cls = classify_error(_status_from_code(code), message, etype, code)
-        return cls(
-            redact(message or "error event in reply", (self._api_key,)),
-            provider=self.name,
-            model=model,
-            error_type=self._scrub(etype),
-            error_code=self._scrub(code),
-            retryable=retryable,
-        )
+    def _error_info(self, data: Any, status: int | None, fallback: str) -> ErrorInfo:
+        """Reads every envelope ``_error_fields`` knows. A moderation verdict
+        (``code: content_filter``, OpenRouter sends it as 403) is ``ContentFiltered``,
+        not a key problem; an in-band error is classified by the HTTP status
+        OpenRouter puts in ``error.code``, and an empty quota there is a (final)
+        rate limit."""
+        message, etype, code = _error_fields(data)
+        info = ErrorInfo(message or fallback, etype, code)
+        if status is None:
+            if code == "content_filter":
+                info.cls = ContentFiltered
+            elif "insufficient_quota" in f"{etype} {code}":
+                info.cls = RateLimitError
+            else:
+                info.status = _status_from_code(code)
+        elif (
+            code == "content_filter"
+            and classify_error(status, info.message, etype, code) is not ContentFiltered
+        ):
+            info.cls, info.retryable = ContentFiltered, False
+        return info
 
 
 class _ChatStream:
-    """Turns ``chat.completion.chunk`` events into stream events.
+    """Folds ``chat.completion.chunk`` events, or one whole ``chat.completion``
+    (``absorb_reply``), into a ``StreamAccumulator``: one set of rules for finish
+    reasons, refusals, reasoning, tool calls and usage in both modes.
 
-    Accumulation goes through ``StreamAccumulator`` so the final ``Response``
-    equals the non-streamed one. Only choice 0 is followed. Usage may arrive on a
-    choices-less chunk (OpenAI ``include_usage``), on the finish chunk (DeepSeek,
-    Mistral) or on every chunk (vLLM continuous stats): the last one seen wins.
+    Only choice 0 is followed. Usage may arrive on a choices-less chunk (OpenAI
+    ``include_usage``), on the finish chunk (DeepSeek, Mistral) or on every chunk
+    (vLLM continuous stats): the last one seen wins. A whole reply's message is
+    read like one delta, except that its tool calls arrive complete and a reply
+    cannot be truncated (no ``finish_reason`` means it ended normally).
     """
 
-    __slots__ = ("_acc", "_model", "_owner", "_refused", "_reported")
+    __slots__ = ("_acc", "_model", "_owner", "_refused", "_reported", "_whole")
 
-    def __init__(self, owner: OpenAI, model: str) -> None:
+    def __init__(self, owner: OpenAI, model: str, *, whole: bool = False) -> None:
         self._owner = owner
         # Errors name the requested model (what the caller and executor know it by);
         # the reported model only goes into the final Response.
         self._model = model
         self._reported: str | None = None
-        self._acc = StreamAccumulator(owner.name, model)
+        self._acc = StreamAccumulator(owner.name, model, (owner._api_key,))
         self._refused = False
+        self._whole = whole
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
         data = event.data
         if data == "[DONE]" or not data:
             return ()
-        acc = self._acc
         chunk = self._owner.loads(data, self._model)
         if not isinstance(chunk, dict):
             raise self._owner._protocol_error("stream event is not a JSON object", data, self._model)
-        if chunk.get("error") or chunk.get("object") == "error" or event.event == "error":
+        self._top(chunk, event.event == "error")
+        choices = chunk.get("choices")
+        if not choices:
+            return ()
+        out: list[StreamEvent] = []
+        for choice in choices:
+            if choice.get("index", 0) == 0:
+                self._choice(choice, choice.get("delta"), out)
+        return out
+
+    def absorb_reply(self, data: Any) -> None:
+        """One whole non-streamed reply; its shape is checked strictly, since a JSON
+        body (unlike a stream chunk) must carry the answer."""
+        owner, model = self._owner, self._model
+        if not isinstance(data, dict):
+            raise owner._protocol_error("reply is not a JSON object", _dump(data), model)
+        # OpenRouter reports failures that happen after routing with HTTP 200.
+        self._top(data, False)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise owner._protocol_error("reply has no 'choices'", _dump(data), model)
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise owner._protocol_error("reply choice is not an object", _dump(data), model)
+        msg = choice.get("message")
+        if not isinstance(msg, dict) and not choice.get("error"):
+            raise owner._protocol_error("reply choice has no 'message'", _dump(data), model)
+        self._choice(choice, msg, [])
+
+    def _top(self, chunk: dict[str, Any], error_event: bool) -> None:
+        if chunk.get("error") or chunk.get("object") == "error" or error_event:
             raise self._owner._inband_error(chunk, self._model)
         reported = chunk.get("model")
         if reported:
             self._reported = reported
         usage = chunk.get("usage")
         if usage:
-            acc.usage = _usage(usage)
-        choices = chunk.get("choices")
-        if not choices:
-            return ()
-        out: list[StreamEvent] = []
-        for choice in choices:
-            if choice.get("index", 0) != 0:
-                continue
-            if choice.get("error"):
-                raise self._owner._inband_error(choice, self._model)
-            delta = choice.get("delta")
-            if delta:
-                reasoning = _reasoning_text(delta)
-                if reasoning:
-                    out.append(acc.reasoning(reasoning))
-                content = delta.get("content")
-                if content:
-                    if isinstance(content, str):
-                        out.append(acc.text(content))
-                    else:
-                        text, thinking = _content(content)
-                        if thinking:
-                            out.append(acc.reasoning(thinking))
-                        if text:
-                            out.append(acc.text(text))
-                refusal = delta.get("refusal")
-                if refusal and isinstance(refusal, str):
-                    self._refused = True
-                    out.append(acc.text(refusal))
-                calls = delta.get("tool_calls")
-                if calls:
-                    self._tool_deltas(calls, out)
-                legacy = delta.get("function_call")
-                if isinstance(legacy, dict):
-                    out.append(acc.tool(0, None, legacy.get("name") or None, _args(legacy.get("arguments"))))
-            raw_finish = choice.get("finish_reason")
-            if raw_finish:
-                raw_finish = str(raw_finish)
-                acc.raw_finish_reason = raw_finish
-                acc.finish_reason = self._owner._map_finish(raw_finish)
-        return out
+            self._acc.usage = _usage(usage)
 
-    def _tool_deltas(self, calls: list[Any], out: list[StreamEvent]) -> None:
+    def _choice(self, choice: dict[str, Any], part: Any, out: list[StreamEvent]) -> None:
+        """A choice's ``delta`` (stream) or ``message`` (whole reply) and its finish."""
+        if choice.get("error"):
+            raise self._owner._inband_error(choice, self._model)
         acc = self._acc
-        for pos, tc in enumerate(calls):
-            index = tc.get("index")
-            call_id = tc.get("id") or None
-            if not isinstance(index, int):
-                # Some servers omit index: a new id opens a new call, otherwise continue the last one.
-                if call_id and all(slot[0] != call_id for slot in acc.tools.values()):
-                    index = len(acc.tools)
-                else:
-                    index = max(acc.tools, default=pos)
-            fn = tc.get("function") or _EMPTY
-            out.append(acc.tool(index, call_id, fn.get("name") or None, _args(fn.get("arguments"))))
+        if part:
+            reasoning = _reasoning_text(part)
+            if reasoning:
+                out.append(acc.reasoning(reasoning))
+            content = part.get("content")
+            if isinstance(content, str):
+                if content:
+                    out.append(acc.text(content))
+            elif content or self._whole:  # a whole reply's content must be text or parts
+                text, thinking = _content(content)
+                if thinking:
+                    out.append(acc.reasoning(thinking))
+                if text:
+                    out.append(acc.text(text))
+            refusal = part.get("refusal")
+            if refusal and isinstance(refusal, str):
+                self._refused = True
+                # A whole reply's refusal stands in for missing text, never beside it.
+                if not (self._whole and acc.text_parts):
+                    out.append(acc.text(refusal))
+            self._tools(part, out)
+        raw_finish = choice.get("finish_reason")
+        # Streams send null until the last chunk; a whole reply's "" or 0 is still its word.
+        if raw_finish or (self._whole and raw_finish is not None):
+            raw_finish = str(raw_finish)
+            acc.raw_finish_reason = raw_finish
+            acc.finish_reason = self._owner._map_finish(raw_finish)
+
+    def _tools(self, part: dict[str, Any], out: list[StreamEvent]) -> None:
+        acc = self._acc
+        calls = part.get("tool_calls")
+        legacy = part.get("function_call")
+        if self._whole:
+            if calls:
+                for i, tc in enumerate(calls):
+                    fn = tc.get("function") or _EMPTY
+                    acc.call(i, tc.get("id"), fn.get("name"), fn.get("arguments"))
+            elif isinstance(legacy, dict):
+                acc.call(0, None, legacy.get("name"), legacy.get("arguments"))
+            return
+        if calls:
+            for pos, tc in enumerate(calls):
+                index = tc.get("index")
+                call_id = tc.get("id") or None
+                if not isinstance(index, int):
+                    # Some servers omit index: a new id opens a new call, otherwise continue the last one.
+                    if call_id and all(slot[0] != call_id for slot in acc.tools.values()):
+                        index = len(acc.tools)
+                    else:
+                        index = max(acc.tools, default=pos)
+                fn = tc.get("function") or _EMPTY
+                out.append(acc.tool(index, call_id, fn.get("name") or None, _args(fn.get("arguments"))))
+        if isinstance(legacy, dict):
+            out.append(acc.tool(0, None, legacy.get("name") or None, _args(legacy.get("arguments"))))
 
     def finish(self) -> Response:
-        response = self._acc.build()
+        response = self._acc.build(default_finish="stop" if self._whole else None)
         if self._reported:
             response.model = self._reported
         if self._refused:
@@ -711,11 +567,3 @@ class _ChatStream:
         elif response.tool_calls and response.finish_reason == "stop":
             response.finish_reason = "tool_calls"
         return response
-
-
-def _args(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"))
