@@ -58,9 +58,20 @@ _ROUTER_KEYS = ("type", "routes", "default", "long_context", "sticky", "sticky_s
 
 
 class RouterTable(StrategyModel):
-    """``type = "router"``: routes, default, long_context, sticky, sticky_size, and
-    the classifier (``classifier = "keyword"`` by default) with its options flat in
-    the same table; see ``Router.from_config``."""
+    """``type = "router"``.
+
+    ``routes = {label = "alias or strategy"}`` (each resolved by ``target(value,
+    field_path)``), ``default`` (a route label; defaults to the classifier's
+    default label when that is a route), ``long_context`` (a route label),
+    ``sticky``, ``sticky_size``, and the classifier: ``classifier = "keyword"``
+    (the default) with the keyword classifier's options flat in the same table
+    (``rules``, ``extra_keywords``, ``base``, ``long_prompt_words``, … — see
+    ``KeywordClassifier.from_config``), or ``classifier = "outcome"`` with a
+    trained ``OutcomeModel`` (``model = "router.json"``, one of
+    ``strong_share``/``cost_per_request``/``cost_weight``, optional ``strong``,
+    ``embedder`` (a model alias) and ``embed_timeout_s``; its labels are model
+    names, each of which needs a route; ``default`` defaults to the cheapest).
+    """
 
     classifier: Any  # a validated ClassifierModel
     routes: dict[str, Any]
@@ -159,7 +170,18 @@ class RouterTable(StrategyModel):
 
 
 class CascadeTable(StrategyModel):
-    """``type = "cascade"``: targets (cheap first), accept or accept_any, verify_last."""
+    """Build from ``[strategies.NAME]`` parameters::
+
+        type = "cascade"
+        targets = ["haiku", "sonnet", "opus"]        # aliases or strategy names
+        accept = ["finish_reason", "json", {min_length = {ratio = 0.5}},
+                  {judge = {target = "opus", threshold = 0.7}}]   # all must pass
+        # accept_any = [...]                          # or: any may pass
+        verify_last = true
+
+    ``target(value, field)`` resolves aliases and strategy names; every error is
+    a ``ConfigError`` naming its field (``{where}.accept[2]``).
+    """
 
     targets: list[Any]
     accept: Any  # the verifier spec as written, or the built verifier when resolved
@@ -265,8 +287,19 @@ def _absolute(check: Any) -> Any:
 
 
 class EnsembleTable(StrategyModel):
-    """``type = "ensemble"``: targets, aggregate (vote | judge | fastest | first_valid),
-    judge and rubric (aggregate = "judge"), quorum."""
+    """Build from a ``[strategies.NAME]`` table::
+
+        type = "ensemble"
+        targets = ["sonnet", "gpt55", "gemini"]
+        aggregate = "vote"          # "vote" | "judge" | "fastest" | "first_valid"
+        judge = "opus"              # aggregate = "judge" only
+        rubric = "..."              # aggregate = "judge" only (optional)
+        quorum = 2                  # gather-all only (optional)
+
+    ``target(value, field_path)`` resolves a model alias or strategy name and
+    raises ``ConfigError`` naming ``field_path``; every other mistake raises
+    ``ConfigError`` naming its field too (``strategies.vote.quorum``).
+    """
 
     targets: list[Any]
     aggregate: str = "vote"
@@ -354,8 +387,22 @@ class EnsembleTable(StrategyModel):
 
 
 class PipelineTable(StrategyModel):
-    """``type = "pipeline"``: ``steps``, each a table with name, target, prompt and
-    optionally fan_out, concurrency, join, system, params, on_item_error."""
+    """Build from a ``[strategies.NAME]`` table::
+
+        type = "pipeline"
+        steps = [
+          {name = "decompose", target = "deepseek", prompt = "Sub-questions as a JSON list: {input}"},
+          {name = "research", target = "sonnet", prompt = "Research: {item}", fan_out = "decompose",
+           concurrency = 4},
+          {name = "synthesize", target = "opus", prompt = "{input}\n\nFindings:\n{research}"},
+        ]
+
+    Step keys: ``name``, ``target``, ``prompt`` (required), ``fan_out``,
+    ``concurrency``, ``join``, ``system``, ``params``, ``on_item_error``. Every
+    mistake raises ``ConfigError`` naming its field
+    (``strategies.research.steps[1].prmpt``); ``target(value, field_path)``
+    resolves model aliases and strategy names.
+    """
 
     steps: list[dict[str, Any]]
 

@@ -286,5 +286,28 @@ class CustomStrategy(StrategyModel):
         return found(**kwargs)  # type: ignore[no-any-return]
 
 
+def table_for(cls: type[Any]) -> type[StrategyModel]:
+    """The table a Strategy class reads in ``Strategy.from_config``: the one
+    registered for its ``kind`` (a subclass of a built-in inherits its parent's)."""
+    _builtins()
+    model = STRATEGIES.get(getattr(cls, "kind", None))  # type: ignore[arg-type]
+    if model is None:
+        raise ConfigError(
+            f"{cls.__name__} (kind {getattr(cls, 'kind', None)!r}) has no config table: "
+            "register one with register_strategy, or override from_config"
+        )
+    return model
+
+
 def _has_from_config(cls: type[Any]) -> bool:
-    return callable(getattr(cls, "from_config", None))
+    """The class reads a table itself: it overrides ``Strategy.from_config``, or
+    inherits it together with a registered ``kind`` (a subclass of ``Router``)."""
+    from ..strategies.base import Strategy
+
+    own = getattr(cls, "from_config", None)
+    if not callable(own):
+        return False
+    if getattr(own, "__func__", None) is not Strategy.from_config.__func__:  # type: ignore[attr-defined]
+        return True
+    _builtins()
+    return getattr(cls, "kind", None) in STRATEGIES

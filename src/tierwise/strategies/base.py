@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
@@ -303,6 +303,27 @@ class Strategy(ABC):
         if response.text:
             yield TextDelta(response.text)
         yield Done(response)
+
+    @classmethod
+    def from_config(
+        cls,
+        name: str,
+        params: Mapping[str, Any],
+        *,
+        where: str,
+        target: Callable[[Any, str], Target],
+    ) -> Strategy:
+        """Build from a ``[strategies.NAME]`` table's keys (``type`` excluded),
+        resolving each target with ``target(value, field_path)``.
+
+        The built-in strategies (and subclasses of them) read the table registered
+        for their ``kind``, validated declaratively (docs/config.md lists each
+        type's keys); a strategy of your own overrides this to read its own table.
+        """
+        from .._config.strategies import table_for
+
+        table = table_for(cls).parse(params, where=where, target=target)
+        return table.build(name, where=where, target=target, cls=cls)
 
     def explain(self, request: Request, ctx: RunContext | None = None) -> RouteInfo:
         """The decision this strategy would make for ``request``, without calling a model.

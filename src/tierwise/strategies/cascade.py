@@ -39,8 +39,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 from ..errors import AllTargetsFailed, ConfigError, TierwiseError
 from ..types import (
@@ -288,35 +287,6 @@ class Cascade(Strategy):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, targets={[_name(t) for t in self.targets]})"
-
-    # ------------------------------------------------------------------ config
-
-    @classmethod
-    def from_config(
-        cls,
-        name: str,
-        params: Mapping[str, Any],
-        *,
-        where: str,
-        target: Callable[[Any, str], Target],
-    ) -> Cascade:
-        """Build from ``[strategies.NAME]`` parameters::
-
-            type = "cascade"
-            targets = ["haiku", "sonnet", "opus"]        # aliases or strategy names
-            accept = ["finish_reason", "json", {min_length = {ratio = 0.5}},
-                      {judge = {target = "opus", threshold = 0.7}}]   # all must pass
-            # accept_any = [...]                          # or: any may pass
-            verify_last = true
-
-        ``target(value, field)`` resolves aliases and strategy names; every error is
-        a ``ConfigError`` naming its field (``{where}.accept[2]``).
-        """
-        from .._config._tables import CascadeTable
-
-        return CascadeTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
-            name, where=where, target=target, cls=cls
-        )
 
 
 def _note(verdict: Verdict) -> str:

@@ -28,9 +28,8 @@ path, ``label="ensemble[i]"`` and the aggregator's reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 import anyio
 
@@ -368,31 +367,3 @@ class Ensemble(Strategy):
 
     def __repr__(self) -> str:
         return f"Ensemble({self.targets!r}, {self.aggregator!r}, quorum={self.quorum}, name={self.name!r})"
-
-    @classmethod
-    def from_config(
-        cls,
-        name: str,
-        params: Mapping[str, Any],
-        *,
-        where: str,
-        target: Callable[[Any, str], Target],
-    ) -> Ensemble:
-        """Build from a ``[strategies.NAME]`` table::
-
-            type = "ensemble"
-            targets = ["sonnet", "gpt55", "gemini"]
-            aggregate = "vote"          # "vote" | "judge" | "fastest" | "first_valid"
-            judge = "opus"              # aggregate = "judge" only
-            rubric = "..."              # aggregate = "judge" only (optional)
-            quorum = 2                  # gather-all only (optional)
-
-        ``target(value, field_path)`` resolves a model alias or strategy name and
-        raises ``ConfigError`` naming ``field_path``; every other mistake raises
-        ``ConfigError`` naming its field too (``strategies.vote.quorum``).
-        """
-        from .._config._tables import EnsembleTable
-
-        return EnsembleTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
-            name, where=where, target=target, cls=cls
-        )

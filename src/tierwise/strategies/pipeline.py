@@ -523,37 +523,6 @@ class Pipeline(Strategy):
     def __repr__(self) -> str:
         return f"Pipeline([{', '.join(s.name for s in self.steps)}], name={self.name!r})"
 
-    @classmethod
-    def from_config(
-        cls,
-        name: str,
-        params: Mapping[str, Any],
-        *,
-        where: str,
-        target: Callable[[Any, str], Target],
-    ) -> Pipeline:
-        """Build from a ``[strategies.NAME]`` table::
-
-            type = "pipeline"
-            steps = [
-              {name = "decompose", target = "deepseek", prompt = "Sub-questions as a JSON list: {input}"},
-              {name = "research", target = "sonnet", prompt = "Research: {item}", fan_out = "decompose",
-               concurrency = 4},
-              {name = "synthesize", target = "opus", prompt = "{input}\\n\\nFindings:\\n{research}"},
-            ]
-
-        Step keys: ``name``, ``target``, ``prompt`` (required), ``fan_out``,
-        ``concurrency``, ``join``, ``system``, ``params``, ``on_item_error``. Every
-        mistake raises ``ConfigError`` naming its field
-        (``strategies.research.steps[1].prmpt``); ``target(value, field_path)``
-        resolves model aliases and strategy names.
-        """
-        from .._config._tables import PipelineTable
-
-        return PipelineTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
-            name, where=where, target=target, cls=cls
-        )
-
 
 # --------------------------------------------------------------------------- helpers
 

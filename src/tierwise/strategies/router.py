@@ -33,8 +33,7 @@ The decision, in ``select()`` (the hook to override):
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Hashable, Mapping
 
 from ..execution.tokens import estimate_tokens
 from ..routing.base import Classification, Classifier
@@ -93,37 +92,6 @@ class Router(Strategy):
         self.sticky = sticky
         self.sticky_size = sticky_size
         self._conversations: OrderedDict[Hashable, str] = OrderedDict()
-
-    # ------------------------------------------------------------------ config
-
-    @classmethod
-    def from_config(
-        cls,
-        name: str,
-        params: Mapping[str, Any],
-        *,
-        where: str,
-        target: Callable[[Any, str], Target],
-    ) -> Router:
-        """Build from a ``[strategies.NAME]`` table.
-
-        ``routes = {label = "alias or strategy"}`` (each resolved by ``target(value,
-        field_path)``), ``default`` (a route label; defaults to the classifier's
-        default label when that is a route), ``long_context`` (a route label),
-        ``sticky``, ``sticky_size``, and the classifier: ``classifier = "keyword"``
-        (the default) with the keyword classifier's options flat in the same table
-        (``rules``, ``extra_keywords``, ``base``, ``long_prompt_words``, … — see
-        ``KeywordClassifier.from_config``), or ``classifier = "outcome"`` with a
-        trained ``OutcomeModel`` (``model = "router.json"``, one of
-        ``strong_share``/``cost_per_request``/``cost_weight``, optional ``strong``,
-        ``embedder`` (a model alias) and ``embed_timeout_s``; its labels are model
-        names, each of which needs a route; ``default`` defaults to the cheapest).
-        """
-        from .._config._tables import RouterTable
-
-        return RouterTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
-            name, where=where, target=target, cls=cls
-        )
 
     # ------------------------------------------------------------------ deciding
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 from ..types import Request, Response, RouteInfo, StreamEvent
 from .base import RunContext, Strategy, Target
@@ -33,19 +32,3 @@ class Single(Strategy):
     def explain(self, request: Request, ctx: RunContext | None = None) -> RouteInfo:
         target = self.target if isinstance(self.target, str) else self.target.name
         return RouteInfo(self.name, None, f"always {target}")
-
-    @classmethod
-    def from_config(
-        cls,
-        name: str,
-        params: Mapping[str, Any],
-        *,
-        where: str,
-        target: Callable[[Any, str], Target],
-    ) -> Single:
-        """``type = "single"`` with ``target = "<model alias or strategy>"``."""
-        from .._config._tables import SingleTable
-
-        return SingleTable.parse(params, where=where, target=target).build(  # type: ignore[return-value]
-            name, where=where, target=target, cls=cls
-        )
