@@ -7,10 +7,10 @@ imported on first attribute access so ``import tierwise`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import errors
+from ._lazy import lazy_exports
 from .types import (
     Attempt,
     Done,
@@ -67,23 +67,6 @@ _LAZY = {
 _SUBMODULES = frozenset(("providers", "routing", "strategies", "testing", "verify"))
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module 'tierwise' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{where}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
 __all__ = [
     "Attempt",
     "BatchResult",
@@ -124,3 +107,5 @@ __all__ = [
     "testing",
     "verify",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__, _SUBMODULES)

@@ -10,8 +10,9 @@ into its training data (``tierwise train``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from .base import Classification, Classifier
 from .keyword import DEFAULT_TASK_TYPES, KeywordClassifier, Rule, default_rules
 
@@ -63,12 +64,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy: ``import tierwise.routing`` must not import numpy or scikit-learn, nor
-    # pay for the training helpers a serving process never uses.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+# Lazy: ``import tierwise.routing`` must not import numpy or scikit-learn, nor
+# pay for the training helpers a serving process never uses.
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
