@@ -22,12 +22,12 @@ import os
 import random
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import asdict
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._clock import SYSTEM_CLOCK, Clock
+from ._closing import AsyncClosing
 from .errors import ConfigError, TierwiseError
 from .execution.executor import Deployment, Executor
 from .observe.events import Observer, Observers, RequestCancelled, RequestEvent
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["Orchestrator"]
 
 
-class Orchestrator:
+class Orchestrator(AsyncClosing):
     """Routes, calls and accounts for LLM requests. Build it in code or with
     ``Orchestrator.from_config("tierwise.toml")``; use it as an async context
     manager (or call ``aclose()``) so connections are released."""
@@ -454,17 +454,6 @@ class Orchestrator:
             aclose = getattr(observer, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-    async def __aenter__(self) -> Orchestrator:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (

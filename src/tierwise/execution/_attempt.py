@@ -318,13 +318,11 @@ class Try:
         provider bills."""
         self._booked = True
         self.error = error
-        dep, call, seen = self.dep, self.call, self.seen
+        dep, call = self.dep, self.call
         usage: Usage | None = None
         cost: float | None = 0.0
         try:
-            if seen.started:
-                usage = Usage(call.prompt, seen.output_tokens(), estimated=True)
-                cost = dep.cost(usage)
+            usage, cost = self._streamed()
         finally:
             try:
                 if self.permit is not None:
@@ -346,13 +344,10 @@ class Try:
         first content event nothing is known to be billed: the reservation is
         released and the attempt costs $0."""
         self._booked = True
-        dep, call, seen = self.dep, self.call, self.seen
         usage: Usage | None = None
         cost: float | None = 0.0
         try:
-            if seen.started:
-                usage = Usage(call.prompt, seen.output_tokens(), estimated=True)
-                cost = dep.cost(usage)
+            usage, cost = self._streamed()
         finally:
             try:
                 if self.permit is not None:
@@ -364,6 +359,14 @@ class Try:
                     else:
                         await self.reservation.asettle(cost)
         self._record("cancelled", cost, usage, "Cancelled", None, None)
+
+    def _streamed(self) -> tuple[Usage | None, float | None]:
+        """The estimated usage and cost of what a stream delivered before it stopped
+        (``(None, 0.0)`` when nothing was delivered: nothing is known to be billed)."""
+        if not self.seen.started:
+            return None, 0.0
+        usage = Usage(self.call.prompt, self.seen.output_tokens(), estimated=True)
+        return usage, self.dep.cost(usage)
 
     def _record(
         self,

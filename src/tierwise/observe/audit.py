@@ -42,12 +42,12 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
 from .._clock import SYSTEM_CLOCK, Clock
+from .._closing import AsyncClosing
 from .._serde import attempt_to_dict, step_to_dict, usage_to_dict
 from ..errors import redact
 from ..types import Attempt, Request, Response, StepInfo
@@ -224,7 +224,7 @@ class _Redactor:
         return value
 
 
-class _BufferedSink:
+class _BufferedSink(AsyncClosing):
     """Buffering, background flushing and lifecycle shared by the JSONL and SQLite sinks."""
 
     def __init__(
@@ -429,17 +429,6 @@ class _BufferedSink:
     def _close_locked(self) -> None:
         with self._io_lock:
             self._close_io()
-
-    async def __aenter__(self) -> _BufferedSink:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class AuditLog(_BufferedSink):

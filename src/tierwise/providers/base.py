@@ -33,11 +33,11 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 import httpx
 
+from .._closing import AsyncClosing
 from ..errors import (
     AuthenticationError,
     NotFoundError,
@@ -104,7 +104,7 @@ MALFORMED = (KeyError, TypeError, IndexError, AttributeError, ValueError, Arithm
 _perf = time.perf_counter
 
 
-class Provider(ABC):
+class Provider(AsyncClosing, ABC):
     """Base of every wire-format adapter.
 
     ``http_client`` lets an application share one connection pool (and its own
@@ -427,17 +427,6 @@ class Provider(ABC):
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None
-
-    async def __aenter__(self) -> Provider:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"

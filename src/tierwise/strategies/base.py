@@ -226,6 +226,17 @@ class RunContext:
         ctx._rng = self._rng  # the same (still lazy) random source
         return ctx
 
+    def _scope(self, name: str | None, label: str | None) -> dict[str, Any]:
+        """The executor's view of a call made through this context: its path, label,
+        metadata, deadline and ledger."""
+        return {
+            "path": f"{self.path}.{name}" if name else self.path,
+            "label": label if label is not None else self.label,
+            "metadata": self.metadata,
+            "deadline": self.deadline,
+            "ledger": self.ledger,
+        }
+
     async def call(
         self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
     ) -> Response:
@@ -238,16 +249,7 @@ class RunContext:
         if isinstance(target, Strategy):
             child = self.child(name or target.name, label=label)
             return child.ledger.settle(await target.run(request, child))
-        path = f"{self.path}.{name}" if name else self.path
-        return await self.executor.complete(
-            target,
-            request,
-            path=path,
-            label=label if label is not None else self.label,
-            metadata=self.metadata,
-            deadline=self.deadline,
-            ledger=self.ledger,
-        )
+        return await self.executor.complete(target, request, **self._scope(name, label))
 
     def stream(
         self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
@@ -257,16 +259,7 @@ class RunContext:
         if isinstance(target, Strategy):
             child = self.child(name or target.name, label=label)
             return _settled(target.stream(request, child), child.ledger)
-        path = f"{self.path}.{name}" if name else self.path
-        return self.executor.stream(
-            target,
-            request,
-            path=path,
-            label=label if label is not None else self.label,
-            metadata=self.metadata,
-            deadline=self.deadline,
-            ledger=self.ledger,
-        )
+        return self.executor.stream(target, request, **self._scope(name, label))
 
 
 async def _settled(events: AsyncIterator[StreamEvent], ledger: CallLedger) -> AsyncIterator[StreamEvent]:
