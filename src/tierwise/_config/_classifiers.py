@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
+from ..routing._config import OPTION_KEYS, OUTCOME_KEYS
 from ._errors import FieldError, relative
 from .strategies import Ref, Resolver, _Table, import_object
 
@@ -71,18 +72,7 @@ class ClassifierTable:
 class KeywordTable(ClassifierTable):
     """``classifier = "keyword"``: see ``KeywordClassifier.from_config``."""
 
-    OPTIONS = (
-        "base",
-        "rules",
-        "extra_keywords",
-        "default_label",
-        "long_prompt_words",
-        "long_label",
-        "task_types",
-        "json_label",
-        "include_system",
-        "engine",
-    )
+    OPTIONS = OPTION_KEYS
 
     @classmethod
     def from_table(cls, kind: str, options: Mapping[str, Any], table: _Table) -> ClassifierTable:
@@ -120,15 +110,7 @@ class OutcomeTable(ClassifierTable):
     the classifier it gives is kept for ``build``.
     """
 
-    OPTIONS = (
-        "model",
-        "cost_weight",
-        "strong_share",
-        "cost_per_request",
-        "strong",
-        "embedder",
-        "embed_timeout_s",
-    )
+    OPTIONS = OUTCOME_KEYS
 
     @classmethod
     def from_table(cls, kind: str, options: Mapping[str, Any], table: _Table) -> ClassifierTable:

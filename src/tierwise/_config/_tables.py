@@ -463,49 +463,14 @@ def _bare(exc: ConfigError) -> str:
 
 
 def _check_steps(steps: list[Any]) -> None:
-    """The pipeline's own checks (unique names, fan_out and template references
-    to earlier steps), on the steps alone: no Pipeline is constructed."""
-    from ..strategies.pipeline import _fields, _unknown_ref
+    """The pipeline's own rules (``strategies.pipeline.check_steps``), reported at
+    the table's paths: no Pipeline is constructed."""
+    from ..strategies.pipeline import check_steps
 
-    seen: dict[str, int] = {}
-    for i, step in enumerate(steps):
-        where = f"steps[{i}]"
-        if step.name in seen:
-            raise FieldError(
-                f"{where}.name", f"duplicate step name {step.name!r} (also steps[{seen[step.name]}])", True
-            )
-        later = {s.name: j for j, s in enumerate(steps) if j > i}
-        if step.fan_out is not None and step.fan_out != "input" and step.fan_out not in seen:
-            raise FieldError(
-                f"{where}.fan_out", _unknown_ref(step.fan_out, seen, later, "fan out over"), True
-            )
-        try:
-            used = _fields(step.prompt)
-        except ValueError as exc:
-            raise FieldError(
-                f"{where}.prompt", f"invalid template: {exc} (write literal braces as {{{{ and }}}})", True
-            ) from None
-        for var in used:
-            if var == "input" or var in seen:
-                continue
-            if var == "item":
-                if step.fan_out is None:
-                    raise FieldError(
-                        f"{where}.prompt",
-                        '{item} is only set in a fan-out step (add fan_out = "<earlier step>")',
-                        True,
-                    )
-                continue
-            raise FieldError(
-                f"{where}.prompt", f"template field {{{var}}}: {_unknown_ref(var, seen, later, 'use')}", True
-            )
-        if step.fan_out is not None and "item" not in used:
-            raise FieldError(
-                f"{where}.prompt",
-                "a fan-out step's prompt must use {item}, or every item would get the same prompt",
-                True,
-            )
-        seen[step.name] = i
+    try:
+        check_steps(steps)
+    except ConfigError as exc:
+        raise FieldError(exc.field or "", _bare(exc), True) from None
 
 
 BUILTIN: dict[str, type[StrategyModel]] = {

@@ -192,7 +192,7 @@ def build_orchestrator(
     only files touched (audit log) are opened last, after everything that can fail.
     """
     from ..catalog import Catalog
-    from ..execution.budget import BudgetLedger, BudgetLimit
+    from ..execution.budget import BudgetLedger
     from ..execution.cache import MemoryCache, ResponseCache, SQLiteCache
     from ..execution.executor import Deployment
     from ..execution.health import HealthTracker
@@ -270,16 +270,7 @@ def build_orchestrator(
         from zoneinfo import ZoneInfo
 
         budget = BudgetLedger(
-            [
-                BudgetLimit(
-                    limit_usd=b.limit_usd,
-                    period=b.period,
-                    scope=b.scope,
-                    action=b.action,
-                    downgrade_to=b.downgrade_to,
-                )
-                for b in cfg.budget.limits
-            ],
+            [b.limit() for b in cfg.budget.limits],
             clock=clock,
             timezone=ZoneInfo(cfg.budget.timezone),  # validated by BudgetConfig
         )

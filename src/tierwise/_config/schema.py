@@ -11,7 +11,7 @@ the validated data.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,22 +19,8 @@ from ..errors import ConfigError, looks_like_key
 from ._errors import SECRET_HINT, FieldError, FieldErrors, bare_message, unknown
 from .strategies import StrategyTable
 
-__all__ = [
-    "AuditConfig",
-    "BudgetConfig",
-    "BudgetLimitConfig",
-    "CacheConfig",
-    "FallbackConfig",
-    "HealthConfig",
-    "LoggingConfig",
-    "MemoryStateConfig",
-    "ModelConfig",
-    "ProviderConfig",
-    "RedisStateConfig",
-    "RetryConfig",
-    "StateConfig",
-    "TierwiseConfig",
-]
+if TYPE_CHECKING:
+    from ..execution.budget import BudgetLimit
 
 # Infinity and NaN are refused: no price, limit or timeout means "unbounded" here.
 PositiveFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
@@ -197,19 +183,23 @@ class BudgetLimitConfig(_Section):
         # BudgetLimit owns the rules (scope syntax, downgrade_to only with
         # action="downgrade", ...); running them here reports them at load time
         # with the full path instead of a bare "scope" at build time.
-        from ..execution.budget import BudgetLimit
-
         try:
-            BudgetLimit(
-                limit_usd=self.limit_usd,
-                period=self.period,
-                scope=self.scope,
-                action=self.action,
-                downgrade_to=self.downgrade_to,
-            )
+            self.limit()
         except ConfigError as exc:
             raise FieldError(exc.field or "", bare_message(exc), relative=True) from None
         return self
+
+    def limit(self) -> BudgetLimit:
+        """The ``BudgetLimit`` this table describes (``ConfigError`` if it is invalid)."""
+        from ..execution.budget import BudgetLimit
+
+        return BudgetLimit(
+            limit_usd=self.limit_usd,
+            period=self.period,
+            scope=self.scope,
+            action=self.action,
+            downgrade_to=self.downgrade_to,
+        )
 
 
 class BudgetConfig(_Section):

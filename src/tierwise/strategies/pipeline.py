@@ -268,6 +268,53 @@ def _join_path(path: str, segment: str) -> str:
 # --------------------------------------------------------------------------- the strategy
 
 
+def check_steps(steps: Sequence[Any]) -> None:
+    """The rules a pipeline's steps must follow, on the steps alone (so config
+    validation checks them without building a Pipeline): unique names, and
+    ``fan_out`` and template fields referring to earlier steps. ``ConfigError``
+    names the field (``steps[2].prompt``)."""
+    seen: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        where = f"steps[{i}]"
+        if step.name in seen:
+            raise ConfigError(
+                f"duplicate step name {step.name!r} (also steps[{seen[step.name]}])",
+                field=f"{where}.name",
+            )
+        later = {s.name: j for j, s in enumerate(steps) if j > i}
+        if step.fan_out is not None and step.fan_out != "input" and step.fan_out not in seen:
+            raise ConfigError(
+                _unknown_ref(step.fan_out, seen, later, "fan out over"), field=f"{where}.fan_out"
+            )
+        try:
+            used = _fields(step.prompt)
+        except ValueError as exc:
+            raise ConfigError(
+                f"invalid template: {exc} (write literal braces as {{{{ and }}}})",
+                field=f"{where}.prompt",
+            ) from None
+        for var in used:
+            if var == "input" or var in seen:
+                continue
+            if var == "item":
+                if step.fan_out is None:
+                    raise ConfigError(
+                        '{item} is only set in a fan-out step (add fan_out = "<earlier step>")',
+                        field=f"{where}.prompt",
+                    )
+                continue
+            raise ConfigError(
+                f"template field {{{var}}}: {_unknown_ref(var, seen, later, 'use')}",
+                field=f"{where}.prompt",
+            )
+        if step.fan_out is not None and "item" not in used:
+            raise ConfigError(
+                "a fan-out step's prompt must use {item}, or every item would get the same prompt",
+                field=f"{where}.prompt",
+            )
+        seen[step.name] = i
+
+
 class Pipeline(Strategy):
     """Run ``steps`` in order, each seeing the original input and every earlier
     step's output; the last step's answer is the pipeline's.
@@ -283,48 +330,10 @@ class Pipeline(Strategy):
         if isinstance(steps, Step) or not isinstance(steps, Sequence) or not steps:
             raise ConfigError("a pipeline needs a non-empty list of Step", field="steps")
         self.steps: list[Step] = list(steps)
-        seen: dict[str, int] = {}
         for i, step in enumerate(self.steps):
-            where = f"steps[{i}]"
             if not isinstance(step, Step):
-                raise ConfigError(f"must be a Step, got {type(step).__name__}", field=where)
-            if step.name in seen:
-                raise ConfigError(
-                    f"duplicate step name {step.name!r} (also steps[{seen[step.name]}])",
-                    field=f"{where}.name",
-                )
-            later = {s.name: j for j, s in enumerate(self.steps) if j > i}
-            if step.fan_out is not None and step.fan_out != "input" and step.fan_out not in seen:
-                raise ConfigError(
-                    _unknown_ref(step.fan_out, seen, later, "fan out over"), field=f"{where}.fan_out"
-                )
-            try:
-                used = _fields(step.prompt)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"invalid template: {exc} (write literal braces as {{{{ and }}}})",
-                    field=f"{where}.prompt",
-                ) from None
-            for var in used:
-                if var == "input" or var in seen:
-                    continue
-                if var == "item":
-                    if step.fan_out is None:
-                        raise ConfigError(
-                            '{item} is only set in a fan-out step (add fan_out = "<earlier step>")',
-                            field=f"{where}.prompt",
-                        )
-                    continue
-                raise ConfigError(
-                    f"template field {{{var}}}: {_unknown_ref(var, seen, later, 'use')}",
-                    field=f"{where}.prompt",
-                )
-            if step.fan_out is not None and "item" not in used:
-                raise ConfigError(
-                    "a fan-out step's prompt must use {item}, or every item would get the same prompt",
-                    field=f"{where}.prompt",
-                )
-            seen[step.name] = i
+                raise ConfigError(f"must be a Step, got {type(step).__name__}", field=f"steps[{i}]")
+        check_steps(self.steps)
 
     # ------------------------------------------------------------------ hooks
 
