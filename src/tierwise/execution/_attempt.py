@@ -312,12 +312,23 @@ class Try:
         self._record("ok", cost, Usage(used), None, None, None)
 
     async def _failed(self, error: ProviderError) -> None:
-        """Give back the permit (penalizing the limiter on a short ``retry_after``;
-        a longer one cools the deployment in the health tracker instead) and settle
-        the reservation: $0, unless a stream already delivered content, which the
-        provider bills."""
-        self._booked = True
+        """Failed: the permit comes back (the limiter penalized on a short
+        ``retry_after``; a longer one cools the deployment in the health tracker
+        instead) and the reservation is settled at $0, unless a stream already
+        delivered content, which the provider bills."""
         self.error = error
+        await self._stopped(error)
+
+    async def _abandoned(self) -> None:
+        """Interrupted. Once content arrived the provider has billed the prompt and
+        what it sent: estimated, booked, recorded as ``"cancelled"``. Before the
+        first content event nothing is known to be billed: the reservation is
+        released and the attempt costs $0."""
+        await self._stopped(None)
+
+    async def _stopped(self, error: ProviderError | None) -> None:
+        """Book a try that ended without an answer: failed (``error``) or interrupted."""
+        self._booked = True
         dep, call = self.dep, self.call
         usage: Usage | None = None
         cost: float | None = 0.0
@@ -327,38 +338,21 @@ class Try:
             try:
                 if self.permit is not None:
                     await self.permit.arelease(None if usage is None else usage.total_tokens)
-                    retry_after = error.retry_after
-                    if isinstance(error, RateLimitError) and retry_after and dep.limiter is not None:
-                        dep.limiter.penalize(retry_after, cap=self.executor.retry.max_retry_after)
+                    if isinstance(error, RateLimitError) and error.retry_after and dep.limiter is not None:
+                        dep.limiter.penalize(error.retry_after, cap=self.executor.retry.max_retry_after)
             finally:
                 if self.reservation is not None:
-                    await self.reservation.asettle(cost)
+                    if usage is None and error is None:
+                        await self.reservation.arelease()
+                    else:
+                        await self.reservation.asettle(cost)
+        if error is None:
+            self._record("cancelled", cost, usage, "Cancelled", None, None)
+            return
         if call.kind != "embed":
             self.executor.health.record_failure(dep.alias, error)
         call.errors.append(error)
         self._record("error", cost, usage, type(error).__name__, str(error), None)
-
-    async def _abandoned(self) -> None:
-        """Interrupted. Once content arrived the provider has billed the prompt and
-        what it sent: estimated, booked, recorded as ``"cancelled"``. Before the
-        first content event nothing is known to be billed: the reservation is
-        released and the attempt costs $0."""
-        self._booked = True
-        usage: Usage | None = None
-        cost: float | None = 0.0
-        try:
-            usage, cost = self._streamed()
-        finally:
-            try:
-                if self.permit is not None:
-                    await self.permit.arelease(None if usage is None else usage.total_tokens)
-            finally:
-                if self.reservation is not None:
-                    if usage is None:
-                        await self.reservation.arelease()
-                    else:
-                        await self.reservation.asettle(cost)
-        self._record("cancelled", cost, usage, "Cancelled", None, None)
 
     def _streamed(self) -> tuple[Usage | None, float | None]:
         """The estimated usage and cost of what a stream delivered before it stopped

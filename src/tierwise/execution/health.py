@@ -141,20 +141,14 @@ class HealthTracker:
         """Whether ``key`` could take a call now, without claiming anything: healthy,
         or half-open with its trial still unclaimed. Used to order a fallback chain,
         where most deployments will not be called at all."""
-        dep = self._deps.get(key)
-        if dep is None:
-            return True
-        now = self._clock.now()
-        status = self._status(dep, now)
-        if status == "healthy":
-            return True
-        if status == "cooling":
-            return False
-        return dep.trial_started is None or now - dep.trial_started >= self.cooldown_s
+        return self._admits(key, claim=False)
 
     def available(self, key: str) -> bool:
         """Whether to send a call to ``key`` now. In ``half_open`` the True answer
         claims the single trial call, so ask only when about to call."""
+        return self._admits(key, claim=True)
+
+    def _admits(self, key: str, *, claim: bool) -> bool:
         dep = self._deps.get(key)
         if dep is None:
             return True
@@ -165,7 +159,8 @@ class HealthTracker:
         if status == "cooling":
             return False
         if dep.trial_started is None or now - dep.trial_started >= self.cooldown_s:
-            dep.trial_started = now
+            if claim:
+                dep.trial_started = now
             return True
         return False
 

@@ -289,14 +289,8 @@ class RateLimiter:
             need = self._tok_sum + (queued if self._scale == 1.0 else self._scaled(queued)) + reserve
             need -= int(self._tpm)
             if need > 0:
-                freed = 0
-                for p in self._tok_log:
-                    freed += p.tokens
-                    if freed >= need:
-                        wait = max(wait, p.acquired_at + _WINDOW - now)
-                        break
-                else:
-                    wait = max(wait, _WINDOW)
+                expiry = self._freed_after(need, now)
+                wait = max(wait, _WINDOW if expiry is None else expiry)
         return max(wait, _MIN_SLEEP)
 
     def close(self, reason: str = "the orchestrator is closing") -> None:
@@ -401,15 +395,22 @@ class RateLimiter:
             # Tokens that must expire before this request fits; all of them when
             # it is larger than the whole budget (it then goes alone).
             need = self._tok_sum if tokens > tpm else self._tok_sum + tokens - tpm
-            freed = 0
-            for p in self._tok_log:
-                freed += p.tokens
-                if freed >= need:
-                    wait = max(wait, p.acquired_at + _WINDOW - now)
-                    break
+            expiry = self._freed_after(need, now)
+            if expiry is not None:
+                wait = max(wait, expiry)
         if self._hdr_tok_reset_at > now and tokens > self._hdr_tok_left:
             wait = max(wait, self._hdr_tok_reset_at - now)
         return wait if wait > 0.0 else 0.0
+
+    def _freed_after(self, need: float, now: float) -> float | None:
+        """Seconds until admissions holding ``need`` tokens have left the window
+        (``None``: the log does not hold that many)."""
+        freed = 0
+        for p in self._tok_log:
+            freed += p.tokens
+            if freed >= need:
+                return p.acquired_at + _WINDOW - now
+        return None
 
     def _admit(self, estimate: int, tokens: int, now: float) -> Permit:
         permit = Permit(self, now, estimate, tokens)

@@ -324,18 +324,7 @@ class _BufferedSink(AsyncClosing):
         request_hash: str | None = None,
     ) -> None:
         """Build (``audit_record``) and queue the record of a successful request."""
-        self.write(
-            audit_record(
-                response,
-                request_hash=request_hash or _request_hash(request),
-                strategy=strategy,
-                metadata=request.metadata,
-                prompt_text=request.prompt_text if self.include_text else None,
-                include_text=self.include_text,
-                ts=self.clock.wall(),
-                latency_ms=latency_ms,
-            )
-        )
+        self.write(audit_record(response, **self._about(request, strategy, latency_ms, request_hash)))
 
     def log_failure(
         self,
@@ -349,19 +338,22 @@ class _BufferedSink(AsyncClosing):
     ) -> None:
         """Build (``audit_failure_record``) and queue the record of a failed request
         (``attempts``: every try made for it; default ``error.attempts``)."""
-        self.write(
-            audit_failure_record(
-                error,
-                request_hash=request_hash or _request_hash(request),
-                strategy=strategy,
-                metadata=request.metadata,
-                prompt_text=request.prompt_text if self.include_text else None,
-                include_text=self.include_text,
-                ts=self.clock.wall(),
-                latency_ms=latency_ms,
-                attempts=attempts,
-            )
-        )
+        about = self._about(request, strategy, latency_ms, request_hash)
+        self.write(audit_failure_record(error, attempts=attempts, **about))
+
+    def _about(
+        self, request: Request, strategy: str, latency_ms: float | None, request_hash: str | None
+    ) -> dict[str, Any]:
+        """What every record says about its request, answered or not."""
+        return {
+            "request_hash": request_hash or _request_hash(request),
+            "strategy": strategy,
+            "metadata": request.metadata,
+            "prompt_text": request.prompt_text if self.include_text else None,
+            "include_text": self.include_text,
+            "ts": self.clock.wall(),
+            "latency_ms": latency_ms,
+        }
 
     def _prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
         clean: dict[str, Any] = self._redact(record)

@@ -152,23 +152,12 @@ class LogObserver:
         if event.outcome == "error":
             if self._level > logging.INFO:
                 return
-            self.log.info(
-                "attempt_failed",
-                model=event.model,
-                provider=event.provider,
-                path=event.path,
-                error_type=event.error_type,
-                latency_ms=round(event.latency_ms, 1),
-                retry=event.retry,
-            )
+            self.log.info("attempt_failed", **_where(event), error_type=event.error_type, retry=event.retry)
         elif self._level <= logging.DEBUG:
             self.log.debug(
                 "attempt",
-                model=event.model,
-                provider=event.provider,
-                path=event.path,
+                **_where(event),
                 outcome=event.outcome,
-                latency_ms=round(event.latency_ms, 1),
                 input_tokens=event.input_tokens,
                 output_tokens=event.output_tokens,
                 cost_usd=event.cost_usd,
@@ -189,3 +178,12 @@ class LogObserver:
             cached=event.cached,
             error_type=event.error_type,
         )
+
+
+def _where(event: AttemptEvent) -> dict[str, Any]:
+    return {
+        "model": event.model,
+        "provider": event.provider,
+        "path": event.path,
+        "latency_ms": round(event.latency_ms, 1),
+    }

@@ -112,6 +112,15 @@ class _Stats:
         self.unknown_cost = 0
         self.estimated_usage = 0
 
+    def add_spend(self, input_tokens: int, output_tokens: int, cost_usd: float | None) -> None:
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        if cost_usd is None:
+            self.unknown_cost += 1
+        else:
+            self.cost_usd += cost_usd
+            self.cost_known += 1
+
     def to_dict(self) -> dict[str, Any]:
         lat, ttft = self.latency, self.ttft
         out: dict[str, Any] = {}
@@ -323,13 +332,7 @@ class MetricsCollector:
                 s.ttft.add_indexed(ttft, ttft_i)
             elif ttft_mode == 2:
                 s.ttft.add(ttft)
-            s.input_tokens += input_tokens
-            s.output_tokens += output_tokens
-            if cost_usd is None:
-                s.unknown_cost += 1
-            else:
-                s.cost_usd += cost_usd
-                s.cost_known += 1
+            s.add_spend(input_tokens, output_tokens, cost_usd)
             if estimated:
                 s.estimated_usage += 1
 
@@ -387,13 +390,7 @@ class MetricsCollector:
             r.latency.add(latency_ms)
         if ttft_ms is not None and _isfinite(ttft_ms):
             r.ttft.add(ttft_ms)
-        r.input_tokens += input_tokens
-        r.output_tokens += output_tokens
-        if cost_usd is None:
-            r.unknown_cost += 1
-        else:
-            r.cost_usd += cost_usd
-            r.cost_known += 1
+        r.add_spend(input_tokens, output_tokens, cost_usd)
 
         # Attribute the request to its strategy, label and answering model.
         keys: list[_Stats] = [self._paths.get(strategy) or self._stats(self._paths, strategy)]

@@ -99,12 +99,7 @@ class QuantileSketch:
 
     def add_indexed(self, x: float, i: int) -> None:
         """Add a positive value whose bucket index (``index(x)``) is already known."""
-        self.count += 1
-        self.sum += x
-        if x < self.min:
-            self.min = x
-        if x > self.max:
-            self.max = x
+        self._count_value(x)
         pos = self._pos
         floor = self._pos_floor
         if floor is not None and i < floor:

@@ -174,10 +174,9 @@ class Ensemble(Strategy):
                     hopeless = failures > allowed_failures
                     m.note = "cancelled: the quorum could no longer be met" if hopeless else "cancelled"
                     raise
-                except Exception as exc:
-                    if isinstance(exc, ConfigError) or not isinstance(exc, TierwiseError):
-                        crash.append(exc)
-                        tg.cancel_scope.cancel()
+                except Exception as raised:
+                    exc = _member_error(raised, crash, tg.cancel_scope)
+                    if exc is None:
                         return
                     m.error = exc
                     failures += 1
@@ -221,10 +220,9 @@ class Ensemble(Strategy):
                         else "answered, but another member won while this one was being checked"
                     )
                     raise
-                except Exception as exc:
-                    if isinstance(exc, ConfigError) or not isinstance(exc, TierwiseError):
-                        crash.append(exc)
-                        tg.cancel_scope.cancel()
+                except Exception as raised:
+                    exc = _member_error(raised, crash, tg.cancel_scope)
+                    if exc is None:
                         return
                     if m.response is None:
                         m.error = exc
@@ -367,3 +365,16 @@ class Ensemble(Strategy):
 
     def __repr__(self) -> str:
         return f"Ensemble({self.targets!r}, {self.aggregator!r}, quorum={self.quorum}, name={self.name!r})"
+
+
+def _member_error(
+    exc: Exception, crash: list[BaseException], scope: anyio.CancelScope
+) -> TierwiseError | None:
+    """``exc`` when it is a member's own failure; ``None`` for a bug or a config
+    error, which is noted and stops every member (the ensemble re-raises it once
+    the group has ended)."""
+    if isinstance(exc, ConfigError) or not isinstance(exc, TierwiseError):
+        crash.append(exc)
+        scope.cancel()
+        return None
+    return exc
