@@ -10,7 +10,7 @@ import pytest
 
 from tierwise.catalog import ModelSpec
 from tierwise.errors import AllTargetsFailed, AuthenticationError, ConfigError, ServerError
-from tierwise.execution.executor import Deployment, Executor
+from tierwise.execution.executor import CallScope, Deployment, Executor
 from tierwise.execution.retry import RetryPolicy
 from tierwise.orchestrator import Orchestrator
 from tierwise.providers.openai import OpenAI
@@ -438,7 +438,7 @@ async def test_calls_reported_only_in_the_verdict_are_billed() -> None:
 
     async def out_of_band(request: Request, response: Response, ctx: RunContext) -> Verdict:
         # a call that bypasses ctx.call (e.g. through another client) but is reported
-        graded = await ctx.executor.complete("judge", request, path="elsewhere")
+        graded = await ctx.executor.complete("judge", request, CallScope("elsewhere"))
         return Verdict(True, None, "graded elsewhere", [graded])
 
     out = await run(Cascade(["cheap", "mid"], accept=Check(out_of_band)), ex)

@@ -42,13 +42,39 @@ if TYPE_CHECKING:
     from .deployment import Deployment
     from .executor import Executor
 
-__all__: list[str] = []
+__all__ = ["CallScope"]
 
 CallKind = Literal["complete", "stream", "embed"]
 
 # Tokens of framing per tool call in an estimated output (name, id, JSON braces).
 _TOOL_CALL_TOKENS = 8
 _DEFAULT_MAX_OUTPUT = 4096
+
+
+class CallScope:
+    """Where a call comes from, as the executor sees it: its ``path`` and routing
+    ``label`` (for metrics and ``Response.route``), the request's ``metadata``
+    (budget tags), an absolute ``deadline`` on the executor's clock, and the
+    ``ledger`` that receives every attempt (a run context's)."""
+
+    __slots__ = ("deadline", "label", "ledger", "metadata", "path")
+
+    def __init__(
+        self,
+        path: str = "",
+        label: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+        ledger: CallLedger | None = None,
+    ) -> None:
+        self.path = path
+        self.label = label
+        self.metadata: Mapping[str, Any] = metadata if metadata is not None else {}
+        self.deadline = deadline
+        self.ledger = ledger
+
+    def __repr__(self) -> str:
+        return f"CallScope(path={self.path!r}, label={self.label!r}, deadline={self.deadline!r})"
 
 
 class Call:
@@ -83,23 +109,20 @@ class Call:
     def __init__(
         self,
         kind: CallKind,
-        path: str,
-        label: str | None,
-        metadata: Mapping[str, Any],
+        scope: CallScope,
         start: float,
         deadline: float | None,
-        ledger: CallLedger | None,
         request: Request | None,
         prompt_tokens: int = 0,
     ) -> None:
         self.kind = kind
-        self.path = path
-        self.label = label
-        self.metadata = metadata
+        self.path = scope.path
+        self.label = scope.label
+        metadata = self.metadata = scope.metadata
         self.tags = {k: v for k, v in metadata.items() if isinstance(v, str)} if metadata else {}
         self.start = start
         self.deadline = deadline
-        self.ledger = ledger
+        self.ledger = scope.ledger
         self.request = request
         self.attempts: list[Attempt] = []
         self.errors: list[Exception] = []

@@ -16,7 +16,7 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -24,7 +24,7 @@ from .._clock import SYSTEM_CLOCK, Clock
 from ..errors import AllTargetsFailed, ConfigError, ContextWindowExceeded, ProviderTimeout
 from ..observe.events import Observer, Observers
 from ..types import Attempt, Done, Embeddings, Request, Response, RouteInfo, StreamEvent, replay_events
-from ._attempt import Call, CallKind, Try, emit, sum_costs
+from ._attempt import Call, CallKind, CallScope, Try, emit, sum_costs
 from ._chain import Chain
 from .budget import BudgetDowngrade, BudgetLedger
 from .deployment import Deployment
@@ -37,11 +37,13 @@ from .tokens import heuristic_text_tokens
 if TYPE_CHECKING:
     from ..observe.metrics import MetricsCollector
     from ..state import Permit
-    from ..strategies.base import CallLedger
     from .budget import Reservation
     from .cache import ResponseCache, SingleFlight
 
-__all__ = ["Deployment", "Executor"]
+__all__ = ["CallScope", "Deployment", "Executor"]
+
+_ROOT = CallScope()
+_EMBED = CallScope("embed")
 
 _R = TypeVar("_R")
 
@@ -134,62 +136,37 @@ class Executor:
                 dep.limiter.close()
 
     def _call(
-        self,
-        kind: CallKind,
-        path: str,
-        label: str | None,
-        metadata: Mapping[str, Any] | None,
-        request: Request | None,
-        deadline: float | None,
-        ledger: CallLedger | None,
-        prompt_tokens: int = 0,
+        self, kind: CallKind, scope: CallScope, request: Request | None, prompt_tokens: int = 0
     ) -> Call:
         start = self.clock.now()
+        deadline = scope.deadline
         limit = self.retry.deadline
         if limit is not None:
             deadline = start + limit if deadline is None else min(deadline, start + limit)
-        return Call(kind, path, label, metadata or {}, start, deadline, ledger, request, prompt_tokens)
+        return Call(kind, scope, start, deadline, request, prompt_tokens)
 
     # ------------------------------------------------------------------ complete
 
-    async def complete(
-        self,
-        alias: str,
-        request: Request,
-        *,
-        path: str = "",
-        label: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        deadline: float | None = None,
-        ledger: CallLedger | None = None,
-    ) -> Response:
+    async def complete(self, alias: str, request: Request, scope: CallScope | None = None) -> Response:
         """Call ``alias`` (with its fallback chain) and return the answer.
 
-        ``deadline`` (absolute, on the executor's clock) tightens the retry
-        policy's own; ``ledger`` receives every attempt as it is made. Raises
+        ``scope`` says where the call is made from (path, label, metadata), its
+        deadline (absolute, on the executor's clock: it tightens the retry
+        policy's own) and the ledger that receives every attempt. Raises
         ``BudgetExceeded``, a request-level ``BadRequestError``, or
         ``AllTargetsFailed`` holding every attempt's error.
         """
+        scope = scope or _ROOT
         cache = self.cache
         if cache is not None and self._cacheable(request, self.cache_force):
             key = self._request_key(alias, request)
             hit = await cache.get(key)
             if hit is not None:
-                return self._cached(hit, alias, path, ledger)
-            return await self._coalesced(key, alias, request, path, label, metadata, deadline, ledger)
-        return await self._complete(alias, request, path, label, metadata, deadline, ledger)
+                return self._cached(hit, alias, scope)
+            return await self._coalesced(key, alias, request, scope)
+        return await self._complete(alias, request, scope)
 
-    async def _coalesced(
-        self,
-        key: str,
-        alias: str,
-        request: Request,
-        path: str,
-        label: str | None,
-        metadata: Mapping[str, Any] | None,
-        deadline: float | None,
-        ledger: CallLedger | None,
-    ) -> Response:
+    async def _coalesced(self, key: str, alias: str, request: Request, scope: CallScope) -> Response:
         """Join the call in flight for ``key``, or lead one (and cache its answer).
 
         Followers of a coalesced call share the leader's single provider call: they
@@ -202,32 +179,24 @@ class Executor:
         async def lead() -> Response:
             nonlocal led
             led = True
-            response = await self._complete(alias, request, path, label, metadata, deadline, ledger)
+            response = await self._complete(alias, request, scope)
             await cache.set(key, response)
             return response
 
         assert self._flight is not None
         response = await self._flight.do(key, lead)
-        return response if led else self._cached(response, alias, path, ledger)
+        return response if led else self._cached(response, alias, scope)
 
-    async def _complete(
-        self,
-        alias: str,
-        request: Request,
-        path: str,
-        label: str | None,
-        metadata: Mapping[str, Any] | None,
-        deadline: float | None,
-        ledger: CallLedger | None,
-    ) -> Response:
-        call = self._call("complete", path, label, metadata, request, deadline, ledger)
+    async def _complete(self, alias: str, request: Request, scope: CallScope) -> Response:
+        call = self._call("complete", scope, request)
         async with aclosing(self._run(alias, call)) as events:
             async for _ in events:
                 pass  # a plain call yields no content events
         assert isinstance(call.result, Response)
         return call.result
 
-    def _cached(self, hit: Response, alias: str, path: str, ledger: CallLedger | None) -> Response:
+    def _cached(self, hit: Response, alias: str, scope: CallScope) -> Response:
+        path, ledger = scope.path, scope.ledger
         attempt = Attempt(hit.deployment or alias, hit.provider, "cached", 0.0, 0.0, path=path)
         response = replace(
             hit,
@@ -241,22 +210,14 @@ class Executor:
         if ledger is not None:
             ledger.add(attempt)
         if self.observers:
-            call = Call("complete", path, hit.route.label, {}, 0.0, None, None, None)
+            call = Call("complete", CallScope(path, hit.route.label), 0.0, None, None)
             emit(self, call, hit.model, attempt)
         return response
 
     # ------------------------------------------------------------------ stream
 
     async def stream(
-        self,
-        alias: str,
-        request: Request,
-        *,
-        path: str = "",
-        label: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        deadline: float | None = None,
-        ledger: CallLedger | None = None,
+        self, alias: str, request: Request, scope: CallScope | None = None
     ) -> AsyncIterator[StreamEvent]:
         """Stream ``alias``'s answer, ending with ``Done(response)``.
 
@@ -268,9 +229,10 @@ class Executor:
         hit replays the cached answer as events, and identical concurrent streams
         share one provider call (the others replay its answer when it is done).
         """
+        scope = scope or _ROOT
         cache = self.cache
         if cache is None or not self._cacheable(request, self.cache_force):
-            call = self._call("stream", path, label, metadata, request, deadline, ledger)
+            call = self._call("stream", scope, request)
             # aclosing: a consumer that stops early closes the chain loop now, so the
             # abandoned try is booked and its slot and connection come back at once.
             async with aclosing(self._run(alias, call)) as events:
@@ -282,7 +244,7 @@ class Executor:
         key = self._request_key(alias, request)
         hit = await cache.get(key)
         if hit is not None:
-            answer = self._cached(hit, alias, path, ledger)
+            answer = self._cached(hit, alias, scope)
             for event in replay_events(answer):
                 yield event
             yield Done(answer)
@@ -292,12 +254,12 @@ class Executor:
         if flight is None:
             # Another call is producing this answer: wait for it (taking over with a
             # plain call if it is abandoned) and replay it.
-            answer = await self._coalesced(key, alias, request, path, label, metadata, deadline, ledger)
+            answer = await self._coalesced(key, alias, request, scope)
             for event in replay_events(answer):
                 yield event
             yield Done(answer)
             return
-        call = self._call("stream", path, label, metadata, request, deadline, ledger)
+        call = self._call("stream", scope, request)
         result: Response | None = None
         error: BaseException | None = None
         try:
@@ -332,7 +294,7 @@ class Executor:
             result.deployment = dep.alias
             return result
         tokens = sum(heuristic_text_tokens(t) for t in batch)
-        call = self._call("embed", "embed", None, None, None, None, None, tokens)
+        call = self._call("embed", _EMBED, None, tokens)
         call.texts = batch
         async with aclosing(self._run(alias, call)) as events:
             async for _ in events:

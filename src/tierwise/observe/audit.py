@@ -229,13 +229,15 @@ class _BufferedSink(AsyncClosing):
 
     def __init__(
         self,
+        path: str | os.PathLike[str],
         *,
-        include_text: bool,
-        secrets: Sequence[str],
-        clock: Clock,
-        flush_interval_s: float,
-        max_buffer: int,
-        max_pending: int,
+        include_text: bool = False,
+        secrets: Sequence[str] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        flush_interval_s: float = 1.0,
+        max_buffer: int = 256,
+        max_pending: int = 100_000,
+        fsync: bool = False,
     ) -> None:
         if flush_interval_s < 0 or max_buffer < 1 or max_pending < max_buffer:
             raise ValueError("need flush_interval_s >= 0 and 1 <= max_buffer <= max_pending")
@@ -254,8 +256,15 @@ class _BufferedSink(AsyncClosing):
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._raised = False
+        self.path = Path(path)
+        self.fsync = fsync
+        # Opened here, so a bad path fails at construction, not on the first request.
+        self._open()
 
     # -- subclass hooks (called in a worker thread, under _io_lock) ---------------
+
+    def _open(self) -> None:
+        raise NotImplementedError
 
     def _write_batch(self, records: list[dict[str, Any]]) -> None:
         raise NotImplementedError
@@ -426,33 +435,12 @@ class _BufferedSink(AsyncClosing):
 class AuditLog(_BufferedSink):
     """Append-only JSONL audit log, one record per line (UTF-8).
 
-    The file is opened (and created) here, so a bad path fails at construction,
-    not on the first request. ``fsync=True`` syncs after each batch for logs that
-    must survive power loss, at the cost of a disk flush per batch.
+    The file is opened (and created) at construction. ``fsync=True`` syncs after
+    each batch for logs that must survive power loss, at the cost of a disk flush
+    per batch.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        include_text: bool = False,
-        secrets: Sequence[str] = (),
-        clock: Clock = SYSTEM_CLOCK,
-        flush_interval_s: float = 1.0,
-        max_buffer: int = 256,
-        max_pending: int = 100_000,
-        fsync: bool = False,
-    ) -> None:
-        super().__init__(
-            include_text=include_text,
-            secrets=secrets,
-            clock=clock,
-            flush_interval_s=flush_interval_s,
-            max_buffer=max_buffer,
-            max_pending=max_pending,
-        )
-        self.path = Path(path)
-        self.fsync = fsync
+    def _open(self) -> None:
         self._file = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115 - lives until aclose
 
     def _write_batch(self, records: list[dict[str, Any]]) -> None:
@@ -493,31 +481,14 @@ class SQLiteAudit(_BufferedSink):
     ``record`` plus indexed-friendly columns (ts, model, label, cost, ...) for ad-hoc
     SQL. One transaction per batch; WAL mode so readers do not block the writer."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        include_text: bool = False,
-        secrets: Sequence[str] = (),
-        clock: Clock = SYSTEM_CLOCK,
-        flush_interval_s: float = 1.0,
-        max_buffer: int = 256,
-        max_pending: int = 100_000,
-    ) -> None:
-        super().__init__(
-            include_text=include_text,
-            secrets=secrets,
-            clock=clock,
-            flush_interval_s=flush_interval_s,
-            max_buffer=max_buffer,
-            max_pending=max_pending,
-        )
+    def _open(self) -> None:
         import sqlite3  # not at module level: JSONL users should not pay for it
 
-        self.path = Path(path)
         # Used from worker threads, one at a time (the sink's lock serializes access).
         self._db: sqlite3.Connection = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        if self.fsync:
+            self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SQL_SCHEMA)
         self._db.commit()
 

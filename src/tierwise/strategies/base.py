@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
+from ..execution._attempt import CallScope
 from ..types import Attempt, Done, Request, Response, RouteInfo, StreamEvent, TextDelta
 
 if TYPE_CHECKING:
@@ -226,16 +227,15 @@ class RunContext:
         ctx._rng = self._rng  # the same (still lazy) random source
         return ctx
 
-    def _scope(self, name: str | None, label: str | None) -> dict[str, Any]:
-        """The executor's view of a call made through this context: its path, label,
-        metadata, deadline and ledger."""
-        return {
-            "path": f"{self.path}.{name}" if name else self.path,
-            "label": label if label is not None else self.label,
-            "metadata": self.metadata,
-            "deadline": self.deadline,
-            "ledger": self.ledger,
-        }
+    def _scope(self, name: str | None, label: str | None) -> CallScope:
+        """The executor's view of a call made through this context."""
+        return CallScope(
+            f"{self.path}.{name}" if name else self.path,
+            label if label is not None else self.label,
+            self.metadata,
+            self.deadline,
+            self.ledger,
+        )
 
     async def call(
         self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
@@ -249,7 +249,7 @@ class RunContext:
         if isinstance(target, Strategy):
             child = self.child(name or target.name, label=label)
             return child.ledger.settle(await target.run(request, child))
-        return await self.executor.complete(target, request, **self._scope(name, label))
+        return await self.executor.complete(target, request, self._scope(name, label))
 
     def stream(
         self, target: Target, request: Request, *, name: str | None = None, label: str | None = None
@@ -259,7 +259,7 @@ class RunContext:
         if isinstance(target, Strategy):
             child = self.child(name or target.name, label=label)
             return _settled(target.stream(request, child), child.ledger)
-        return self.executor.stream(target, request, **self._scope(name, label))
+        return self.executor.stream(target, request, self._scope(name, label))
 
 
 async def _settled(events: AsyncIterator[StreamEvent], ledger: CallLedger) -> AsyncIterator[StreamEvent]:
