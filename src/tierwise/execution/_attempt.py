@@ -14,6 +14,7 @@ embeddings all go through this one class.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,23 +22,13 @@ import anyio
 
 from ..errors import ProtocolError, ProviderError, RateLimitError
 from ..observe.events import AttemptEvent
-from ..types import (
-    Attempt,
-    AttemptOutcome,
-    Embeddings,
-    ReasoningDelta,
-    Request,
-    Response,
-    StreamEvent,
-    TextDelta,
-    ToolCallDelta,
-    Usage,
-)
+from ..types import Attempt, Embeddings, ReasoningDelta, Response, TextDelta, ToolCallDelta, Usage
 from .tokens import DEFAULT_OUTPUT_TOKENS, estimate_tokens, heuristic_text_tokens
 
 if TYPE_CHECKING:
     from ..state import Permit
     from ..strategies.base import CallLedger
+    from ..types import AttemptOutcome, Request, StreamEvent
     from .budget import Reservation
     from .deployment import Deployment
     from .executor import Executor
@@ -185,6 +176,7 @@ class Seen:
         return heuristic_text_tokens("".join(self.chars)) + _TOOL_CALL_TOKENS * self.tool_calls
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Try:
     """One try: holds its permit and reservation until the ``async with`` block ends.
 
@@ -192,43 +184,18 @@ class Try:
     ``error`` is the suppressed ``ProviderError`` (``None`` on success).
     """
 
-    __slots__ = (
-        "_booked",
-        "call",
-        "dep",
-        "error",
-        "executor",
-        "number",
-        "permit",
-        "reservation",
-        "result",
-        "seen",
-        "t0",
-        "waited_ms",
-    )
-
-    def __init__(
-        self,
-        executor: Executor,
-        dep: Deployment,
-        call: Call,
-        number: int,
-        permit: Permit | None,
-        reservation: Reservation | None,
-        waited_ms: float,
-    ) -> None:
-        self.executor = executor
-        self.dep = dep
-        self.call = call
-        self.number = number
-        self.permit = permit
-        self.reservation = reservation
-        self.waited_ms = waited_ms
-        self.seen = Seen()
-        self.result: Response | Embeddings | None = None
-        self.error: ProviderError | None = None
-        self.t0 = 0.0
-        self._booked = False
+    executor: Executor
+    dep: Deployment
+    call: Call
+    number: int
+    permit: Permit | None
+    reservation: Reservation | None
+    waited_ms: float
+    seen: Seen = field(default_factory=Seen, init=False)
+    result: Response | Embeddings | None = field(default=None, init=False)
+    error: ProviderError | None = field(default=None, init=False)
+    t0: float = field(default=0.0, init=False)
+    _booked: bool = field(default=False, init=False)
 
     async def __aenter__(self) -> Try:
         self.t0 = self.executor.clock.now()

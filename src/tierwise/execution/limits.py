@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -54,6 +55,7 @@ class LimiterClosed(TierwiseError):
     """The limiter was closed (the orchestrator is shutting down) while waiting for it."""
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Permit:
     """The right to send one request. Release it exactly once (more is harmless).
 
@@ -65,15 +67,12 @@ class Permit:
     without a correction.
     """
 
-    __slots__ = ("_in_window", "_limiter", "_released", "acquired_at", "estimate", "tokens")
-
-    def __init__(self, limiter: RateLimiter, acquired_at: float, estimate: int, tokens: int) -> None:
-        self._limiter = limiter
-        self.acquired_at = acquired_at
-        self.estimate = estimate
-        self.tokens = tokens
-        self._released = False
-        self._in_window = False
+    _limiter: RateLimiter
+    acquired_at: float
+    estimate: int
+    tokens: int
+    _released: bool = field(default=False, init=False)
+    _in_window: bool = field(default=False, init=False)
 
     @property
     def released(self) -> bool:

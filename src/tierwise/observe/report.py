@@ -254,11 +254,7 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
                 "attempts": g.attempts,
                 "errors": g.errors,
                 "error_rate": _rate(g.errors, g.attempts),
-                "cache_hits": g.cache_hits,
-                "cost_usd": g.cost_usd,
-                "unknown_cost_attempts": g.unknown_cost,
-                "tokens": {"input": g.input_tokens, "output": g.output_tokens},
-                "latency_ms": _latency(g.latency, full=False),
+                **_spend(g, "unknown_cost_attempts"),
             }
             for k, g in sorted(models.items())
         },
@@ -273,9 +269,17 @@ def _request_row(g: _Group) -> dict[str, Any]:
         "errors": g.errors,
         "fallbacks": g.fallbacks,
         "fallback_rate": _rate(g.fallbacks, g.requests),
+        **_spend(g, "unknown_cost_requests"),
+    }
+
+
+def _spend(g: _Group, unknown_key: str) -> dict[str, Any]:
+    """Cache hits, cost, tokens and latency of a group (``unknown_key`` names what
+    its unknown-cost count counts: attempts or requests)."""
+    return {
         "cache_hits": g.cache_hits,
         "cost_usd": g.cost_usd,
-        "unknown_cost_requests": g.unknown_cost,
+        unknown_key: g.unknown_cost,
         "tokens": {"input": g.input_tokens, "output": g.output_tokens},
         "latency_ms": _latency(g.latency, full=False),
     }
