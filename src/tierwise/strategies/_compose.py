@@ -66,17 +66,19 @@ def step_of(
     verdict: StepVerdict | None = None,
 ) -> StepInfo:
     """A ``StepInfo`` describing one inner response."""
+    model = response.deployment or response.model
+    where = response.route.strategy_path
     return StepInfo(
-        name=name,
-        path=response.route.strategy_path,
-        model=response.deployment or response.model,
-        cost_usd=response.cost_usd,
-        latency_ms=response.latency_ms,
-        usage=response.usage,
-        accepted=accepted,
-        note=note,
-        kind=kind,
-        verdict=verdict,
+        name,
+        where,
+        model,
+        response.cost_usd,
+        response.latency_ms,
+        response.usage,
+        accepted,
+        note,
+        kind,
+        verdict,
     )
 
 
