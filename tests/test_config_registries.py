@@ -137,3 +137,54 @@ def test_one_suggestion_helper() -> None:
     assert did_you_mean("rmp", ["rpm", "tpm"]) == "did you mean 'rpm'?"
     assert did_you_mean("zzz", ["rpm"]) == ""
     assert close_matches("gpt-4o-mni", ["gpt-4o-mini", "gpt-4o"], n=2)[0] == "gpt-4o-mini"
+
+
+class CountingObserver:
+    """An observer named in config (``observers = ["pkg.module:CountingObserver"]``)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.requests = 0
+
+    def on_attempt(self, event: object) -> None:
+        self.attempts += 1
+
+    def on_request(self, event: object) -> None:
+        self.requests += 1
+
+
+class NotAnObserver:
+    pass
+
+
+async def test_config_names_observers_by_import_path() -> None:
+    from tierwise.testing import FakeProvider
+
+    orch = tw.Orchestrator.from_config(
+        {
+            "models": {"m": {"provider": "openai", "model": "gpt-5-mini"}},
+            "observers": [f"{__name__}:CountingObserver"],
+            "logging": {"level": "off"},
+        }
+    )
+    (observer,) = [o for o in orch.observers if isinstance(o, CountingObserver)]
+    orch.executor.deployments["m"].provider = FakeProvider(["hi"])
+    async with orch:
+        await orch.run("hello")
+    assert (observer.attempts, observer.requests) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (f"{__name__}:NotAnObserver", "has no on_attempt"),
+        (f"{__name__}:Nowhere", "cannot import"),
+        ("no-colon", "package.module:Observer"),
+    ],
+)
+def test_a_bad_observer_path_names_its_field(path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        tw.Orchestrator.from_config(
+            {"models": {"m": {"provider": "openai", "model": "gpt-5-mini"}}, "observers": [path]}
+        )
+    assert info.value.field == "observers[0]" and message in str(info.value)

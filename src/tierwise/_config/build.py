@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from .._clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigError
 from ._errors import bare_message, config_error, unknown
-from .schema import ProviderConfig, TierwiseConfig
+from .schema import ProviderConfig, TierwiseConfig, load_observer
 from .strategies import StrategyModel, strategy_model
 
 if TYPE_CHECKING:
@@ -315,6 +315,7 @@ def build_orchestrator(
         cache=cache,
         cache_force=cache_force,
         audit=audit,
+        observers=_observers(cfg.observers),
         clock=clock,
         seed=cfg.seed,
         owned_providers=list(providers.values()),
@@ -390,3 +391,16 @@ def construct_strategies(
         named(name)
     # Config order, not build order: the first table is the default strategy.
     return {name: built[name] for name in validated}
+
+
+def _observers(paths: list[str]) -> list[Any]:
+    """The configured observers, made (their imports were checked at load)."""
+    from ._errors import FieldError
+
+    made = []
+    for i, path in enumerate(paths):
+        try:
+            made.append(load_observer(path, f"observers[{i}]"))
+        except FieldError as exc:
+            raise ConfigError(exc.message, field=exc.field) from None
+    return made

@@ -11,7 +11,7 @@ the validated data.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -290,6 +290,16 @@ class TierwiseConfig(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     state: StateConfig = Field(default_factory=MemoryStateConfig)
     seed: Annotated[int, Field(strict=True)] | None = None
+    #: ``"package.module:Name"`` per observer: a class (made with no arguments) or
+    #: an object with ``on_attempt(event)`` and ``on_request(event)``.
+    observers: list[str] = Field(default_factory=list)
+
+    @field_validator("observers")
+    @classmethod
+    def _importable_observers(cls, value: list[str]) -> list[str]:
+        for i, path in enumerate(value):
+            load_observer(path, f"observers[{i}]", make=False)
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> TierwiseConfig:
@@ -308,3 +318,23 @@ class TierwiseConfig(_Section):
         if problems:
             raise FieldErrors(problems)
         return self
+
+
+def load_observer(path: str, field: str, *, make: bool = True) -> Any:
+    """The observer ``path`` names (made, for a class, when ``make``); a
+    ``FieldError`` at ``field`` when it cannot be imported or is no observer."""
+    from .strategies import import_object
+
+    try:
+        found = import_object(path, "Observer")
+    except FieldError as exc:
+        raise FieldError(field, exc.message) from None
+    for method in ("on_attempt", "on_request"):
+        if not callable(getattr(found, method, None)):
+            raise FieldError(field, f"{path!r} has no {method}(event) method: it is not an observer")
+    if make and isinstance(found, type):
+        try:
+            return found()
+        except TypeError as exc:
+            raise FieldError(field, f"{path}: {exc} (an observer class is made with no arguments)") from None
+    return found

@@ -489,6 +489,15 @@ class Executor:
             end = call.deadline
         events = dep.provider.stream(dep.model, request).__aiter__()
         try:
+            if end is None and dep.idle_timeout_s is None and dep.first_token_timeout_s is None:
+                # Nothing to time: pass events on without a timer per event.
+                async for event in events:
+                    if isinstance(event, Done):
+                        yield event
+                        return
+                    seen.add(event)
+                    yield event
+                return
             while True:
                 limit = dep.idle_timeout_s if seen.started else dep.first_token_timeout_s
                 if end is not None:
