@@ -1,14 +1,13 @@
 """What a classifier returns, and the protocol every classifier implements.
 
 A classifier turns a request into a *label* (``"complex"``, ``"bulk"``, …) that a
-``Router`` maps to a target. It is deliberately a tiny, synchronous interface:
+``Router`` maps to a target. It is deliberately a tiny interface:
 
-* **Synchronous and cheap.** The router calls it on every request, before any
-  model is called, so it must not do I/O or await anything: the rule classifier
-  takes microseconds, and a learned classifier (``tierwise.routing.learned``,
-  trained offline from logged outcomes) is a vectorizer plus a dot product. A
-  classifier that needs a model call is not a classifier but a strategy: put a
-  cheap model in a ``Cascade`` or a ``Pipeline`` step instead.
+* **Cheap, synchronous by default.** ``classify(request)`` runs on every request
+  before any model is called and does no I/O. A classifier that needs one cheap
+  call (the learned router's embedding) also offers ``async aclassify(request,
+  ctx)``, which the router awaits; it calls through ``ctx.embed`` so the call is
+  accounted, and reports it in ``Classification.call``.
 * **Whole request in, not a string.** It sees the conversation (every turn, so a
   chat can be routed on everything said so far), the metadata hints (``tier``,
   ``json_output``, ``task_type``) and ``response_format``.
