@@ -38,9 +38,6 @@ class MemoryBudgetStore:
     def reserved(self, key: str) -> float:
         return self._reserved.get(key, 0.0)
 
-    def reserved_keys(self) -> Iterable[str]:
-        return self._reserved.keys()
-
     def __len__(self) -> int:
         return len(self._data)
 
