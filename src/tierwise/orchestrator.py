@@ -24,8 +24,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from ._clock import SYSTEM_CLOCK, Clock
 from ._closing import AsyncClosing
 from .errors import ConfigError, TierwiseError
@@ -264,6 +262,8 @@ class Orchestrator(AsyncClosing):
                 # the strategy's stream first: the executor books the tokens already
                 # streamed as a cancelled attempt, which the record must include.
                 done = True
+                import anyio  # lazily: keeps it out of cold start
+
                 with anyio.CancelScope(shield=True):
                     await _aclose(events)
                 self._record_failure(strat, request, None, start, ctx.ledger)

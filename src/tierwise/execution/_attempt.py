@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
-
 from ..errors import ProtocolError, ProviderError, RateLimitError
 from ..observe.events import AttemptEvent
 from ..types import Attempt, Embeddings, ReasoningDelta, Response, TextDelta, ToolCallDelta, Usage
@@ -224,6 +222,8 @@ class Try:
         # Cancelled, or the consumer stopped reading: book what was received (the
         # provider bills it) and give everything else back. Shielded: a shared
         # state backend's write must finish although the task is being cancelled.
+        import anyio  # lazily: keeps it out of cold start
+
         with anyio.CancelScope(shield=True):
             await self._abandoned()
         return False
@@ -234,6 +234,8 @@ class Try:
         if self._booked:
             return
         self._booked = True
+        import anyio  # lazily: keeps it out of cold start
+
         with anyio.CancelScope(shield=True):
             try:
                 if self.permit is not None:

@@ -26,20 +26,21 @@ import copy
 import hashlib
 import json
 import math
-import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any, Protocol, TypeVar, runtime_checkable
-
-import anyio
-import anyio.to_thread
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._serde import response_from_dict, response_to_dict
 from ..types import Attempt, Message, Request, Response
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import anyio
 
 __all__ = [
     "MemoryCache",
@@ -265,6 +266,8 @@ class SQLiteCache:
     def _connect(self) -> sqlite3.Connection:
         # Called with the lock held.
         if self._conn is None:
+            import sqlite3  # lazily: only a configured SQLite cache pays for it
+
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -322,7 +325,7 @@ class SQLiteCache:
     async def get(self, key: str) -> Response | None:
         if self._closed:
             return None
-        body = await anyio.to_thread.run_sync(self._get_sync, key)
+        body = await _in_thread(self._get_sync, key)
         if body is None:
             return None
         try:
@@ -330,7 +333,7 @@ class SQLiteCache:
         except (ValueError, KeyError, TypeError, AttributeError):
             # A row this version cannot read (corrupt, or written by an incompatible
             # version): a miss, and drop it so it is replaced.
-            await anyio.to_thread.run_sync(self._delete_sync, key)
+            await _in_thread(self._delete_sync, key)
             return None
 
     async def set(self, key: str, response: Response, ttl_s: float | None = None) -> None:
@@ -338,14 +341,14 @@ class SQLiteCache:
             return
         ttl = self.ttl_s if ttl_s is None else ttl_s
         if ttl is not None and ttl <= 0:
-            await anyio.to_thread.run_sync(self._delete_sync, key)
+            await _in_thread(self._delete_sync, key)
             return
         # ensure_ascii: lone surrogates in model output must not break the UTF-8 encode.
         body = json.dumps(response_to_dict(response), separators=(",", ":"))
-        await anyio.to_thread.run_sync(self._set_sync, key, _ttl_deadline(self._clock.wall(), ttl), body)
+        await _in_thread(self._set_sync, key, _ttl_deadline(self._clock.wall(), ttl), body)
 
     async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self._close_sync)
+        await _in_thread(self._close_sync)
 
     async def __aenter__(self) -> SQLiteCache:
         return self
@@ -357,9 +360,22 @@ class SQLiteCache:
 # -- coalescing ------------------------------------------------------------------
 
 
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking disk work off the event loop (anyio imported on first use)."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+def _new_event() -> anyio.Event:
+    import anyio
+
+    return anyio.Event()
+
+
 @dataclass(slots=True, eq=False)
 class _Flight:
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=_new_event)
     result: Any = None
     error: BaseException | None = None
     abandoned: bool = False

@@ -18,8 +18,6 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
-import anyio
-
 from .._clock import SYSTEM_CLOCK, Clock
 from ..errors import AllTargetsFailed, ConfigError, ContextWindowExceeded, ProviderTimeout
 from ..observe.events import Observer, Observers
@@ -450,6 +448,8 @@ class Executor:
             )
         except BaseException:
             if permit is not None:
+                import anyio  # lazily: keeps it out of cold start
+
                 with anyio.CancelScope(shield=True):
                     await permit.arelease(None)
             raise
@@ -467,6 +467,8 @@ class Executor:
         if limit is None:
             return await work
         try:
+            import anyio  # lazily: keeps it out of cold start
+
             with anyio.fail_after(limit):
                 return await work
         except TimeoutError:
@@ -482,6 +484,8 @@ class Executor:
 
         ``first_token_timeout_s`` until the first event, ``idle_timeout_s`` between
         events, and ``timeout_s`` and the deadline for the whole stream."""
+        import anyio  # lazily: keeps it out of cold start
+
         clock = self.clock
         seen = attempt.seen
         end = attempt.t0 + dep.timeout_s if dep.timeout_s is not None else None

@@ -15,13 +15,14 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
-
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ..errors import TierwiseError
 from ..types import RateLimitInfo
+
+if TYPE_CHECKING:
+    import anyio
 
 __all__ = ["LimiterClosed", "Permit", "QueueWaitTimeout", "RateLimiter"]
 
@@ -338,6 +339,8 @@ class RateLimiter:
                     if now >= deadline or (wait != math.inf and now + wait > deadline):
                         raise QueueWaitTimeout(self.name, timeout, now - start)
                     wait = min(wait, deadline - now)
+                import anyio  # lazily: keeps it out of cold start
+
                 with anyio.CancelScope() as scope:
                     me.scope = scope
                     if wait == math.inf:
