@@ -89,3 +89,44 @@ print(json.dumps({"before": before, "after": after}))
     assert after["loaded"] is True
     assert after["same"] is True
     assert after["rows"] > 20
+
+
+def test_building_a_router_from_config_imports_no_runtime_only_modules(tmp_path: Path) -> None:
+    """A cold ``from_config`` (every ``tierwise run``, every serverless start) loads
+    only what building needs: anyio (task groups, timeouts, threads) and sqlite3
+    (the SQLite cache and audit) load on first use, when a request runs."""
+    (tmp_path / "tierwise.toml").write_text(
+        """
+[providers.openai]
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "OPENAI_API_KEY"
+[models.mini]
+provider = "openai"
+model = "gpt-5-mini"
+[models.nano]
+provider = "openai"
+model = "gpt-5-nano"
+[strategies.auto]
+type = "router"
+classifier = "keyword"
+default = "standard"
+[strategies.auto.routes]
+standard = "mini"
+bulk = "nano"
+""",
+        encoding="utf-8",
+    )
+    code = """
+import json, sys
+import tierwise
+orch = tierwise.Orchestrator.from_config("tierwise.toml")
+print(json.dumps({"modules": sorted(sys.modules), "built": type(orch).__name__}))
+"""
+    out = _run(code, tmp_path)
+    assert out["built"] == "Orchestrator"
+    modules = out["modules"]
+    assert isinstance(modules, list)
+    for name in ("anyio", "sqlite3", "sklearn", "numpy", "structlog", "redis"):
+        loaded = [m for m in modules if m == name or m.startswith(name + ".")]
+        assert not loaded, f"from_config imported {loaded}"
