@@ -53,7 +53,7 @@ async def run(name: str, capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_every_example_is_listed_and_shaped_alike() -> None:
     readme = (EXAMPLES / "README.md").read_text()
-    assert len(ALL) == 11
+    assert len(ALL) == 12
     for name in ALL:
         source = (EXAMPLES / f"{name}.py").read_text()
         tree = ast.parse(source)
@@ -158,6 +158,15 @@ async def test_batch_resume_sends_nothing_twice(capsys: pytest.CaptureFixture[st
     assert resumed and int(resumed.group(1)) == saved and int(resumed.group(2)) == 30 - saved
     assert "already-answered items sent again: 0" in out
     assert "30/30 ok, all resumed: True; new requests sent: 0" in out
+
+
+async def test_provider_batch_halves_the_cost_and_resumes(capsys: pytest.CaptureFixture[str]) -> None:
+    out = await run("provider_batch", capsys)
+    assert "60/60 answered, in input order" in out
+    assert "provider batches submitted: 2" in out
+    costs = re.search(r"cost at batch price \$([0-9.]+); the same items in real-time mode \$([0-9.]+)", out)
+    assert costs and float(costs.group(2)) == pytest.approx(2 * float(costs.group(1)), rel=1e-3)
+    assert "rerun: 60/60 loaded from answers.jsonl, provider batches submitted now: 2" in out
 
 
 async def test_cascade_reports_the_accepted_rung(capsys: pytest.CaptureFixture[str]) -> None:

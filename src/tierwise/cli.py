@@ -283,15 +283,17 @@ class _ProgressBar:
 
     def __call__(self, p: Any) -> None:
         if self._rich is not None:
-            self._rich.update(self._task, completed=p.done, description=f"batch ${p.cost_usd:.4f}")
+            waiting = f" ({p.submitted} in provider batches)" if p.submitted else ""
+            self._rich.update(self._task, completed=p.done, description=f"batch ${p.cost_usd:.4f}{waiting}")
             return
         if self.quiet:
             return
         width = 30
         filled = int(width * p.done / max(1, p.total))
+        waiting = f"in batches {p.submitted} · " if p.submitted else ""
         sys.stderr.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} "
-            f"failed {p.failed} · ${p.cost_usd:.4f} · {p.elapsed_s:.0f}s"
+            f"{waiting}failed {p.failed} · ${p.cost_usd:.4f} · {p.elapsed_s:.0f}s"
         )
         sys.stderr.flush()
 
@@ -306,12 +308,15 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     import anyio
 
     from . import Orchestrator
+    from ._cli_batch import cmd_provider_batch, wants_provider_batch
     from .strategies.batch import run_batch
 
     metadata = _metadata(args.meta or [])
-    items = _read_items(args.file)
+    items = [] if args.status or args.cancel else _read_items(args.file)
+    bar = _ProgressBar(len(items), quiet=args.quiet or args.json or args.status or args.cancel)
+    if wants_provider_batch(args):
+        return cmd_provider_batch(args, items, bar, metadata)
     orch = Orchestrator.from_config(_config_path(args.config))
-    bar = _ProgressBar(len(items), quiet=args.quiet or args.json)
 
     async def go() -> list[Any]:
         async with orch:
@@ -443,6 +448,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--strategy", "-s")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--provider-batch",
+        action="store_true",
+        help="route each item, then send it through the provider's half-price batch API (resumable)",
+    )
+    p.add_argument("--status", action="store_true", help="show the provider batch job writing --out")
+    p.add_argument("--cancel", action="store_true", help="cancel the job's submitted batches")
+    p.add_argument(
+        "--retry-failed",
+        choices=("resubmit", "realtime", "none"),
+        default="resubmit",
+        help="provider batch: failed items go to a new batch (default), the real-time path, or the report",
+    )
+    p.add_argument("--poll-interval", type=float, default=2.0, help="provider batch: first poll delay, s")
     meta(p)
     common(p)
     p.set_defaults(func=_cmd_batch)

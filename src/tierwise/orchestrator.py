@@ -22,7 +22,7 @@ import os
 import random
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._closing import AsyncClosing
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .observe.audit import AuditLog
     from .providers.base import Provider
     from .strategies.batch import BatchProgress, BatchResult
+    from .strategies.provider_batch import RetryFailed
 
 __all__ = ["Orchestrator"]
 
@@ -336,11 +337,38 @@ class Orchestrator(AsyncClosing):
         metadata: Mapping[str, Any] | None = None,
         progress: Callable[[BatchProgress], None] | None = None,
         output: str | os.PathLike[str] | None = None,
+        mode: Literal["realtime", "provider"] = "realtime",
+        retry_failed: RetryFailed = "resubmit",
+        poll_interval_s: float = 2.0,
     ) -> list[BatchResult]:
         """Run many items (strings, dicts, or Requests) with bounded concurrency:
         results in input order, each item's error captured, resumable through
-        ``output`` (see ``tierwise.strategies.batch``)."""
+        ``output`` (see ``tierwise.strategies.batch``).
+
+        ``mode="provider"`` routes each item first and sends it through the
+        provider's half-price batch API instead (``output`` required: the job is
+        kept beside it so a rerun resumes; see ``tierwise.strategies.provider_batch``).
+        ``retry_failed`` and ``poll_interval_s`` apply to that mode only."""
         from .strategies.batch import run_batch
+
+        if mode == "provider":
+            from .strategies.provider_batch import run_provider_batch
+
+            if output is None:
+                raise ValueError("mode='provider' needs output=: the job is persisted beside it")
+            return await run_provider_batch(
+                self,
+                items,
+                template,
+                output=output,
+                strategy=strategy,
+                metadata=metadata,
+                progress=progress,
+                retry_failed=retry_failed,
+                poll_interval_s=poll_interval_s,
+            )
+        if mode != "realtime":
+            raise ValueError(f"mode must be 'realtime' or 'provider', got {mode!r}")
 
         return await run_batch(
             self,

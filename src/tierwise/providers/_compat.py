@@ -40,6 +40,8 @@ class OpenAICompat:
     rename_fields: tuple[tuple[str, str], ...] = ()
     finish_reasons: tuple[tuple[str, FinishReason], ...] = ()
     reasoning_field: str = "reasoning_effort"
+    #: Whether the server speaks OpenAI's Batch API (``/v1/files`` + ``/v1/batches``).
+    batch_api: bool = False
 
 
 COMPATIBLE_SERVERS: dict[str, OpenAICompat] = {
@@ -52,6 +54,7 @@ COMPATIBLE_SERVERS: dict[str, OpenAICompat] = {
             "https://api.openai.com/v1",
             "OPENAI_API_KEY",
             max_tokens_field="max_completion_tokens",
+            batch_api=True,
         ),
         # DeepSeek: usage rides on the finish chunk; cache hits in prompt_cache_hit_tokens;
         # finish "insufficient_system_resource" means the server cut the answer off.

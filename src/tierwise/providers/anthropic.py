@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import httpx
 
@@ -52,6 +52,9 @@ from ._anthropic_request import json_schema, messages_body, tool_body, tool_choi
 from ._errors import ErrorInfo, classify_error, error_envelope
 from ._sse import SSEEvent
 from .base import Provider, ProviderOptions
+
+if TYPE_CHECKING:
+    from ._batch import BatchWire
 
 __all__ = ["DEFAULT_MAX_TOKENS", "Anthropic"]
 
@@ -160,6 +163,11 @@ class Anthropic(Provider):
 
     def _url(self, model: str, stream: bool) -> str:
         return self._endpoint
+
+    def batch_api(self) -> BatchWire | None:
+        from ._batch_wires import AnthropicBatchWire
+
+        return AnthropicBatchWire(self)
 
     def _build_body(self, model: str, request: Request, stream: bool) -> dict[str, Any]:
         system, messages = messages_body(request.messages, self.name, model)

@@ -33,7 +33,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import httpx
 
@@ -69,6 +69,9 @@ from ._http import (
 )
 from ._normalize import check_embeddings, embedding_inputs, embedding_vector, looks_like_sse, normalize
 from ._sse import SSEDecoder, SSEEvent
+
+if TYPE_CHECKING:
+    from ._batch import BatchWire
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -196,6 +199,10 @@ class Provider(AsyncClosing, ABC):
         order; ``ProtocolError`` (or a ``KeyError``/``TypeError``/``ValueError``, which
         becomes one) when it is malformed."""
         raise NotImplementedError
+
+    def batch_api(self) -> BatchWire | None:
+        """This provider's batch API (half-price, asynchronous), or ``None``."""
+        return None
 
     def _env_api_key(self) -> str | None:
         """The key when ``api_key`` is not given: ``api_key_env`` from the environment."""

@@ -49,7 +49,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import AuthenticationError, BadRequestError, ContentFiltered, ProtocolError, ProviderError
 from ..types import Embeddings, FinishReason, Request, Response, StreamEvent, Usage
@@ -59,6 +59,9 @@ from ._gemini_request import contents, generation_config, merge, tool_choice
 from ._normalize import check_embeddings, embedding_vector
 from ._sse import SSEEvent
 from .base import MALFORMED, Provider
+
+if TYPE_CHECKING:
+    from ._batch import BatchWire
 
 __all__ = ["Gemini"]
 
@@ -111,6 +114,11 @@ class Gemini(Provider):
         if stream:
             return f"{self.base_url}/{path}:streamGenerateContent?alt=sse"
         return f"{self.base_url}/{path}:generateContent"
+
+    def batch_api(self) -> BatchWire | None:
+        from ._batch_wires import GeminiBatchWire
+
+        return GeminiBatchWire(self)
 
     def _build_body(self, model: str, request: Request, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"contents": contents(request.messages)}

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 import httpx
 
@@ -46,6 +46,9 @@ from ._errors import ErrorInfo, classify_error
 from ._normalize import check_embeddings, embedding_vector
 from ._sse import SSEEvent
 from .base import Provider, ProviderOptions
+
+if TYPE_CHECKING:
+    from ._batch import BatchWire
 
 __all__ = ["COMPATIBLE_SERVERS", "OpenAI", "OpenAICompat"]
 
@@ -312,6 +315,13 @@ class OpenAI(Provider):
 
     def _url(self, model: str, stream: bool) -> str:
         return self._chat_url
+
+    def batch_api(self) -> BatchWire | None:
+        if not self._compat.batch_api:
+            return None
+        from ._batch_wires import OpenAIBatchWire
+
+        return OpenAIBatchWire(self)
 
     def _build_body(self, model: str, request: Request, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}

@@ -65,6 +65,10 @@ class BatchProgress:
     cost_usd: float
     unknown_cost: int
     elapsed_s: float
+    #: Provider batch mode: items in batches submitted and not yet collected.
+    submitted: int = 0
+    #: Provider batch mode: what the answered items would have cost in real-time mode.
+    realtime_cost_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from ._mock_batch import MockBatches
 from ._mock_embed import DEFAULT_EMBEDDING_DIM, EmbedFn, compute_vectors, hashed_embedding
 from ._mock_http import _Connection, _dumps, _json_reply, _Op, _Replay
 from ._mock_model import (
@@ -98,6 +99,8 @@ __all__ = [
 _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/v1alpha/models/")
 _GEMINI_ACTIONS = frozenset(("generateContent", "streamGenerateContent", "batchEmbedContents"))
 _OPENAI_EMBEDDINGS = ("/v1/embeddings", "/embeddings")
+#: Paths of the provider batch APIs (``_mock_batch``), checked before model routing.
+_BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/v1/messages/batches", "/v1beta/batches/")
 
 
 def _gemini_target(path: str) -> tuple[str, str] | None:
@@ -156,6 +159,8 @@ class MockLLMServer:
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._seq = 0
+        #: The provider batch APIs: knobs (delay, per-item faults) and counters.
+        self.batches = MockBatches()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -168,6 +173,7 @@ class MockLLMServer:
             lambda: _Connection(self), self.host, self._port, backlog=1024, reuse_address=True
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        self.batches.base_url = self.base_url
         return self
 
     async def aclose(self) -> None:
@@ -319,6 +325,10 @@ class MockLLMServer:
             _guess_model(rec, path)
             return self._replays.popleft().ops(close)
 
+        if path.startswith(_BATCH_PREFIXES) or path.endswith(":batchGenerateContent"):
+            ops = self.batches.handle(method, path, headers, body, close, self._state_for)
+            if ops is not None:
+                return ops
         wire: _Wire
         gemini: tuple[str, str] | None = None
         embeddings = False
