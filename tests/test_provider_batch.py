@@ -432,3 +432,30 @@ def test_cli_status_and_cancel(tmp_path: Path) -> None:
         assert cancel.returncode == 0, cancel.stderr
         assert len(json.loads(cancel.stdout)["canceled"]) == 3
         assert all(b.canceled for b in srv.batches.batches.values())
+
+
+async def test_a_crash_inside_submit_adopts_the_batch_the_provider_accepted(
+    keys: None, tmp_path: Path
+) -> None:
+    """The job says ``submitting`` (the process died inside the submit call): the rerun
+    finds the accepted batch by its label and submits nothing again."""
+    from tierwise.strategies.provider_batch import run_provider_batch
+
+    async with MockLLMServer() as srv:
+        srv.batches.complete_after_s = 0.0
+        orch = tw.Orchestrator.from_config(_config(srv.base_url))
+        out = tmp_path / "o.jsonl"
+        items = [{"prompt": f"q{i}", "metadata": {"tier": "standard"}} for i in range(4)]
+        await run_provider_batch(orch, items, output=out, poll_interval_s=0.001)
+        # Rewind the job to "submitting" and forget the batch id, as a crash mid-call would.
+        job = json.loads(job_path(out).read_text())
+        [group] = job["groups"]
+        group["status"], group["batch_id"] = "submitting", None
+        job_path(out).write_text(json.dumps(job))
+        out.write_text("")
+        before = dict(srv.batches.submitted)
+        results = await run_provider_batch(orch, items, output=out, poll_interval_s=0.001)
+        await orch.aclose()
+    assert all(r.ok for r in results)
+    assert dict(srv.batches.submitted) == before  # adopted, not resubmitted
+    assert len(srv.batches.batches) == 1

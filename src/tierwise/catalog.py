@@ -56,6 +56,8 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .types import Usage
 
+from ._batch_prices import batch_cost, batch_discount
+
 __all__ = ["Catalog", "ModelSpec", "UnknownModelError", "batch_cost", "batch_discount", "compute_cost"]
 
 logger = logging.getLogger("tierwise.catalog")
@@ -185,27 +187,6 @@ def compute_cost(spec: ModelSpec, usage: Usage) -> float | None:
                 return None
             parts.append(tokens * price)
     return math.fsum(parts) / _PER_TOKENS
-
-
-_BATCH: dict[str, float] | None = None
-
-
-def batch_discount(provider: str) -> float | None:
-    """The built-in table's batch-API discount for ``provider`` (0.5 = half price),
-    or ``None`` when the provider has no published batch price."""
-    global _BATCH
-    if _BATCH is None:
-        import tomllib
-
-        table = tomllib.loads(_read_builtin_text()).get("batch", {})
-        _BATCH = {str(k).casefold(): float(v) for k, v in table.items() if isinstance(v, int | float)}
-    return _BATCH.get(provider.casefold())
-
-
-def batch_cost(spec: ModelSpec, usage: Usage, discount: float) -> float | None:
-    """``usage`` priced at the batch rate: every token price times ``1 - discount``."""
-    cost = compute_cost(spec, usage)
-    return None if cost is None else cost * (1.0 - discount)
 
 
 class UnknownModelError(KeyError):

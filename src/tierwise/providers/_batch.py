@@ -107,6 +107,13 @@ class BatchWire:
     async def cancel(self, batch_id: str) -> BatchInfo:
         raise NotImplementedError
 
+    async def find(self, label: str) -> BatchInfo | None:
+        """A recent batch submitted with ``label``, or ``None``. Closes the window of
+        a crash inside ``submit`` (accepted by the provider, id never recorded) on
+        the wires that can list batches by a caller's label (OpenAI ``metadata``,
+        Gemini ``displayName``); Anthropic's batches carry no label, so ``None``."""
+        return None
+
     # -- helpers -------------------------------------------------------------------
 
     def body(self, model: str, request: Request) -> dict[str, Any]:

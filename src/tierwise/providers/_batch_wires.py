@@ -105,6 +105,13 @@ class OpenAIBatchWire(BatchWire):
     async def cancel(self, batch_id: str) -> BatchInfo:
         return self._info(await self.call("POST", f"{self.provider.base_url}/batches/{batch_id}/cancel"))
 
+    async def find(self, label: str) -> BatchInfo | None:
+        data = await self.call("GET", f"{self.provider.base_url}/batches?limit=100")
+        for row in _map(data).get("data") or []:
+            if _map(_map(row).get("metadata")).get("tierwise_job") == label:
+                return self._info(row)
+        return None
+
     async def results(self, batch_id: str, model: str, order: Sequence[str] = ()) -> list[BatchItemResult]:
         base = self.provider.base_url
         data = await self.call("GET", f"{base}/batches/{batch_id}")
@@ -248,6 +255,15 @@ class GeminiBatchWire(BatchWire):
     async def cancel(self, batch_id: str) -> BatchInfo:
         await self.call("POST", f"{self.provider.base_url}/batches/{batch_id}:cancel")
         return await self.status(batch_id)
+
+    async def find(self, label: str) -> BatchInfo | None:
+        data = await self.call("GET", f"{self.provider.base_url}/batches?pageSize=100")
+        rows = _map(data).get("operations") or _map(data).get("batches") or []
+        for row in rows:
+            meta = _map(_map(row).get("metadata"))
+            if label in (meta.get("displayName"), meta.get("display_name")):
+                return self._info(row)
+        return None
 
     async def results(self, batch_id: str, model: str, order: Sequence[str] = ()) -> list[BatchItemResult]:
         data = await self.call("GET", f"{self.provider.base_url}/batches/{batch_id}")

@@ -17,10 +17,10 @@ half-price batch API, resumable after a crash without paying twice.
    every submission and after every collection. Results go to ``output`` exactly
    as in real-time mode. Rerunning the same command resumes: collected items are
    loaded back, submitted batches are polled again, nothing submitted is submitted
-   again. One window remains: a crash *inside* the submit call, after the provider
-   accepted the batch and before its id was written, cannot know the id; that group
-   is then submitted again (the provider bills both). The window is one HTTP round
-   trip per group.
+   again. A crash *inside* the submit call (the provider accepted the batch, its id
+   never reached the job) is recovered by the group's label where the provider lists
+   batches by one (OpenAI ``metadata``, Gemini ``displayName``); on Anthropic, whose
+   batches carry no label, that group is submitted again (one HTTP round trip wide).
 4. **Collect.** Batches are polled with backoff (a 5xx while polling is retried);
    each item's ``Response`` is parsed by the adapter's real-time parser, priced at
    the catalog's batch discount (``tierwise.catalog.batch_discount``) and settled on
@@ -36,7 +36,6 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -47,6 +46,7 @@ from ..errors import ConfigError, ProviderError, TierwiseError, redact
 from ..execution.tokens import DEFAULT_OUTPUT_TOKENS, estimate_tokens
 from ..providers._batch import BatchItemResult
 from ..types import Attempt, Request, Response, RouteInfo
+from ._batch_job import _Group, _Job, job_path, job_status
 from .batch import (
     BatchProgress,
     BatchResult,
@@ -68,122 +68,6 @@ __all__ = ["RetryFailed", "cancel_job", "job_path", "job_status", "run_provider_
 _log = logging.getLogger("tierwise.batch")
 
 RetryFailed = Literal["resubmit", "realtime", "none"]
-_VERSION = 1
-
-
-def job_path(output: str | os.PathLike[str]) -> Path:
-    """Where the job of a provider batch writing ``output`` is kept."""
-    out = Path(output)
-    return out.with_name(out.name + ".job.json")
-
-
-@dataclass(slots=True)
-class _Group:
-    key: str
-    alias: str
-    items: list[int]
-    custom_ids: list[str]
-    label: str
-    round: int = 0
-    batch_id: str | None = None
-    status: str = "planned"  # planned | submitting | submitted | collected | failed
-    route: dict[int, list[Any]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "alias": self.alias,
-            "items": self.items,
-            "custom_ids": self.custom_ids,
-            "label": self.label,
-            "round": self.round,
-            "batch_id": self.batch_id,
-            "status": self.status,
-            "route": {str(k): v for k, v in self.route.items()},
-        }
-
-    @classmethod
-    def from_json(cls, row: Mapping[str, Any]) -> _Group:
-        route = {int(k): list(v) for k, v in dict(row.get("route") or {}).items()}
-        return cls(
-            str(row["key"]),
-            str(row["alias"]),
-            [int(i) for i in row["items"]],
-            [str(c) for c in row["custom_ids"]],
-            str(row["label"]),
-            int(row.get("round", 0)),
-            row.get("batch_id"),
-            str(row.get("status", "planned")),
-            route,
-        )
-
-
-@dataclass(slots=True)
-class _Job:
-    id: str
-    fingerprints: list[str | None]
-    groups: list[_Group] = field(default_factory=list)
-    batch_cost_usd: float = 0.0
-    realtime_cost_usd: float = 0.0
-
-    def save(self, path: Path) -> None:
-        """Atomic and durable: a crash leaves the old or the new job, never half of one."""
-        data = {
-            "version": _VERSION,
-            "job": self.id,
-            "fingerprints": self.fingerprints,
-            "groups": [g.to_json() for g in self.groups],
-            "batch_cost_usd": self.batch_cost_usd,
-            "realtime_cost_usd": self.realtime_cost_usd,
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(data, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> _Job:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("version") != _VERSION:
-                raise ValueError(f"unsupported job version {data.get('version')!r}")
-            return cls(
-                str(data["job"]),
-                list(data["fingerprints"]),
-                [_Group.from_json(g) for g in data["groups"]],
-                float(data.get("batch_cost_usd", 0.0)),
-                float(data.get("realtime_cost_usd", 0.0)),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a readable tierwise batch job ({exc})") from None
-
-
-def job_status(output: str | os.PathLike[str]) -> dict[str, Any]:
-    """A summary of the job writing ``output``: groups by status, items, batch ids,
-    cost so far at batch price and its real-time equivalent."""
-    path = job_path(output)
-    if not path.exists():
-        raise FileNotFoundError(f"no provider batch job for {output} (expected {path})")
-    job = _Job.load(path)
-    groups = [
-        {
-            "alias": g.alias,
-            "batch_id": g.batch_id,
-            "status": g.status,
-            "items": len(g.items),
-            "round": g.round,
-        }
-        for g in job.groups
-    ]
-    return {
-        "job": job.id,
-        "items": len(job.fingerprints),
-        "groups": groups,
-        "batch_cost_usd": job.batch_cost_usd,
-        "realtime_cost_usd": job.realtime_cost_usd,
-    }
 
 
 def _plan_route(orch: Orchestrator, strategy: str | None, request: Request) -> tuple[str, RouteInfo]:
@@ -371,6 +255,13 @@ class _Runner:
     async def submit(self, group: _Group) -> None:
         dep = self.deployment(group.alias)
         wire = self.wire(dep)
+        if group.status == "submitting":
+            # A run died inside the submit call: the provider may hold the batch.
+            found = await wire.find(group.label)
+            if found is not None:
+                group.batch_id, group.status = found.id, "submitted"
+                self.job.save(self.path)
+                return
         discount = batch_discount(dep.provider.name) or 0.0
         await self.reserve(group, dep, discount)
         group.status = "submitting"

@@ -53,6 +53,7 @@ class _Batch:
     items: list[_Item]
     canceled: bool = False
     input_file: str = ""
+    label: str = ""
 
 
 @dataclass
@@ -94,6 +95,12 @@ class MockBatches:
             if data is None:
                 return self._missing(_OPENAI, close)
             return [*_json_reply(200, data, (), close)]
+        if path == "/v1/batches" and method == "GET":
+            rows = [self._openai_view(b) for b in reversed(self.batches.values()) if b.wire == "openai"]
+            return _json_reply(200, _dumps({"object": "list", "data": rows[:100]}), (), close)
+        if path == "/v1beta/batches" and method == "GET":
+            rows = [self._gemini_view(b) for b in reversed(self.batches.values()) if b.wire == "gemini"]
+            return _json_reply(200, _dumps({"operations": rows[:100]}), (), close)
         if path == "/v1/batches" and method == "POST":
             return self._openai_create(body, close, state_for)
         if parts[:2] == ["v1", "batches"] and len(parts) in (3, 4):
@@ -163,7 +170,10 @@ class MockBatches:
             if state is None:
                 return _json_reply(404, _OPENAI.error_body(404, model), (), close)
             items.append(self._answer_item(_OPENAI, model, str(row.get("custom_id")), row["body"], state))
-        batch = _Batch(self._new_id("batch_mock"), "openai", model, self.clock(), items, input_file=file_id)
+        label = str((data.get("metadata") or {}).get("tierwise_job", ""))
+        batch = _Batch(
+            self._new_id("batch_mock"), "openai", model, self.clock(), items, input_file=file_id, label=label
+        )
         self.batches[batch.id] = batch
         return _json_reply(200, _dumps(self._openai_view(batch)), (), close)
 
@@ -216,7 +226,9 @@ class MockBatches:
             meta = row.get("metadata") if isinstance(row, dict) else None
             key = meta.get("key") if isinstance(meta, dict) else None
             items.append(self._answer_item(_GEMINI, model, str(key or i), params or {}, state))
-        batch = _Batch(self._new_id("mock"), "gemini", model, self.clock(), items)
+        named = batch_obj if isinstance(batch_obj, dict) else {}
+        label = str(named.get("display_name") or named.get("displayName") or "")
+        batch = _Batch(self._new_id("mock"), "gemini", model, self.clock(), items, label=label)
         self.batches[batch.id] = batch
         return _json_reply(200, _dumps(self._gemini_view(batch)), (), close)
 
@@ -269,7 +281,7 @@ class MockBatches:
                 "completed": len(ok) if ended else 0,
                 "failed": len(bad) if ended else 0,
             },
-            "metadata": None,
+            "metadata": {"tierwise_job": batch.label} if batch.label else None,
         }
         if ended:
             if ok:
@@ -357,6 +369,7 @@ class MockBatches:
             "model": f"models/{batch.model}",
             "state": state[reason] if ended else "BATCH_STATE_RUNNING",
             "batchStats": {"requestCount": str(len(batch.items))},
+            "displayName": batch.label,
         }
         view: dict[str, Any] = {"name": f"batches/{batch.id}", "metadata": meta}
         if ended:

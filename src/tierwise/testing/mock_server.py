@@ -100,7 +100,7 @@ _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/v1alpha/models/")
 _GEMINI_ACTIONS = frozenset(("generateContent", "streamGenerateContent", "batchEmbedContents"))
 _OPENAI_EMBEDDINGS = ("/v1/embeddings", "/embeddings")
 #: Paths of the provider batch APIs (``_mock_batch``), checked before model routing.
-_BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/v1/messages/batches", "/v1beta/batches/")
+_BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/v1/messages/batches", "/v1beta/batches")
 
 
 def _gemini_target(path: str) -> tuple[str, str] | None:
