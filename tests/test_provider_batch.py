@@ -459,3 +459,49 @@ async def test_a_crash_inside_submit_adopts_the_batch_the_provider_accepted(
     assert all(r.ok for r in results)
     assert dict(srv.batches.submitted) == before  # adopted, not resubmitted
     assert len(srv.batches.batches) == 1
+
+
+async def test_groups_split_within_the_provider_limit(
+    keys: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tierwise.providers._batch_wires import OpenAIBatchWire
+
+    monkeypatch.setattr(OpenAIBatchWire, "max_items", 10)
+    async with MockLLMServer() as srv:
+        srv.batches.complete_after_s = 0.0
+        orch = tw.Orchestrator.from_config(_config(srv.base_url))
+        items = [{"prompt": f"q{i}", "metadata": {"tier": "standard"}} for i in range(25)]
+        results = await orch.batch(items, output=tmp_path / "o.jsonl", mode="provider", poll_interval_s=0.001)
+        await orch.aclose()
+    assert all(r.ok for r in results)
+    assert sorted(len(b.items) for b in srv.batches.batches.values()) == [5, 10, 10]
+
+
+async def test_the_budget_holds_each_items_worst_case_at_batch_price_while_it_waits(
+    keys: None, tmp_path: Path
+) -> None:
+    import anyio
+
+    from tierwise.execution._attempt import worst_request_cost
+
+    async with MockLLMServer() as srv:
+        srv.batches.hold_models.add("gpt-5-mini")
+        cfg = _config(srv.base_url) | {"budget": {"limits": [{"scope": "total", "limit_usd": 100.0}]}}
+        orch = tw.Orchestrator.from_config(cfg)
+        items = [{"prompt": f"question {i}", "metadata": {"tier": "standard"}} for i in range(5)]
+        budget = orch.executor.budget
+        assert budget is not None
+        dep = orch.executor.deployments["mini"]
+        # The same worst case a real-time call reserves, at half price.
+        worst = sum(worst_request_cost(dep, Request.from_prompt(i["prompt"])) * 0.5 for i in items)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: orch.batch(items, output=tmp_path / "o.jsonl", mode="provider", poll_interval_s=0.001)
+            )
+            while not srv.batches.batches:  # noqa: ASYNC110 - the mock offers no event to wait on
+                await anyio.sleep(0.001)
+            assert budget.reserved("total") == pytest.approx(worst, rel=1e-9)
+            srv.batches.hold_models.clear()
+        assert budget.reserved("total") == 0.0
+        assert 0 < budget.spent("total") < worst
+        await orch.aclose()

@@ -122,10 +122,7 @@ class Call:
             return
         self.estimate = estimate = estimate_tokens(request)
         # estimate_tokens adds max_tokens, or DEFAULT_OUTPUT_TOKENS (+ thinking budget).
-        out = request.max_tokens
-        if out is None:
-            out = DEFAULT_OUTPUT_TOKENS + (request.thinking_budget or 0)
-        self.prompt = max(0, estimate - max(0, out))
+        self.prompt = prompt_part(request, estimate)
 
     def add(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
@@ -145,8 +142,28 @@ class Call:
             return (
                 self.prompt * spec.input / 1_000_000.0 if spec is not None and spec.input is not None else 0.0
             )
-        max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
-        return dep.max_cost(dep.input_bound.reserve_tokens(request, self.prompt), max_out)
+        return worst_request_cost(dep, request, self.prompt)
+
+
+def prompt_part(request: Request, estimate: int | None = None) -> int:
+    """The prompt's share of ``estimate_tokens`` (which adds the expected output)."""
+    if estimate is None:
+        estimate = estimate_tokens(request)
+    out = request.max_tokens
+    if out is None:
+        out = DEFAULT_OUTPUT_TOKENS + (request.thinking_budget or 0)
+    return max(0, estimate - max(0, out))
+
+
+def worst_request_cost(dep: Deployment, request: Request, prompt: int | None = None) -> float:
+    """What the budget reserves for one call of ``request`` on ``dep``: the prompt's
+    upper bound at the input price plus the largest possible output at the output
+    price. Shared by real-time tries and provider batches (which scale it by the
+    batch discount)."""
+    if prompt is None:
+        prompt = prompt_part(request)
+    max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
+    return dep.max_cost(dep.input_bound.reserve_tokens(request, prompt), max_out)
 
 
 class Seen:

@@ -43,7 +43,7 @@ from .._clock import Clock
 from .._serde import response_to_dict
 from ..catalog import batch_cost, batch_discount
 from ..errors import ConfigError, ProviderError, TierwiseError, redact
-from ..execution.tokens import DEFAULT_OUTPUT_TOKENS, estimate_tokens
+from ..execution._attempt import worst_request_cost
 from ..providers._batch import BatchItemResult
 from ..types import Attempt, Request, Response, RouteInfo
 from ._batch_job import _Group, _Job, job_path, job_status
@@ -240,17 +240,22 @@ class _Runner:
         )
         self.job.groups.append(group)
 
+    def tags(self, request: Request) -> dict[str, str]:
+        """Budget tags as a real-time call books them: the string metadata values."""
+        metadata = {**request.metadata, **(self.metadata or {})}
+        return {k: v for k, v in metadata.items() if isinstance(v, str)}
+
     async def reserve(self, group: _Group, dep: Deployment, discount: float) -> None:
         budget = self.orch.executor.budget
         if budget is None:
             return
-        tags = dict(self.metadata or {})
         for index in group.items:
             request = self.requests[index]
             assert isinstance(request, Request)
-            out = request.max_tokens or dep.max_output_tokens or DEFAULT_OUTPUT_TOKENS
-            worst = dep.max_cost(estimate_tokens(request), out) * (1.0 - discount)
-            self.reservations[index] = await budget.areserve(model=dep.alias, tags=tags, amount_usd=worst)
+            worst = worst_request_cost(dep, request) * (1.0 - discount)
+            self.reservations[index] = await budget.areserve(
+                model=dep.alias, tags=self.tags(request), amount_usd=worst
+            )
 
     async def submit(self, group: _Group) -> None:
         dep = self.deployment(group.alias)
@@ -327,8 +332,10 @@ class _Runner:
                 elif self.orch.executor.budget is not None:
                     # Submitted by an earlier run of this job: its reservation died with
                     # that process, the spend is booked now.
-                    tags = dict(self.metadata or {})
-                    self.orch.executor.budget.record(model=dep.alias, tags=tags, cost_usd=response.cost_usd)
+                    request = self.requests[index]
+                    assert isinstance(request, Request)
+                    budget = self.orch.executor.budget
+                    budget.record(model=dep.alias, tags=self.tags(request), cost_usd=response.cost_usd)
                 self.record(BatchResult(index, self.prompt(index), response))
                 continue
             if reservation is not None:
