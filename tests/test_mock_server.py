@@ -352,7 +352,7 @@ async def test_bad_json_is_400(client: httpx.AsyncClient, provider: str) -> None
 
 
 async def test_unknown_path_and_wrong_method(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v1/completions", json={})  # /v1/embeddings is served (test_embeddings.py)
+    r = await client.post("/v1/fine_tuning/jobs", json={})  # completions/embeddings are served
     assert r.status_code == 404
     assert "Invalid URL" in r.json()["error"]["message"]
     r = await client.get(ANTHROPIC)

@@ -213,6 +213,9 @@ class MockModel:
     rate_limit_requests: int | None = None
     rate_limit_tokens: int | None = None
     enforce_rate_limits: bool = False
+    #: Answer structured-output requests (``response_format``, Gemini's JSON mime type)
+    #: with broken JSON instead of a value matching the schema: for testing verifiers.
+    invalid_json: bool = False
     _tools: tuple[tuple[str, dict[str, Any]], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -345,7 +348,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(raw.decode())
     if not isinstance(data, dict):
         raise ValueError("config must be a table/object")
-    unknown = sorted(set(data) - {"seed", "record_limit", "embedding_dim", "default", "models"})
+    unknown = sorted(set(data) - {"seed", "record_limit", "embedding_dim", "strict", "default", "models"})
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
     out: dict[str, Any] = {}
@@ -355,6 +358,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
         out["record_limit"] = int(data["record_limit"])
     if "embedding_dim" in data:
         out["embedding_dim"] = int(data["embedding_dim"])
+    if "strict" in data:
+        if not isinstance(data["strict"], bool):
+            raise ValueError("strict: must be true or false")
+        out["strict"] = data["strict"]
     if data.get("default") is not None:
         out["default"] = _model_from(data["default"], "default")
     models = data.get("models")

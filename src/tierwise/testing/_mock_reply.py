@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._mock_fidelity import choices_of, structured_text
 from ._mock_http import _JSON, _LAST_CHUNK, _SSE, _frame, _head, _json_reply, _Op, _paced, _Signal
 from ._mock_model import (
     _CHARS_PER_TOKEN,
@@ -191,6 +192,9 @@ def _answer(st: _ModelState, rec: MockRequest, data: dict[str, Any], wire: _Wire
     else:
         said = " ".join(_last_user_text(wire.name, data).split())
         text = f"Mock reply from {model}: {said[:160] or '(empty prompt)'}"
+        structured = structured_text(wire.name, data, said, invalid=m.invalid_json)
+        if structured is not None:
+            text = structured
     if m.output_tokens is not None:
         visible = m.output_tokens
     else:
@@ -214,6 +218,7 @@ def _answer(st: _ModelState, rec: MockRequest, data: dict[str, Any], wire: _Wire
         seq=seq,
         created=int(time.time()),
         chunk_chars=m.tokens_per_chunk * _CHARS_PER_TOKEN,
+        n=choices_of(data) if wire is _OPENAI else 1,
     )
 
 

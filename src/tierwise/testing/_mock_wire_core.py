@@ -33,6 +33,7 @@ class _Answer:
     seq: int
     created: int
     chunk_chars: int
+    n: int = 1  # OpenAI ``n``: identical choices 0..n-1
 
 
 def _tool_id(prefix: str, index: int, name: str, args: Mapping[str, Any]) -> str:
@@ -157,8 +158,8 @@ class _OpenAIWire(_Wire):
     def _usage(self, a: _Answer) -> dict[str, Any]:
         return {
             "prompt_tokens": a.input_tokens,
-            "completion_tokens": a.output_tokens,
-            "total_tokens": a.input_tokens + a.output_tokens,
+            "completion_tokens": a.output_tokens * a.n,
+            "total_tokens": a.input_tokens + a.output_tokens * a.n,
             "prompt_tokens_details": {"cached_tokens": a.cached, "audio_tokens": 0},
             "completion_tokens_details": {
                 "reasoning_tokens": a.reasoning,
@@ -195,7 +196,8 @@ class _OpenAIWire(_Wire):
                 "created": a.created,
                 "model": a.model,
                 "choices": [
-                    {"index": 0, "message": message, "logprobs": None, "finish_reason": self._finish(a)}
+                    {"index": i, "message": message, "logprobs": None, "finish_reason": self._finish(a)}
+                    for i in range(a.n)
                 ],
                 "usage": self._usage(a),
                 "service_tier": "default",
@@ -249,6 +251,25 @@ class _OpenAIWire(_Wire):
             for frag in _pieces(json.dumps(args), a.chunk_chars):
                 content.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": frag}}]}))
         tail = [chunk({}, self._finish(a))]
+        for i in range(1, a.n):
+            # Further choices stream after the first, each with its own index.
+            other = envelope + b'[{"index":%d,"delta":' % i
+            content.append(
+                other
+                + _dumps({"role": "assistant", "content": a.text})
+                + b',"logprobs":null,"finish_reason":null}]'
+                + usage_null
+                + b"}\n\n"
+            )
+            tail.insert(
+                0,
+                other
+                + b'{},"logprobs":null,"finish_reason":"'
+                + self._finish(a).encode()
+                + b'"}]'
+                + usage_null
+                + b"}\n\n",
+            )
         if include_usage:
             tail.append(envelope + b'[],"usage":' + _dumps(self._usage(a)) + b"}\n\n")
         tail.append(b"data: [DONE]\n\n")

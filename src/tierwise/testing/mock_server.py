@@ -61,14 +61,16 @@ import json
 import signal
 import sys
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import unquote
 
 from ._mock_batch import MockBatches
 from ._mock_embed import DEFAULT_EMBEDDING_DIM, EmbedFn, compute_vectors, hashed_embedding
-from ._mock_http import _Connection, _dumps, _json_reply, _Op, _Replay
+from ._mock_fidelity import strict_problem
+from ._mock_http import _Connection, _json_reply, _Op, _Replay
+from ._mock_meta import completions_reply, meta_reply, not_found_reply
 from ._mock_model import (
     FAULT_KINDS,
     MockModel,
@@ -79,7 +81,7 @@ from ._mock_model import (
     estimate_tokens,
     load_config,
 )
-from ._mock_reply import _respond, _respond_embeddings
+from ._mock_reply import _answer, _respond, _respond_embeddings
 from ._mock_wire import _ANTHROPIC, _GEMINI, _OPENAI, _Wire
 
 __all__ = [
@@ -99,6 +101,7 @@ __all__ = [
 _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/v1alpha/models/")
 _GEMINI_ACTIONS = frozenset(("generateContent", "streamGenerateContent", "batchEmbedContents"))
 _OPENAI_EMBEDDINGS = ("/v1/embeddings", "/embeddings")
+_COMPLETIONS = ("/v1/completions", "/completions")
 #: Paths of the provider batch APIs (``_mock_batch``), checked before model routing.
 _BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/v1/messages/batches", "/v1beta/batches")
 
@@ -137,6 +140,8 @@ class MockLLMServer:
         record_limit: int = 10_000,
         embedding_dim: int = DEFAULT_EMBEDDING_DIM,
         embed: EmbedFn | None = None,
+        strict: bool = True,
+        log: TextIO | None = None,
     ) -> None:
         if models is not None and not isinstance(models, Mapping):
             raise TypeError("models must be a mapping of model name to MockModel")
@@ -161,6 +166,13 @@ class MockLLMServer:
         self._seq = 0
         #: The provider batch APIs: knobs (delay, per-item faults) and counters.
         self.batches = MockBatches()
+        #: Validate requests as the real APIs do (400 in the provider's shape); off
+        #: for tests that send deliberately incomplete bodies.
+        self.strict = strict
+        #: A text stream that gets one access-log line per request (``--verbose``).
+        self.log = log
+        self._paths: Counter[str] = Counter()
+        self._unanswered = 0  # requests that hit no route (404): a client shape not served
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -329,9 +341,12 @@ class MockLLMServer:
             ops = self.batches.handle(method, path, headers, body, close, self._state_for)
             if ops is not None:
                 return ops
+        self._paths[path] += 1
+        if self.log is not None:
+            self.log.write(f"{method} {target} {headers.get('content-length', '0')}b\n")
         wire: _Wire
         gemini: tuple[str, str] | None = None
-        embeddings = False
+        embeddings = legacy = False
         if path in ("/v1/chat/completions", "/chat/completions"):
             wire = _OPENAI
         elif path == "/v1/messages":
@@ -341,18 +356,15 @@ class MockLLMServer:
         elif (gemini := _gemini_target(path)) is not None:
             wire = _GEMINI
             if gemini[1] not in _GEMINI_ACTIONS:
-                return self._not_found(method, path, close)
+                return self._not_found(method, path, headers, close)
             rec.stream = gemini[1] == "streamGenerateContent"
             embeddings = gemini[1] == "batchEmbedContents"
-        elif method == "GET" and path in ("/v1/models", "/models"):
-            data = [
-                {"id": n, "object": "model", "created": 0, "owned_by": "tierwise-mock"} for n in self._models
-            ]
-            return _json_reply(200, _dumps({"object": "list", "data": data}), (), close)
-        elif method == "GET" and path == "/health":
-            return _json_reply(200, b'{"status":"ok"}', (), close)
+        elif path in _COMPLETIONS:
+            wire, legacy = _OPENAI, True
+        elif (meta := meta_reply(self, method, path, headers, close)) is not None:
+            return meta
         else:
-            return self._not_found(method, path, close)
+            return self._not_found(method, path, headers, close)
         rec.provider = wire.name
         rid = f"req_mock{self._seq:08d}"
         hdrs = [(wire.request_id_header, rid)] if wire.request_id_header else []
@@ -380,6 +392,10 @@ class MockLLMServer:
             rec.stream = data.get("stream") is True and not embeddings
             sse = rec.stream
         rec.model = model
+        if self.strict and not legacy:
+            problem = strict_problem(wire.name, data, embeddings=embeddings)
+            if problem is not None:
+                return error(400, problem, model)
         texts: list[str] = []
         if embeddings:
             problem = _embedding_problem(wire.name, data, model)
@@ -389,6 +405,8 @@ class MockLLMServer:
         state = self._state_for(model)
         if state is None:
             return error(404, None, model)
+        if legacy:
+            return completions_reply(state, rec, data, close, hdrs, self._seq, _answer)
         if embeddings:
             dim = _requested_dim(wire.name, data) or self.embedding_dim
             embed = self.embed
@@ -397,18 +415,9 @@ class MockLLMServer:
             )
         return _respond(wire, state, rec, data, sse, close, hdrs, rid, self._seq)
 
-    def _not_found(self, method: str, path: str, close: bool) -> list[_Op]:
-        body = _dumps(
-            {
-                "error": {
-                    "message": f"Invalid URL ({method} {path})",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": None,
-                }
-            }
-        )
-        return _json_reply(404, body, (), close)
+    def _not_found(self, method: str, path: str, headers: Mapping[str, str], close: bool) -> list[_Op]:
+        self._unanswered += 1
+        return not_found_reply(method, path, headers, close)
 
 
 def _embedding_problem(provider: str, data: Mapping[str, Any], model: str) -> str | None:
@@ -483,6 +492,8 @@ def serve(
     on_ready: Callable[[MockLLMServer], None] | None = None,
     embedding_dim: int = DEFAULT_EMBEDDING_DIM,
     embed: EmbedFn | None = None,
+    strict: bool = True,
+    log: TextIO | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (blocking): for the CLI and benchmark subprocesses."""
 
@@ -496,6 +507,8 @@ def serve(
             record_limit=record_limit,
             embedding_dim=embedding_dim,
             embed=embed,
+            strict=strict,
+            log=log,
         ) as server:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -520,6 +533,10 @@ def main_mock_server(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (0 picks a free one)")
     parser.add_argument("--config", help="TOML or JSON file with models/default/seed")
     parser.add_argument("--seed", type=int, default=None, help="seed for probabilistic faults")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--no-strict", action="store_true", help="accept bodies the real APIs reject (no 400s)"
+    )
     args = parser.parse_args(argv)
     kwargs: dict[str, Any] = {}
     if args.config:
@@ -530,6 +547,10 @@ def main_mock_server(argv: list[str] | None = None) -> int:
             return 2
     if args.seed is not None:
         kwargs["seed"] = args.seed
+    if args.verbose:
+        kwargs["log"] = sys.stderr
+    if args.no_strict:
+        kwargs["strict"] = False
 
     def ready(server: MockLLMServer) -> None:
         print(f"tierwise mock server listening on {server.base_url}", flush=True)

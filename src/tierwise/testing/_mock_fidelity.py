@@ -1,0 +1,266 @@
+"""What makes the mock indistinguishable from the real APIs for a client: strict
+request validation (400s in each provider's own shape where the real API rejects a
+request), structured outputs that validate against the requested JSON schema,
+per-provider model lists and model retrieval, provider-shaped 404s, and the legacy
+``/v1/completions`` endpoint.
+
+The rules here are the ones the real APIs enforce and clients get wrong most often;
+each message is the real API's wording where it is documented or widely quoted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "choices_of",
+    "completion_body",
+    "model_list",
+    "model_object",
+    "not_found_body",
+    "strict_problem",
+    "structured_text",
+]
+
+_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def strict_problem(provider: str, data: Mapping[str, Any], *, embeddings: bool) -> str | None:
+    """Why the real API would answer 400 to this body, or ``None``."""
+    if embeddings:
+        return None
+    if provider == "openai":
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "Missing required parameter: 'messages'."
+        for i, m in enumerate(messages):
+            role = m.get("role") if isinstance(m, Mapping) else None
+            if role not in _OPENAI_ROLES:
+                return f"Invalid value for 'messages[{i}].role': {role!r}."
+        n = data.get("n")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
+            return f"Invalid value for 'n': {n!r}; expected an integer from 1 to 128."
+        return None
+    if provider == "anthropic":
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "messages: Field required"
+        if "max_tokens" not in data:
+            return "max_tokens: Field required"
+        for i, m in enumerate(messages):
+            role = m.get("role") if isinstance(m, Mapping) else None
+            if role == "system":
+                return (
+                    f'messages.{i}.role: Unexpected role "system". The Messages API accepts a top-level '
+                    '`system` parameter, not "system" as an input message role.'
+                )
+            if role not in ("user", "assistant"):
+                return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        return None
+    if provider == "gemini":
+        contents = data.get("contents")
+        if not isinstance(contents, list) or not contents:
+            return "* GenerateContentRequest.contents: contents is not specified"
+    return None
+
+
+def choices_of(data: Mapping[str, Any]) -> int:
+    """OpenAI's ``n`` (how many choices to answer), 1 when absent or invalid."""
+    n = data.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 128 else 1
+
+
+# -- structured outputs -------------------------------------------------------------
+
+
+def _schema_request(provider: str, data: Mapping[str, Any]) -> tuple[bool, Any]:
+    """(JSON requested, its schema or None) for this request body."""
+    if provider == "openai":
+        fmt = data.get("response_format")
+        if isinstance(fmt, Mapping):
+            if fmt.get("type") == "json_schema":
+                spec = fmt.get("json_schema")
+                return True, spec.get("schema") if isinstance(spec, Mapping) else None
+            if fmt.get("type") == "json_object":
+                return True, None
+    elif provider == "anthropic":
+        fmt = data.get("output_format")
+        if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+            return True, fmt.get("schema")
+    elif provider == "gemini":
+        config = data.get("generationConfig") or data.get("generation_config")
+        if isinstance(config, Mapping):
+            mime = config.get("responseMimeType") or config.get("response_mime_type")
+            schema = (
+                config.get("responseJsonSchema")
+                or config.get("response_json_schema")
+                or config.get("responseSchema")
+                or config.get("response_schema")
+            )
+            if mime == "application/json" or schema is not None:
+                return True, schema
+    return False, None
+
+
+def structured_text(provider: str, data: Mapping[str, Any], echo: str, *, invalid: bool) -> str | None:
+    """The JSON answer to a request for structured output (``None``: none asked).
+
+    With a schema the answer is a value that validates against it; without one, an
+    object carrying the echo. ``invalid`` answers broken JSON instead, for testing
+    verifiers and repair loops."""
+    wanted, schema = _schema_request(provider, data)
+    if not wanted:
+        return None
+    if invalid:
+        return '{"answer": "' + echo[:40]
+    if not isinstance(schema, Mapping):
+        return json.dumps({"answer": echo})
+    defs = schema.get("$defs") or schema.get("definitions") or {}
+    return json.dumps(_value(schema, defs if isinstance(defs, Mapping) else {}, 0, echo))
+
+
+def _value(schema: Any, defs: Mapping[str, Any], depth: int, echo: str) -> Any:
+    if not isinstance(schema, Mapping) or depth > 12:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return _value(defs.get(ref.rsplit("/", 1)[-1]), defs, depth + 1, echo)
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            chosen = next(
+                (o for o in options if isinstance(o, Mapping) and o.get("type") != "null"), options[0]
+            )
+            return _value(chosen, defs, depth + 1, echo)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    kind = kind.lower() if isinstance(kind, str) else ("object" if "properties" in schema else "string")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return (
+            {str(k): _value(v, defs, depth + 1, echo) for k, v in props.items()}
+            if isinstance(props, Mapping)
+            else {}
+        )
+    if kind == "array":
+        low = schema.get("minItems")
+        count = low if isinstance(low, int) and low > 1 else 1
+        return [_value(schema.get("items"), defs, depth + 1, echo) for _ in range(count)]
+    if kind == "integer":
+        return _number(schema, 0, int)
+    if kind == "number":
+        return _number(schema, 0.5, float)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return _string(schema, echo)
+
+
+def _number(schema: Mapping[str, Any], default: float, cast: type[int] | type[float]) -> float:
+    low = schema.get("minimum")
+    high = schema.get("maximum")
+    value: float = default
+    if isinstance(low, int | float):
+        value = low
+    exclusive = schema.get("exclusiveMinimum")
+    if isinstance(exclusive, int | float):
+        value = exclusive + 1
+    if isinstance(high, int | float) and value > high:
+        value = high
+    return cast(value)
+
+
+def _string(schema: Mapping[str, Any], echo: str) -> str:
+    formats = {
+        "date-time": "2026-01-01T00:00:00Z",
+        "date": "2026-01-01",
+        "time": "00:00:00",
+        "email": "mock@example.com",
+        "uri": "https://example.com/mock",
+        "uuid": "00000000-0000-4000-8000-000000000000",
+    }
+    fmt = schema.get("format")
+    text = formats.get(fmt, echo[:60] or "mock") if isinstance(fmt, str) else (echo[:60] or "mock")
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    if isinstance(low, int) and len(text) < low:
+        text = text + "x" * (low - len(text))
+    if isinstance(high, int) and len(text) > high:
+        text = text[:high]
+    return text
+
+
+# -- models and errors ----------------------------------------------------------------
+
+
+def model_object(provider: str, name: str) -> dict[str, Any]:
+    """One model, in the shape ``GET .../models/{id}`` answers."""
+    if provider == "anthropic":
+        return {"type": "model", "id": name, "display_name": name, "created_at": "2026-01-01T00:00:00Z"}
+    if provider == "gemini":
+        return {
+            "name": f"models/{name}",
+            "version": "001",
+            "displayName": name,
+            "description": "tierwise mock model",
+            "inputTokenLimit": 1_048_576,
+            "outputTokenLimit": 65_536,
+            "supportedGenerationMethods": [
+                "generateContent",
+                "countTokens",
+                "embedContent",
+                "batchGenerateContent",
+            ],
+        }
+    return {"id": name, "object": "model", "created": 0, "owned_by": "tierwise-mock"}
+
+
+def model_list(provider: str, names: Sequence[str]) -> dict[str, Any]:
+    """``GET .../models`` in the caller's format."""
+    rows = [model_object(provider, n) for n in names]
+    if provider == "anthropic":
+        return {
+            "data": rows,
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
+    if provider == "gemini":
+        return {"models": rows}
+    return {"object": "list", "data": rows}
+
+
+def not_found_body(provider: str, message: str) -> dict[str, Any]:
+    """A 404 body in the provider's error shape."""
+    if provider == "anthropic":
+        return {"type": "error", "error": {"type": "not_found_error", "message": message}}
+    if provider == "gemini":
+        return {"error": {"code": 404, "message": message, "status": "NOT_FOUND"}}
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+
+
+def completion_body(
+    model: str, text: str, n: int, seq: int, created: int, usage: tuple[int, int]
+) -> dict[str, Any]:
+    """A legacy ``/v1/completions`` reply."""
+    prompt, completion = usage
+    return {
+        "id": f"cmpl-mock{seq}",
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"text": text, "index": i, "logprobs": None, "finish_reason": "stop"} for i in range(n)],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion * n,
+            "total_tokens": prompt + completion * n,
+        },
+    }
