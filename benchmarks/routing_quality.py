@@ -6,13 +6,16 @@ model's outcome on every prompt, so routing decisions are replayed offline.
 Track A — RouteLLM MMLU and GSM8K (GPT-4 vs Mixtral-8x7B; contaminated prompts dropped),
 5-fold cross-validation (KFold, shuffle, seed 0). Metrics (``routing_metrics.py``): APGR,
 CPT(50%), CPT(80%) as mean ± std over the folds, for random, always-weak, always-strong, the
-keyword classifier, prompt length, OutcomeModel and the oracle. The OutcomeModel's routing score
+keyword classifier, prompt length, the plain TF-IDF + logistic-regression baseline, OutcomeModel
+and the oracle. The OutcomeModel's routing score
 is p(strong) − p(weak), which is exactly the order in which ``route()`` moves prompts to the
 strong model as ``cost_weight`` falls. Its configuration is fixed before the folds are run
 (never chosen on a test fold); ``--variants`` adds the alternatives that were tried.
 
 Track B — LLMRouter (9 models, the given train/test split, prices from ``default_llm.json``):
-accuracy vs cost per query as ``cost_weight`` sweeps, against every single model and the oracle.
+accuracy vs cost per query as ``cost_weight`` sweeps, against every single model, the plain
+TF-IDF + logistic-regression baseline (word 1-2-grams, min_df 2, sublinear tf; per-model LR, C = 2)
+and the oracle.
 Cost of a query on model m = price_m × (prompt tokens + OUTPUT_TOKENS) / 1M, prompt tokens
 ≈ characters / 4, OUTPUT_TOKENS = 200 (the data has no responses to count). The gain at
 equal cost comes with a paired bootstrap interval over the 500 test prompts; ``--variants``
@@ -50,6 +53,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from routing_baseline import BASELINE, baseline_predict
 from routing_metrics import apgr, cpt, pgr_curve
 
 from tierwise.routing import KeywordClassifier
@@ -122,6 +126,7 @@ def track_a(
     kw = keyword_scores(prompts)
     kw_complex = float(np.mean(kw == 3))
     names = ["random", "always-weak", "always-strong", "keyword", "prompt length"]
+    names += [BASELINE]
     names += list(VARIANTS) if variants else ["OutcomeModel"]
     names += ["OutcomeModel + embeddings"] if emb is not None else []
     names += ["oracle"]
@@ -136,6 +141,10 @@ def track_a(
             "keyword": kw[te],
             "oracle": s - w,
         }
+        base = baseline_predict(
+            [prompts[i] for i in tr], np.column_stack([weak[tr], strong[tr]]), [prompts[i] for i in te]
+        )
+        scores[BASELINE] = base[:, 1] - base[:, 0]
         for name in names:
             if not name.startswith("OutcomeModel"):
                 continue
@@ -453,6 +462,11 @@ def track_b(
     t0 = time.perf_counter()
     routers["OutcomeModel (text)"] = fit_predict(models, train, q_te)
     print(f"fit + predict, text features: {time.perf_counter() - t0:.1f} s")
+    # the baseline is ranked by the same utility rule as route(): p(good) - cost_weight * cost
+    routers[BASELINE] = (
+        baseline_predict(train["q"], train["s"], q_te),
+        train["c"].mean(axis=0),
+    )
     if embed:
         t0 = time.perf_counter()
         emb = fetch_embeddings(train["q"] + q_te, embed, embedding_model)
