@@ -133,6 +133,12 @@ class Orchestrator(AsyncClosing):
         self.alerts = alerts
         self._rng = random.Random(seed)
         self._closed = False
+        # Exporters that read state at scrape time (circuits, budgets) need the
+        # orchestrator itself, which only exists now.
+        for observer in self._own_observers:
+            bind = getattr(observer, "bind_orchestrator", None)
+            if bind is not None:
+                bind(self)
 
     def _attach_logger(self, level: str, json: bool) -> None:
         """This orchestrator's own structlog logger, as an observer. Secrets (the
@@ -143,6 +149,17 @@ class Orchestrator(AsyncClosing):
         secrets = [k for k in (getattr(p, "_api_key", None) for p in self._providers) if k]
         self._log_observer = LogObserver(level=level, json=json, secrets=secrets)
         self.observers.add(self._log_observer)
+
+    @property
+    def prometheus_registry(self) -> Any:
+        """The ``CollectorRegistry`` of this orchestrator's ``PrometheusObserver``
+        (``[telemetry] prometheus = true``), ``None`` when it has none."""
+        from .observe.prometheus import PrometheusObserver
+
+        for observer in self.observers:
+            if isinstance(observer, PrometheusObserver):
+                return observer.registry
+        return None
 
     @property
     def log(self) -> Any:
