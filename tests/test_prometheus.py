@@ -196,3 +196,64 @@ def test_multiprocess_mode_merges_the_workers_files(tmp_path: Any, monkeypatch: 
 
     text = anyio.run(scrape)
     assert value(samples(text), "tierwise_requests_total", outcome="ok") == 2
+
+
+async def test_telemetry_config_switches_the_exporters_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("opentelemetry")
+    from tierwise.observe.otel import OTelObserver
+
+    async with MockLLMServer({"m-v1": MockModel(reply="ok")}) as server:
+        cfg = {
+            "providers": {
+                "mock": {"type": "openai", "base_url": server.base_url + "/v1", "api_key_env": "NOPE_KEY"}
+            },
+            "models": {"m": {"provider": "mock", "model": "m-v1", "input_price": 1.0, "output_price": 1.0}},
+            "telemetry": {"prometheus": True, "otel": True, "propagate_context": True},
+            "logging": {"level": "off"},
+        }
+        monkeypatch.setenv("NOPE_KEY", KEY)
+        async with tw.Orchestrator.from_config(cfg) as orch:
+            await orch.run("hi")
+            registry = orch.prometheus_registry
+            otel = [o for o in orch.observers if isinstance(o, OTelObserver)]
+    text = prometheus_client.generate_latest(registry).decode()
+    assert value(samples(text), "tierwise_requests_total", deployment="m", outcome="ok") == 1
+    assert len(otel) == 1 and otel[0].propagate_context and not otel[0].capture_content
+
+
+def test_telemetry_config_errors_name_the_field() -> None:
+    from tierwise.config import load_config
+    from tierwise.errors import ConfigError
+
+    base: dict[str, Any] = {"models": {"m": {"provider": "openai", "model": "gpt-4o-mini"}}}
+    with pytest.raises(ConfigError) as info:
+        load_config({**base, "telemetry": {"capture_content": True}})
+    assert info.value.field == "telemetry.capture_content"
+    assert "otel = true" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config({**base, "telemetry": {"prometheus": "yes"}})
+    assert info.value.field == "telemetry.prometheus"
+    with pytest.raises(ConfigError) as info:
+        load_config({**base, "telemetry": {"promethus": True}})
+    assert "prometheus" in str(info.value)  # did you mean
+
+
+def test_a_missing_extra_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from tierwise.config import load_config
+    from tierwise.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "prometheus_client" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            {
+                "models": {"m": {"provider": "openai", "model": "gpt-4o-mini"}},
+                "telemetry": {"prometheus": True},
+            }
+        )
+    assert info.value.field == "telemetry.prometheus"
+    assert "tierwise[prometheus]" in str(info.value)

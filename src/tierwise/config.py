@@ -61,6 +61,7 @@ from ._config.schema import (
     RedisStateConfig,
     RetryConfig,
     StateConfig,
+    TelemetryConfig,
     TierwiseConfig,
 )
 from ._config.strategies import STRATEGIES, StrategyModel, register_strategy
@@ -87,6 +88,7 @@ __all__ = [
     "StateConfig",
     "StrategyConfig",
     "StrategyModel",
+    "TelemetryConfig",
     "TierwiseConfig",
     "build_orchestrator",
     "check_config",

@@ -315,7 +315,7 @@ def build_orchestrator(
         cache=cache,
         cache_force=cache_force,
         audit=audit,
-        observers=_observers(cfg.observers),
+        observers=[*_observers(cfg.observers), *_telemetry(cfg)],
         clock=clock,
         seed=cfg.seed,
         owned_providers=list(providers.values()),
@@ -391,6 +391,21 @@ def construct_strategies(
         named(name)
     # Config order, not build order: the first table is the default strategy.
     return {name: built[name] for name in validated}
+
+
+def _telemetry(cfg: TierwiseConfig) -> list[Any]:
+    """The exporters ``[telemetry]`` switches on (their extras were checked at load)."""
+    t = cfg.telemetry
+    made: list[Any] = []
+    if t.prometheus:
+        from ..observe.prometheus import PrometheusObserver
+
+        made.append(PrometheusObserver())
+    if t.otel:
+        from ..observe.otel import OTelObserver
+
+        made.append(OTelObserver(capture_content=t.capture_content, propagate_context=t.propagate_context))
+    return made
 
 
 def _observers(paths: list[str]) -> list[Any]:
