@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+from ._config._alerts import AlertRuleConfig, AlertsConfig, WebhookConfig
 from ._config._classifiers import CLASSIFIERS, ClassifierTable, register_classifier
 from ._config.build import (
     build_orchestrator,
@@ -72,6 +73,8 @@ StrategyConfig = StrategyModel
 __all__ = [
     "CLASSIFIERS",
     "STRATEGIES",
+    "AlertRuleConfig",
+    "AlertsConfig",
     "AuditConfig",
     "BudgetConfig",
     "BudgetLimitConfig",
@@ -90,6 +93,7 @@ __all__ = [
     "StrategyModel",
     "TelemetryConfig",
     "TierwiseConfig",
+    "WebhookConfig",
     "build_orchestrator",
     "check_config",
     "config_warnings",

@@ -467,6 +467,8 @@ class Orchestrator(AsyncClosing):
             await self.executor.cache.aclose()
         if self.audit is not None:
             await self.audit.aclose()
+        if self.alerts is not None:
+            await self.alerts.aclose()
         for observer in self._own_observers:
             aclose = getattr(observer, "aclose", None)
             if aclose is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError, looks_like_key
+from ._alerts import AlertsConfig
 from ._errors import SECRET_HINT, FieldError, FieldErrors, bare_message, unknown
 from .strategies import StrategyTable
 
@@ -320,6 +321,7 @@ class TierwiseConfig(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     state: StateConfig = Field(default_factory=MemoryStateConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    alerts: AlertsConfig | None = None
     seed: Annotated[int, Field(strict=True)] | None = None
     #: ``"package.module:Name"`` per observer: a class (made with no arguments) or
     #: an object with ``on_attempt(event)`` and ``on_request(event)``.
