@@ -32,6 +32,7 @@ from .errors import ConfigError, TierwiseError
 from .execution.executor import Deployment, Executor
 from .observe.events import Observer, Observers, RequestCancelled, RequestEvent
 from .observe.metrics import MetricsCollector
+from .observe.savings import apply_savings, priciest_deployment
 from .strategies.base import CallLedger, RunContext, Strategy
 from .strategies.single import Single
 from .types import Done, Embeddings, Message, Request, Response, RouteInfo, StreamEvent, Usage
@@ -76,6 +77,7 @@ class Orchestrator(AsyncClosing):
         log_level: str | None = "info",
         log_json: bool = False,
         observers: Sequence[Observer] = (),
+        baseline: str | None = None,
     ) -> None:
         deployments = dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
         if not deployments:
@@ -129,6 +131,13 @@ class Orchestrator(AsyncClosing):
                 field="default_strategy",
             )
         self.default_strategy = default_strategy
+        # Savings are reported against this deployment (docs/costs.md).
+        if baseline is not None and baseline not in deployments:
+            raise ConfigError(
+                f"unknown baseline model {baseline!r}; defined: {', '.join(deployments)}", field="baseline"
+            )
+        self.baseline = baseline if baseline is not None else priciest_deployment(deployments)
+        self._baseline = None if self.baseline is None else deployments[self.baseline]
         self.audit = audit
         self.alerts = alerts
         self._rng = random.Random(seed)
@@ -385,6 +394,7 @@ class Orchestrator(AsyncClosing):
         latency = (self.clock.now() - start) * 1000.0
         if not response.latency_ms:
             response.latency_ms = latency
+        apply_savings(response, self._baseline)
         usage = response.usage
         self.observers.request(
             RequestEvent(

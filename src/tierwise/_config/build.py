@@ -322,6 +322,7 @@ def build_orchestrator(
         cache_force=cache_force,
         audit=audit,
         alerts=alerts,
+        baseline=cfg.baseline,
         observers=[*_observers(cfg.observers), *_telemetry(cfg)],
         clock=clock,
         seed=cfg.seed,

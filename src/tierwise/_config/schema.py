@@ -322,6 +322,8 @@ class TierwiseConfig(_Section):
     state: StateConfig = Field(default_factory=MemoryStateConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     alerts: AlertsConfig | None = None
+    #: The model savings are measured against (default: the most expensive one).
+    baseline: str | None = None
     seed: Annotated[int, Field(strict=True)] | None = None
     #: ``"package.module:Name"`` per observer: a class (made with no arguments) or
     #: an object with ``on_attempt(event)`` and ``on_request(event)``.
@@ -346,6 +348,8 @@ class TierwiseConfig(_Section):
         from ._refs import reference_problems
 
         problems = reference_problems(self)
+        if self.baseline is not None and self.baseline not in self.models:
+            problems.append(FieldError("baseline", unknown("model alias", self.baseline, self.models)))
         if len(problems) == 1:
             raise problems[0]
         if problems:

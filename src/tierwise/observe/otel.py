@@ -150,6 +150,10 @@ class OTelObserver:
             attrs["tierwise.cancelled"] = True
         if event.cost_usd is not None:
             attrs["tierwise.cost_usd"] = event.cost_usd
+        if response is not None and response.savings_usd is not None:
+            attrs["tierwise.baseline"] = response.baseline
+            attrs["tierwise.baseline_cost_usd"] = response.baseline_cost_usd or 0.0
+            attrs["tierwise.savings_usd"] = response.savings_usd
         attrs["gen_ai.usage.input_tokens"] = event.input_tokens
         attrs["gen_ai.usage.output_tokens"] = event.output_tokens
         if event.error_type is not None:

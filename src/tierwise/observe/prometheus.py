@@ -125,6 +125,17 @@ class PrometheusObserver:
         )
         self._fallbacks = counter("fallbacks", "Requests answered by a fallback model.", _REQUEST)
         self._cache_hits = counter("cache_hits", "Requests answered from the response cache.", _REQUEST)
+        self._baseline = counter(
+            "baseline_cost_usd",
+            "What the answers' tokens would have cost on the baseline model (priced requests only).",
+            _REQUEST,
+        )
+        self._routed = counter(
+            "routed_cost_usd",
+            "What the same requests cost as routed, every try and check included; "
+            "savings = baseline_cost_usd_total - routed_cost_usd_total.",
+            _REQUEST,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._bound: _StateCollector | None = None
 
@@ -176,6 +187,10 @@ class PrometheusObserver:
             child(self._fallbacks, base).inc()
         if event.cached:
             child(self._cache_hits, base).inc()
+        response = event.response
+        if response is not None and response.savings_usd is not None:
+            child(self._baseline, base).inc(response.baseline_cost_usd or 0.0)
+            child(self._routed, base).inc(response.cost_usd or 0.0)
 
     # -- scrape-time state -------------------------------------------------------
 

@@ -51,6 +51,7 @@ class _Group:
 
     __slots__ = (
         "attempts",
+        "baseline_cost",
         "cache_hits",
         "cost",
         "cost_known",
@@ -60,6 +61,8 @@ class _Group:
         "latency",
         "output_tokens",
         "requests",
+        "savings",
+        "savings_requests",
         "unknown_cost",
     )
 
@@ -75,6 +78,9 @@ class _Group:
         self.input_tokens = 0
         self.output_tokens = 0
         self.latency = QuantileSketch()
+        self.baseline_cost = 0.0
+        self.savings = 0.0
+        self.savings_requests = 0
 
     def add_cost(self, cost: float | None) -> None:
         if cost is None:
@@ -166,6 +172,7 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
     models: dict[str, _Group] = {}
     labels: dict[str, _Group] = {}
     days: dict[str, _Group] = {}
+    baselines: dict[str, int] = {}
     n = 0
     first_ts: str | None = None
     last_ts: str | None = None
@@ -189,6 +196,11 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
         if not isinstance(usage, Mapping):
             usage = {}
         in_tok, out_tok = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+        savings = _num(rec.get("savings_usd"))
+        baseline_cost = _num(rec.get("baseline_cost_usd"))
+        baseline = rec.get("baseline")
+        if savings is not None and isinstance(baseline, str):
+            baselines[baseline] = baselines.get(baseline, 0) + 1
 
         for g in (total, labels.setdefault(label, _Group()), days.setdefault(day, _Group())):
             g.requests += 1
@@ -199,6 +211,10 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
             g.add_latency(latency)
             g.input_tokens += in_tok
             g.output_tokens += out_tok
+            if savings is not None:
+                g.savings += savings
+                g.baseline_cost += baseline_cost or 0.0
+                g.savings_requests += 1
 
         attempts = rec.get("attempts")
         model = rec.get("model")
@@ -248,6 +264,12 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
         "unknown_cost_requests": total.unknown_cost,
         "tokens": {"input": total.input_tokens, "output": total.output_tokens},
         "latency_ms": _latency(total.latency),
+        "savings": {
+            **_savings(total),
+            # The baseline most records name (one per config; several if it changed).
+            "baseline": max(baselines, key=lambda b: baselines[b]) if baselines else None,
+            "baselines": dict(sorted(baselines.items())),
+        },
         "models": {
             k: {
                 "requests": g.requests,
@@ -270,6 +292,17 @@ def _request_row(g: _Group) -> dict[str, Any]:
         "fallbacks": g.fallbacks,
         "fallback_rate": _rate(g.fallbacks, g.requests),
         **_spend(g, "unknown_cost_requests"),
+        "savings": _savings(g),
+    }
+
+
+def _savings(g: _Group) -> dict[str, Any]:
+    """Against the baseline, over the requests priced both ways."""
+    return {
+        "requests": g.savings_requests,
+        "baseline_cost_usd": round(g.baseline_cost, 10),
+        "savings_usd": round(g.savings, 10),
+        "savings_rate": g.savings / g.baseline_cost if g.baseline_cost > 0 else None,
     }
 
 
@@ -340,6 +373,13 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f"  mean {_ms(lat.get('mean'))}  max {_ms(lat.get('max'))}",
         f"Tokens       in {tokens.get('input', 0):,}  out {tokens.get('output', 0):,}",
     ]
+    sav = summary.get("savings") or {}
+    if sav.get("requests"):
+        out.append(
+            f"Savings      {_usd(sav['savings_usd'])} ({_pct(sav['savings_rate'])}) against "
+            f"{sav.get('baseline') or 'the baseline'} for everything ({_usd(sav['baseline_cost_usd'])}), "
+            f"over {sav['requests']:,} priced request(s)"
+        )
 
     models = summary.get("models") or {}
     if models:
