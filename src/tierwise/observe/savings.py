@@ -16,6 +16,7 @@ use if it did not route at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -65,6 +66,11 @@ def apply_savings(response: Response, baseline: Deployment | None) -> None:
         return
     # The provider's own billed figure belongs to the model that answered.
     usage = replace(_answer_usage(response), reported_cost_usd=None)
-    cost = compute_cost(baseline.spec, usage)
+    try:
+        cost: float | None = compute_cost(baseline.spec, usage)
+    except (ArithmeticError, ValueError, TypeError):
+        cost = None  # nonsense counts from a provider: unknown, as the request's own cost is
+    if cost is not None and not math.isfinite(cost):
+        cost = None
     response.baseline_cost_usd = cost
     response.savings_usd = None if cost is None or response.cost_usd is None else cost - response.cost_usd
