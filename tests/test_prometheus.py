@@ -257,3 +257,26 @@ def test_a_missing_extra_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> N
         )
     assert info.value.field == "telemetry.prometheus"
     assert "tierwise[prometheus]" in str(info.value)
+
+
+def test_an_orchestrator_without_exporters_imports_neither_library() -> None:
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "import tierwise as tw\n"
+        "from tierwise.testing import FakeProvider\n"
+        "orch = tw.Orchestrator([tw.Deployment('m', FakeProvider(), 'm')], log_level=None)\n"
+        "assert orch.prometheus_registry is None\n"
+        "import tierwise.observe as o\n"
+        "o.PrometheusObserver, o.OTelObserver\n"
+        "libs = ('prometheus_client', 'opentelemetry')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(libs))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
