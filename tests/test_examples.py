@@ -53,7 +53,7 @@ async def run(name: str, capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_every_example_is_listed_and_shaped_alike() -> None:
     readme = (EXAMPLES / "README.md").read_text()
-    assert len(ALL) == 12
+    assert len(ALL) == 13
     for name in ALL:
         source = (EXAMPLES / f"{name}.py").read_text()
         tree = ast.parse(source)
@@ -263,3 +263,15 @@ def test_fastapi_app_with_testclient() -> None:
             assert client.get("/metrics").json()["total"] == 1
             assert set(client.get("/health").json()) == {"opus", "sonnet", "gpt55", "deepseek"}
         assert len(server.requests) == 1
+
+
+async def test_observability(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("opentelemetry.sdk")
+    out = await run("observability", capsys)
+    assert "ALERT firing: share[opus]>0.15: expensive share 20.0% > 15.0%" in out
+    assert "ALERT firing: fallback_rate>0.05" in out
+    assert re.search(r"saved \$0\.\d{4} against opus for everything", out)
+    assert 'tierwise_requests_total{deployment="deepseek",error_type="",outcome="ok",route="bulk"' in out
+    assert "events=['tierwise.fallback']" in out
+    assert "chat claude-sonnet-4-6  provider=gateway  ServerError" in out

@@ -222,6 +222,9 @@ def response_to_dict(resp: Response) -> dict[str, Any]:
         "deployment": resp.deployment,
         "fallback": resp.fallback,
         "steps": [step_to_dict(st) for st in resp.steps],
+        "baseline": resp.baseline,
+        "baseline_cost_usd": resp.baseline_cost_usd,
+        "savings_usd": resp.savings_usd,
     }
 
 
@@ -250,4 +253,7 @@ def response_from_dict(d: Mapping[str, Any]) -> Response:
         deployment=d.get("deployment", ""),
         fallback=d.get("fallback", False),
         steps=[step_from_dict(st) for st in d.get("steps") or ()],
+        baseline=d.get("baseline", ""),
+        baseline_cost_usd=d.get("baseline_cost_usd"),
+        savings_usd=d.get("savings_usd"),
     )

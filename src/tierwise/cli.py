@@ -169,15 +169,28 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .observe.report import format_report, summarize
+    from .observe.report import audit_paths, format_report, summarize
 
-    path = Path(args.audit)
-    if not path.exists():
-        raise _UsageError(f"audit log not found: {path}")
     try:
-        summary = summarize(path)
+        paths = audit_paths(args.audit)
+    except FileNotFoundError as exc:
+        raise _UsageError(str(exc)) from None
+    for path in paths:
+        if not path.exists():
+            raise _UsageError(f"audit log not found: {path}")
+    try:
+        summary = summarize(*paths)
     except OSError as exc:  # a directory, no permission, ...
-        raise _UsageError(f"cannot read audit log {path}: {exc.strerror or exc}") from None
+        raise _UsageError(f"cannot read audit log {exc.filename or ''}: {exc.strerror or exc}") from None
+    if args.html:
+        from .observe.report_html import write_html_report
+
+        try:
+            write_html_report(summary, args.html)
+        except ImportError as exc:
+            raise _UsageError(str(exc)) from None
+        except OSError as exc:
+            raise _UsageError(f"cannot write {args.html}: {exc.strerror or exc}") from None
     if args.json:
         _print_json(summary)
     else:
@@ -418,8 +431,11 @@ def _parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=_cmd_explain)
 
-    p = sub.add_parser("report", help="summarize an audit log: cost, calls, fallbacks, latency")
-    p.add_argument("audit", help="audit log (JSONL)")
+    p = sub.add_parser("report", help="summarize audit logs: cost, calls, fallbacks, latency")
+    p.add_argument(
+        "audit", nargs="+", help="audit logs (JSONL or SQLite), or globs: several processes' logs merge"
+    )
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts")
     common(p, config=False)
     p.set_defaults(func=_cmd_report)
 

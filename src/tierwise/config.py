@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+from ._config._alerts import AlertRuleConfig, AlertsConfig, WebhookConfig
 from ._config._classifiers import CLASSIFIERS, ClassifierTable, register_classifier
 from ._config.build import (
     build_orchestrator,
@@ -61,6 +62,7 @@ from ._config.schema import (
     RedisStateConfig,
     RetryConfig,
     StateConfig,
+    TelemetryConfig,
     TierwiseConfig,
 )
 from ._config.strategies import STRATEGIES, StrategyModel, register_strategy
@@ -71,6 +73,8 @@ StrategyConfig = StrategyModel
 __all__ = [
     "CLASSIFIERS",
     "STRATEGIES",
+    "AlertRuleConfig",
+    "AlertsConfig",
     "AuditConfig",
     "BudgetConfig",
     "BudgetLimitConfig",
@@ -87,7 +91,9 @@ __all__ = [
     "StateConfig",
     "StrategyConfig",
     "StrategyModel",
+    "TelemetryConfig",
     "TierwiseConfig",
+    "WebhookConfig",
     "build_orchestrator",
     "check_config",
     "config_warnings",

@@ -30,6 +30,7 @@ from .errors import ConfigError, TierwiseError
 from .execution.executor import Deployment, Executor
 from .observe.events import Observer, Observers, RequestCancelled, RequestEvent
 from .observe.metrics import MetricsCollector
+from .observe.savings import apply_savings, priciest_deployment
 from .strategies.base import CallLedger, RunContext, Strategy
 from .strategies.single import Single
 from .types import Done, Embeddings, Message, Request, Response, RouteInfo, StreamEvent, Usage
@@ -75,6 +76,7 @@ class Orchestrator(AsyncClosing):
         log_level: str | None = "info",
         log_json: bool = False,
         observers: Sequence[Observer] = (),
+        baseline: str | None = None,
     ) -> None:
         deployments = dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
         if not deployments:
@@ -128,10 +130,23 @@ class Orchestrator(AsyncClosing):
                 field="default_strategy",
             )
         self.default_strategy = default_strategy
+        # Savings are reported against this deployment (docs/costs.md).
+        if baseline is not None and baseline not in deployments:
+            raise ConfigError(
+                f"unknown baseline model {baseline!r}; defined: {', '.join(deployments)}", field="baseline"
+            )
+        self.baseline = baseline if baseline is not None else priciest_deployment(deployments)
+        self._baseline = None if self.baseline is None else deployments[self.baseline]
         self.audit = audit
         self.alerts = alerts
         self._rng = random.Random(seed)
         self._closed = False
+        # Exporters that read state at scrape time (circuits, budgets) need the
+        # orchestrator itself, which only exists now.
+        for observer in self._own_observers:
+            bind = getattr(observer, "bind_orchestrator", None)
+            if bind is not None:
+                bind(self)
 
     def _attach_logger(self, level: str, json: bool) -> None:
         """This orchestrator's own structlog logger, as an observer. Secrets (the
@@ -142,6 +157,17 @@ class Orchestrator(AsyncClosing):
         secrets = [k for k in (getattr(p, "_api_key", None) for p in self._providers) if k]
         self._log_observer = LogObserver(level=level, json=json, secrets=secrets)
         self.observers.add(self._log_observer)
+
+    @property
+    def prometheus_registry(self) -> Any:
+        """The ``CollectorRegistry`` of this orchestrator's ``PrometheusObserver``
+        (``[telemetry] prometheus = true``), ``None`` when it has none."""
+        from .observe.prometheus import PrometheusObserver
+
+        for observer in self.observers:
+            if isinstance(observer, PrometheusObserver):
+                return observer.registry
+        return None
 
     @property
     def log(self) -> Any:
@@ -396,6 +422,7 @@ class Orchestrator(AsyncClosing):
         latency = (self.clock.now() - start) * 1000.0
         if not response.latency_ms:
             response.latency_ms = latency
+        apply_savings(response, self._baseline)
         usage = response.usage
         self.observers.request(
             RequestEvent(
@@ -478,6 +505,8 @@ class Orchestrator(AsyncClosing):
             await self.executor.cache.aclose()
         if self.audit is not None:
             await self.audit.aclose()
+        if self.alerts is not None:
+            await self.alerts.aclose()
         for observer in self._own_observers:
             aclose = getattr(observer, "aclose", None)
             if aclose is not None:

@@ -393,6 +393,12 @@ class Response:
     fallback: bool = field(default=False, compare=False)
     #: Composite strategies only: each inner call in order (per-step cost/latency).
     steps: list[StepInfo] = field(default_factory=list, compare=False)
+    #: What the answer's tokens would have cost on the orchestrator's baseline model
+    #: (``baseline``, default the priciest), and that minus ``cost_usd`` (which
+    #: includes every try, classifier, verifier and judge call). ``None`` if unpriced.
+    baseline: str = field(default="", compare=False)
+    baseline_cost_usd: float | None = field(default=None, compare=False)
+    savings_usd: float | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)

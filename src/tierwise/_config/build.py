@@ -55,6 +55,10 @@ def check_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Tierwise
     """Everything ``build_orchestrator`` would check, without its side effects
     (no audit file created, no cache opened): what ``tierwise check-config`` runs."""
     cfg = load_config(source)
+    from ._alerts import alert_problems
+
+    for problem in alert_problems(cfg):
+        raise problem
     for name in {m.provider for m in cfg.models.values()}:
         _make_provider(name, cfg.providers.get(name))  # constructing opens no connection
     if cfg.audit is not None:
@@ -298,7 +302,9 @@ def build_orchestrator(
             raise ConfigError(f"cannot open audit log: {exc.strerror or exc}", field="audit.path") from None
 
     from ..execution.fallback import BadRequestRule
+    from ._alerts import build_alerts
 
+    alerts = build_alerts(cfg, deployments, clock)
     f = cfg.fallback
     bad_request = BadRequestRule(
         mode=f.on_bad_request, deployment_patterns=f.deployment_errors, request_patterns=f.request_errors
@@ -315,7 +321,9 @@ def build_orchestrator(
         cache=cache,
         cache_force=cache_force,
         audit=audit,
-        observers=_observers(cfg.observers),
+        alerts=alerts,
+        baseline=cfg.baseline,
+        observers=[*_observers(cfg.observers), *_telemetry(cfg)],
         clock=clock,
         seed=cfg.seed,
         owned_providers=list(providers.values()),
@@ -391,6 +399,21 @@ def construct_strategies(
         named(name)
     # Config order, not build order: the first table is the default strategy.
     return {name: built[name] for name in validated}
+
+
+def _telemetry(cfg: TierwiseConfig) -> list[Any]:
+    """The exporters ``[telemetry]`` switches on (their extras were checked at load)."""
+    t = cfg.telemetry
+    made: list[Any] = []
+    if t.prometheus:
+        from ..observe.prometheus import PrometheusObserver
+
+        made.append(PrometheusObserver())
+    if t.otel:
+        from ..observe.otel import OTelObserver
+
+        made.append(OTelObserver(capture_content=t.capture_content, propagate_context=t.propagate_context))
+    return made
 
 
 def _observers(paths: list[str]) -> list[Any]:

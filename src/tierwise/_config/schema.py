@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError, looks_like_key
+from ._alerts import AlertsConfig
 from ._errors import SECRET_HINT, FieldError, FieldErrors, bare_message, unknown
 from .strategies import StrategyTable
 
@@ -247,6 +248,36 @@ class LoggingConfig(_Section):
     format: Literal["logfmt", "json"] = "logfmt"
 
 
+_EXTRA_MODULES = {"prometheus": ("prometheus_client", "prometheus"), "otel": ("opentelemetry", "otel")}
+
+
+class TelemetryConfig(_Section):
+    """``[telemetry]``: exporters, each an observer of the orchestrator's events
+    (docs/prometheus.md, docs/otel.md). Each needs its optional extra, checked at
+    load so ``check-config`` reports a missing one."""
+
+    prometheus: Annotated[bool, Field(strict=True)] = False
+    otel: Annotated[bool, Field(strict=True)] = False
+    #: OTel: put prompts and completions on spans (off by default: figures only).
+    capture_content: Annotated[bool, Field(strict=True)] = False
+    #: OTel: send W3C trace context (``traceparent``) in provider HTTP requests.
+    propagate_context: Annotated[bool, Field(strict=True)] = False
+
+    @model_validator(mode="after")
+    def _extras_installed(self) -> TelemetryConfig:
+        import importlib.util
+
+        for name, (module, extra) in _EXTRA_MODULES.items():
+            if getattr(self, name) and importlib.util.find_spec(module) is None:
+                raise FieldError(
+                    name, f'needs the {extra!r} extra: pip install "tierwise[{extra}]"', relative=True
+                )
+        for name in ("capture_content", "propagate_context"):
+            if getattr(self, name) and not self.otel:
+                raise FieldError(name, "only applies with otel = true", relative=True)
+        return self
+
+
 class MemoryStateConfig(_Section):
     """``[state] backend = "memory"``: per-process state (the default)."""
 
@@ -289,6 +320,10 @@ class TierwiseConfig(_Section):
     audit: AuditConfig | None = None
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     state: StateConfig = Field(default_factory=MemoryStateConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    alerts: AlertsConfig | None = None
+    #: The model savings are measured against (default: the most expensive one).
+    baseline: str | None = None
     seed: Annotated[int, Field(strict=True)] | None = None
     #: ``"package.module:Name"`` per observer: a class (made with no arguments) or
     #: an object with ``on_attempt(event)`` and ``on_request(event)``.
@@ -313,6 +348,8 @@ class TierwiseConfig(_Section):
         from ._refs import reference_problems
 
         problems = reference_problems(self)
+        if self.baseline is not None and self.baseline not in self.models:
+            problems.append(FieldError("baseline", unknown("model alias", self.baseline, self.models)))
         if len(problems) == 1:
             raise problems[0]
         if problems:

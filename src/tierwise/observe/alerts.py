@@ -46,12 +46,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from .._clock import SYSTEM_CLOCK, Clock
+from ._alert_window import RATE_KINDS
+from ._alert_window import RuleState as _RuleState
 from .metrics import AttemptEvent, MetricsCollector, MetricsEvent, RequestEvent
-from .sketch import QuantileSketch, nearest_rank
 
 __all__ = ["Alert", "AlertHandler", "AlertKind", "AlertMonitor", "AlertRule"]
 
-AlertKind: TypeAlias = Literal["fallback_rate", "error_rate", "latency", "cost", "cost_anomaly"]
+AlertKind: TypeAlias = Literal[
+    "fallback_rate", "error_rate", "latency", "cost", "cost_anomaly", "expensive_share", "quality"
+]
+_KINDS = ("fallback_rate", "error_rate", "latency", "cost", "cost_anomaly", "expensive_share", "quality")
+_RATES = RATE_KINDS
 Source: TypeAlias = Literal["requests", "attempts"]
 
 
@@ -62,7 +67,11 @@ class AlertRule:
 
     ``model``/``label``/``strategy`` restrict the rule to matching events;
     ``source`` picks whole requests (default) or individual provider attempts
-    (e.g. one provider's raw error rate, before fallbacks hide it).
+    (e.g. one provider's raw error rate, before fallbacks hide it). ``target`` is
+    the deployment an ``expensive_share`` rule watches. With ``episodes`` the rule
+    fires once when its condition starts to hold and sends a resolved ``Alert``
+    when it stops (``cooldown_s`` then spaces episodes), instead of re-firing
+    once per cooldown while it holds.
     """
 
     kind: AlertKind
@@ -80,15 +89,19 @@ class AlertRule:
     model: str | None = None
     label: str | None = None
     strategy: str | None = None
+    target: str | None = None
+    episodes: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in ("fallback_rate", "error_rate", "latency", "cost", "cost_anomaly"):
-            raise ValueError(f"unknown alert kind {self.kind!r}")
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown alert kind {self.kind!r}; expected one of {', '.join(_KINDS)}")
         if self.source not in ("requests", "attempts"):
             raise ValueError(f"source must be 'requests' or 'attempts', got {self.source!r}")
-        if self.kind == "fallback_rate" and self.source != "requests":
-            raise ValueError("fallback_rate is a property of requests; use source='requests'")
-        if self.kind in ("fallback_rate", "error_rate") and not 0.0 <= self.threshold < 1.0:
+        if self.kind in ("fallback_rate", "expensive_share", "quality") and self.source != "requests":
+            raise ValueError(f"{self.kind} is a property of requests; use source='requests'")
+        if (self.kind == "expensive_share") != (self.target is not None):
+            raise ValueError("target (the deployment alias) is required by expensive_share and only by it")
+        if self.kind in _RATES and not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"{self.kind} threshold must be a fraction in [0, 1), got {self.threshold!r}")
         if self.threshold < 0 or not math.isfinite(self.threshold):
             raise ValueError(f"threshold must be finite and >= 0, got {self.threshold!r}")
@@ -113,6 +126,8 @@ class AlertRule:
             what = f"cost_rate>{self.threshold:g}x_baseline"
         elif self.kind == "cost":
             what = f"cost>${self.threshold:g}/{self.window_s:g}s"
+        elif self.kind == "expensive_share":
+            what = f"share[{self.target}]>{self.threshold:g}"
         else:
             what = f"{self.kind}>{self.threshold:g}"
         src = "" if self.source == "requests" else "attempt_"
@@ -195,10 +210,41 @@ class AlertRule:
             min_usd=min_usd, min_baseline_s=min_baseline_s, **kw,
         )  # fmt: skip
 
+    @classmethod
+    def expensive_share(
+        cls,
+        *,
+        model: str,
+        above: float,
+        window_s: float = 300.0,
+        min_samples: int = 20,
+        cooldown_s: float = 900.0,
+        **kw: Any,
+    ) -> AlertRule:
+        """Fraction of requests answered by deployment ``model`` (the expensive one)
+        strictly above ``above``: "a routing bug sends everything to Opus"."""
+        return cls("expensive_share", above, window_s, min_samples, cooldown_s, target=model, **kw)
+
+    @classmethod
+    def quality(
+        cls,
+        *,
+        above: float,
+        window_s: float = 900.0,
+        min_samples: int = 20,
+        cooldown_s: float = 900.0,
+        **kw: Any,
+    ) -> AlertRule:
+        """Fraction of judged answers found bad strictly above ``above``: cascade
+        rungs a verifier rejected, plus bad feedback given to
+        ``AlertMonitor.record_feedback``."""
+        return cls("quality", above, window_s, min_samples, cooldown_s, **kw)
+
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """A fired rule: what was measured against what, over which window."""
+    """A fired rule: what was measured against what, over which window.
+    ``resolved`` marks the end of an episode (rules with ``episodes``)."""
 
     rule: str
     kind: AlertKind
@@ -209,155 +255,25 @@ class Alert:
     message: str
     ts: float  # Unix time when it fired
     details: dict[str, Any] = field(default_factory=dict)
+    resolved: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (what the webhook sink posts); ``status`` is firing or resolved."""
+        return {
+            "status": "resolved" if self.resolved else "firing",
+            "rule": self.rule,
+            "kind": self.kind,
+            "value": self.value if math.isfinite(self.value) else None,
+            "threshold": self.threshold,
+            "window_s": self.window_s,
+            "samples": self.samples,
+            "message": self.message,
+            "ts": self.ts,
+            "details": self.details,
+        }
 
 
 AlertHandler: TypeAlias = Callable[[Alert], object]
-
-
-class _Slice:
-    __slots__ = ("above", "cost", "count", "flagged", "id", "sketch", "unknown_cost")
-
-    def __init__(self, slice_id: int, sketch: QuantileSketch | None) -> None:
-        self.id = slice_id
-        self.count = 0
-        self.flagged = 0  # fallbacks or errors
-        self.above = 0  # latency above the threshold
-        self.cost = 0.0
-        self.unknown_cost = 0
-        self.sketch = sketch
-
-
-class _RuleState:
-    """The sliding window of one rule, with running totals over its slices."""
-
-    __slots__ = (
-        "above",
-        "baseline",
-        "baseline_cost",
-        "cost",
-        "count",
-        "flagged",
-        "last_fired",
-        "rule",
-        "slices",
-        "started",
-        "unknown_cost",
-        "width",
-    )
-
-    def __init__(self, rule: AlertRule) -> None:
-        self.rule = rule
-        self.width = rule.window_s / rule.resolution
-        self.slices: deque[_Slice] = deque()
-        # Slices that left the window but are still inside the anomaly baseline.
-        self.baseline: deque[_Slice] = deque()
-        self.baseline_cost = 0.0
-        self.count = 0
-        self.flagged = 0
-        self.above = 0
-        self.cost = 0.0
-        self.unknown_cost = 0
-        self.started: float | None = None
-        self.last_fired: float | None = None
-
-    def advance(self, now: float) -> int:
-        """Drop slices that left the window; return the current slice id."""
-        cur = math.floor(now / self.width)
-        oldest = cur - self.rule.resolution + 1
-        slices = self.slices
-        while slices and slices[0].id < oldest:
-            old = slices.popleft()
-            self.count -= old.count
-            self.flagged -= old.flagged
-            self.above -= old.above
-            self.cost -= old.cost
-            self.unknown_cost -= old.unknown_cost
-            if self.rule.kind == "cost_anomaly":
-                old.sketch = None
-                self.baseline.append(old)
-                self.baseline_cost += old.cost
-        if self.rule.kind == "cost_anomaly":
-            first_baseline = oldest - math.ceil(self.rule.baseline_s / self.width)
-            while self.baseline and self.baseline[0].id < first_baseline:
-                self.baseline_cost -= self.baseline.popleft().cost
-        if self.count == 0:
-            # Running float sums drift; re-zero whenever the window empties.
-            self.cost = 0.0
-        if not self.baseline:
-            self.baseline_cost = 0.0
-        return cur
-
-    def add(self, now: float, flagged: bool, latency_ms: float, cost: float | None) -> None:
-        if self.started is None:
-            self.started = now
-        cur = self.advance(now)
-        slices = self.slices
-        if not slices or slices[-1].id != cur:
-            sketch = QuantileSketch() if self.rule.kind == "latency" else None
-            slices.append(_Slice(cur, sketch))
-        s = slices[-1]
-        s.count += 1
-        self.count += 1
-        if flagged:
-            s.flagged += 1
-            self.flagged += 1
-        if self.rule.kind == "latency" and math.isfinite(latency_ms):
-            if latency_ms > self.rule.threshold:
-                s.above += 1
-                self.above += 1
-            assert s.sketch is not None
-            s.sketch.add(latency_ms)
-        if cost is None:
-            s.unknown_cost += 1
-            self.unknown_cost += 1
-        else:
-            s.cost += cost
-            self.cost += cost
-
-    def evaluate(self, now: float) -> tuple[float, dict[str, Any]] | None:
-        """The measured value and details if the rule's condition holds now."""
-        rule = self.rule
-        n = self.count
-        if n < rule.min_samples:
-            return None
-        kind = rule.kind
-        if kind in ("fallback_rate", "error_rate"):
-            value = self.flagged / n
-            return (value, {"flagged": self.flagged}) if value > rule.threshold else None
-        if kind == "latency":
-            # The nearest-rank q-quantile is above X  <=>  fewer than ceil(q*n)
-            # samples are <= X  <=>  more than n - ceil(q*n) samples are above X.
-            if self.above <= n - nearest_rank(rule.quantile, n):
-                return None
-            merged = QuantileSketch()
-            for s in self.slices:
-                if s.sketch is not None:
-                    merged.merge(s.sketch)
-            est = merged.quantile(rule.quantile)
-            return (est if est is not None else math.nan), {"above_threshold": self.above}
-        if kind == "cost":
-            if self.cost > rule.threshold:
-                return self.cost, {"unknown_cost_calls": self.unknown_cost}
-            return None
-        # cost_anomaly: spend rate now vs. the rate over the baseline before the window.
-        if self.cost < rule.min_usd or self.started is None:
-            return None
-        window_start = (math.floor(now / self.width) - rule.resolution + 1) * self.width
-        observed = window_start - max(self.started, window_start - rule.baseline_s)
-        need = rule.window_s if rule.min_baseline_s is None else rule.min_baseline_s
-        if observed < need or observed <= 0:
-            return None
-        rate = self.cost / rule.window_s
-        base_rate = self.baseline_cost / observed
-        if rate > rule.threshold * base_rate and rate > 0:
-            ratio = rate / base_rate if base_rate > 0 else math.inf
-            return ratio, {
-                "window_cost_usd": self.cost,
-                "baseline_cost_usd": self.baseline_cost,
-                "baseline_s": observed,
-                "unknown_cost_calls": self.unknown_cost,
-            }
-        return None
 
 
 class AlertMonitor:
@@ -416,8 +332,18 @@ class AlertMonitor:
                 where = event.strategy if isinstance(event, RequestEvent) else event.path
                 if where != rule.strategy:
                     continue
+            count = 1
             if isinstance(event, RequestEvent):
-                flagged = event.fallback if rule.kind == "fallback_rate" else event.error_type is not None
+                if rule.kind == "quality":
+                    count, flagged = _judged(event)
+                    if not count:
+                        continue  # nothing was judged: no sample
+                elif rule.kind == "expensive_share":
+                    if event.model is None:
+                        continue  # failed requests are answered by no model
+                    flagged = event.model == rule.target
+                else:
+                    flagged = event.fallback if rule.kind == "fallback_rate" else event.error_type is not None
             else:
                 assert isinstance(event, AttemptEvent)
                 if rule.kind == "latency" and event.outcome in ("cached", "skipped"):
@@ -425,18 +351,58 @@ class AlertMonitor:
                 flagged = event.outcome == "error"
             if now is None:
                 now = self.clock.now()
-            state.add(now, flagged, event.latency_ms, event.cost_usd)
-            if state.last_fired is not None and now - state.last_fired < rule.cooldown_s:
+            state.add(now, flagged, event.latency_ms, event.cost_usd, count)
+            self._check(state, now)
+
+    def record_feedback(
+        self, good: bool, *, model: str | None = None, label: str | None = None, strategy: str | None = None
+    ) -> None:
+        """One user verdict on an answer, for ``quality`` rules (``good=False`` is
+        a bad answer); ``model``/``label``/``strategy`` say whose answer it was."""
+        now = self.clock.now()
+        for state in self._states:
+            rule = state.rule
+            if rule.kind != "quality":
                 continue
+            if any(
+                want is not None and got != want
+                for want, got in ((rule.model, model), (rule.label, label), (rule.strategy, strategy))
+            ):
+                continue
+            state.add(now, not good, math.nan, 0.0)
+            self._check(state, now)
+
+    def _check(self, state: _RuleState, now: float) -> None:
+        rule = state.rule
+        if not rule.episodes:
+            if state.last_fired is not None and now - state.last_fired < rule.cooldown_s:
+                return
             found = state.evaluate(now)
             if found is not None:
                 state.last_fired = now
                 self._fire(state, found[0], found[1])
+            return
+        # Episodes: fire when the condition starts to hold, resolve when it stops.
+        # Too few samples says neither (an empty window is no recovery).
+        if state.count < rule.min_samples:
+            return
+        found = state.evaluate(now)
+        if found is not None and not state.active:
+            if state.last_fired is not None and now - state.last_fired < rule.cooldown_s:
+                return
+            state.active = True
+            state.last_fired = now
+            self._fire(state, found[0], found[1])
+        elif found is None and state.active:
+            state.active = False
+            self._fire(state, math.nan, {}, resolved=True)
 
-    def _fire(self, state: _RuleState, value: float, details: dict[str, Any]) -> None:
+    def _fire(self, state: _RuleState, value: float, details: dict[str, Any], resolved: bool = False) -> None:
         rule = state.rule
         window = f"{rule.window_s:g}s"
-        if rule.kind in ("fallback_rate", "error_rate"):
+        if resolved:
+            what = "resolved"
+        elif rule.kind in _RATES:
             what = f"{rule.kind.replace('_', ' ')} {value:.1%} > {rule.threshold:.1%}"
         elif rule.kind == "latency":
             what = f"latency p{rule.quantile * 100:g} {value:.0f} ms > {rule.threshold:g} ms"
@@ -456,6 +422,7 @@ class AlertMonitor:
             message=f"{rule.name}: {what} over the last {window} ({state.count} {rule.source})",
             ts=self.clock.wall(),
             details=details,
+            resolved=resolved,
         )
         self.alerts.append(alert)
         for handler in self.handlers:
@@ -490,6 +457,27 @@ class AlertMonitor:
             self._logger.exception("alert handler failed", handler=repr(handler))
 
     async def aclose(self) -> None:
-        """Wait for async handlers still running."""
+        """Wait for async handlers still running, then close handlers that have an
+        ``aclose`` (the webhook sink's HTTP client)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for handler in self.handlers:
+            close = getattr(handler, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    self._handler_failed(handler)
+
+
+def _judged(event: RequestEvent) -> tuple[int, int]:
+    """(answers a verifier judged, answers it rejected) among a request's cascade rungs."""
+    response = event.response
+    if response is None:
+        return 0, 0
+    judged = rejected = 0
+    for step in response.steps:
+        if step.kind == "rung" and step.verdict in ("accepted", "rejected"):
+            judged += 1
+            rejected += step.verdict == "rejected"
+    return judged, rejected

@@ -182,6 +182,7 @@ class MetricsCollector:
         "_alpha",
         "_attempt_errors",
         "_attempts",
+        "_baseline_cost",
         "_cancelled",
         "_labels",
         "_listeners",
@@ -191,6 +192,8 @@ class MetricsCollector:
         "_paths",
         "_requests",
         "_retries",
+        "_savings",
+        "_savings_requests",
         "_sketch_index",
         "listener_errors",
     )
@@ -214,6 +217,9 @@ class MetricsCollector:
         self._attempt_errors = 0
         self._retries = 0
         self._cancelled = 0
+        self._baseline_cost = 0.0
+        self._savings = 0.0
+        self._savings_requests = 0
 
     def reset(self) -> None:
         """Forget every count (listeners stay)."""
@@ -391,6 +397,11 @@ class MetricsCollector:
         if ttft_ms is not None and _isfinite(ttft_ms):
             r.ttft.add(ttft_ms)
         r.add_spend(input_tokens, output_tokens, cost_usd)
+        response = event.response
+        if response is not None and response.savings_usd is not None:
+            self._savings += response.savings_usd
+            self._baseline_cost += response.baseline_cost_usd or 0.0
+            self._savings_requests += 1
 
         # Attribute the request to its strategy, label and answering model.
         keys: list[_Stats] = [self._paths.get(strategy) or self._stats(self._paths, strategy)]
@@ -435,6 +446,12 @@ class MetricsCollector:
             "unknown_cost_calls": r.unknown_cost,
             "estimated_usage_calls": r.estimated_usage,
             "cancelled": self._cancelled,
+            # Against the baseline model (Response.savings_usd), over the requests priced both ways.
+            "savings": {
+                "requests": self._savings_requests,
+                "baseline_cost_usd": self._baseline_cost,
+                "savings_usd": self._savings,
+            },
         }
         return {
             "requests": requests,

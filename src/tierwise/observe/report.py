@@ -18,6 +18,11 @@ Unknown prices stay visible: ``cost_usd`` sums the known costs and
 
 A log whose writer crashed mid-line ends in a truncated record; unparsable lines
 are skipped and counted in ``skipped_lines``, never fatal.
+
+Several processes (workers, hosts) each write their own log: ``summarize(a, b,
+...)`` reads them all in the same pass (``audit_paths`` expands globs), so the
+fleet's percentiles come from one sketch fed every request — the same figure one
+process seeing all the traffic would report.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 from .sketch import QuantileSketch
 
-__all__ = ["format_report", "summarize"]
+__all__ = ["audit_paths", "format_report", "summarize"]
 
 _NO_LABEL = "(none)"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -51,6 +56,7 @@ class _Group:
 
     __slots__ = (
         "attempts",
+        "baseline_cost",
         "cache_hits",
         "cost",
         "cost_known",
@@ -60,6 +66,8 @@ class _Group:
         "latency",
         "output_tokens",
         "requests",
+        "savings",
+        "savings_requests",
         "unknown_cost",
     )
 
@@ -75,6 +83,9 @@ class _Group:
         self.input_tokens = 0
         self.output_tokens = 0
         self.latency = QuantileSketch()
+        self.baseline_cost = 0.0
+        self.savings = 0.0
+        self.savings_requests = 0
 
     def add_cost(self, cost: float | None) -> None:
         if cost is None:
@@ -159,18 +170,45 @@ class _Source:
                 self.skipped += 1
 
 
-def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
-    """Aggregate audit records into a JSON-serializable summary (see module doc)."""
+def audit_paths(patterns: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Each pattern as a path, or the sorted files its glob matches (``logs/*.jsonl``);
+    ``FileNotFoundError`` naming a pattern that matches nothing."""
+    import glob
+
+    out: list[Path] = []
+    for pattern in patterns:
+        text = os.fspath(pattern)
+        if glob.has_magic(text):
+            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            if not found:
+                raise FileNotFoundError(f"no audit log matches {text}")
+            out += found
+        else:
+            out.append(Path(text))
+    return list(dict.fromkeys(out))
+
+
+def summarize(
+    source: str | os.PathLike[str] | Iterable[Any], *more: str | os.PathLike[str] | Iterable[Any]
+) -> dict[str, Any]:
+    """Aggregate audit records into a JSON-serializable summary (see module doc);
+    ``more`` sources (other processes' logs) are merged into the same summary."""
     src = _Source()
     total = _Group()
     models: dict[str, _Group] = {}
     labels: dict[str, _Group] = {}
     days: dict[str, _Group] = {}
+    baselines: dict[str, int] = {}
     n = 0
     first_ts: str | None = None
     last_ts: str | None = None
 
-    for rec in src.records(source):
+    def every() -> Iterator[dict[str, Any]]:
+        for s in (source, *more):
+            yield from src.records(s)
+
+    day_models: dict[str, dict[str, list[float]]] = {}
+    for rec in every():
         n += 1
         ts = rec.get("ts")
         day = ts[:10] if isinstance(ts, str) and len(ts) >= 10 else "unknown"
@@ -189,6 +227,11 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
         if not isinstance(usage, Mapping):
             usage = {}
         in_tok, out_tok = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+        savings = _num(rec.get("savings_usd"))
+        baseline_cost = _num(rec.get("baseline_cost_usd"))
+        baseline = rec.get("baseline")
+        if savings is not None and isinstance(baseline, str):
+            baselines[baseline] = baselines.get(baseline, 0) + 1
 
         for g in (total, labels.setdefault(label, _Group()), days.setdefault(day, _Group())):
             g.requests += 1
@@ -199,6 +242,10 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
             g.add_latency(latency)
             g.input_tokens += in_tok
             g.output_tokens += out_tok
+            if savings is not None:
+                g.savings += savings
+                g.baseline_cost += baseline_cost or 0.0
+                g.savings_requests += 1
 
         attempts = rec.get("attempts")
         model = rec.get("model")
@@ -211,6 +258,10 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
                 m = a.get("model")
                 g = models.setdefault(m if isinstance(m, str) and m else "unknown", _Group())
                 g.attempts += 1
+                a_cost = _num(a.get("cost_usd"))
+                if a_cost is not None:
+                    spent = day_models.setdefault(day, {}).setdefault(_model_name(m), [0.0])
+                    spent[0] += a_cost
                 outcome = a.get("outcome")
                 g.errors += outcome == "error"
                 g.cache_hits += outcome == "cached"
@@ -223,6 +274,8 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
                     g.output_tokens += _int(u.get("output_tokens"))
         elif isinstance(model, str) and model:
             g = models[model]
+            if cost is not None:
+                day_models.setdefault(day, {}).setdefault(model, [0.0])[0] += cost
             g.attempts += 1
             g.errors += failed
             g.cache_hits += cached
@@ -248,6 +301,12 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
         "unknown_cost_requests": total.unknown_cost,
         "tokens": {"input": total.input_tokens, "output": total.output_tokens},
         "latency_ms": _latency(total.latency),
+        "savings": {
+            **_savings(total),
+            # The baseline most records name (one per config; several if it changed).
+            "baseline": max(baselines, key=lambda b: baselines[b]) if baselines else None,
+            "baselines": dict(sorted(baselines.items())),
+        },
         "models": {
             k: {
                 "requests": g.requests,
@@ -259,7 +318,14 @@ def summarize(source: str | os.PathLike[str] | Iterable[Any]) -> dict[str, Any]:
             for k, g in sorted(models.items())
         },
         "labels": {k: _request_row(g) for k, g in sorted(labels.items())},
-        "days": {k: _request_row(g) for k, g in sorted(days.items())},
+        "days": {
+            k: {
+                **_request_row(g),
+                "error_rate": _rate(g.errors, g.requests),
+                "cost_by_model": {m: round(v[0], 10) for m, v in sorted(day_models.get(k, {}).items())},
+            }
+            for k, g in sorted(days.items())
+        },
     }
 
 
@@ -270,7 +336,22 @@ def _request_row(g: _Group) -> dict[str, Any]:
         "fallbacks": g.fallbacks,
         "fallback_rate": _rate(g.fallbacks, g.requests),
         **_spend(g, "unknown_cost_requests"),
+        "savings": _savings(g),
     }
+
+
+def _savings(g: _Group) -> dict[str, Any]:
+    """Against the baseline, over the requests priced both ways."""
+    return {
+        "requests": g.savings_requests,
+        "baseline_cost_usd": round(g.baseline_cost, 10),
+        "savings_usd": round(g.savings, 10),
+        "savings_rate": g.savings / g.baseline_cost if g.baseline_cost > 0 else None,
+    }
+
+
+def _model_name(m: Any) -> str:
+    return m if isinstance(m, str) and m else "unknown"
 
 
 def _spend(g: _Group, unknown_key: str) -> dict[str, Any]:
@@ -340,6 +421,13 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f"  mean {_ms(lat.get('mean'))}  max {_ms(lat.get('max'))}",
         f"Tokens       in {tokens.get('input', 0):,}  out {tokens.get('output', 0):,}",
     ]
+    sav = summary.get("savings") or {}
+    if sav.get("requests"):
+        out.append(
+            f"Savings      {_usd(sav['savings_usd'])} ({_pct(sav['savings_rate'])}) against "
+            f"{sav.get('baseline') or 'the baseline'} for everything ({_usd(sav['baseline_cost_usd'])}), "
+            f"over {sav['requests']:,} priced request(s)"
+        )
 
     models = summary.get("models") or {}
     if models:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["MIN_INDEXABLE", "QuantileSketch", "nearest_rank"]
 
@@ -249,6 +251,51 @@ class QuantileSketch:
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
         return [self.quantile(q) for q in qs]
+
+    # -- exchange -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything the sketch holds, as JSON-ready data: a process ships this and
+        another merges it (``from_dict`` + ``merge``) into exactly the sketch it
+        would have built from all the values itself, so a fleet's p99 is computable."""
+        return {
+            "alpha": self.alpha,
+            "max_buckets": self.max_buckets,
+            "pos": {str(k): v for k, v in sorted(self._pos.items())},
+            "neg": {str(k): v for k, v in sorted(self._neg.items())},
+            "pos_floor": self._pos_floor,
+            "neg_ceiling": self._neg_ceiling,
+            "zero": self._zero,
+            "count": self.count,
+            "sum": self.sum,
+            "min": self.min if self.count else None,
+            "max": self.max if self.count else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantileSketch:
+        """The sketch ``to_dict`` described (``ValueError`` on malformed data)."""
+        try:
+            sketch = cls(float(data["alpha"]), int(data["max_buckets"]))
+            pos, neg = data["pos"], data["neg"]
+            if not isinstance(pos, dict) or not isinstance(neg, dict):
+                raise TypeError("pos and neg must be objects")
+            sketch._pos = {int(k): int(v) for k, v in pos.items()}
+            sketch._neg = {int(k): int(v) for k, v in neg.items()}
+            floor, ceiling = data.get("pos_floor"), data.get("neg_ceiling")
+            sketch._pos_floor = None if floor is None else int(floor)
+            sketch._neg_ceiling = None if ceiling is None else int(ceiling)
+            sketch._zero = int(data["zero"])
+            sketch.count = int(data["count"])
+            sketch.sum = float(data["sum"])
+            if sketch.count:
+                sketch.min = float(data["min"])
+                sketch.max = float(data["max"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a QuantileSketch.to_dict() result: {exc}") from None
+        if sum(sketch._pos.values()) + sum(sketch._neg.values()) + sketch._zero != sketch.count:
+            raise ValueError("not a QuantileSketch.to_dict() result: bucket counts do not add up to count")
+        return sketch
 
     def __repr__(self) -> str:
         return f"QuantileSketch(alpha={self.alpha}, count={self.count}, buckets={self.bucket_count})"
