@@ -40,7 +40,17 @@ class RedisServer:
     def start(self) -> None:
         assert REDIS_SERVER is not None
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -61,7 +71,9 @@ class RedisServer:
             self.proc = None
 
 
-def run_workers(config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str]) -> list[dict[str, Any]]:
+def run_workers(
+    config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str]
+) -> list[dict[str, Any]]:
     """Start ``n_procs`` worker processes at once and collect their summaries."""
     procs = [
         subprocess.Popen(

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .memory import MemoryBudgetStore
 from ._redis_conn import Conn, RedisDown
+from .memory import MemoryBudgetStore
 
 __all__ = ["RedisBudgetStore"]
 
@@ -107,7 +107,13 @@ class RedisBudgetStore:
         self._conn.write(
             "BUDGET_SETTLE",
             (*self._k(keys), *self._k(record_keys)),
-            (self._conn.owner, repr(float(amount)), len(keys), repr(float(cost)), *(_ttl(k) for k in record_keys)),
+            (
+                self._conn.owner,
+                repr(float(amount)),
+                len(keys),
+                repr(float(cost)),
+                *(_ttl(k) for k in record_keys),
+            ),
         )
 
     async def release(self, keys: Sequence[str], amount: float) -> None:

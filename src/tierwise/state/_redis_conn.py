@@ -70,7 +70,9 @@ class Conn:
         self.degraded: set[str] = set()
         self._down_until = -math.inf
         self._sources = {
-            name: getattr(scripts, name) for name in scripts.__all__ if isinstance(getattr(scripts, name), str)
+            name: getattr(scripts, name)
+            for name in scripts.__all__
+            if isinstance(getattr(scripts, name), str)
         }
         self._sha: dict[str, str] = {}
         self._pending: deque[tuple[str, Sequence[Any], Sequence[Any]]] = deque()
@@ -99,7 +101,9 @@ class Conn:
 
     def _ok(self) -> None:
         if self.degraded:
-            _log.warning("redis reachable again; shared state resumed for %s", ", ".join(sorted(self.degraded)))
+            _log.warning(
+                "redis reachable again; shared state resumed for %s", ", ".join(sorted(self.degraded))
+            )
             self.degraded.clear()
         self._down_until = -math.inf
 
@@ -125,7 +129,7 @@ class Conn:
                 result = await self._run(script, keys, args)
         except RedisDown:
             raise
-        except (OSError, asyncio.TimeoutError, _redis_errors()) as exc:
+        except (TimeoutError, OSError, _redis_errors()) as exc:
             raise self._failed(concern, exc) from None
         self._ok()
         return result
@@ -194,7 +198,7 @@ class Conn:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._send_pending()
-        except (OSError, asyncio.TimeoutError, _redis_errors()) as exc:
+        except (TimeoutError, OSError, _redis_errors()) as exc:
             raise self._failed("writes", exc) from None
         self._ok()
 
@@ -249,8 +253,10 @@ class Conn:
                 try:
                     async with asyncio.timeout(self.timeout_s):
                         self.round_trips += 1
-                        await self.client.zadd(self.owners_key, {self.owner: self.clock.wall() + self.lease_s})
-                except (OSError, asyncio.TimeoutError, _redis_errors()) as exc:
+                        await self.client.zadd(
+                            self.owners_key, {self.owner: self.clock.wall() + self.lease_s}
+                        )
+                except (TimeoutError, OSError, _redis_errors()) as exc:
                     self._failed("leases", exc)
             for tick in self.tickers:
                 try:
@@ -278,7 +284,7 @@ class Conn:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self.client.zrem(self.owners_key, self.owner)
-        except (OSError, asyncio.TimeoutError, _redis_errors()):
+        except (TimeoutError, OSError, _redis_errors()):
             pass
         await self.client.aclose()
 

@@ -62,7 +62,11 @@ class RedisHealth(HealthTracker):
         counted = super().record_failure(key, error)
         if counted:
             retry_after = getattr(error, "retry_after", None)
-            ra = float(retry_after) if isinstance(retry_after, int | float) and 0 < retry_after < 1e300 else 0.0
+            ra = (
+                float(retry_after)
+                if isinstance(retry_after, int | float) and 0 < retry_after < 1e300
+                else 0.0
+            )
             self._conn.write(
                 "HEALTH_FAIL",
                 self._keys(key),

@@ -85,7 +85,9 @@ class RedisLimiter:
         max_concurrency: int | None = None,
         fail_open: bool = True,
     ) -> None:
-        self.local = RateLimiter(rpm=rpm, tpm=tpm, max_concurrency=max_concurrency, clock=conn.clock, name=name)
+        self.local = RateLimiter(
+            rpm=rpm, tpm=tpm, max_concurrency=max_concurrency, clock=conn.clock, name=name
+        )
         self.name = name
         self.rpm = rpm
         self.tpm = tpm
@@ -101,7 +103,14 @@ class RedisLimiter:
         base = f"{conn.prefix}l:{name}:"
         self._k_req, self._k_tok, self._k_amt = base + "req", base + "tok", base + "amt"
         self._k_conc, self._k_meta = base + "conc", base + "meta"
-        self._keys_acquire = (self._k_req, self._k_tok, self._k_amt, self._k_conc, conn.owners_key, self._k_meta)
+        self._keys_acquire = (
+            self._k_req,
+            self._k_tok,
+            self._k_amt,
+            self._k_conc,
+            conn.owners_key,
+            self._k_meta,
+        )
         self._keys_release = (self._k_tok, self._k_amt, self._k_conc)
         self._conc = "1" if max_concurrency else "0"
         self._static = (self._cap, self._window, int(tpm or 0), max_concurrency or 0, conn.lease_s)
@@ -158,7 +167,9 @@ class RedisLimiter:
         from . import StateUnavailable
 
         if not self.fail_open:
-            raise StateUnavailable(f"rate limits of {self.name!r}: redis unavailable (on_error.limits = 'closed')")
+            raise StateUnavailable(
+                f"rate limits of {self.name!r}: redis unavailable (on_error.limits = 'closed')"
+            )
         left = None if deadline is None else max(0.0, deadline - self._conn.clock.now())
         return await self.local.acquire(tokens, timeout=left)
 

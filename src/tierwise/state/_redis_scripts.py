@@ -258,8 +258,7 @@ return 1
 """
 
 # KEYS: buckets. ARGV: cost, then each bucket's expiry in seconds (<= 0: none).
-BUDGET_ADD = (
-    """
+BUDGET_ADD = """
 for i = 1, #KEYS do
   redis.call('HINCRBYFLOAT', KEYS[i], 'spent', ARGV[1])
   local ttl = tonumber(ARGV[1 + i])
@@ -267,12 +266,10 @@ for i = 1, #KEYS do
 end
 return 1
 """
-)
 
 # KEYS: nrelease reserve buckets, then record buckets.
 # ARGV: owner, amount, nrelease, cost, then each record bucket's expiry.
-BUDGET_SETTLE = (
-    """
+BUDGET_SETTLE = """
 local nrel = tonumber(ARGV[3])
 for i = 1, nrel do
   local n = redis.call('HINCRBY', KEYS[i], 'n:' .. ARGV[1], -1)
@@ -289,7 +286,6 @@ for i = nrel + 1, #KEYS do
 end
 return 1
 """
-)
 
 # KEYS[1] owners, then buckets. ARGV: now -> flat {spent, reserved} per bucket
 BUDGET_READ = (

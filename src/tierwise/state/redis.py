@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ._redis_budget import RedisBudgetStore
@@ -78,13 +78,17 @@ class RedisState:
                     f"unknown concern {concern!r}; one of {', '.join(_CONCERNS)}", field="state.on_error"
                 )
             if mode not in ("open", "closed") or (concern == "health" and mode != "open"):
-                raise ConfigError(f"must be 'open' or 'closed', got {mode!r}", field=f"state.on_error.{concern}")
+                raise ConfigError(
+                    f"must be 'open' or 'closed', got {mode!r}", field=f"state.on_error.{concern}"
+                )
             modes[concern] = mode
         self.on_error: dict[str, OnError] = modes
         if url is None:
             url = os.environ.get(url_env)
             if not url:
-                raise ConfigError(f"environment variable {url_env} (the Redis URL) is not set", field="state.url_env")
+                raise ConfigError(
+                    f"environment variable {url_env} (the Redis URL) is not set", field="state.url_env"
+                )
         try:
             import redis.asyncio as aredis
             from redis.asyncio.retry import Retry
@@ -228,7 +232,9 @@ class RedisState:
     async def ping(self) -> bool:
         """Whether Redis answers within ``timeout_s``."""
         try:
-            await self._conn.call("status", "BUDGET_READ", (self._conn.owners_key,), (self._conn.clock.wall(),))
+            await self._conn.call(
+                "status", "BUDGET_READ", (self._conn.owners_key,), (self._conn.clock.wall(),)
+            )
         except RedisDown:
             return False
         return True
