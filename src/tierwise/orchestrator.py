@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .observe.alerts import AlertMonitor
     from .observe.audit import AuditLog
     from .providers.base import Provider
+    from .state.redis import RedisState
     from .strategies.batch import BatchProgress, BatchResult
     from .strategies.provider_batch import RetryFailed
 
@@ -77,10 +78,16 @@ class Orchestrator(AsyncClosing):
         log_json: bool = False,
         observers: Sequence[Observer] = (),
         baseline: str | None = None,
+        state: RedisState | None = None,
     ) -> None:
         deployments = dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
         if not deployments:
             raise ConfigError("at least one model is required", field="models")
+        # A shared backend takes over the limiters, circuits and budget store (None:
+        # everything stays in this process's memory).
+        self.state = state
+        if state is not None:
+            health, budget = state.bind(deployments, health, budget)
         self.clock = clock
         self.metrics = MetricsCollector()
         # Providers the orchestrator created (from config) and must close; when
@@ -147,6 +154,12 @@ class Orchestrator(AsyncClosing):
             bind = getattr(observer, "bind_orchestrator", None)
             if bind is not None:
                 bind(self)
+
+    async def __aenter__(self) -> Orchestrator:
+        if self.state is not None:
+            # The shared circuits, before the first chain is ordered from them.
+            await self.state.refresh()
+        return self
 
     def _attach_logger(self, level: str, json: bool) -> None:
         """This orchestrator's own structlog logger, as an observer. Secrets (the
@@ -511,6 +524,8 @@ class Orchestrator(AsyncClosing):
             aclose = getattr(observer, "aclose", None)
             if aclose is not None:
                 await aclose()
+        if self.state is not None:
+            await self.state.detach()  # last: the writes of everything above are flushed
 
     def __repr__(self) -> str:
         return (

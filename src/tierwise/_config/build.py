@@ -291,6 +291,21 @@ def build_orchestrator(
         else:
             cache = MemoryCache(max_entries=cfg.cache.max_entries, ttl_s=cfg.cache.ttl_s, clock=clock)
     strategies = _build_strategies(cfg)
+    state = None
+    if cfg.state.backend == "redis":
+        from ..state.redis import RedisState
+
+        sc = cfg.state
+        state = RedisState(
+            url_env=sc.url_env,
+            key_prefix=sc.key_prefix,
+            timeout_s=sc.timeout_s,
+            retry_s=sc.retry_s,
+            lease_s=sc.lease_s,
+            refresh_s=sc.refresh_s,
+            on_error={"limits": sc.on_error.limits, "budget": sc.on_error.budget},
+            clock=clock,
+        )
     audit = None
     if cfg.audit is not None:
         from ..observe.audit import AuditLog
@@ -329,6 +344,7 @@ def build_orchestrator(
         owned_providers=list(providers.values()),
         log_level=None if cfg.logging.level == "off" else cfg.logging.level,
         log_json=cfg.logging.format == "json",
+        state=state,
     )
 
 

@@ -284,6 +284,17 @@ class MemoryStateConfig(_Section):
     backend: Literal["memory"] = "memory"
 
 
+class StateOnErrorConfig(_Section):
+    """``[state.on_error]``: what each concern does when Redis is unavailable.
+    ``open``: carry on with this process's own state (a warning is logged);
+    ``closed``: the request fails with ``StateUnavailable``."""
+
+    limits: Literal["open", "closed"] = "open"
+    budget: Literal["open", "closed"] = "closed"
+    #: Circuit state only steers traffic, never admits it: always per-process on failure.
+    health: Literal["open"] = "open"
+
+
 class RedisStateConfig(_Section):
     """``[state] backend = "redis"``: state shared by many processes. The URL is
     read from the environment variable ``url_env`` names, never from the file."""
@@ -291,6 +302,15 @@ class RedisStateConfig(_Section):
     backend: Literal["redis"]
     url_env: NonEmptyStr = "REDIS_URL"
     key_prefix: str = "tierwise:"
+    #: The longest any request waits on Redis before its ``on_error`` mode applies.
+    timeout_s: PositiveFloat = 0.25
+    #: After a failure Redis is left alone this long, then tried again.
+    retry_s: PositiveFloat = 1.0
+    #: A killed process's concurrency slots and budget reservations count this long.
+    lease_s: PositiveFloat = 30.0
+    #: How often each process refreshes its view of the shared circuits and spend.
+    refresh_s: PositiveFloat = 0.5
+    on_error: StateOnErrorConfig = Field(default_factory=lambda: StateOnErrorConfig())
 
     @field_validator("url_env")
     @classmethod

@@ -423,6 +423,11 @@ class BudgetLedger:
 
     # -- public API --------------------------------------------------------------
 
+    def with_store(self, store: BudgetStore) -> BudgetLedger:
+        """The same limits, clock and timezone on another store (a shared backend
+        taking over an orchestrator's ledger before its first request)."""
+        return BudgetLedger(self._limits, clock=self._clock, timezone=self._tz, store=store)
+
     @property
     def limits(self) -> tuple[BudgetLimit, ...]:
         return self._limits

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..errors import TierwiseError
+
 if TYPE_CHECKING:
     from ..execution.cache import ResponseCache
     from ..execution.health import HealthState
@@ -36,7 +38,13 @@ __all__ = [
     "MemoryBudgetStore",
     "Permit",
     "ResponseCache",
+    "StateUnavailable",
 ]
+
+
+class StateUnavailable(TierwiseError):
+    """The shared state backend (Redis) did not answer in time and this concern is
+    configured to fail closed (``[state.on_error]``): the request was not sent."""
 
 
 @runtime_checkable

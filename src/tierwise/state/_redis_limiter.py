@@ -1,0 +1,243 @@
+"""The shared rate limiter: one ``LIMIT_ACQUIRE`` script per admission attempt.
+
+The script counts the deployment's sliding windows (requests, tokens), its
+live concurrency slots (leased per process) and the provider's own headers,
+and books all of them or none; it answers with how long to wait, so a caller
+sleeps exactly that long (or fails at once when the wait is past its
+``timeout``), like the in-memory ``RateLimiter``. Waiting is not FIFO across
+processes: each waiter retries when its wait is over, and one blocked on
+concurrency polls (2 ms doubling to 50 ms), since only another process's
+release can free it.
+
+When Redis is unavailable the ``limits`` fail mode applies: ``open`` admits
+through a local in-memory ``RateLimiter`` with the same limits (per process,
+so the aggregate is the limit times the processes until Redis returns),
+``closed`` raises ``StateUnavailable``.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..execution.limits import LimiterClosed, QueueWaitTimeout, RateLimiter
+from ._redis_conn import Conn, RedisDown
+
+if TYPE_CHECKING:
+    from ..types import RateLimitInfo
+
+__all__ = ["RedisLimiter", "RedisPermit"]
+
+_WINDOW = 60.0
+_POLL_MIN = 0.002
+_POLL_MAX = 0.05
+_MAX_TOKENS = 10**12
+
+
+class RedisPermit:
+    """A slot booked in Redis; ``arelease`` queues the release (and the token
+    correction) as a write-behind, so it never waits on the network."""
+
+    __slots__ = ("_limiter", "_released", "estimate", "id", "tokens")
+
+    def __init__(self, limiter: RedisLimiter, permit_id: str, tokens: int) -> None:
+        self._limiter = limiter
+        self.id = permit_id
+        self.estimate = tokens
+        self.tokens = tokens
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    async def arelease(self, used_tokens: int | None = None) -> None:
+        if self._released:
+            return
+        self._released = True
+        if used_tokens is not None and (type(used_tokens) is not int or not 0 <= used_tokens <= _MAX_TOKENS):
+            used_tokens = None
+        lim = self._limiter
+        if used_tokens is not None:
+            self.tokens = used_tokens
+        lim._conn.write(
+            "LIMIT_RELEASE",
+            lim._keys_release,
+            (lim._conn.owner, self.id, -1 if used_tokens is None or not lim.tpm else used_tokens, lim._conc),
+        )
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"RedisPermit(tokens={self.tokens}, {state})"
+
+
+class RedisLimiter:
+    """RPM + TPM + concurrency of one deployment, shared through Redis."""
+
+    def __init__(
+        self,
+        conn: Conn,
+        name: str,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_concurrency: int | None = None,
+        fail_open: bool = True,
+    ) -> None:
+        self.local = RateLimiter(
+            rpm=rpm, tpm=tpm, max_concurrency=max_concurrency, clock=conn.clock, name=name
+        )
+        self.name = name
+        self.rpm = rpm
+        self.tpm = tpm
+        self.max_concurrency = max_concurrency
+        self.fail_open = fail_open
+        self._conn = conn
+        if rpm is None:
+            self._cap, self._window = 0, _WINDOW
+        elif rpm >= 1:
+            self._cap, self._window = int(rpm), _WINDOW
+        else:
+            self._cap, self._window = 1, _WINDOW / rpm
+        base = f"{conn.prefix}l:{name}:"
+        self._k_req, self._k_tok, self._k_amt = base + "req", base + "tok", base + "amt"
+        self._k_conc, self._k_meta = base + "conc", base + "meta"
+        self._keys_acquire = (
+            self._k_req,
+            self._k_tok,
+            self._k_amt,
+            self._k_conc,
+            conn.owners_key,
+            self._k_meta,
+        )
+        self._keys_release = (self._k_tok, self._k_amt, self._k_conc)
+        self._conc = "1" if max_concurrency else "0"
+        self._static = (self._cap, self._window, int(tpm or 0), max_concurrency or 0, conn.lease_s)
+        self._closed: str | None = None
+
+    async def acquire(self, tokens: int = 0, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Book a request, ``tokens`` and a concurrency slot in one script, waiting
+        at most ``timeout`` seconds (``QueueWaitTimeout``; ``LimiterClosed`` once closed)."""
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        if self._closed is not None:
+            raise LimiterClosed(self._closed)
+        if timeout is not None and not timeout < math.inf:
+            timeout = None
+        conn = self._conn
+        clock = conn.clock
+        start = clock.now()
+        deadline = None if timeout is None else start + max(0.0, timeout)
+        poll = _POLL_MIN
+        permit_id = uuid.uuid4().hex[:16]
+        cap, window, tpm, maxc, lease = self._static
+        while True:
+            if self._closed is not None:
+                raise LimiterClosed(self._closed)
+            try:
+                reply = await conn.call(
+                    "limits",
+                    "LIMIT_ACQUIRE",
+                    self._keys_acquire,
+                    (clock.wall(), conn.owner, permit_id, tokens, cap, window, tpm, maxc, lease),
+                )
+            except RedisDown:
+                if maxc:
+                    # The admission may have been booked before its reply was lost:
+                    # free that slot when Redis answers again (a no-op otherwise).
+                    conn.write("LIMIT_RELEASE", self._keys_release, (conn.owner, permit_id, -1, "1"))
+                return await self._fallback(tokens, deadline)
+            code = int(reply[0])
+            if code == 1:
+                return RedisPermit(self, permit_id, tokens)
+            now = clock.now()
+            if code == 0:
+                wait = float(reply[1])
+            else:
+                wait = poll
+                poll = min(poll * 2.0, _POLL_MAX)
+            if deadline is not None:
+                if now >= deadline or (code == 0 and now + wait > deadline):
+                    raise QueueWaitTimeout(self.name, timeout or 0.0, now - start)
+                wait = min(wait, deadline - now)
+            await clock.sleep(max(wait, 1e-6))
+
+    async def _fallback(self, tokens: int, deadline: float | None) -> Any:
+        from . import StateUnavailable
+
+        if not self.fail_open:
+            raise StateUnavailable(
+                f"rate limits of {self.name!r}: redis unavailable (on_error.limits = 'closed')"
+            )
+        left = None if deadline is None else max(0.0, deadline - self._conn.clock.now())
+        return await self.local.acquire(tokens, timeout=left)
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """The provider's ``x-ratelimit-*`` headers tighten the shared view (queued write)."""
+        self.local.observe(info)
+        req = info.requests_remaining is not None and info.requests_reset_s is not None
+        tok = info.tokens_remaining is not None and info.tokens_reset_s is not None
+        if not (req or tok):
+            return
+        self._conn.write(
+            "LIMIT_OBSERVE",
+            (self._k_meta,),
+            (
+                self._conn.clock.wall(),
+                info.requests_remaining if req else "",
+                max(0.0, info.requests_reset_s or 0.0) if req else "",
+                info.tokens_remaining if tok else "",
+                max(0.0, info.tokens_reset_s or 0.0) if tok else "",
+            ),
+        )
+
+    def penalize(self, retry_after: float, *, cap: float | None = None) -> None:
+        """A 429's ``retry_after``: every process holds new calls back (queued write)."""
+        self.local.penalize(retry_after, cap=cap)
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
+            return
+        if not (retry_after >= 0 and math.isfinite(retry_after)):
+            return
+        if cap is not None and cap >= 0:
+            retry_after = min(retry_after, cap)
+        self._conn.write("LIMIT_HOLD", (self._k_meta,), (self._conn.clock.wall() + retry_after,))
+
+    def close(self, reason: str = "the orchestrator is closing") -> None:
+        if self._closed is None:
+            self._closed = f"rate limiter {self.name!r} closed: {reason}"
+        self.local.close(reason)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def asnapshot(self) -> dict[str, Any]:
+        """The shared levels (one round trip), for ``tierwise status``."""
+        conn = self._conn
+        reqs, toks, conc, hold = await conn.call(
+            "limits",
+            "LIMIT_READ",
+            (self._k_req, self._k_amt, self._k_conc, conn.owners_key, self._k_meta),
+            (conn.clock.wall(), self._window),
+        )
+        return {
+            "name": self.name,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrency": self.max_concurrency,
+            "in_flight": int(conc),
+            "requests_in_window": int(reqs) if self._cap else None,
+            "tokens_in_window": int(toks) if self.tpm else None,
+            "hold_remaining_s": float(hold),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's fallback limiter (the shared levels need ``asnapshot``)."""
+        return self.local.snapshot()
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisLimiter({self.name!r}, rpm={self.rpm}, tpm={self.tpm}, "
+            f"max_concurrency={self.max_concurrency})"
+        )

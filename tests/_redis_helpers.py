@@ -1,0 +1,131 @@
+"""A real ``redis-server`` for the shared-state tests, and the worker process they run.
+
+``RedisServer`` starts ``redis-server`` on a free loopback port (no persistence),
+and can stop and restart it on the same port (the "Redis down mid-run" tests).
+Run as a script, this module is one application process: it builds an
+Orchestrator from a config file and sends requests, then prints a JSON summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.proc = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(500):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.01)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def run_workers(
+    config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Start ``n_procs`` worker processes at once and collect their summaries."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(config), json.dumps(args)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        for _ in range(n_procs)
+    ]
+    out = []
+    for p in procs:
+        stdout, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, stdout
+        out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    return out
+
+
+async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
+    import tierwise as tw
+
+    n = int(args.get("n", 10))
+    conc = int(args.get("concurrency", n))
+    max_tokens = int(args.get("max_tokens", 16))
+    prompt = args.get("prompt", "hello")
+    errors: Counter[str] = Counter()
+    ok = 0
+    sem = asyncio.Semaphore(conc)
+    async with tw.Orchestrator.from_config(config) as orch:
+        if args.get("wait_cooling"):
+            for _ in range(200):
+                if orch.health()[args["wait_cooling"]]["state"] == "cooling":
+                    break
+                await asyncio.sleep(0.05)
+
+        async def one() -> None:
+            nonlocal ok
+            async with sem:
+                try:
+                    await orch.run(tw.Request.from_prompt(prompt, max_tokens=max_tokens))
+                    ok += 1
+                except Exception as exc:
+                    inner = getattr(exc, "exceptions", None)
+                    errors[type(inner[-1] if inner else exc).__name__] += 1
+
+        await asyncio.gather(*(one() for _ in range(n)))
+        health = orch.health()
+        trips = orch.state.round_trips if orch.state is not None else 0
+    return {"ok": ok, "errors": dict(errors), "health": health, "round_trips": trips}
+
+
+if __name__ == "__main__":
+    result = asyncio.run(_main(sys.argv[1], json.loads(sys.argv[2])))
+    print(json.dumps(result))

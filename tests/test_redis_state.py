@@ -1,0 +1,278 @@
+"""Shared state on a real ``redis-server``: limits, budgets, leases and circuits hold
+across OS processes, and a Redis outage follows the configured fail mode.
+
+Each multi-process test runs 4 worker processes (tests/_redis_helpers.py), each
+with its own Orchestrator built from the same config, against one loopback
+MockLLMServer in this process, and checks at the server what reached it. The
+``memory`` parametrization runs the same scenario in one process on the default
+backend. Skipped without ``redis-server`` or the ``redis`` package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from tests._redis_helpers import REDIS_SERVER, RedisServer, run_workers
+
+import tierwise as tw
+from tierwise.errors import ConfigError
+from tierwise.testing import FakeClock, MockLLMServer, MockModel
+
+redis = pytest.importorskip("redis")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+
+# A worst case of exactly 1/64 dollar: 16 output tokens at $976.5625/M, input free.
+_OUT_PRICE = 976.5625
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+class Arrivals:
+    """Arrival times at the mock server (the reply callable runs on arrival)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, _req: Any) -> str:
+        with self.lock:
+            self.times.append(time.monotonic())
+        return "ok"
+
+
+def _config(
+    tmp: Path,
+    base_url: str,
+    backend: str,
+    *,
+    model: str = "",
+    extra: str = "",
+    state: str = "",
+) -> Path:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    state_block = (
+        f'[state]\nbackend = "redis"\nkey_prefix = "{prefix}"\ntimeout_s = 2.0\n{state}\n'
+        if backend == "redis"
+        else '[state]\nbackend = "memory"\n'
+    )
+    text = f"""
+[providers.mock]
+type = "openai"
+base_url = "{base_url}/v1"
+api_key_env = "MOCK_KEY"
+
+{model}
+
+[retry]
+max_attempts = 1
+
+[logging]
+level = "off"
+
+{extra}
+
+{state_block}
+"""
+    path = tmp / f"tierwise-{prefix[:-1]}.toml"
+    path.write_text(text)
+    return path
+
+
+def _env(redis_server: RedisServer) -> dict[str, str]:
+    env = dict(os.environ)
+    env["REDIS_URL"] = redis_server.url
+    env["MOCK_KEY"] = "sk-test-redis"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, root, env.get("PYTHONPATH", "")])
+    return env
+
+
+def _procs(backend: str) -> int:
+    return 4 if backend == "redis" else 1
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+def test_rpm_holds_across_processes(tmp_path: Path, redis_server: RedisServer, backend: str) -> None:
+    arrivals = Arrivals()
+    with MockLLMServer.run_in_thread({"m": MockModel(reply=arrivals, output_tokens=4)}) as server:
+        model = (
+            '[models.m]\nprovider = "mock"\nmodel = "m"\nrpm = 24\nmax_queue_wait_s = 0.3\n'
+            "input_price = 0.0\noutput_price = 1.0\n"
+        )
+        cfg = _config(tmp_path, server.base_url, backend, model=model)
+        procs = _procs(backend)
+        results = run_workers(cfg, procs, {"n": 80 // procs, "concurrency": 8}, _env(redis_server))
+    ok = sum(r["ok"] for r in results)
+    # All within one 60 s window: the limit, exactly, reached the server.
+    assert len(arrivals.times) == ok == 24
+    assert max(arrivals.times) - min(arrivals.times) < 60
+    assert sum(sum(r["errors"].values()) for r in results) == 80 - 24
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+def test_max_concurrency_holds_across_processes(
+    tmp_path: Path, redis_server: RedisServer, backend: str
+) -> None:
+    arrivals = Arrivals()
+    latency = 0.03
+    with MockLLMServer.run_in_thread({"m": MockModel(reply=arrivals, latency_ms=latency * 1000)}) as server:
+        model = (
+            '[models.m]\nprovider = "mock"\nmodel = "m"\nmax_concurrency = 3\n'
+            "input_price = 0.0\noutput_price = 1.0\n"
+        )
+        cfg = _config(tmp_path, server.base_url, backend, model=model)
+        procs = _procs(backend)
+        results = run_workers(cfg, procs, {"n": 48 // procs, "concurrency": 12}, _env(redis_server))
+    assert sum(r["ok"] for r in results) == 48
+    times = sorted(arrivals.times)
+    # Every request that arrived within `latency` before another is still in
+    # flight when it arrives (its reply leaves the server `latency` after arrival).
+    peak = max(sum(1 for s in times[: i + 1] if t - s < latency) for i, t in enumerate(times))
+    assert peak <= 3
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+def test_a_hard_budget_holds_across_processes(
+    tmp_path: Path, redis_server: RedisServer, backend: str
+) -> None:
+    arrivals = Arrivals()
+    with MockLLMServer.run_in_thread(
+        {"m": MockModel(reply=arrivals, output_tokens=16, latency_ms=5)}
+    ) as server:
+        model = (
+            f'[models.m]\nprovider = "mock"\nmodel = "m"\ninput_price = 0.0\noutput_price = {_OUT_PRICE}\n'
+        )
+        extra = '[budget]\n[[budget.limits]]\nscope = "total"\nperiod = "day"\nlimit_usd = 0.75\n'
+        cfg = _config(tmp_path, server.base_url, backend, model=model, extra=extra)
+        procs = _procs(backend)
+        results = run_workers(cfg, procs, {"n": 200, "concurrency": 200}, _env(redis_server))
+    # 0.75 / (1/64) = 48: exactly that many, whatever the number of processes.
+    assert sum(r["ok"] for r in results) == len(arrivals.times) == 48
+    assert all(set(r["errors"]) <= {"BudgetExceeded"} for r in results)
+    if backend == "redis":
+        from tierwise.state.redis import RedisState
+
+        async def spent() -> tuple[float, float]:
+            state = RedisState(redis_server.url, key_prefix=_prefix(cfg))
+            try:
+                store = state.budget_store()
+                day = time.strftime("%Y-%m-%d", time.gmtime())
+                got = await store.refresh([f"day:{day}|total", "total|total"])
+                return got[f"day:{day}|total"][0], got["total|total"][1]
+            finally:
+                await state.aclose()
+
+        day_spent, reserved = anyio.run(spent)
+        assert day_spent == 0.75 and reserved == 0.0
+
+
+def _prefix(cfg: Path) -> str:
+    for line in cfg.read_text().splitlines():
+        if line.startswith("key_prefix"):
+            return str(json.loads(line.split("=", 1)[1].strip()))
+    raise AssertionError("no key_prefix")
+
+
+def test_a_killed_process_frees_its_slots_and_reservations_after_the_lease(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    from tierwise.state.redis import RedisState
+
+    with MockLLMServer.run_in_thread({"m": MockModel(latency_ms=600_000)}) as server:
+        model = (
+            '[models.m]\nprovider = "mock"\nmodel = "m"\nmax_concurrency = 2\n'
+            f"input_price = 0.0\noutput_price = {_OUT_PRICE}\n"
+        )
+        extra = '[budget]\n[[budget.limits]]\nscope = "total"\nperiod = "total"\nlimit_usd = 1.0\n'
+        cfg = _config(tmp_path, server.base_url, "redis", model=model, extra=extra, state="lease_s = 2.0")
+        prefix = _prefix(cfg)
+        worker = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "_redis_helpers.py"), str(cfg), '{"n": 4}'],
+            stdout=subprocess.DEVNULL,
+            env=_env(redis_server),
+        )
+
+        async def levels(clock: Any) -> tuple[int, float]:
+            state = RedisState(redis_server.url, key_prefix=prefix, clock=clock)
+            try:
+                snap = await state.limiter("m", max_concurrency=2).asnapshot()
+                got = await state.budget_store().refresh(["total|total"])
+                return snap["in_flight"], got["total|total"][1]
+            finally:
+                await state.aclose()
+
+        try:
+            for _ in range(400):
+                held = anyio.run(levels, tw.testing.FakeClock(wall_start=time.time(), auto_advance=False))
+                if held == (2, 2 / 64):
+                    break
+                time.sleep(0.025)
+            assert held == (2, 2 / 64)  # two slots and their worst cases held; two requests queued
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+    # Right after the kill the lease still stands...
+    assert anyio.run(levels, FakeClock(wall_start=time.time(), auto_advance=False)) == (2, 2 / 64)
+    # ...and once it has run out, nothing of the dead process counts.
+    assert anyio.run(levels, FakeClock(wall_start=time.time() + 3.0, auto_advance=False)) == (0, 0.0)
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+def test_a_circuit_opened_in_one_process_is_skipped_by_another(
+    tmp_path: Path, redis_server: RedisServer, backend: str
+) -> None:
+    models = {"bad": MockModel(faults=["500"], cycle_faults=True), "good": MockModel()}
+    with MockLLMServer.run_in_thread(models) as server:
+        model = (
+            '[models.bad]\nprovider = "mock"\nmodel = "bad"\nfallbacks = ["good"]\n'
+            "input_price = 0.0\noutput_price = 1.0\n"
+            '[models.good]\nprovider = "mock"\nmodel = "good"\ninput_price = 0.0\noutput_price = 1.0\n'
+        )
+        extra = "[health]\nfailure_threshold = 5\ncooldown_s = 60.0\n"
+        cfg = _config(tmp_path, server.base_url, backend, model=model, extra=extra)
+        env = _env(redis_server)
+        if backend == "redis":
+            (first,) = run_workers(cfg, 1, {"n": 5, "concurrency": 1}, env)
+            assert first["health"]["bad"]["state"] == "cooling"
+            assert server.stats["bad"].requests == 5
+            (second,) = run_workers(cfg, 1, {"n": 3, "concurrency": 1}, env)
+        else:
+            (second,) = run_workers(cfg, 1, {"n": 8, "concurrency": 1}, env)
+        assert second["ok"] == 3 if backend == "redis" else second["ok"] == 8
+        # The other process never called the deployment the first one saw failing.
+        assert server.stats["bad"].requests == 5
+        assert second["health"]["bad"]["state"] == "cooling"
+
+
+def test_state_config_names_its_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = {
+        "models": {"m": {"provider": "openai", "model": "gpt-4o-mini"}},
+        "state": {"backend": "redis", "url_env": "TIERWISE_TEST_NO_SUCH_URL"},
+    }
+    monkeypatch.delenv("TIERWISE_TEST_NO_SUCH_URL", raising=False)
+    with pytest.raises(ConfigError, match=r"state\.url_env"):
+        tw.Orchestrator.from_config(cfg)
+    bad = {**cfg, "state": {"backend": "redis", "on_error": {"budget": "maybe"}}}
+    with pytest.raises(ConfigError, match=r"state\.on_error\.budget"):
+        tw.Orchestrator.from_config(bad)
+    with pytest.raises(ConfigError, match=r"state\.on_error\.health"):
+        tw.Orchestrator.from_config({**cfg, "state": {"backend": "redis", "on_error": {"health": "closed"}}})
