@@ -24,9 +24,9 @@ from typing import Any
 
 import anyio
 import pytest
-from tests._redis_helpers import REDIS_SERVER, RedisServer, run_workers
 
 import tierwise as tw
+from _redis_helpers import REDIS_SERVER, RedisServer, run_workers
 from tierwise.errors import ConfigError
 from tierwise.testing import FakeClock, MockLLMServer, MockModel
 
