@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._builtins import BUILTIN_PROVIDERS
 from ._errors import FieldError, unknown
 from .strategies import StrategyModel
 
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["reference_problems"]
 
-#: Provider names a model may use without a ``[providers.NAME]`` section.
-BUILTIN_PROVIDERS = frozenset({"openai", "anthropic", "gemini"})
 
 
 def _walk(table: StrategyModel, where: str) -> Iterator[tuple[Any, str, str]]:
@@ -38,7 +37,7 @@ def reference_problems(cfg: TierwiseConfig) -> list[FieldError]:
     def problem(field: str, message: str) -> None:
         problems.append(FieldError(field, message))
 
-    known_providers = set(cfg.providers) | BUILTIN_PROVIDERS
+    known_providers = set(cfg.providers).union(BUILTIN_PROVIDERS)
     for alias, model in cfg.models.items():
         if model.provider not in known_providers:
             problem(

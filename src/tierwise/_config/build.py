@@ -80,7 +80,9 @@ def config_warnings(cfg: TierwiseConfig) -> list[str]:
     for alias, m in cfg.models.items():
         if m.input_price is not None and m.output_price is not None:
             continue
-        kind = cfg.providers[m.provider].type if m.provider in cfg.providers else m.provider
+        section = cfg.providers.get(m.provider)
+        # The catalog files prices under the row's name (deepseek), not the wire type (openai).
+        kind = m.provider if section is None else (section.compat or section.type)
         try:
             spec = catalog.spec_for(m.model, provider=kind)
         except ConfigError:
@@ -142,7 +144,9 @@ def _make_provider(name: str, cfg: ProviderConfig | None, max_out: dict[str, int
     not consulted, so a deployment never silently bills another account's key.
     """
     if cfg is None:  # a built-in provider name used without a [providers] section
-        cfg = ProviderConfig(type=name)  # type: ignore[arg-type]
+        from ._builtins import builtin_section
+
+        cfg = ProviderConfig.model_validate(builtin_section(name) or {"type": name})
     env = cfg.api_key_env
     # "" (not None) tells the provider "no key" without falling back to its default env var.
     api_key = (os.environ.get(env) or "") if env else None

@@ -349,6 +349,15 @@ class TierwiseConfig(_Section):
     #: an object with ``on_attempt(event)`` and ``on_request(event)``.
     observers: list[str] = Field(default_factory=list)
 
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _builtin_types(cls, value: Any) -> Any:
+        # ``[providers.deepseek] base_url = "..."`` overrides the built-in row: its
+        # type and compat come from the name, as when there is no section at all.
+        from ._builtins import with_builtin_type
+
+        return with_builtin_type(value)
+
     @field_validator("observers")
     @classmethod
     def _importable_observers(cls, value: list[str]) -> list[str]:
