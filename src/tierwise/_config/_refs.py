@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["reference_problems"]
 
 
-
 def _walk(table: StrategyModel, where: str) -> Iterator[tuple[Any, str, str]]:
     """Every (value, absolute field, kind) reference in ``table``, inline tables included."""
     for value, field, kind in table.refs():
