@@ -53,7 +53,10 @@ def test_stable_names_from_design() -> None:
         assert hasattr(tw.errors, name), name
     assert list(inspect.signature(tw.Request.from_prompt).parameters)[:2] == ["prompt", "system"]
     run = inspect.signature(tw.Orchestrator.run).parameters
-    assert list(run)[1:] == ["prompt", "strategy", "metadata"]
+    assert list(run)[1:4] == ["prompt", "strategy", "metadata"]
+    # DESIGN.md's second round: orch.run(prompt, *, system=None, max_tokens=None, temperature=None, ...)
+    for name in ("system", "max_tokens", "temperature"):
+        assert run[name].kind is inspect.Parameter.KEYWORD_ONLY and run[name].default is None
     assert list(inspect.signature(tw.Router).parameters)[:3] == ["classifier", "routes", "default"]
     assert list(inspect.signature(tw.Cascade).parameters)[:2] == ["targets", "accept"]
     assert list(inspect.signature(tw.Ensemble).parameters)[:2] == ["targets", "aggregate"]

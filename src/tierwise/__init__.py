@@ -30,7 +30,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from . import providers, routing, strategies, testing, verify
+    from . import providers, routing, strategies, sync, testing, verify
     from .catalog import Catalog, ModelSpec
     from .execution.executor import Deployment
     from .orchestrator import Orchestrator
@@ -64,7 +64,7 @@ _LAZY = {
     "Single": "strategies.single",
     "Strategy": "strategies.base",
 }
-_SUBMODULES = frozenset(("providers", "routing", "strategies", "testing", "verify"))
+_SUBMODULES = frozenset(("providers", "routing", "strategies", "sync", "testing", "verify"))
 
 
 __all__ = [
@@ -104,6 +104,7 @@ __all__ = [
     "providers",
     "routing",
     "strategies",
+    "sync",
     "testing",
     "verify",
 ]

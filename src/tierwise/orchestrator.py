@@ -214,11 +214,29 @@ class Orchestrator(AsyncClosing):
                 f"unknown strategy {key!r}; defined: {', '.join(sorted(self.strategies))}"
             ) from None
 
-    def _request(self, prompt: str | Request, metadata: Mapping[str, Any] | None) -> Request:
+    def _request(
+        self,
+        prompt: str | Request,
+        metadata: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Request:
+        # ``params`` are run()'s request keywords; None means "not given", so a
+        # wrapper can pass max_tokens=None through without changing the request.
+        given = {k: v for k, v in params.items() if v is not None} if params else {}
         if isinstance(prompt, str):
-            # What Request.from_prompt(prompt) builds, without its parameter checks.
-            request = Request([Message("user", prompt)])
+            if given:
+                system = given.pop("system", None)
+                # from_prompt raises TypeError naming a misspelt parameter (max_token=).
+                request = Request.from_prompt(prompt, system=system, **given)
+            else:
+                # What Request.from_prompt(prompt) builds, without its parameter checks.
+                request = Request([Message("user", prompt)])
         elif isinstance(prompt, Request):
+            if given:
+                raise TypeError(
+                    f"request parameters ({', '.join(sorted(given))}) are for a str prompt; "
+                    "a tierwise.Request carries its own (set them on the Request)"
+                )
             request = prompt
         else:
             raise TypeError(f"prompt must be a str or a tierwise.Request, got {type(prompt).__name__}")
@@ -247,10 +265,23 @@ class Orchestrator(AsyncClosing):
         prompt: str | Request,
         strategy: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        **params: Any,
     ) -> Response:
-        """Answer ``prompt`` with ``strategy`` (default: the configured default)."""
+        """Answer ``prompt`` with ``strategy`` (default: the configured default).
+
+        The keywords are ``Request.from_prompt``'s (``system``, ``max_tokens``,
+        ``temperature``, ``top_p``, ``stop``, ``tools``, ``response_format``,
+        ``reasoning_effort``, ``seed``, …), so ``orch.run("…", max_tokens=200)`` needs
+        no ``Request``; a misspelt one raises ``TypeError`` naming it. A ``Request``
+        prompt carries its own parameters: passing any here with it is a ``TypeError``.
+        """
         self._check_open()
-        request = self._request(prompt, metadata)
+        params.update(system=system, max_tokens=max_tokens, temperature=temperature)
+        request = self._request(prompt, metadata, params)
         strat = self._strategy(strategy)
         start = self.clock.now()
         ctx = self._context(strat, request, start)
@@ -271,15 +302,22 @@ class Orchestrator(AsyncClosing):
         prompt: str | Request,
         strategy: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        **params: Any,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream the answer: ``TextDelta``/``ToolCallDelta`` events, then ``Done``.
+        Takes ``run``'s request keywords.
 
         Typed as an async generator (not just an iterator) so callers that may stop
         early can write ``async with contextlib.aclosing(orch.stream(...))``: closing
         it releases the request's limiter slot, budget reservation and connection
         at once."""
         self._check_open()
-        request = self._request(prompt, metadata)
+        params.update(system=system, max_tokens=max_tokens, temperature=temperature)
+        request = self._request(prompt, metadata, params)
         strat = self._strategy(strategy)
         start = self.clock.now()
         ctx = self._context(strat, request, start)
@@ -341,12 +379,14 @@ class Orchestrator(AsyncClosing):
         prompt: str | Request,
         strategy: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        **params: Any,
     ) -> RouteInfo:
         """Which route ``strategy`` would take for ``prompt`` and why; calls no model.
 
-        ``metadata`` carries routing hints (``tier``, ``json_output``) as in ``run``.
+        ``metadata`` carries routing hints (``tier``, ``json_output``) and ``params``
+        are ``run``'s request keywords (a ``response_format`` is a hint too), as in ``run``.
         """
-        request = self._request(prompt, metadata)
+        request = self._request(prompt, metadata, params)
         strat = self._strategy(strategy)
         return strat.explain(request, self._context(strat, request))
 
