@@ -167,3 +167,36 @@ def test_dir_tierwise_lists_only_the_public_surface() -> None:
     assert names == sorted(tw.__all__)
     for name in names:
         getattr(tw, name)  # every listed name resolves
+
+
+# ---------------------------------------------------------------------- short failures
+
+
+async def test_an_offline_failure_prints_a_short_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's snippet with no keys and no network: the printed traceback is
+    the caller's frames plus one line per attempt, not every attempt's executor
+    and httpx frames (it was 75-91 lines, its one useful line the first)."""
+    import traceback
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = {
+        "providers": {"down": {"type": "openai", "compat": "vllm", "base_url": "http://127.0.0.1:9/v1"}},
+        "models": {
+            "opus": {"provider": "anthropic", "model": "claude-opus-4-7", "fallbacks": ["local"]},
+            "local": {"provider": "down", "model": "m", "fallbacks": ["gpt55"]},
+            "gpt55": {"provider": "openai", "model": "gpt-5.5"},
+        },
+        "retry": {"max_attempts": 1},
+    }
+    async with tw.Orchestrator.from_config(cfg) as orch:
+        with pytest.raises(tw.errors.AllTargetsFailed) as info:
+            await orch.run("hello")
+    text = "".join(traceback.format_exception(info.value))
+    assert "executor.py" not in text and "httpx" not in text.replace("ConnectError", "")
+    for line in ("no API key: pass api_key= or set ANTHROPIC_API_KEY", "connection failed", "OPENAI_API_KEY"):
+        assert line in text
+    assert len(text.splitlines()) < 25, text
+    # The objects are intact for code that inspects them.
+    kinds = [type(e).__name__ for e in info.value.exceptions]
+    assert kinds == ["AuthenticationError", "ProviderConnectionError", "AuthenticationError"]

@@ -289,6 +289,8 @@ class AllTargetsFailed(ExceptionGroup[Exception], TierwiseError):
     def __new__(
         cls, message: str, exceptions: Sequence[Exception], attempts: Sequence[Any] = ()
     ) -> AllTargetsFailed:
+        for exc in exceptions:
+            _shorten(exc)
         self = super().__new__(cls, message, list(exceptions))
         self.attempts = list(attempts)
         return self
@@ -298,6 +300,28 @@ class AllTargetsFailed(ExceptionGroup[Exception], TierwiseError):
 
     def derive(self, excs: Sequence[Exception]) -> AllTargetsFailed:  # type: ignore[override]
         return AllTargetsFailed(self.message, excs, self.attempts)
+
+
+def _shorten(exc: BaseException) -> None:
+    """Drop the stack of an expected provider failure (and of what caused it).
+
+    A provider error's message says everything (provider, model, status, what the
+    server said); its traceback is always the same executor and httpx frames. Kept,
+    Python prints one per attempt inside the group, each with its chained httpx
+    cause: an offline run of a three-model chain ended in a 91-line traceback whose
+    one useful line was the first. The exception objects, ``__cause__`` included,
+    stay available to code; only the printed frames go. Anything else (a bug in a
+    custom strategy or verifier) keeps its traceback, which is then the point.
+    """
+    if not isinstance(exc, ProviderError):
+        return
+    exc.__traceback__ = None
+    exc.__suppress_context__ = True  # the implicit "during handling" chain is noise here
+    cause, depth = exc.__cause__, 0
+    while cause is not None and depth < 8:
+        cause.__traceback__ = None
+        cause.__suppress_context__ = True
+        cause, depth = cause.__cause__, depth + 1
 
 
 class ConfigError(TierwiseError, ValueError):

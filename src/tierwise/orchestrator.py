@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._closing import AsyncClosing
-from .errors import ConfigError, TierwiseError
+from .errors import AllTargetsFailed, ConfigError, TierwiseError
 from .execution.executor import Deployment, Executor
 from .observe.events import Observer, Observers, RequestCancelled, RequestEvent
 from .observe.metrics import MetricsCollector
@@ -289,6 +289,10 @@ class Orchestrator(AsyncClosing):
             response = ctx.ledger.settle(await strat.run(request, ctx))
         except TierwiseError as exc:
             self._record_failure(strat, request, exc, start, ctx.ledger)
+            if isinstance(exc, AllTargetsFailed):
+                # Raised at one fixed place in the executor: the strategy and executor
+                # frames below this one only lengthen the printed traceback.
+                raise exc.with_traceback(None) from exc.__cause__
             raise
         except BaseException as exc:
             if not isinstance(exc, Exception):  # cancelled: the caller went away
