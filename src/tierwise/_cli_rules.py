@@ -25,8 +25,11 @@ def describe_classifier(classifier: Any) -> dict[str, Any]:
     return {
         "hints": [
             "metadata tier=LABEL",
-            *([f"metadata json_output / response_format json → {classifier.json_label}"]
-              if classifier.json_label else []),
+            *(
+                [f"metadata json_output / response_format json → {classifier.json_label}"]
+                if classifier.json_label
+                else []
+            ),
             "metadata task_type (see task_types)",
         ],
         "rules": [
@@ -81,9 +84,10 @@ def _format(path: str, info: dict[str, Any]) -> str:
         lines.append(f"  3. more than {info['long_prompt_words']} words → {info['long_label']}")
     lines.append(f"  4. otherwise → {info['default_label']}")
     system = "included" if info["include_system"] else "not classified"
-    lines.append(f"  system prompt: {system}; task_types: " + ", ".join(
-        f"{k}→{v}" for k, v in info["task_types"].items()
-    ))
+    lines.append(
+        f"  system prompt: {system}; task_types: "
+        + ", ".join(f"{k}→{v}" for k, v in info["task_types"].items())
+    )
     return "\n".join(lines)
 
 
