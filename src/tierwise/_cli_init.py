@@ -20,8 +20,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_MOCK_PORT", "cmd_init", "init_config_text"]
 
-#: ``tierwise mock-server``'s default port, which the offline config points at.
-DEFAULT_MOCK_PORT = 8765
+from .cli import DEFAULT_MOCK_PORT  # tierwise mock-server's default port: one constant for both
 
 # alias -> (wire model, input price, output price, fallbacks, real provider)
 # Prices: USD per 1M tokens, the tutorials' list prices (the built-in catalog's too).
@@ -89,10 +88,14 @@ def init_config_text(*, offline: bool, port: int = DEFAULT_MOCK_PORT) -> str:
             w(f"output_price = {outp}")
         else:
             w(f"# prices come from the built-in catalog (${inp} / ${outp} per 1M tokens in and out)")
+        if alias == "gpt55":
+            w("# gpt55 and sonnet back each other up, as in the tutorials: a chain tries each model once,")
+            w("# so the 'fallback cycle' note of `tierwise check-config` is expected here.")
         chain = ", ".join(f'"{f}"' for f in fallbacks)
         w(f"fallbacks = [{chain}]   # tried in order when this model fails (after retries)")
         if alias == "opus":
             w("rpm = 50                # requests per minute: queued beyond that, never a 429 storm")
+        w("max_output_tokens = 8192  # also what a budget reserves per request (the worst case)")
         w("timeout_s = 120")
     w("")
     w("# The keyword router: rules pick a label, the label picks a model.")
@@ -110,14 +113,15 @@ def init_config_text(*, offline: bool, port: int = DEFAULT_MOCK_PORT) -> str:
     w("max_attempts = 2          # tries per model before falling back")
     w("deadline_s = 60           # the whole request, fallbacks included")
     w("")
-    w("# Budgets cannot be overshot: a request is refused (or downgraded) before it is sent.")
+    w("# Budgets cannot be overshot: each request reserves its worst case (max_output_tokens) before")
+    w("# it is sent, and is refused (or downgraded) when that does not fit.")
     w("[[budget.limits]]")
-    w("limit_usd = 5.0")
+    w("limit_usd = 25.0")
     w('period = "day"')
     w('scope = "total"')
     w("")
-    w("[[budget.limits]]         # past $2 a day, opus work is downgraded to sonnet")
-    w("limit_usd = 2.0")
+    w("[[budget.limits]]         # past $10 a day, opus work is downgraded to sonnet")
+    w("limit_usd = 10.0")
     w('period = "day"')
     w('scope = "model:opus"')
     w('action = "downgrade"')

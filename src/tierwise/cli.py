@@ -21,6 +21,8 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_EMBED_BATCH = 64
+DEFAULT_MOCK_PORT = 8765
+"""Where ``tierwise mock-server`` listens and ``tierwise init --offline`` points."""
 """Prompts per embeddings request in ``tierwise train --embedder`` (OpenAI accepts up to 2,048)."""
 
 
@@ -69,6 +71,25 @@ def _metadata(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _prompt(arg: str) -> str:
+    """The prompt argument; ``-`` reads it from stdin (``git diff | tierwise run -``)."""
+    if arg != "-":
+        return arg
+    text = sys.stdin.read()
+    if not text.strip():
+        raise _UsageError("no prompt on stdin (the prompt '-' means: read it from stdin)")
+    return text.rstrip("\n")
+
+
+def _request_params(args: argparse.Namespace) -> dict[str, Any]:
+    """``--system``, ``--max-tokens`` and ``--temperature`` as ``run`` keywords."""
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise _UsageError(f"--max-tokens must be at least 1, got {args.max_tokens}")
+    if args.temperature is not None and not 0.0 <= args.temperature <= 2.0:
+        raise _UsageError(f"--temperature must be within 0..2, got {args.temperature}")
+    return {"system": args.system, "max_tokens": args.max_tokens, "temperature": args.temperature}
+
+
 def _print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -85,6 +106,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .types import Done, TextDelta
 
     metadata = _metadata(args.meta or [])
+    prompt = _prompt(args.prompt)
+    params = _request_params(args)
     orch = Orchestrator.from_config(_config_path(args.config))
 
     async def go() -> dict[str, Any]:
@@ -93,7 +116,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 # --stream --json still streams (so the JSON reflects a streamed call,
                 # ttft included); only the live text is left out of stdout.
                 response = None
-                async for event in orch.stream(args.prompt, strategy=args.strategy, metadata=metadata):
+                async for event in orch.stream(prompt, args.strategy, metadata, **params):
                     if isinstance(event, TextDelta):
                         if not args.json:
                             sys.stdout.write(event.text)
@@ -105,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 if response is None:
                     raise TierwiseError("the stream ended without a final response")
             else:
-                response = await orch.run(args.prompt, strategy=args.strategy, metadata=metadata)
+                response = await orch.run(prompt, args.strategy, metadata, **params)
                 if not args.json:
                     sys.stdout.write(response.text + "\n")
             return {
@@ -147,9 +170,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from . import Orchestrator
 
     metadata = _metadata(args.meta or [])
+    prompt = _prompt(args.prompt)
     orch = Orchestrator.from_config(_config_path(args.config))
     try:
-        route = orch.explain(args.prompt, strategy=args.strategy, metadata=metadata)
+        route = orch.explain(prompt, args.strategy, metadata, system=args.system)
     finally:
         # Building opened the audit log (and may hold a cache); release them even
         # though explain calls no model.
@@ -204,9 +228,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     args.file = _config_path(args.file or args.config)
     cfg = check_config(args.file)
     warnings = config_warnings(cfg)
-    missing = sorted(
-        {p.api_key_env for p in cfg.providers.values() if p.api_key_env and not os.environ.get(p.api_key_env)}
-    )
+    from ._config._builtins import default_key_env
+
+    envs = {p.api_key_env for p in cfg.providers.values() if p.api_key_env}
+    # A provider used by name (no section) reads its row's variable (DEEPSEEK_API_KEY...).
+    for m in cfg.models.values():
+        env = None if m.provider in cfg.providers else default_key_env(m.provider)
+        if env:
+            envs.add(env)
+    missing = sorted(e for e in envs if not os.environ.get(e))
     data = {
         "ok": True,
         "models": sorted(cfg.models),
@@ -377,6 +407,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return cmd_train(args)
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from ._cli_init import cmd_init
+
+    return cmd_init(args)
+
+
+def _cmd_rules(args: argparse.Namespace) -> int:
+    from ._cli_rules import cmd_rules
+
+    return cmd_rules(args)
+
+
 def _cmd_mock_server(args: argparse.Namespace) -> int:
     from .testing.mock_server import main_mock_server  # kept by the mock_server split (CLI entry)
 
@@ -392,13 +434,27 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .routing.feedback import DEFAULT_MIN_FEEDBACK
 
     parser = argparse.ArgumentParser(
         prog="tierwise",
         description="Send each LLM request to the cheapest model that can do it well.",
     )
+    parser.add_argument("--version", action="version", version=f"tierwise {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def prompt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("prompt", help="the prompt; '-' reads it from stdin")
+        p.add_argument(
+            "--strategy", "-s", help="strategy name from the config (default: its default_strategy)"
+        )
+        p.add_argument("--system", help="system prompt sent before the prompt")
+
+    def strategy(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--strategy", "-s", help="strategy name from the config (default: its default_strategy)"
+        )
 
     def common(p: argparse.ArgumentParser, config: bool = True) -> None:
         if config:
@@ -417,16 +473,16 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     p = sub.add_parser("run", help="answer a prompt, then print model, cost and latency")
-    p.add_argument("prompt")
-    p.add_argument("--strategy", "-s")
+    prompt(p)
+    p.add_argument("--max-tokens", type=int, metavar="N", help="cap on the answer's length, in tokens")
+    p.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0..2)")
     p.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     meta(p)
     common(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("explain", help="show which route a prompt would take and why (calls no model)")
-    p.add_argument("prompt")
-    p.add_argument("--strategy", "-s")
+    prompt(p)
     meta(p)
     common(p)
     p.set_defaults(func=_cmd_explain)
@@ -451,9 +507,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="the four-tier router on the offline mock server: cost, latency, fallbacks"
     )
-    p.add_argument("--requests", "-n", type=int, default=200)
-    p.add_argument("--concurrency", type=int, default=24)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--requests", "-n", type=int, default=200, help="requests to send (default 200)")
+    p.add_argument("--concurrency", type=int, default=24, help="requests in flight at once (default 24)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the workload and injected faults (default 7)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_demo)
 
@@ -461,8 +517,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="JSONL input: one prompt (string or object) per line")
     p.add_argument("--out", "-o", required=True, help="JSONL results; re-run with the same file to resume")
     p.add_argument("--template", "-t", help="prompt template using {item} or the item's keys")
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--strategy", "-s")
+    p.add_argument("--concurrency", type=int, default=8, help="items in flight at once (default 8)")
+    strategy(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument(
         "--provider-batch",
@@ -538,11 +594,39 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("mock-server", help="run the offline mock LLM server (OpenAI, Anthropic, Gemini)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_MOCK_PORT,
+        help=f"port to listen on (default {DEFAULT_MOCK_PORT}, where `tierwise init --offline` points)",
+    )
     p.add_argument("--config", help="TOML/JSON file describing the simulated models")
     p.add_argument("--seed", type=int, help="seed for probabilistic faults")
     p.set_defaults(func=_cmd_mock_server)
+
+    p = sub.add_parser("init", help="write a commented tierwise.toml: the four-tier router to start from")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="point every model at `tierwise mock-server` (no keys, no network)",
+    )
+    p.add_argument(
+        "--path", default="tierwise.toml", help="file (or directory) to write (default ./tierwise.toml)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_MOCK_PORT,
+        help=f"--offline: the mock server's port (default {DEFAULT_MOCK_PORT})",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser("rules", help="print the keyword rules a config's routers apply, in order")
+    strategy(p)
+    common(p)
+    p.set_defaults(func=_cmd_rules)
     return parser
 
 
