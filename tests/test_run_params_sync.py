@@ -89,7 +89,7 @@ def test_explain_sees_response_format_as_a_hint() -> None:
 
 
 def test_sync_facade_from_plain_code() -> None:
-    with MockLLMServer().run_in_thread() as server:
+    with MockLLMServer.run_in_thread() as server:
         with SyncOrchestrator.from_config(_config(server)) as orch:
             resp = orch.run("Extract the names as JSON", max_tokens=50, system="S")
             assert resp.text and resp.cost_usd is not None
@@ -106,7 +106,7 @@ def test_sync_facade_from_plain_code() -> None:
 
 
 def test_sync_facade_is_thread_safe_and_reuses_one_loop() -> None:
-    with MockLLMServer().run_in_thread() as server, SyncOrchestrator.from_config(_config(server)) as orch:
+    with MockLLMServer.run_in_thread() as server, SyncOrchestrator.from_config(_config(server)) as orch:
         errors: list[BaseException] = []
         texts: list[str] = []
 
@@ -127,7 +127,7 @@ def test_sync_facade_is_thread_safe_and_reuses_one_loop() -> None:
 
 
 def test_sync_facade_refuses_inside_a_running_loop() -> None:
-    with MockLLMServer().run_in_thread() as server:
+    with MockLLMServer.run_in_thread() as server:
         orch = SyncOrchestrator.from_config(_config(server))
         try:
 
