@@ -44,8 +44,14 @@ def test_toml_block_loads_the_documented_classes(tmp_path: Path, monkeypatch: py
     cfg["models"] = {
         alias: {"provider": "openai", "model": "gpt-5.5"} for alias in ("large", "small", "cheap", "best")
     }
-    for name in ("myapp", "myapp.routing"):
-        monkeypatch.delitem(sys.modules, name, raising=False)  # imported fresh, removed after
+    try:
+        _check_loaded(cfg)
+    finally:
+        for name in ("myapp.routing", "myapp"):
+            sys.modules.pop(name, None)  # imported from tmp_path: not left for other tests
+
+
+def _check_loaded(cfg: dict[str, object]) -> None:
     orch = tw.Orchestrator.from_config(cfg)
     fits = orch.strategies["fits"]
     assert type(fits).__name__ == "CheapestThatFits" and fits.targets == ["large", "small"]  # type: ignore[attr-defined]
@@ -53,5 +59,3 @@ def test_toml_block_loads_the_documented_classes(tmp_path: Path, monkeypatch: py
     assert isinstance(tickets, tw.Router)
     assert type(tickets.classifier).__name__ == "TicketClassifier"
     assert orch.explain("I was charged twice", "tickets").label == "billing"
-    monkeypatch.delitem(sys.modules, "myapp.routing", raising=False)
-    monkeypatch.delitem(sys.modules, "myapp", raising=False)
