@@ -34,7 +34,8 @@ WEATHER = {
     },
 }
 
-KEY_A, KEY_B = "sk-team-a-secret-0001", "sk-team-b-secret-0002"
+KEY_A, KEY_B, KEY_C = "sk-team-a-secret-0001", "sk-team-b-secret-0002", "sk-team-c-secret-0003"
+_AUDIT: dict[str, Path] = {}
 
 
 def _models() -> dict[str, MockModel]:
@@ -368,6 +369,10 @@ rpm = 2
 [keys.team-b]
 sha256 = "{hash_key(KEY_B)}"
 tags = {{ team = "b" }}
+
+[keys.team-c]
+sha256 = "{hash_key(KEY_C)}"
+tags = {{ team = "c" }}
 """
     )
 
@@ -377,8 +382,11 @@ def keyed(mock: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
     import os
 
     os.environ["TW_SERVE_MOCK_KEY"] = "sk-upstream-do-not-leak"
+    tmp = tmp_path_factory.mktemp("keyed")
     budget = '[budget]\nlimits = [{ limit_usd = 0.000001, period = "day", scope = "tag:team=b" }]\n'
-    cfg = write_config(tmp_path_factory.mktemp("keyed"), mock.base_url, budget)
+    _AUDIT["path"] = tmp / "audit.jsonl"
+    audit = f'[audit]\npath = "{_AUDIT["path"]}"\n'
+    cfg = write_config(tmp, mock.base_url, budget + audit)
     with ServerThread(create_app(tw.Orchestrator.from_config(cfg), _keyring())) as srv:
         yield srv
 
@@ -433,3 +441,22 @@ def test_key_table_is_hashed_and_checked(tmp_path: Path) -> None:
     with pytest.raises(tw.errors.ConfigError) as info:
         KeyRing.from_toml(f'[keys.x]\nsha256 = "{KEY_A}"\n')
     assert KEY_A not in str(info.value)
+
+
+def test_audit_records_carry_the_key_and_request_id(keyed: ServerThread) -> None:
+    r = httpx.post(
+        keyed.base_url + "/v1/chat/completions",
+        json={"model": "claude", "messages": [{"role": "user", "content": "audit me"}]},
+        headers={"authorization": f"Bearer {KEY_C}", "x-request-id": "audit-req-1"},
+    )
+    assert r.status_code == 200
+    mine: list[dict[str, Any]] = []
+    for _ in range(100):  # the audit writer appends off the request path
+        text = _AUDIT["path"].read_text()
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        mine = [rec for rec in records if rec.get("metadata", {}).get("request_id") == "audit-req-1"]
+        if mine:
+            break
+        time.sleep(0.02)
+    assert mine and mine[0]["metadata"]["api_key"] == "team-c" and mine[0]["metadata"]["team"] == "c"
+    assert KEY_C not in text and hash_key(KEY_C) not in text
