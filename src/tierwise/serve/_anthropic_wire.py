@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..providers._render import anthropic_error
 from ..types import Message, Request, Response, ToolCall, Usage
 from ._common import BadInput, dumps, opt_float, opt_int
 
@@ -244,4 +245,4 @@ class AnthropicStream:
 def error_body(
     status: int, message: str, etype: str, code: str | None = None, param: str | None = None
 ) -> bytes:
-    return dumps({"type": "error", "error": {"type": etype, "message": message}})
+    return dumps(anthropic_error(etype, message))

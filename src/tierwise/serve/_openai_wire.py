@@ -8,13 +8,12 @@ the official SDKs parse, whatever provider really answered.
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..providers._render import openai_embeddings, openai_error
 from ..types import Embeddings, Message, Request, Response, ToolCall, Usage
 from ._common import BadInput, dumps, opt_float, opt_int
 
@@ -202,26 +201,12 @@ class OpenAIStream:
 def error_body(
     status: int, message: str, etype: str, code: str | None = None, param: str | None = None
 ) -> bytes:
-    return dumps({"error": {"message": message, "type": etype, "param": param, "code": code}})
+    return dumps(openai_error(message, etype, param, code))
 
 
 def embeddings_response(e: Embeddings, body: Mapping[str, Any]) -> bytes:
     b64 = body.get("encoding_format") == "base64"
-    return dumps(
-        {
-            "object": "list",
-            "data": [
-                {
-                    "object": "embedding",
-                    "index": i,
-                    "embedding": base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if b64 else v,
-                }
-                for i, v in enumerate(e.vectors)
-            ],
-            "model": e.model,
-            "usage": {"prompt_tokens": e.usage.input_tokens, "total_tokens": e.usage.input_tokens},
-        }
-    )
+    return dumps(openai_embeddings(e.model, e.vectors, e.usage.input_tokens, b64=b64))
 
 
 def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
