@@ -53,6 +53,13 @@ def _models() -> dict[str, MockModel]:
     }
 
 
+class _Boom(tw.strategies.single.Single):
+    """A strategy with a bug: what the caller sees of an unexpected exception."""
+
+    async def run(self, request: tw.Request, ctx: Any) -> tw.Response:
+        raise RuntimeError("internal detail /etc/secret-path")
+
+
 @pytest.fixture(scope="module")
 def mock() -> Iterator[MockLLMServer]:
     with MockLLMServer.run_in_thread(_models()) as srv:
@@ -66,6 +73,7 @@ def gateway(mock: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> It
     os.environ["TW_SERVE_MOCK_KEY"] = "sk-upstream-do-not-leak"
     cfg = write_config(tmp_path_factory.mktemp("serve"), mock.base_url, "[telemetry]\nprometheus = true\n")
     orch = tw.Orchestrator.from_config(cfg)
+    orch.add_strategy("boom", _Boom("gpt", name="boom"))
     with ServerThread(create_app(orch)) as srv:
         yield srv
 
@@ -216,9 +224,18 @@ def test_openai_errors_are_typed(oai: Any) -> None:
     assert bad.value.body["param"] == "messages"
 
 
+def test_an_unexpected_error_is_a_500_in_the_callers_format(oai: Any, ant: Any) -> None:
+    with pytest.raises(openai.InternalServerError) as info:
+        oai.chat.completions.create(model="boom", messages=[{"role": "user", "content": "x"}])
+    assert info.value.body["type"] == "server_error" and "secret-path" not in str(info.value.body)
+    with pytest.raises(anthropic.InternalServerError) as ainfo:
+        ant.messages.create(model="boom", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert ainfo.value.body["error"]["type"] == "api_error"
+
+
 def test_models_lists_strategies_and_aliases(oai: Any) -> None:
     ids = [m.id for m in oai.models.list()]
-    assert ids[0] == "auto"
+    assert ids[0] == "auto" and len(ids) == len(set(ids))
     assert {"default", "gpt", "claude", "flaky", "tools", "embedder"} <= set(ids)
 
 

@@ -21,7 +21,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import TierwiseError
 from ..execution.limits import QueueWaitTimeout
 from ..types import Done, ReasoningDelta, Response, StreamEvent, TextDelta, ToolCallDelta
 from . import _anthropic_wire as aw
@@ -85,24 +84,22 @@ class Gateway:
         # beside the configured strategies (which win on a name clash).
         from ..strategies.single import Single
 
-        self._aliases = {a: Single(a, name=a) for a in orch.deployments if a not in orch.strategies}
+        self._aliases = sorted(a for a in orch.deployments if a not in orch.strategies)
+        self._strategies = sorted(orch.strategies)
+        for alias in self._aliases:
+            orch.add_strategy(alias, Single(alias, name=alias))
         self._embedders = set(orch.deployments)
 
     # -- names ------------------------------------------------------------------------
 
     def model_names(self) -> list[str]:
-        return ["auto", *sorted(self.orch.strategies), *sorted(self._aliases)]
+        return ["auto", *self._strategies, *self._aliases]
 
     def _strategy(self, model: Any) -> str | None:
         if model is None or model == "auto" or model == "":
             return None
-        if isinstance(model, str):
-            if model in self.orch.strategies:
-                return model
-            if model in self._aliases:
-                if model not in self.orch.strategies:
-                    self.orch.add_strategy(model, self._aliases[model])
-                return model
+        if isinstance(model, str) and model in self.orch.strategies:
+            return model
         raise _Refused(unknown_model(str(model)[:100], self.model_names()))
 
     # -- admission --------------------------------------------------------------------
@@ -189,7 +186,7 @@ async def _relay(
             event = await anext(events, None)
         # A stream that stopped without its Done: say so rather than end silently.
         yield writer.error(502, "The upstream stream ended without finishing.", "server_error")
-    except TierwiseError as exc:
+    except Exception as exc:  # after the first byte the status is sent: an error event
         f = failure_for(exc)
         yield writer.error(
             f.status,
@@ -276,7 +273,7 @@ def create_app(
             return Resp(data, 200, extra, "application/json")
         except _Refused as exc:
             return error_response(fmt, exc.failure, rid)
-        except TierwiseError as exc:
+        except Exception as exc:  # a TierwiseError, or a bug: answered in the caller's format
             return error_response(fmt, failure_for(exc), rid)
         finally:
             if permit is not None and not handed_over:
@@ -304,7 +301,7 @@ def create_app(
             return Resp(ow.embeddings_response(result, body), 200, headers, "application/json")
         except _Refused as exc:
             return error_response("openai", exc.failure, rid)
-        except TierwiseError as exc:
+        except Exception as exc:
             return error_response("openai", failure_for(exc), rid)
         finally:
             if permit is not None:
