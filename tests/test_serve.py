@@ -477,3 +477,15 @@ def test_audit_records_carry_the_key_and_request_id(keyed: ServerThread) -> None
         time.sleep(0.02)
     assert mine and mine[0]["metadata"]["api_key"] == "team-c" and mine[0]["metadata"]["team"] == "c"
     assert KEY_C not in text and hash_key(KEY_C) not in text
+
+
+def test_cli_serve_refuses_a_bad_key_table_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tierwise.cli import main
+
+    cfg = write_config(tmp_path, "http://127.0.0.1:9")
+    monkeypatch.setenv("TW_BAD_KEYS", '[keys.x]\nsha256 = "not-hex"\n')
+    assert main(["serve", "--config", str(cfg), "--keys-env", "TW_BAD_KEYS"]) == 2
+    assert "keys.x.sha256" in capsys.readouterr().err
+    assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
