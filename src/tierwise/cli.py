@@ -419,6 +419,20 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     return cmd_rules(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(
+        _config_path(args.config),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        keys_env=args.keys_env,
+        drain_s=args.drain_s,
+    )
+    return EXIT_OK
+
+
 def _cmd_mock_server(args: argparse.Namespace) -> int:
     from .testing.mock_server import main_mock_server  # kept by the mock_server split (CLI entry)
 
@@ -592,6 +606,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("serve", help="OpenAI- and Anthropic-compatible HTTP gateway (needs the server extra)")
+    p.add_argument("--config", "-c", help="config file (default: $TIERWISE_CONFIG or ./tierwise.toml)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (share state via [state] redis)")
+    p.add_argument(
+        "--keys-env",
+        default="TIERWISE_API_KEYS",
+        help="variable holding the caller key table (or NAME_FILE: its path); unset: no auth",
+    )
+    p.add_argument(
+        "--drain-s", type=float, default=30.0, help="shutdown waits this long for in-flight streams"
+    )
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("mock-server", help="run the offline mock LLM server (OpenAI, Anthropic, Gemini)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

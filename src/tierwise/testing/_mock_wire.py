@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from ..providers._render import anthropic_error
 from ._mock_http import _dumps
 from ._mock_wire_core import _Answer, _Events, _OpenAIWire, _pieces, _sse, _tool_id, _Wire
 
@@ -155,13 +156,7 @@ class _AnthropicWire(_Wire):
 
     def error_body(self, status: int, model: str, message: str | None = None, **extra: Any) -> bytes:
         etype, message = self.kind_for(status, model, message)
-        return _dumps(
-            {
-                "type": "error",
-                "error": {"type": etype, "message": message},
-                "request_id": extra.get("request_id", "req_mock"),
-            }
-        )
+        return _dumps({**anthropic_error(etype, message), "request_id": extra.get("request_id", "req_mock")})
 
     def context_error(self, model: str, tokens: int, **extra: Any) -> bytes:
         message = f"prompt is too long: {max(tokens, 200001)} tokens > 200000 maximum"

@@ -8,14 +8,13 @@ base here; the OpenAI one lives beside it as the reference format.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..providers._render import openai_embeddings, openai_error
 from ._mock_http import _dumps
 from ._mock_model import MockModel, _ModelState
 
@@ -277,16 +276,8 @@ class _OpenAIWire(_Wire):
 
     def error_body(self, status: int, model: str, message: str | None = None, **extra: Any) -> bytes:
         etype, message = self.kind_for(status, model, message)
-        return _dumps(
-            {
-                "error": {
-                    "message": message,
-                    "type": etype,
-                    "param": extra.get("param"),
-                    "code": extra.get("code", self._codes.get(status)),
-                }
-            }
-        )
+        code = extra.get("code", self._codes.get(status))
+        return _dumps(openai_error(message, etype, extra.get("param"), code))
 
     def context_error(self, model: str, tokens: int, **extra: Any) -> bytes:
         return self.error_body(
@@ -317,23 +308,8 @@ class _OpenAIWire(_Wire):
     def embeddings_json(
         self, model: str, vectors: list[list[float]], tokens: int, body: Mapping[str, Any]
     ) -> bytes:
-        # encoding_format "base64" gets little-endian float32 bytes, as OpenAI sends them.
         b64 = body.get("encoding_format") == "base64"
-        return _dumps(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "object": "embedding",
-                        "index": i,
-                        "embedding": base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if b64 else v,
-                    }
-                    for i, v in enumerate(vectors)
-                ],
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        return _dumps(openai_embeddings(model, vectors, tokens, b64=b64))
 
 
 def _sse(event: str, data: Mapping[str, Any]) -> bytes:
