@@ -29,6 +29,13 @@ MODELS = {
     "tools-mock": MockModel(tool_calls=[("get_weather", {"city": "Paris"})]),
     "busy-mock": MockModel(faults=["429"], cycle_faults=True, retry_after_s=0.0),
     "embed-mock": MockModel(),
+    "think-mock": MockModel(
+        thinking="Check the city first.",
+        tool_calls=[("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})],
+        reasoning_tokens=6,
+        cached_tokens=2,
+        input_tokens=12,
+    ),
 }
 
 
@@ -133,6 +140,72 @@ def test_openai_errors_are_the_sdks_own_types(oai: Any) -> None:
 
 
 # -- Anthropic ------------------------------------------------------------------------
+
+
+def test_openai_responses_create_plain(oai: Any) -> None:
+    r = oai.responses.create(model="gpt-mock", input="hello")
+    assert r.output_text == "Mock reply from gpt-mock: hello"
+    assert r.status == "completed" and r.usage.input_tokens == 11 and r.usage.output_tokens == 7
+    r = oai.responses.create(
+        model="think-mock",
+        input=[{"role": "user", "content": "weather and time?"}],
+        tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+        include=["reasoning.encrypted_content"],
+        store=False,
+    )
+    kinds = [item.type for item in r.output]
+    assert kinds == ["reasoning", "function_call", "function_call"]
+    reasoning = r.output[0]
+    assert reasoning.summary[0].text == "Check the city first." and reasoning.encrypted_content
+    assert json.loads(r.output[1].arguments) == {"city": "Paris"} and r.output[2].name == "get_time"
+    assert r.usage.output_tokens_details.reasoning_tokens == 6
+    assert r.usage.input_tokens_details.cached_tokens == 2
+    # The next turn sends the items back, as the SDK's docs show; the mock accepts them.
+    follow = oai.responses.create(
+        model="gpt-mock",
+        input=[
+            {"role": "user", "content": "weather and time?"},
+            *[item.model_dump(exclude_none=True) for item in r.output],
+            {"type": "function_call_output", "call_id": r.output[1].call_id, "output": "sunny"},
+            {"type": "function_call_output", "call_id": r.output[2].call_id, "output": "noon"},
+        ],
+    )
+    assert follow.output_text.startswith("Mock reply from gpt-mock")
+    # Without include, no encrypted content (as the real API).
+    plain = oai.responses.create(model="think-mock", input="x")
+    assert plain.output[0].encrypted_content is None
+
+
+def test_openai_responses_stream(oai: Any) -> None:
+    kinds: list[str] = []
+    text: list[str] = []
+    with oai.responses.stream(model="gpt-mock", input="stream me") as stream:
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                text.append(event.delta)
+        final = stream.get_final_response()
+    assert "".join(text) == "Mock reply from gpt-mock: stream me" == final.output_text
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    args: list[str] = []
+    summary: list[str] = []
+    for event in oai.responses.create(model="think-mock", input="go", stream=True):
+        if event.type == "response.function_call_arguments.delta":
+            args.append(event.delta)
+        elif event.type == "response.reasoning_summary_text.delta":
+            summary.append(event.delta)
+        elif event.type == "response.completed":
+            done = event.response
+    assert "".join(summary) == "Check the city first."
+    assert "".join(args) == '{"city": "Paris"}{"tz": "CET"}'
+    assert [i.type for i in done.output] == ["reasoning", "function_call", "function_call"]
+
+
+def test_openai_responses_errors(oai: Any) -> None:
+    with pytest.raises(openai.RateLimitError):
+        oai.responses.create(model="busy-mock", input="x")
+    with pytest.raises(openai.BadRequestError, match="input"):
+        oai.responses.create(model="gpt-mock")  # type: ignore[call-overload]
 
 
 @pytest.fixture

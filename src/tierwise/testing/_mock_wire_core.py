@@ -34,6 +34,8 @@ class _Answer:
     created: int
     chunk_chars: int
     n: int = 1  # OpenAI ``n``: identical choices 0..n-1
+    thinking: str = ""  # reasoning text, sent in each provider's own format
+    opaque: bool = True  # Responses API: send encrypted_content (the request included it)
 
 
 def _tool_id(prefix: str, index: int, name: str, args: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ over RST, half-close and back-pressure; one process serves ~14k JSON requests/s
 Supported endpoints::
 
     POST /v1/chat/completions, /chat/completions        OpenAI (JSON or SSE by "stream")
+    POST /v1/responses, /responses                      OpenAI Responses API (JSON or SSE by "stream")
     POST /v1/messages                                   Anthropic (JSON or SSE by "stream")
     POST /v1beta/models/{model}:generateContent         Gemini JSON   (also /v1/models/...)
     POST /v1beta/models/{model}:streamGenerateContent   Gemini SSE with ?alt=sse, else a JSON array
@@ -77,11 +78,13 @@ from ._mock_model import (
     MockRequest,
     ModelStats,
     _ModelState,
+    _prompt_text,
     embedding_inputs,
     estimate_tokens,
     load_config,
 )
 from ._mock_reply import _answer, _respond, _respond_embeddings
+from ._mock_responses import RESPONSES
 from ._mock_wire import _ANTHROPIC, _GEMINI, _OPENAI, _Wire
 
 __all__ = [
@@ -349,6 +352,8 @@ class MockLLMServer:
         embeddings = legacy = False
         if path in ("/v1/chat/completions", "/chat/completions"):
             wire = _OPENAI
+        elif path in ("/v1/responses", "/responses"):
+            wire = RESPONSES
         elif path == "/v1/messages":
             wire = _ANTHROPIC
         elif path in _OPENAI_EMBEDDINGS:
@@ -365,7 +370,8 @@ class MockLLMServer:
             return meta
         else:
             return self._not_found(method, path, headers, close)
-        rec.provider = wire.name
+        # The Responses API is OpenAI's: recorded as such (its body is told apart by shape).
+        rec.provider = "openai" if wire is RESPONSES else wire.name
         rid = f"req_mock{self._seq:08d}"
         hdrs = [(wire.request_id_header, rid)] if wire.request_id_header else []
 
@@ -381,6 +387,8 @@ class MockLLMServer:
         rec._json = data
         if not isinstance(data, dict):
             return error(400, "The request body must be a JSON object.")
+        if wire is RESPONSES:
+            rec._prompt = _prompt_text("responses", data)  # recorded as "openai": read by shape here
         if gemini is not None:
             model = gemini[0]
             sse = "alt=sse" in query
