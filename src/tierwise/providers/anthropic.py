@@ -23,6 +23,12 @@ Wire-format quirks handled here (checked against Anthropic's API reference):
   ``output_tokens`` (cumulative) and the stop reason come in ``message_delta``.
 * One parser for both modes: a non-streamed message is folded by the stream
   parser's own block, usage and stop-reason rules (``absorb_message``).
+* Thinking blocks (``thinking`` with its ``signature``, ``redacted_thinking`` with its
+  ``data``) are kept whole in ``Response.reasoning_items`` (streamed: assembled from
+  ``thinking_delta`` and ``signature_delta``) and their text in ``Response.reasoning``;
+  an assistant turn's items are sent back first in its content, unchanged, because
+  the API requires the signed thinking block before the ``tool_use`` blocks when
+  tool results are returned with extended thinking on.
 * A 400 whose message says the input plus ``max_tokens`` "exceed context limit"
   is a context-window error, so the executor can fall back to a bigger window.
 
@@ -289,6 +295,7 @@ class _AnthropicStreamParser:
         "_pending",
         "_provider",
         "_reply_model",
+        "_thinking",
         "_tools",
         "_whole",
     )
@@ -303,6 +310,8 @@ class _AnthropicStreamParser:
         # tool_use blocks whose content_block_start already carried a full input
         # (some gateways do that instead of input_json_delta fragments)
         self._pending: dict[int, dict[str, Any]] = {}
+        # block index -> the thinking block being streamed (text and signature so far)
+        self._thinking: dict[int, dict[str, Any]] = {}
         self._input = self._cache_write = self._cache_read = self._output = 0
         # The dated model id the API reports; errors keep naming the requested model.
         self._reply_model: str | None = None
@@ -399,8 +408,16 @@ class _AnthropicStreamParser:
             text = delta["thinking"]
             if not isinstance(text, str):
                 raise self._bad("thinking_delta without a 'thinking' string", raw)
+            block = self._thinking.get(data["index"])
+            if block is not None:
+                block["thinking"] += text
             return (self._acc.reasoning(text),) if text else ()
-        # signature_delta (thinking integrity check), citations_delta, future kinds.
+        if kind == "signature_delta":
+            block = self._thinking.get(data["index"])
+            sig = delta.get("signature")
+            if block is not None and isinstance(sig, str):
+                block["signature"] += sig
+        # citations_delta, future kinds: nothing to keep.
         return ()
 
     def _block(self, index: int, block: dict[str, Any], raw: Any) -> tuple[StreamEvent, ...]:
@@ -427,6 +444,18 @@ class _AnthropicStreamParser:
                 self._pending[index] = args
             return (acc.tool(tool, call_id, name),)
         self._blocks[index] = -1
+        if kind == "redacted_thinking":
+            acc.reasoning_items.append(dict(block))  # opaque: sent back as it came
+            return ()
+        if kind == "thinking":
+            if whole:
+                acc.reasoning_items.append(dict(block))
+            else:
+                self._thinking[index] = {
+                    "type": "thinking",
+                    "thinking": block.get("thinking") or "",
+                    "signature": block.get("signature") or "",
+                }
         if kind == "text" or kind == "thinking":
             # Text and thinking blocks start empty on the real API; keep any text a
             # gateway puts in the start event rather than dropping it.
@@ -444,6 +473,10 @@ class _AnthropicStreamParser:
     def _block_stop(self, data: dict[str, Any]) -> tuple[StreamEvent, ...]:
         index = data.get("index")
         if not isinstance(index, int):
+            return ()
+        thinking = self._thinking.pop(index, None)
+        if thinking is not None:
+            self._acc.reasoning_items.append(thinking)
             return ()
         args = self._pending.pop(index, None)
         if args is None:

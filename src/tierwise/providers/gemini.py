@@ -16,10 +16,12 @@ Wire format only, over httpx. Choices that are not obvious from the API referenc
   echoed back on ``functionCall``/``functionResponse`` so newer models, which
   check that they match, accept the history.
 * **Thought signatures.** Gemini 3 rejects a history whose function calls lack the
-  ``thoughtSignature`` it issued. ``ToolCall`` has no field to carry it, so replayed
-  calls get Google's documented ``skip_thought_signature_validator`` sentinel (the
-  call works; the model's private reasoning state for that turn is not restored).
-  A caller who kept the real signature can pass Gemini-native parts as content.
+  ``thoughtSignature`` it issued. The signature of each call is kept on
+  ``ToolCall.thought_signature`` and sent back with the call unchanged. Only a turn
+  with no known signature at all (written by hand, or answered by another provider
+  before a fallback) gets Google's documented ``skip_thought_signature_validator``
+  stand-in: the call is accepted, but the model's reasoning state is not restored.
+  Thought parts (``thought: true``) go to ``Response.reasoning``, never ``text``.
 * **Schemas.** ``Tool.parameters`` and ``response_format`` schemas are full JSON
   Schema, so they go in ``parametersJsonSchema`` / ``responseJsonSchema``; the older
   ``parameters`` / ``responseSchema`` fields take an OpenAPI subset and reject
@@ -312,6 +314,9 @@ class _Parser:
                 cid = call.get("id")
                 index = self.calls
                 self.calls += 1
+                sig = part.get("thoughtSignature")
+                if isinstance(sig, str) and sig:
+                    acc.signatures[index] = sig
                 events.append(
                     acc.tool(
                         index,

@@ -182,6 +182,10 @@ class _OpenAIWire(_Wire):
             "refusal": None,
             "annotations": [],
         }
+        if a.thinking:
+            message["reasoning_content"] = (
+                a.thinking
+            )  # DeepSeek's field, read by OpenRouter-style clients too
         if a.tools:
             message["tool_calls"] = [
                 {
@@ -234,7 +238,8 @@ class _OpenAIWire(_Wire):
         pre = [
             chunk({"role": "assistant", "content": "" if a.text or not a.tools else None, "refusal": None})
         ]
-        content = [chunk({"content": piece}) for piece in _pieces(a.text, a.chunk_chars)]
+        content = [chunk({"reasoning_content": piece}) for piece in _pieces(a.thinking, a.chunk_chars)]
+        content += [chunk({"content": piece}) for piece in _pieces(a.text, a.chunk_chars)]
         for i, (name, args) in enumerate(a.tools):
             content.append(
                 chunk(
