@@ -141,3 +141,26 @@ async def test_response_to_message_round_trips_through_the_cache_dict() -> None:
     message = back.to_message()
     assert message.role == "assistant" and message.reasoning_items == resp.reasoning_items
     assert isinstance(tw.Message, type)
+
+
+async def test_deepseek_reasoning_content_goes_back_with_its_tool_calls_only_to_its_server() -> None:
+    async with MockLLMServer({"ds": MockModel(thinking=THINKING, tool_calls=CALLS[:1])}) as server:
+        deepseek = _provider("openai", server)
+        plain = OpenAI(api_key="sk-test", base_url=server.base_url + "/v1")  # OpenAI's own row
+        try:
+            request = Request.from_prompt("Weather?", tools=[WEATHER])
+            first, streamed, _ = await _both(deepseek, "ds", request)
+            assert streamed == first
+            assert first.text == "" and first.reasoning == THINKING
+            history = [*request.messages, first.to_message(), Message("tool", "sunny", tool_call_id="x")]
+            history[-1].tool_call_id = first.tool_calls[0].id
+            server.set_model("ds", MockModel(reply="Sunny."))
+            await deepseek.complete("ds", Request(messages=history, tools=[WEATHER]))
+            to_deepseek = server.requests[-1].json()["messages"][1]
+            await plain.complete("ds", Request(messages=history, tools=[WEATHER]))
+            to_openai = server.requests[-1].json()["messages"][1]
+        finally:
+            await deepseek.aclose()
+            await plain.aclose()
+    assert to_deepseek["reasoning_content"] == THINKING and to_deepseek["tool_calls"]
+    assert "reasoning_content" not in to_openai  # OpenAI rejects unknown message fields

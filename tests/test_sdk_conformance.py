@@ -235,6 +235,41 @@ def test_anthropic_messages_json_stream_and_tools(ant: Any) -> None:
     assert block.name == "get_weather" and block.input == {"city": "Paris"}
 
 
+def test_anthropic_thinking_blocks_json_and_stream(ant: Any) -> None:
+    r = ant.messages.create(
+        model="think-mock",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "weather?"}],
+    )
+    assert [b.type for b in r.content] == ["thinking", "tool_use", "tool_use"]
+    assert r.content[0].thinking == "Check the city first." and r.content[0].signature
+    with ant.messages.stream(
+        model="think-mock",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "weather?"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "thinking" and final.content[0].signature == r.content[0].signature
+    # The signed block goes back with the tool results; the mock accepts the turn.
+    follow = ant.messages.create(
+        model="claude-mock",
+        max_tokens=64,
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [b.model_dump() for b in r.content]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": b.id, "content": "ok"} for b in r.content[1:]
+                ],
+            },
+        ],
+    )
+    assert follow.content[0].text.startswith("Mock reply")
+
+
 def test_anthropic_models_and_errors(ant: Any) -> None:
     names = [m.id for m in ant.models.list()]
     assert "claude-mock" in names
@@ -272,6 +307,26 @@ def test_gemini_generate_stream_and_embed(gem: Any) -> None:
     assert text == "Mock reply from gemini-mock: s"
     e = gem.models.embed_content(model="embed-mock", contents=["a", "b"])
     assert len(e.embeddings) == 2
+
+
+def test_gemini_thought_parts_and_signatures(gem: Any) -> None:
+    r = gem.models.generate_content(model="think-mock", contents="weather?")
+    parts = r.candidates[0].content.parts
+    assert parts[0].thought is True and parts[0].text == "Check the city first."
+    calls = [p for p in parts if p.function_call is not None]
+    assert calls[0].thought_signature and calls[1].thought_signature is None
+    assert [c.function_call.name for c in calls] == ["get_weather", "get_time"]
+    streamed = [
+        p
+        for c in gem.models.generate_content_stream(model="think-mock", contents="w")
+        for p in c.candidates[0].content.parts
+    ]
+    assert streamed[0].thought is True
+
+
+def test_openai_chat_reasoning_content(oai: Any) -> None:
+    r = oai.chat.completions.create(model="think-mock", messages=[{"role": "user", "content": "w"}])
+    assert r.choices[0].message.model_extra["reasoning_content"] == "Check the city first."
 
 
 def test_gemini_json_mode_models_and_errors(gem: Any) -> None:

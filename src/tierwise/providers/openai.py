@@ -125,7 +125,7 @@ def _reasoning_text(obj: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _message(m: Message) -> dict[str, Any]:
+def _message(m: Message, server: str) -> dict[str, Any]:
     role = m.role
     content = m.content
     if role == "tool":
@@ -144,6 +144,11 @@ def _message(m: Message) -> dict[str, Any]:
                 for tc in m.tool_calls
             ],
         }
+        for item in m.reasoning_items:
+            # DeepSeek rejects a tool-calling turn without its reasoning_content. Sent
+            # only to the server that wrote it: OpenAI and Mistral reject unknown fields.
+            if item.get("type") == "reasoning_content" and item.get("server") == server:
+                out["reasoning_content"] = item.get("text", "")
     else:
         out = {"role": role, "content": "" if content is None else content}
     if m.name:
@@ -348,7 +353,8 @@ class OpenAI(Provider):
     def _build_body(self, model: str, request: Request, stream: bool) -> dict[str, Any]:
         if self._all_responses or model in self._responses_models:
             return responses_body(self, model, request, stream)
-        body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
+        name = self.name
+        body: dict[str, Any] = {"model": model, "messages": [_message(m, name) for m in request.messages]}
         if request.max_tokens is not None:
             body[self._max_tokens_field] = request.max_tokens
         if request.temperature is not None:
@@ -480,7 +486,7 @@ class _ChatStream:
     cannot be truncated (no ``finish_reason`` means it ended normally).
     """
 
-    __slots__ = ("_acc", "_model", "_owner", "_refused", "_reported", "_whole")
+    __slots__ = ("_acc", "_model", "_owner", "_reasoning_field", "_refused", "_reported", "_whole")
 
     def __init__(self, owner: OpenAI, model: str, *, whole: bool = False) -> None:
         self._owner = owner
@@ -491,6 +497,7 @@ class _ChatStream:
         self._acc = StreamAccumulator(owner.name, model, (owner._api_key,))
         self._refused = False
         self._whole = whole
+        self._reasoning_field = False  # reasoning came as DeepSeek's reasoning_content
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
         data = event.data
@@ -547,6 +554,8 @@ class _ChatStream:
             reasoning = _reasoning_text(part)
             if reasoning:
                 out.append(acc.reasoning(reasoning))
+                if isinstance(part.get("reasoning_content"), str):
+                    self._reasoning_field = True
             content = part.get("content")
             if isinstance(content, str):
                 if content:
@@ -600,6 +609,11 @@ class _ChatStream:
 
     def finish(self) -> Response:
         response = self._acc.build(default_finish="stop" if self._whole else None)
+        if self._reasoning_field and response.tool_calls:
+            # Kept to go back with the tool results (``_message``), tagged with the server.
+            response.reasoning_items.append(
+                {"type": "reasoning_content", "text": response.reasoning, "server": self._owner.name}
+            )
         if self._reported:
             response.model = self._reported
         if self._refused:
