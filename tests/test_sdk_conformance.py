@@ -270,6 +270,15 @@ def test_anthropic_thinking_blocks_json_and_stream(ant: Any) -> None:
     assert follow.content[0].text.startswith("Mock reply")
 
 
+def test_token_counting_endpoints(ant: Any, gem: Any, oai: Any) -> None:
+    counted = ant.messages.count_tokens(model="claude-mock", messages=[{"role": "user", "content": "hi"}])
+    assert counted.input_tokens == 13  # the model's fixed input size, as generation reports
+    assert gem.models.count_tokens(model="gemini-mock", contents="hello").total_tokens == 9
+    assert oai.responses.input_tokens.count(model="gpt-mock", input="hello").input_tokens == 11
+    with pytest.raises(anthropic.NotFoundError):
+        ant.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+
+
 def test_anthropic_models_and_errors(ant: Any) -> None:
     names = [m.id for m in ant.models.list()]
     assert "claude-mock" in names

@@ -289,7 +289,14 @@ def build_orchestrator(
             idle_timeout_s=m.idle_timeout_s,
             max_output_tokens=m.max_output_tokens or (spec.max_output_tokens if spec else None),
             max_queue_wait_s=m.max_queue_wait_s,
+            exact_token_counts=m.exact_token_counts,
         )
+        if m.exact_token_counts and not providers[m.provider].supports_token_counting(m.model):
+            raise ConfigError(
+                f"provider {m.provider!r} has no token-counting endpoint for {m.model!r} "
+                '(Anthropic, Gemini and OpenAI deployments with api = "responses" have one)',
+                field=f"models.{alias}.exact_token_counts",
+            )
         max_output = deployments[alias].max_output_tokens
         if max_output:
             max_outs[m.provider].setdefault(m.model, max_output)

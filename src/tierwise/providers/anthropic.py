@@ -85,6 +85,10 @@ _FINISH: dict[str, FinishReason] = {
 _CONTEXT_LIMIT = re.compile(r"exceeds? (?:the )?context limit", re.IGNORECASE)
 
 
+#: The request fields ``POST /v1/messages/count_tokens`` takes.
+_COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config")
+
+
 def _finish(stop: Any) -> FinishReason:
     # Unknown future stop reasons still mean the model stopped on its own;
     # the raw value is kept in ``raw_finish_reason``.
@@ -210,6 +214,22 @@ class Anthropic(Provider):
         if request.extra_body:
             body.update(request.extra_body)
         return body
+
+    # -- token counting (POST /v1/messages/count_tokens) ---------------------------
+
+    def supports_token_counting(self, model: str) -> bool:
+        return True
+
+    def _count_url(self, model: str) -> str:
+        return self._endpoint + "/count_tokens"
+
+    def _count_body(self, model: str, request: Request) -> dict[str, Any]:
+        # The fields count_tokens accepts (it rejects max_tokens, stream and sampling).
+        body = self._build_body(model, request, False)
+        return {k: body[k] for k in _COUNT_FIELDS if k in body}
+
+    def _parse_count(self, model: str, data: Any) -> int:
+        return self._count_field(model, data, "input_tokens")
 
     def _parse_response(self, model: str, data: Any) -> Response:
         parser = _AnthropicStreamParser(self, model)

@@ -189,6 +189,24 @@ class Gemini(Provider):
             parser.absorb(chunk)
         return parser.finish()
 
+    # -- token counting (models/{model}:countTokens) ----------------------------
+
+    def supports_token_counting(self, model: str) -> bool:
+        return True
+
+    def _count_url(self, model: str) -> str:
+        return f"{self.base_url}/{_resource(model)}:countTokens"
+
+    def _count_body(self, model: str, request: Request) -> dict[str, Any]:
+        # generateContentRequest (not bare contents) so the system prompt and tools count too.
+        inner = self._build_body(model, request, False)
+        inner.pop("generationConfig", None)
+        inner.pop("toolConfig", None)
+        return {"generateContentRequest": {"model": _resource(model), **inner}}
+
+    def _parse_count(self, model: str, data: Any) -> int:
+        return self._count_field(model, data, "totalTokens")
+
     # -- embeddings -------------------------------------------------------------
 
     def _embed_url(self, model: str) -> str:

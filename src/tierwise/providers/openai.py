@@ -60,6 +60,18 @@ if TYPE_CHECKING:
 __all__ = ["COMPATIBLE_SERVERS", "OpenAI", "OpenAICompat"]
 
 _EMPTY: dict[str, Any] = {}
+#: The request fields ``POST /responses/input_tokens`` takes.
+_COUNT_FIELDS = (
+    "model",
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+    "previous_response_id",
+)
 
 
 def _usage(raw: Any) -> Usage:
@@ -414,6 +426,21 @@ class OpenAI(Provider):
         if self.uses_responses(model):
             return ResponsesStream(self, model)
         return _ChatStream(self, model)
+
+    # -- token counting (Responses API only: POST /responses/input_tokens) ------
+
+    def supports_token_counting(self, model: str) -> bool:
+        return self.uses_responses(model)
+
+    def _count_url(self, model: str) -> str:
+        return self._responses_url + "/input_tokens"
+
+    def _count_body(self, model: str, request: Request) -> dict[str, Any]:
+        body = responses_body(self, model, request, False)
+        return {k: body[k] for k in _COUNT_FIELDS if k in body}
+
+    def _parse_count(self, model: str, data: Any) -> int:
+        return self._count_field(model, data, "input_tokens")
 
     # -- embeddings ----------------------------------------------------------
 

@@ -300,12 +300,15 @@ class MockModel:
 
 @dataclass
 class ModelStats:
-    """Per-model counters: requests seen, how many were streams, served OK, and faults by kind."""
+    """Per-model counters: requests seen, how many were streams, served OK, faults by
+    kind, and token-counting requests."""
 
     requests: int = 0
     streamed: int = 0
     ok: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    #: Token-counting requests (count_tokens, countTokens, input_tokens); not in ``requests``.
+    token_counts: int = 0
 
 
 class _ModelState:
