@@ -326,3 +326,33 @@ def test_config_rejects_responses_on_a_non_openai_provider() -> None:
     }
     with pytest.raises(ConfigError, match="OpenAI-type provider"):
         tw.Orchestrator.from_config(config)
+
+
+async def test_provider_batch_of_a_responses_deployment_uses_the_responses_endpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TW_RESP_KEY", KEY)
+    async with MockLLMServer({"o4-mini": MockModel(thinking=THINKING, reply="done")}) as server:
+        server.batches.complete_after_s = 0.0
+        config = {
+            "providers": {
+                "oa": {
+                    "type": "openai",
+                    "compat": "openai",
+                    "base_url": server.base_url + "/v1",
+                    "api_key_env": "TW_RESP_KEY",
+                }
+            },
+            "models": {"thinker": {"provider": "oa", "model": "o4-mini", "api": "responses"}},
+            "strategies": {"default": {"type": "single", "target": "thinker"}},
+        }
+        async with tw.Orchestrator.from_config(config) as orch:
+            results = await orch.batch(
+                ["a", "b"], output=tmp_path / "o.jsonl", mode="provider", poll_interval_s=0.001
+            )
+        upload = next(r for r in server.requests if r.path == "/v1/files")
+        created = next(r for r in server.requests if r.path == "/v1/batches" and r.method == "POST")
+    assert [r.response.text if r.response else None for r in results] == ["done", "done"]
+    assert results[0].response is not None and results[0].response.reasoning == THINKING
+    assert b'"url":"/v1/responses"' in upload.body and b'"input":' in upload.body
+    assert created.json()["endpoint"] == "/v1/responses"
