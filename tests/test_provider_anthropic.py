@@ -139,6 +139,8 @@ EXPECTED: dict[str, Response] = {
             "Let me work through this. 27 × 453: 27 × 400 = 10800 and 27 × 53 = 1431, so the total is 12231."
         ),
         raw_finish_reason="end_turn",
+        # The signed block itself, kept whole to go back with the next turn.
+        reasoning_items=[json.loads(body_of("thinking.json"))["content"][0]],
     ),
 }
 
@@ -222,16 +224,19 @@ async def test_missing_usage_fields_are_zero(serve: Any) -> None:
     assert (await make(srv).complete(MODEL, hello())).usage == Usage()
 
 
-async def test_redacted_thinking_and_server_tool_blocks_are_skipped(serve: Any) -> None:
+async def test_redacted_thinking_is_kept_opaque_and_server_tool_blocks_skipped(serve: Any) -> None:
     data = fixture_json("thinking.json")
+    redacted = {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"}
     data["content"][1:1] = [
-        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"},
+        redacted,
         {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {"query": "x"}},
     ]
     srv = await serve(200, json.dumps(data).encode())
     resp = await make(srv).complete(MODEL, hello())
-    assert resp == EXPECTED["thinking.json"]
-    assert resp.tool_calls == []
+    expected = EXPECTED["thinking.json"]
+    # No text from either block; the redacted one travels back with the turn, unread.
+    assert (resp.text, resp.reasoning, resp.tool_calls) == (expected.text, expected.reasoning, [])
+    assert resp.reasoning_items == [*expected.reasoning_items, redacted]
 
 
 # --------------------------------------------------------------------------- streaming

@@ -333,7 +333,13 @@ async def test_parallel_function_calls(serve: ServeFn) -> None:
     assert resp.raw_finish_reason == "STOP"
     assert resp.text == ""
     assert resp.tool_calls == [
-        ToolCall("call_0", "get_weather", {"city": "Paris", "unit": "celsius"}),
+        # Gemini signs the first call of a parallel batch only; the signature is kept on it.
+        ToolCall(
+            "call_0",
+            "get_weather",
+            {"city": "Paris", "unit": "celsius"},
+            thought_signature="CtQBAVSoXO7nkhJoS1NmRsO1FPtHu2ePwTB0Xwu0A6Mu3p5IFhQxVpXsR8r2pO3kHnDwYx4BMhF5Q0t1LQ==",
+        ),
         ToolCall("call_1", "get_weather", {"city": "London", "unit": "celsius"}),
         ToolCall("call_2", "get_time", {"timezone": "Europe/Tokyo — 東京"}),
     ]

@@ -29,6 +29,13 @@ MODELS = {
     "tools-mock": MockModel(tool_calls=[("get_weather", {"city": "Paris"})]),
     "busy-mock": MockModel(faults=["429"], cycle_faults=True, retry_after_s=0.0),
     "embed-mock": MockModel(),
+    "think-mock": MockModel(
+        thinking="Check the city first.",
+        tool_calls=[("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})],
+        reasoning_tokens=6,
+        cached_tokens=2,
+        input_tokens=12,
+    ),
 }
 
 
@@ -135,6 +142,72 @@ def test_openai_errors_are_the_sdks_own_types(oai: Any) -> None:
 # -- Anthropic ------------------------------------------------------------------------
 
 
+def test_openai_responses_create_plain(oai: Any) -> None:
+    r = oai.responses.create(model="gpt-mock", input="hello")
+    assert r.output_text == "Mock reply from gpt-mock: hello"
+    assert r.status == "completed" and r.usage.input_tokens == 11 and r.usage.output_tokens == 7
+    r = oai.responses.create(
+        model="think-mock",
+        input=[{"role": "user", "content": "weather and time?"}],
+        tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+        include=["reasoning.encrypted_content"],
+        store=False,
+    )
+    kinds = [item.type for item in r.output]
+    assert kinds == ["reasoning", "function_call", "function_call"]
+    reasoning = r.output[0]
+    assert reasoning.summary[0].text == "Check the city first." and reasoning.encrypted_content
+    assert json.loads(r.output[1].arguments) == {"city": "Paris"} and r.output[2].name == "get_time"
+    assert r.usage.output_tokens_details.reasoning_tokens == 6
+    assert r.usage.input_tokens_details.cached_tokens == 2
+    # The next turn sends the items back, as the SDK's docs show; the mock accepts them.
+    follow = oai.responses.create(
+        model="gpt-mock",
+        input=[
+            {"role": "user", "content": "weather and time?"},
+            *[item.model_dump(exclude_none=True) for item in r.output],
+            {"type": "function_call_output", "call_id": r.output[1].call_id, "output": "sunny"},
+            {"type": "function_call_output", "call_id": r.output[2].call_id, "output": "noon"},
+        ],
+    )
+    assert follow.output_text.startswith("Mock reply from gpt-mock")
+    # Without include, no encrypted content (as the real API).
+    plain = oai.responses.create(model="think-mock", input="x")
+    assert plain.output[0].encrypted_content is None
+
+
+def test_openai_responses_stream(oai: Any) -> None:
+    kinds: list[str] = []
+    text: list[str] = []
+    with oai.responses.stream(model="gpt-mock", input="stream me") as stream:
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                text.append(event.delta)
+        final = stream.get_final_response()
+    assert "".join(text) == "Mock reply from gpt-mock: stream me" == final.output_text
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    args: list[str] = []
+    summary: list[str] = []
+    for event in oai.responses.create(model="think-mock", input="go", stream=True):
+        if event.type == "response.function_call_arguments.delta":
+            args.append(event.delta)
+        elif event.type == "response.reasoning_summary_text.delta":
+            summary.append(event.delta)
+        elif event.type == "response.completed":
+            done = event.response
+    assert "".join(summary) == "Check the city first."
+    assert "".join(args) == '{"city": "Paris"}{"tz": "CET"}'
+    assert [i.type for i in done.output] == ["reasoning", "function_call", "function_call"]
+
+
+def test_openai_responses_errors(oai: Any) -> None:
+    with pytest.raises(openai.RateLimitError):
+        oai.responses.create(model="busy-mock", input="x")
+    with pytest.raises(openai.BadRequestError, match="input"):
+        oai.responses.create(model="gpt-mock")  # type: ignore[call-overload]
+
+
 @pytest.fixture
 def ant(server: MockLLMServer) -> Any:
     client = anthropic.Anthropic(api_key="sk-ant-test", base_url=server.base_url, max_retries=0)
@@ -160,6 +233,50 @@ def test_anthropic_messages_json_stream_and_tools(ant: Any) -> None:
     )
     block = next(b for b in r.content if b.type == "tool_use")
     assert block.name == "get_weather" and block.input == {"city": "Paris"}
+
+
+def test_anthropic_thinking_blocks_json_and_stream(ant: Any) -> None:
+    r = ant.messages.create(
+        model="think-mock",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "weather?"}],
+    )
+    assert [b.type for b in r.content] == ["thinking", "tool_use", "tool_use"]
+    assert r.content[0].thinking == "Check the city first." and r.content[0].signature
+    with ant.messages.stream(
+        model="think-mock",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "weather?"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "thinking" and final.content[0].signature == r.content[0].signature
+    # The signed block goes back with the tool results; the mock accepts the turn.
+    follow = ant.messages.create(
+        model="claude-mock",
+        max_tokens=64,
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [b.model_dump() for b in r.content]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": b.id, "content": "ok"} for b in r.content[1:]
+                ],
+            },
+        ],
+    )
+    assert follow.content[0].text.startswith("Mock reply")
+
+
+def test_token_counting_endpoints(ant: Any, gem: Any, oai: Any) -> None:
+    counted = ant.messages.count_tokens(model="claude-mock", messages=[{"role": "user", "content": "hi"}])
+    assert counted.input_tokens == 13  # the model's fixed input size, as generation reports
+    assert gem.models.count_tokens(model="gemini-mock", contents="hello").total_tokens == 9
+    assert oai.responses.input_tokens.count(model="gpt-mock", input="hello").input_tokens == 11
+    with pytest.raises(anthropic.NotFoundError):
+        ant.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "x"}])
 
 
 def test_anthropic_models_and_errors(ant: Any) -> None:
@@ -199,6 +316,26 @@ def test_gemini_generate_stream_and_embed(gem: Any) -> None:
     assert text == "Mock reply from gemini-mock: s"
     e = gem.models.embed_content(model="embed-mock", contents=["a", "b"])
     assert len(e.embeddings) == 2
+
+
+def test_gemini_thought_parts_and_signatures(gem: Any) -> None:
+    r = gem.models.generate_content(model="think-mock", contents="weather?")
+    parts = r.candidates[0].content.parts
+    assert parts[0].thought is True and parts[0].text == "Check the city first."
+    calls = [p for p in parts if p.function_call is not None]
+    assert calls[0].thought_signature and calls[1].thought_signature is None
+    assert [c.function_call.name for c in calls] == ["get_weather", "get_time"]
+    streamed = [
+        p
+        for c in gem.models.generate_content_stream(model="think-mock", contents="w")
+        for p in c.candidates[0].content.parts
+    ]
+    assert streamed[0].thought is True
+
+
+def test_openai_chat_reasoning_content(oai: Any) -> None:
+    r = oai.chat.completions.create(model="think-mock", messages=[{"role": "user", "content": "w"}])
+    assert r.choices[0].message.model_extra["reasoning_content"] == "Check the city first."
 
 
 def test_gemini_json_mode_models_and_errors(gem: Any) -> None:

@@ -82,6 +82,7 @@ def tool_call_to_dict(call: ToolCall) -> dict[str, Any]:
         "arguments": call.arguments,
         "raw_arguments": call.raw_arguments,
         "incomplete": call.incomplete,
+        "thought_signature": call.thought_signature,
     }
 
 
@@ -92,6 +93,7 @@ def tool_call_from_dict(d: Mapping[str, Any]) -> ToolCall:
         arguments=d.get("arguments") or {},
         raw_arguments=d.get("raw_arguments", ""),
         incomplete=bool(d.get("incomplete", False)),
+        thought_signature=d.get("thought_signature"),
     )
 
 
@@ -211,6 +213,8 @@ def response_to_dict(resp: Response) -> dict[str, Any]:
         "tool_calls": [tool_call_to_dict(c) for c in resp.tool_calls],
         "reasoning": resp.reasoning,
         "raw_finish_reason": resp.raw_finish_reason,
+        "reasoning_items": resp.reasoning_items,
+        "response_id": resp.response_id,
         "cost_usd": resp.cost_usd,
         "latency_ms": resp.latency_ms,
         "ttft_ms": resp.ttft_ms,
@@ -242,6 +246,8 @@ def response_from_dict(d: Mapping[str, Any]) -> Response:
         tool_calls=[tool_call_from_dict(c) for c in d.get("tool_calls") or ()],
         reasoning=d.get("reasoning", ""),
         raw_finish_reason=d.get("raw_finish_reason"),
+        reasoning_items=[dict(item) for item in d.get("reasoning_items") or ()],
+        response_id=d.get("response_id"),
         cost_usd=d.get("cost_usd"),
         latency_ms=d.get("latency_ms", 0.0),
         ttft_ms=d.get("ttft_ms"),

@@ -80,6 +80,11 @@ class ToolCall:
     and ``arguments`` is empty. A reply the provider ended normally at its token
     limit is an answer, not a protocol error, so the call is kept, flagged, rather
     than raised; a caller must not dispatch it.
+
+    ``thought_signature`` is Gemini's opaque ``thoughtSignature`` issued with the
+    call: Gemini 3 rejects a history whose function calls lack the signature it
+    gave them, so the Gemini adapter sends it back unchanged with the call. Other
+    providers leave it ``None``.
     """
 
     id: str
@@ -89,6 +94,7 @@ class ToolCall:
     # the same arguments, and a streamed call must equal a non-streamed one.
     raw_arguments: str = field(default="", compare=False)
     incomplete: bool = False
+    thought_signature: str | None = None
 
     def __post_init__(self) -> None:
         if not self.raw_arguments and self.arguments:
@@ -138,6 +144,15 @@ class Message:
     ``cache_control`` markers; adapters pass parts through in their own format.
     Assistant turns that called tools carry ``tool_calls``; tool results carry
     ``tool_call_id`` (and ``name``, which Gemini needs to pair the result).
+
+    ``reasoning_items`` are an assistant turn's provider-native reasoning records,
+    exactly as the provider sent them (``Response.reasoning_items``): OpenAI
+    Responses ``reasoning`` items with their ``encrypted_content``, Anthropic
+    ``thinking``/``redacted_thinking`` blocks with their ``signature``. They are
+    opaque: the adapter that understands an item's ``type`` sends it back
+    unchanged (the APIs verify them, and reasoning models need them to continue a
+    tool-calling turn); other adapters skip items that are not theirs, since one
+    provider cannot verify another's signatures.
     """
 
     role: Role
@@ -145,6 +160,7 @@ class Message:
     name: str | None = None
     tool_call_id: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning_items: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
@@ -368,7 +384,15 @@ class StepInfo:
 
 @dataclass(slots=True)
 class Response:
-    """One normalized answer, whatever the provider and whether streamed or not."""
+    """One normalized answer, whatever the provider and whether streamed or not.
+
+    ``reasoning`` is the readable reasoning text (DeepSeek ``reasoning_content``,
+    Anthropic thinking, Gemini thought summaries, OpenAI reasoning summaries): never
+    part of ``text``. ``reasoning_items`` are the provider-native records that must
+    travel back with the next turn (see ``Message``); ``to_message()`` builds that
+    assistant turn. ``response_id`` is the provider's id of the reply where it has
+    one worth reusing (the Responses API's ``resp_...``, for ``previous_response_id``).
+    """
 
     text: str
     model: str
@@ -378,6 +402,7 @@ class Response:
     tool_calls: list[ToolCall] = field(default_factory=list)
     reasoning: str = ""
     raw_finish_reason: str | None = None
+    reasoning_items: list[dict[str, Any]] = field(default_factory=list)
     cost_usd: float | None = field(default=None, compare=False)
     latency_ms: float = field(default=0.0, compare=False)
     ttft_ms: float | None = field(default=None, compare=False)
@@ -399,6 +424,17 @@ class Response:
     baseline: str = field(default="", compare=False)
     baseline_cost_usd: float | None = field(default=None, compare=False)
     savings_usd: float | None = field(default=None, compare=False)
+    response_id: str | None = field(default=None, compare=False)
+
+    def to_message(self) -> Message:
+        """The assistant turn this answer adds to a conversation: its text, tool calls
+        (with their thought signatures) and reasoning items, ready to send back."""
+        return Message(
+            "assistant",
+            self.text,
+            tool_calls=list(self.tool_calls),
+            reasoning_items=list(self.reasoning_items),
+        )
 
 
 @dataclass(slots=True)

@@ -132,7 +132,12 @@ def _check_parent_dir(path: str, field: str) -> None:
 # ---------------------------------------------------------------------- building
 
 
-def _make_provider(name: str, cfg: ProviderConfig | None, max_out: dict[str, int] | None = None) -> Provider:
+def _make_provider(
+    name: str,
+    cfg: ProviderConfig | None,
+    max_out: dict[str, int] | None = None,
+    responses_models: frozenset[str] = frozenset(),
+) -> Provider:
     """One provider instance for ``[providers.NAME]`` (or a built-in name).
 
     ``max_out`` (model name → largest output) is filled as the deployments are
@@ -171,7 +176,7 @@ def _make_provider(name: str, cfg: ProviderConfig | None, max_out: dict[str, int
             if env:
                 # The row names the variable in the provider's "no API key" error.
                 row = dataclasses.replace(row, api_key_env=env)
-            provider: Provider = OpenAI(compat=row, **common)
+            provider: Provider = OpenAI(compat=row, responses_models=responses_models, **common)
         elif cfg.type == "anthropic":
             from ..providers.anthropic import Anthropic
 
@@ -189,6 +194,35 @@ def _make_provider(name: str, cfg: ProviderConfig | None, max_out: dict[str, int
         # Keep the configured env var name in the "no key" error the provider raises.
         provider.api_key_env = env  # type: ignore[misc]
     return provider
+
+
+def _responses_models(cfg: TierwiseConfig) -> dict[str, frozenset[str]]:
+    """Per provider, the model names whose deployments say ``api = "responses"``.
+
+    The wire format is chosen per model name inside one provider, so two
+    deployments of the same model cannot disagree, and only OpenAI-type providers
+    speak the Responses API: both are configuration errors, named by field."""
+    chosen: dict[tuple[str, str], tuple[str, str]] = {}
+    out: dict[str, set[str]] = {}
+    for alias, m in cfg.models.items():
+        key = (m.provider, m.model)
+        seen = chosen.setdefault(key, (alias, m.api))
+        if seen[1] != m.api:
+            raise ConfigError(
+                f"deployments {seen[0]!r} and {alias!r} use model {m.model!r} of provider "
+                f"{m.provider!r} with different api values; use one",
+                field=f"models.{alias}.api",
+            )
+        if m.api == "responses":
+            pcfg = cfg.providers.get(m.provider)
+            ptype = pcfg.type if pcfg is not None else m.provider
+            if ptype != "openai" and (pcfg is not None or m.provider in ("anthropic", "gemini")):
+                raise ConfigError(
+                    f'api = "responses" needs an OpenAI-type provider ({m.provider!r} is {ptype!r})',
+                    field=f"models.{alias}.api",
+                )
+            out.setdefault(m.provider, set()).add(m.model)
+    return {name: frozenset(models) for name, models in out.items()}
 
 
 def build_orchestrator(
@@ -213,11 +247,15 @@ def build_orchestrator(
 
     providers: dict[str, Provider] = {}
     max_outs: dict[str, dict[str, int]] = {}
+    responses = _responses_models(cfg)
     for m in cfg.models.values():
         if m.provider not in providers:
             max_outs[m.provider] = {}
             providers[m.provider] = _make_provider(
-                m.provider, cfg.providers.get(m.provider), max_outs[m.provider]
+                m.provider,
+                cfg.providers.get(m.provider),
+                max_outs[m.provider],
+                responses.get(m.provider, frozenset()),
             )
 
     deployments: dict[str, Deployment] = {}
@@ -255,7 +293,14 @@ def build_orchestrator(
             idle_timeout_s=m.idle_timeout_s,
             max_output_tokens=m.max_output_tokens or (spec.max_output_tokens if spec else None),
             max_queue_wait_s=m.max_queue_wait_s,
+            exact_token_counts=m.exact_token_counts,
         )
+        if m.exact_token_counts and not providers[m.provider].supports_token_counting(m.model):
+            raise ConfigError(
+                f"provider {m.provider!r} has no token-counting endpoint for {m.model!r} "
+                '(Anthropic, Gemini and OpenAI deployments with api = "responses" have one)',
+                field=f"models.{alias}.exact_token_counts",
+            )
         max_output = deployments[alias].max_output_tokens
         if max_output:
             max_outs[m.provider].setdefault(m.model, max_output)

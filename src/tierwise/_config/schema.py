@@ -133,6 +133,13 @@ class ModelConfig(_Section):
     idle_timeout_s: PositiveFloat | None = None
     #: Longest wait for a rate-limit slot before falling back to the next model.
     max_queue_wait_s: NonNegFloat | None = None
+    #: OpenAI-type providers only: "responses" sends this deployment over the Responses
+    #: API; the default, "chat", is Chat Completions (which every compatible server speaks).
+    api: Literal["chat", "responses"] = "chat"
+    #: Ask the provider's token-counting endpoint (Anthropic count_tokens, Gemini
+    #: countTokens) for the exact prompt size before each call, for the rate limiter's
+    #: and the budget's estimates. Off by default: it is one more request per call.
+    exact_token_counts: bool = False
 
 
 class RetryConfig(_Section):

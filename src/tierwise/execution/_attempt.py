@@ -155,7 +155,9 @@ def prompt_part(request: Request, estimate: int | None = None) -> int:
     return max(0, estimate - max(0, out))
 
 
-def worst_request_cost(dep: Deployment, request: Request, prompt: int | None = None) -> float:
+def worst_request_cost(
+    dep: Deployment, request: Request, prompt: int | None = None, *, exact: bool = False
+) -> float:
     """What the budget reserves for one call of ``request`` on ``dep``: the prompt's
     upper bound at the input price plus the largest possible output at the output
     price. Shared by real-time tries and provider batches (which scale it by the
@@ -163,7 +165,8 @@ def worst_request_cost(dep: Deployment, request: Request, prompt: int | None = N
     if prompt is None:
         prompt = prompt_part(request)
     max_out = request.max_tokens or dep.max_output_tokens or _DEFAULT_MAX_OUTPUT
-    return dep.max_cost(dep.input_bound.reserve_tokens(request, prompt), max_out)
+    # An ``exact`` prompt was counted by the provider: no upper bound to add.
+    return dep.max_cost(prompt if exact else dep.input_bound.reserve_tokens(request, prompt), max_out)
 
 
 class Seen:

@@ -48,6 +48,9 @@ class Deployment:
     idle_timeout_s: float | None = None
     max_output_tokens: int | None = None
     max_queue_wait_s: float | None = None
+    #: Count each prompt with the provider's token-counting endpoint before a try,
+    #: for exact limiter and budget estimates (``execution._exact``); off by default.
+    exact_token_counts: bool = False
     input_bound: InputBound = field(default_factory=InputBound, repr=False)
     _warned: bool = field(default=False, repr=False)
 

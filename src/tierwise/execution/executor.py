@@ -22,7 +22,7 @@ from .._clock import SYSTEM_CLOCK, Clock
 from ..errors import AllTargetsFailed, ConfigError, ContextWindowExceeded, ProviderTimeout
 from ..observe.events import Observer, Observers
 from ..types import Attempt, Done, Embeddings, Request, Response, RouteInfo, StreamEvent, replay_events
-from ._attempt import Call, CallKind, CallScope, Try, emit, sum_costs
+from ._attempt import Call, CallKind, CallScope, Try, emit, sum_costs, worst_request_cost
 from ._chain import Chain
 from .budget import BudgetDowngrade, BudgetLedger
 from .deployment import Deployment
@@ -433,18 +433,26 @@ class Executor:
         deadline), then the budget reservation, taken only once the slot is held."""
         permit: Permit | None = None
         limiter = dep.limiter
+        budget = self.budget
+        estimate, worst = call.estimate, None
+        if dep.exact_token_counts and call.request is not None and (limiter or budget):
+            from ._exact import exact_prompt_tokens
+
+            counted = await exact_prompt_tokens(dep, call.request)
+            if counted is not None:  # the counted prompt replaces the heuristic's share
+                estimate = counted + max(0, call.estimate - call.prompt)
+                worst = worst_request_cost(dep, call.request, counted, exact=True)
         if limiter is not None:
             timeout = dep.max_queue_wait_s
             left = call.left(self.clock.now())
             if left is not None:
                 timeout = left if timeout is None else min(timeout, left)
-            permit = await limiter.acquire(call.estimate, timeout=timeout)
-        budget = self.budget
+            permit = await limiter.acquire(estimate, timeout=timeout)
         if budget is None:
             return permit, None
         try:
             reservation = await budget.areserve(
-                model=dep.alias, tags=call.tags, amount_usd=call.worst_cost(dep)
+                model=dep.alias, tags=call.tags, amount_usd=call.worst_cost(dep) if worst is None else worst
             )
         except BaseException:
             if permit is not None:

@@ -57,8 +57,10 @@ class StreamAccumulator:
         "model",
         "provider",
         "raw_finish_reason",
+        "reasoning_items",
         "reasoning_parts",
         "secrets",
+        "signatures",
         "text_parts",
         "tools",
         "usage",
@@ -71,6 +73,10 @@ class StreamAccumulator:
         self.secrets = secrets
         self.text_parts: list[str] = []
         self.reasoning_parts: list[str] = []
+        # Provider-native reasoning records to send back unchanged (Response.reasoning_items).
+        self.reasoning_items: list[dict[str, Any]] = []
+        # tool index -> Gemini thoughtSignature of that call
+        self.signatures: dict[int, str] = {}
         # index -> [id, name, [argument fragments]]
         self.tools: dict[int, list[Any]] = {}
         # index -> the complete arguments of a call handed over whole
@@ -118,19 +124,21 @@ class StreamAccumulator:
         calls: list[ToolCall] = []
         whole = self.whole
         cut = finish == "length"
+        signatures = self.signatures
         for index, slot in sorted(self.tools.items()):
             raw = whole[index] if index in whole else "".join(slot[2])
-            calls.append(
-                make_tool_call(
-                    slot[0] or f"call_{index}",
-                    slot[1] or "",
-                    raw,
-                    provider=self.provider,
-                    model=self.model,
-                    cut=cut,
-                    secrets=self.secrets,
-                )
+            call = make_tool_call(
+                slot[0] or f"call_{index}",
+                slot[1] or "",
+                raw,
+                provider=self.provider,
+                model=self.model,
+                cut=cut,
+                secrets=self.secrets,
             )
+            if signatures:
+                call.thought_signature = signatures.get(index)
+            calls.append(call)
         return Response(
             text="".join(self.text_parts),
             model=self.model,
@@ -140,6 +148,7 @@ class StreamAccumulator:
             tool_calls=calls,
             reasoning="".join(self.reasoning_parts),
             raw_finish_reason=self.raw_finish_reason,
+            reasoning_items=self.reasoning_items,
         )
 
 

@@ -56,14 +56,16 @@ def messages_body(
         results = None
         if role == "user":
             out.append({"role": "user", "content": "" if content is None else content})
-        elif m.tool_calls:
-            blocks: list[dict[str, Any]]
+        elif m.tool_calls or _thinking(m):
+            # Signed thinking blocks go first, unchanged: the API verifies them and wants
+            # them before the tool_use blocks whose results follow.
+            blocks: list[dict[str, Any]] = _thinking(m)
             if not content:
-                blocks = []
+                pass
             elif isinstance(content, str):
-                blocks = [{"type": "text", "text": content}]
+                blocks.append({"type": "text", "text": content})
             else:
-                blocks = list(content)
+                blocks.extend(content)
             for call in m.tool_calls:
                 blocks.append(
                     {
@@ -89,6 +91,14 @@ def messages_body(
         else:
             merged.extend(part)
     return merged, out
+
+
+def _thinking(m: Message) -> list[dict[str, Any]]:
+    """The assistant turn's Anthropic thinking blocks (other providers' items skipped)."""
+    return [item for item in m.reasoning_items if item.get("type") in _THINKING_TYPES]
+
+
+_THINKING_TYPES = frozenset(("thinking", "redacted_thinking"))
 
 
 def _call_input(arguments: dict[str, Any], raw: str, provider: str, model: str) -> dict[str, Any]:

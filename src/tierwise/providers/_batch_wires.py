@@ -36,6 +36,7 @@ def _int(value: Any) -> int | None:
 
 
 _CHAT = "/v1/chat/completions"
+_RESPONSES = "/v1/responses"
 
 
 class OpenAIBatchWire(BatchWire):
@@ -71,12 +72,17 @@ class OpenAIBatchWire(BatchWire):
         return BatchInfo(data["id"], state, str(status), _int(counts.get("total")), done, failed, message)
 
     async def submit(self, model: str, items: Sequence[tuple[str, Request]], *, label: str) -> BatchInfo:
+        # A deployment on the Responses API batches over it: the body is a Responses body.
+        from .openai import OpenAI
+
+        provider = self.provider
+        endpoint = _RESPONSES if isinstance(provider, OpenAI) and provider.uses_responses(model) else _CHAT
         lines = [
             json.dumps(
                 {
                     "custom_id": cid,
                     "method": "POST",
-                    "url": "/v1/chat/completions",
+                    "url": endpoint,
                     "body": self.body(model, r),
                 },
                 separators=(",", ":"),
@@ -93,7 +99,7 @@ class OpenAIBatchWire(BatchWire):
             raise self.malformed("file object", uploaded)
         body = {
             "input_file_id": uploaded["id"],
-            "endpoint": _CHAT,
+            "endpoint": endpoint,
             "completion_window": "24h",
             "metadata": {"tierwise_job": label},
         }

@@ -15,7 +15,12 @@ from ..types import Message, Request
 
 __all__ = ["contents", "generation_config", "merge", "tool_choice"]
 
-# Google's documented value for "no signature available, skip validation".
+# Google's documented value for "no signature available, skip validation". Sent only
+# for a turn none of whose calls carries a real signature (a history written by hand,
+# or by another provider after a fallback): Gemini 3 rejects an unsigned call, and the
+# stand-in makes it accept the turn, at the cost of the model not getting its own
+# reasoning state back. A turn with a real signature is replayed exactly as received
+# (for parallel calls Gemini signs only the first).
 _SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 # reasoning_effort → thinkingBudget, as Google's own OpenAI-compatible endpoint maps
@@ -47,12 +52,18 @@ def contents(messages: Sequence[Message]) -> list[dict[str, Any]]:
         tool_turn = None
         parts = _parts(m.content)
         if role == "assistant":
+            signed = any(tc.thought_signature for tc in m.tool_calls)
             for tc in m.tool_calls:
                 call: dict[str, Any] = {"name": tc.name, "args": tc.arguments}
                 if tc.id:
                     call["id"] = tc.id
                     call_names[tc.id] = tc.name
-                parts.append({"functionCall": call, "thoughtSignature": _SKIP_SIGNATURE})
+                part: dict[str, Any] = {"functionCall": call}
+                if tc.thought_signature:
+                    part["thoughtSignature"] = tc.thought_signature
+                elif not signed:
+                    part["thoughtSignature"] = _SKIP_SIGNATURE
+                parts.append(part)
         if parts:
             contents.append({"role": "model" if role == "assistant" else "user", "parts": parts})
     return contents

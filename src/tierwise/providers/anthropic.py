@@ -23,6 +23,12 @@ Wire-format quirks handled here (checked against Anthropic's API reference):
   ``output_tokens`` (cumulative) and the stop reason come in ``message_delta``.
 * One parser for both modes: a non-streamed message is folded by the stream
   parser's own block, usage and stop-reason rules (``absorb_message``).
+* Thinking blocks (``thinking`` with its ``signature``, ``redacted_thinking`` with its
+  ``data``) are kept whole in ``Response.reasoning_items`` (streamed: assembled from
+  ``thinking_delta`` and ``signature_delta``) and their text in ``Response.reasoning``;
+  an assistant turn's items are sent back first in its content, unchanged, because
+  the API requires the signed thinking block before the ``tool_use`` blocks when
+  tool results are returned with extended thinking on.
 * A 400 whose message says the input plus ``max_tokens`` "exceed context limit"
   is a context-window error, so the executor can fall back to a bigger window.
 
@@ -77,6 +83,10 @@ _FINISH: dict[str, FinishReason] = {
 # "input length and `max_tokens` exceed context limit: 178959 + 64000 > 200000, …":
 # not covered by the shared patterns in base, which know "context window/length".
 _CONTEXT_LIMIT = re.compile(r"exceeds? (?:the )?context limit", re.IGNORECASE)
+
+
+#: The request fields ``POST /v1/messages/count_tokens`` takes.
+_COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config")
 
 
 def _finish(stop: Any) -> FinishReason:
@@ -205,6 +215,22 @@ class Anthropic(Provider):
             body.update(request.extra_body)
         return body
 
+    # -- token counting (POST /v1/messages/count_tokens) ---------------------------
+
+    def supports_token_counting(self, model: str) -> bool:
+        return True
+
+    def _count_url(self, model: str) -> str:
+        return self._endpoint + "/count_tokens"
+
+    def _count_body(self, model: str, request: Request) -> dict[str, Any]:
+        # The fields count_tokens accepts (it rejects max_tokens, stream and sampling).
+        body = self._build_body(model, request, False)
+        return {k: body[k] for k in _COUNT_FIELDS if k in body}
+
+    def _parse_count(self, model: str, data: Any) -> int:
+        return self._count_field(model, data, "input_tokens")
+
     def _parse_response(self, model: str, data: Any) -> Response:
         parser = _AnthropicStreamParser(self, model)
         parser.absorb_message(data)
@@ -289,6 +315,7 @@ class _AnthropicStreamParser:
         "_pending",
         "_provider",
         "_reply_model",
+        "_thinking",
         "_tools",
         "_whole",
     )
@@ -303,6 +330,8 @@ class _AnthropicStreamParser:
         # tool_use blocks whose content_block_start already carried a full input
         # (some gateways do that instead of input_json_delta fragments)
         self._pending: dict[int, dict[str, Any]] = {}
+        # block index -> the thinking block being streamed (text and signature so far)
+        self._thinking: dict[int, dict[str, Any]] = {}
         self._input = self._cache_write = self._cache_read = self._output = 0
         # The dated model id the API reports; errors keep naming the requested model.
         self._reply_model: str | None = None
@@ -399,8 +428,16 @@ class _AnthropicStreamParser:
             text = delta["thinking"]
             if not isinstance(text, str):
                 raise self._bad("thinking_delta without a 'thinking' string", raw)
+            block = self._thinking.get(data["index"])
+            if block is not None:
+                block["thinking"] += text
             return (self._acc.reasoning(text),) if text else ()
-        # signature_delta (thinking integrity check), citations_delta, future kinds.
+        if kind == "signature_delta":
+            block = self._thinking.get(data["index"])
+            sig = delta.get("signature")
+            if block is not None and isinstance(sig, str):
+                block["signature"] += sig
+        # citations_delta, future kinds: nothing to keep.
         return ()
 
     def _block(self, index: int, block: dict[str, Any], raw: Any) -> tuple[StreamEvent, ...]:
@@ -427,6 +464,18 @@ class _AnthropicStreamParser:
                 self._pending[index] = args
             return (acc.tool(tool, call_id, name),)
         self._blocks[index] = -1
+        if kind == "redacted_thinking":
+            acc.reasoning_items.append(dict(block))  # opaque: sent back as it came
+            return ()
+        if kind == "thinking":
+            if whole:
+                acc.reasoning_items.append(dict(block))
+            else:
+                self._thinking[index] = {
+                    "type": "thinking",
+                    "thinking": block.get("thinking") or "",
+                    "signature": block.get("signature") or "",
+                }
         if kind == "text" or kind == "thinking":
             # Text and thinking blocks start empty on the real API; keep any text a
             # gateway puts in the start event rather than dropping it.
@@ -444,6 +493,10 @@ class _AnthropicStreamParser:
     def _block_stop(self, data: dict[str, Any]) -> tuple[StreamEvent, ...]:
         index = data.get("index")
         if not isinstance(index, int):
+            return ()
+        thinking = self._thinking.pop(index, None)
+        if thinking is not None:
+            self._acc.reasoning_items.append(thinking)
             return ()
         args = self._pending.pop(index, None)
         if args is None:

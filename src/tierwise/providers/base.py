@@ -307,6 +307,53 @@ class Provider(AsyncClosing, ABC):
                 f"unexpected {what} shape ({type(exc).__name__}: {exc})", content, model
             ) from None
 
+    def supports_token_counting(self, model: str) -> bool:
+        """Whether ``count_tokens`` has an endpoint for ``model`` (the ``_count_*`` hooks)."""
+        return False
+
+    async def count_tokens(self, model: str, request: Request) -> int:
+        """The exact prompt size of ``request`` on ``model``, counted by the provider.
+
+        Only where the API has a counting endpoint (Anthropic ``count_tokens``, Gemini
+        ``countTokens``, OpenAI Responses ``input_tokens``); elsewhere ``NotFoundError``.
+        It is one more HTTP request, free at every provider that offers it but not
+        free of latency, so nothing calls it unless asked (``exact_token_counts``).
+        Errors are the same ``ProviderError`` subclasses as ``complete``.
+        """
+        if not self.supports_token_counting(model):
+            raise NotFoundError(
+                f"provider {self.name!r} has no token-counting endpoint for {model!r}",
+                provider=self.name,
+                model=model,
+            )
+        self._check_key(model)
+        count, _ = await self._post_json(
+            self._client_for(self._count_url(model)),
+            self._count_body(model, request),
+            model,
+            "token count reply",
+            lambda data: self._parse_count(model, data),
+        )
+        return count
+
+    def _count_url(self, model: str) -> str:
+        raise NotImplementedError
+
+    def _count_body(self, model: str, request: Request) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _parse_count(self, model: str, data: Any) -> int:
+        raise NotImplementedError
+
+    def _count_field(self, model: str, data: Any, key: str) -> int:
+        """``data[key]`` as a token count; a reply without one is a ``ProtocolError``."""
+        value = data.get(key) if isinstance(data, dict) else None
+        if type(value) is not int or value < 0:
+            if isinstance(data, dict) and data.get("error"):
+                raise self._inband_error(data, model)
+            raise self._protocol_error(f"token count reply has no {key!r}", json.dumps(data)[:500], model)
+        return value
+
     async def embed(self, model: str, texts: Sequence[str]) -> Embeddings:
         """Embedding vectors for ``texts``, in input order, from ``model``.
 

@@ -16,10 +16,12 @@ Wire format only, over httpx. Choices that are not obvious from the API referenc
   echoed back on ``functionCall``/``functionResponse`` so newer models, which
   check that they match, accept the history.
 * **Thought signatures.** Gemini 3 rejects a history whose function calls lack the
-  ``thoughtSignature`` it issued. ``ToolCall`` has no field to carry it, so replayed
-  calls get Google's documented ``skip_thought_signature_validator`` sentinel (the
-  call works; the model's private reasoning state for that turn is not restored).
-  A caller who kept the real signature can pass Gemini-native parts as content.
+  ``thoughtSignature`` it issued. The signature of each call is kept on
+  ``ToolCall.thought_signature`` and sent back with the call unchanged. Only a turn
+  with no known signature at all (written by hand, or answered by another provider
+  before a fallback) gets Google's documented ``skip_thought_signature_validator``
+  stand-in: the call is accepted, but the model's reasoning state is not restored.
+  Thought parts (``thought: true``) go to ``Response.reasoning``, never ``text``.
 * **Schemas.** ``Tool.parameters`` and ``response_format`` schemas are full JSON
   Schema, so they go in ``parametersJsonSchema`` / ``responseJsonSchema``; the older
   ``parameters`` / ``responseSchema`` fields take an OpenAPI subset and reject
@@ -187,6 +189,24 @@ class Gemini(Provider):
             parser.absorb(chunk)
         return parser.finish()
 
+    # -- token counting (models/{model}:countTokens) ----------------------------
+
+    def supports_token_counting(self, model: str) -> bool:
+        return True
+
+    def _count_url(self, model: str) -> str:
+        return f"{self.base_url}/{_resource(model)}:countTokens"
+
+    def _count_body(self, model: str, request: Request) -> dict[str, Any]:
+        # generateContentRequest (not bare contents) so the system prompt and tools count too.
+        inner = self._build_body(model, request, False)
+        inner.pop("generationConfig", None)
+        inner.pop("toolConfig", None)
+        return {"generateContentRequest": {"model": _resource(model), **inner}}
+
+    def _parse_count(self, model: str, data: Any) -> int:
+        return self._count_field(model, data, "totalTokens")
+
     # -- embeddings -------------------------------------------------------------
 
     def _embed_url(self, model: str) -> str:
@@ -312,6 +332,9 @@ class _Parser:
                 cid = call.get("id")
                 index = self.calls
                 self.calls += 1
+                sig = part.get("thoughtSignature")
+                if isinstance(sig, str) and sig:
+                    acc.signatures[index] = sig
                 events.append(
                     acc.tool(
                         index,

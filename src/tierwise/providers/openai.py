@@ -23,6 +23,12 @@ Normalization choices (documented here because callers rely on them):
 * both modes go through one parser (``_ChatStream``): a whole reply's message is
   folded like one big delta, so these rules are written once.
 
+The Responses API (``POST {base_url}/responses``) is spoken instead for the whole
+provider (``api="responses"``) or for the models listed in ``responses_models``
+(what a deployment's ``api = "responses"`` sets); its body and parser are in
+``_responses``. Chat Completions stays the default: every compatible server speaks
+it, while the Responses API is OpenAI's own (and a few servers').
+
 Embeddings (``embed``) use ``POST {base_url}/embeddings`` with
 ``encoding_format: "float"`` (so a server never answers base64 strings); vectors are
 put back in input order by their ``index``, and a reply whose indices do not cover
@@ -33,8 +39,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Unpack
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Unpack
 
 import httpx
 
@@ -44,6 +50,7 @@ from ._accumulate import StreamAccumulator, cost_amount, token_count
 from ._compat import COMPATIBLE_SERVERS, FINISH, OpenAICompat
 from ._errors import ErrorInfo, classify_error
 from ._normalize import check_embeddings, embedding_vector
+from ._responses import ResponsesStream, responses_body
 from ._sse import SSEEvent
 from .base import Provider, ProviderOptions
 
@@ -53,6 +60,18 @@ if TYPE_CHECKING:
 __all__ = ["COMPATIBLE_SERVERS", "OpenAI", "OpenAICompat"]
 
 _EMPTY: dict[str, Any] = {}
+#: The request fields ``POST /responses/input_tokens`` takes.
+_COUNT_FIELDS = (
+    "model",
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+    "previous_response_id",
+)
 
 
 def _usage(raw: Any) -> Usage:
@@ -118,7 +137,7 @@ def _reasoning_text(obj: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _message(m: Message) -> dict[str, Any]:
+def _message(m: Message, server: str) -> dict[str, Any]:
     role = m.role
     content = m.content
     if role == "tool":
@@ -137,6 +156,11 @@ def _message(m: Message) -> dict[str, Any]:
                 for tc in m.tool_calls
             ],
         }
+        for item in m.reasoning_items:
+            # DeepSeek rejects a tool-calling turn without its reasoning_content. Sent
+            # only to the server that wrote it: OpenAI and Mistral reject unknown fields.
+            if item.get("type") == "reasoning_content" and item.get("server") == server:
+                out["reasoning_content"] = item.get("text", "")
     else:
         out = {"role": role, "content": "" if content is None else content}
     if m.name:
@@ -245,6 +269,10 @@ class OpenAI(Provider):
     ``compat`` picks the row: a name such as ``"deepseek"`` or an ``OpenAICompat``.
     The key defaults to the row's environment variable; the base URL to the row's
     default (or, for ``"gateway"``, ``TIERWISE_GATEWAY_BASE_URL``).
+
+    ``api`` picks the wire format for every model: ``"chat"`` (Chat Completions,
+    the default) or ``"responses"`` (the Responses API); ``responses_models`` names
+    models that use the Responses API while the rest stay on Chat Completions.
     """
 
     name = "openai"
@@ -268,8 +296,14 @@ class OpenAI(Provider):
         http_client: httpx.AsyncClient | None = None,
         *,
         compat: str | OpenAICompat = "openai",
+        api: Literal["chat", "responses"] = "chat",
+        responses_models: Collection[str] = (),
         **options: Unpack[ProviderOptions],
     ) -> None:
+        if api not in ("chat", "responses"):
+            raise ConfigError(f"api must be 'chat' or 'responses', got {api!r}", field="api")
+        self._all_responses = api == "responses"
+        self._responses_models = frozenset(responses_models)
         if isinstance(compat, OpenAICompat):
             row = compat
         else:
@@ -292,6 +326,7 @@ class OpenAI(Provider):
         super().__init__(api_key, base_url, http_client, **options)
         # Per-instance constants so building a body does no lookups in the row.
         self._chat_url = self.base_url + "/chat/completions"
+        self._responses_url = self.base_url + "/responses"
         self._embeddings_url = self.base_url + "/embeddings"
         self._max_tokens_field = row.max_tokens_field
         self._stream_usage = row.stream_usage
@@ -313,8 +348,12 @@ class OpenAI(Provider):
 
     # -- request -------------------------------------------------------------
 
+    def uses_responses(self, model: str) -> bool:
+        """Whether calls to ``model`` go over the Responses API."""
+        return self._all_responses or model in self._responses_models
+
     def _url(self, model: str, stream: bool) -> str:
-        return self._chat_url
+        return self._responses_url if self.uses_responses(model) else self._chat_url
 
     def batch_api(self) -> BatchWire | None:
         if not self._compat.batch_api:
@@ -324,7 +363,10 @@ class OpenAI(Provider):
         return OpenAIBatchWire(self)
 
     def _build_body(self, model: str, request: Request, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
+        if self._all_responses or model in self._responses_models:
+            return responses_body(self, model, request, stream)
+        name = self.name
+        body: dict[str, Any] = {"model": model, "messages": [_message(m, name) for m in request.messages]}
         if request.max_tokens is not None:
             body[self._max_tokens_field] = request.max_tokens
         if request.temperature is not None:
@@ -372,12 +414,33 @@ class OpenAI(Provider):
         return finish
 
     def _parse_response(self, model: str, data: Any) -> Response:
-        parser = _ChatStream(self, model, whole=True)
+        parser: _ChatStream | ResponsesStream
+        if self.uses_responses(model):
+            parser = ResponsesStream(self, model)
+        else:
+            parser = _ChatStream(self, model, whole=True)
         parser.absorb_reply(data)
         return parser.finish()
 
-    def _stream_parser(self, model: str) -> _ChatStream:
+    def _stream_parser(self, model: str) -> _ChatStream | ResponsesStream:
+        if self.uses_responses(model):
+            return ResponsesStream(self, model)
         return _ChatStream(self, model)
+
+    # -- token counting (Responses API only: POST /responses/input_tokens) ------
+
+    def supports_token_counting(self, model: str) -> bool:
+        return self.uses_responses(model)
+
+    def _count_url(self, model: str) -> str:
+        return self._responses_url + "/input_tokens"
+
+    def _count_body(self, model: str, request: Request) -> dict[str, Any]:
+        body = responses_body(self, model, request, False)
+        return {k: body[k] for k in _COUNT_FIELDS if k in body}
+
+    def _parse_count(self, model: str, data: Any) -> int:
+        return self._count_field(model, data, "input_tokens")
 
     # -- embeddings ----------------------------------------------------------
 
@@ -450,7 +513,7 @@ class _ChatStream:
     cannot be truncated (no ``finish_reason`` means it ended normally).
     """
 
-    __slots__ = ("_acc", "_model", "_owner", "_refused", "_reported", "_whole")
+    __slots__ = ("_acc", "_model", "_owner", "_reasoning_field", "_refused", "_reported", "_whole")
 
     def __init__(self, owner: OpenAI, model: str, *, whole: bool = False) -> None:
         self._owner = owner
@@ -461,6 +524,7 @@ class _ChatStream:
         self._acc = StreamAccumulator(owner.name, model, (owner._api_key,))
         self._refused = False
         self._whole = whole
+        self._reasoning_field = False  # reasoning came as DeepSeek's reasoning_content
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
         data = event.data
@@ -517,6 +581,8 @@ class _ChatStream:
             reasoning = _reasoning_text(part)
             if reasoning:
                 out.append(acc.reasoning(reasoning))
+                if isinstance(part.get("reasoning_content"), str):
+                    self._reasoning_field = True
             content = part.get("content")
             if isinstance(content, str):
                 if content:
@@ -570,6 +636,11 @@ class _ChatStream:
 
     def finish(self) -> Response:
         response = self._acc.build(default_finish="stop" if self._whole else None)
+        if self._reasoning_field and response.tool_calls:
+            # Kept to go back with the tool results (``_message``), tagged with the server.
+            response.reasoning_items.append(
+                {"type": "reasoning_content", "text": response.reasoning, "server": self._owner.name}
+            )
         if self._reported:
             response.model = self._reported
         if self._refused:

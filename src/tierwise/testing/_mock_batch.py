@@ -29,6 +29,7 @@ from typing import Any
 from ._mock_http import _json_reply, _Op
 from ._mock_model import MockRequest, _ModelState
 from ._mock_reply import _answer
+from ._mock_responses import RESPONSES
 from ._mock_wire import _ANTHROPIC, _GEMINI, _OPENAI, _Wire
 
 __all__ = ["MockBatches"]
@@ -169,7 +170,9 @@ class MockBatches:
             state = state_for(model)
             if state is None:
                 return _json_reply(404, _OPENAI.error_body(404, model), (), close)
-            items.append(self._answer_item(_OPENAI, model, str(row.get("custom_id")), row["body"], state))
+            # Lines for the Responses API are answered in its shape (the batch's endpoint).
+            wire = RESPONSES if str(row.get("url", "")).endswith("/responses") else _OPENAI
+            items.append(self._answer_item(wire, model, str(row.get("custom_id")), row["body"], state))
         label = str((data.get("metadata") or {}).get("tierwise_job", ""))
         batch = _Batch(
             self._new_id("batch_mock"), "openai", model, self.clock(), items, input_file=file_id, label=label

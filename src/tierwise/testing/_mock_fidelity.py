@@ -31,6 +31,10 @@ def strict_problem(provider: str, data: Mapping[str, Any], *, embeddings: bool) 
     """Why the real API would answer 400 to this body, or ``None``."""
     if embeddings:
         return None
+    if provider == "responses":
+        from ._mock_responses import responses_problem
+
+        return responses_problem(data)
     if provider == "openai":
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -77,7 +81,15 @@ def choices_of(data: Mapping[str, Any]) -> int:
 
 def _schema_request(provider: str, data: Mapping[str, Any]) -> tuple[bool, Any]:
     """(JSON requested, its schema or None) for this request body."""
-    if provider == "openai":
+    if provider == "responses":
+        text = data.get("text")
+        fmt = text.get("format") if isinstance(text, Mapping) else None
+        if isinstance(fmt, Mapping):
+            if fmt.get("type") == "json_schema":
+                return True, fmt.get("schema")
+            if fmt.get("type") == "json_object":
+                return True, None
+    elif provider == "openai":
         fmt = data.get("response_format")
         if isinstance(fmt, Mapping):
             if fmt.get("type") == "json_schema":

@@ -120,10 +120,23 @@ def embedding_inputs(provider: str | None, body: Mapping[str, Any]) -> list[str]
 
 def _prompt_text(provider: str | None, body: Mapping[str, Any]) -> str:
     parts: list[str] = []
-    embedded = embedding_inputs(provider, body) if "input" in body or "requests" in body else None
+    embedded = (
+        embedding_inputs(provider, body)
+        if provider != "responses" and ("input" in body or "requests" in body)
+        else None
+    )
     if embedded is not None:
         return "\n".join(t for t in embedded if t)
-    if provider == "gemini":
+    if provider == "responses":
+        if isinstance(body.get("instructions"), str):
+            parts.append(body["instructions"])
+        value = body.get("input")
+        for item in [value] if isinstance(value, str) else value if isinstance(value, list) else ():
+            if isinstance(item, str):
+                parts.append(item)
+            elif isinstance(item, dict):
+                parts.append(_text_of(item.get("content", item.get("output"))))
+    elif provider == "gemini":
         system = body.get("systemInstruction") or body.get("system_instruction")
         if isinstance(system, dict):
             parts.append(_text_of(system.get("parts")))
@@ -140,6 +153,14 @@ def _prompt_text(provider: str | None, body: Mapping[str, Any]) -> str:
 
 
 def _last_user_text(provider: str | None, body: Mapping[str, Any]) -> str:
+    if provider == "responses":
+        value = body.get("input")
+        if isinstance(value, str):
+            return value
+        for item in reversed(value if isinstance(value, list) else ()):
+            if isinstance(item, dict) and item.get("role") == "user":
+                return _text_of(item.get("content"))
+        return ""
     if provider == "gemini":
         for content in reversed(body.get("contents") or ()):
             if isinstance(content, dict) and content.get("role", "user") == "user":
@@ -157,6 +178,8 @@ def _max_tokens(provider: str, body: Mapping[str, Any]) -> int | None:
         value = config.get("maxOutputTokens") if isinstance(config, dict) else None
     elif provider == "openai":
         value = body.get("max_completion_tokens", body.get("max_tokens"))
+    elif provider == "responses":
+        value = body.get("max_output_tokens")
     else:
         value = body.get("max_tokens")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
@@ -213,6 +236,11 @@ class MockModel:
     rate_limit_requests: int | None = None
     rate_limit_tokens: int | None = None
     enforce_rate_limits: bool = False
+    #: Reasoning/thinking text the model sends besides its answer, in each format:
+    #: OpenAI ``reasoning_content`` (DeepSeek), a Responses ``reasoning`` item (with
+    #: ``encrypted_content``), an Anthropic ``thinking`` block with a ``signature``,
+    #: Gemini ``thought`` parts and ``thoughtSignature`` on function calls.
+    thinking: str | None = None
     #: Answer structured-output requests (``response_format``, Gemini's JSON mime type)
     #: with broken JSON instead of a value matching the schema: for testing verifiers.
     invalid_json: bool = False
@@ -272,12 +300,15 @@ class MockModel:
 
 @dataclass
 class ModelStats:
-    """Per-model counters: requests seen, how many were streams, served OK, and faults by kind."""
+    """Per-model counters: requests seen, how many were streams, served OK, faults by
+    kind, and token-counting requests."""
 
     requests: int = 0
     streamed: int = 0
     ok: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    #: Token-counting requests (count_tokens, countTokens, input_tokens); not in ``requests``.
+    token_counts: int = 0
 
 
 class _ModelState:

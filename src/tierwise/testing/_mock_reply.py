@@ -20,6 +20,7 @@ from ._mock_model import (
     estimate_tokens,
 )
 from ._mock_wire import _GEMINI, _OPENAI, _Answer, _Wire
+from ._mock_wire_core import _OpenAIWire
 
 
 def _open(
@@ -138,7 +139,7 @@ def _respond(
     if kind == "inband_error" and not sse:
         ops += _json_reply(
             200,
-            wire.error_body(500 if wire is _OPENAI else 529, answer.model, request_id=rid),
+            wire.error_body(500 if isinstance(wire, _OpenAIWire) else 529, answer.model, request_id=rid),
             headers,
             close,
         )
@@ -219,6 +220,8 @@ def _answer(st: _ModelState, rec: MockRequest, data: dict[str, Any], wire: _Wire
         created=int(time.time()),
         chunk_chars=m.tokens_per_chunk * _CHARS_PER_TOKEN,
         n=choices_of(data) if wire is _OPENAI else 1,
+        thinking=m.thinking or "",
+        opaque=wire.name != "responses" or "reasoning.encrypted_content" in (data.get("include") or ()),
     )
 
 

@@ -7,6 +7,8 @@ one instance of each wire the server uses.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -17,7 +19,15 @@ from ..providers._render import anthropic_error
 from ._mock_http import _dumps
 from ._mock_wire_core import _Answer, _Events, _OpenAIWire, _pieces, _sse, _tool_id, _Wire
 
-__all__ = ["_ANTHROPIC", "_GEMINI", "_OPENAI", "_Answer", "_Wire"]
+__all__ = ["_ANTHROPIC", "_GEMINI", "_OPENAI", "_Answer", "_Wire", "signature"]
+
+
+def signature(a: _Answer) -> str:
+    """The opaque signature the mock gives ``a``'s thinking (Anthropic ``signature``,
+    Gemini ``thoughtSignature``): derived from the model and the thinking, so the same
+    answer streamed and not carries the same one, and a test can check it came back."""
+    digest = hashlib.sha256(f"sig\0{a.model}\0{a.thinking}".encode()).digest()
+    return base64.b64encode(digest * 3).decode()
 
 
 class _AnthropicWire(_Wire):
@@ -62,6 +72,8 @@ class _AnthropicWire(_Wire):
 
     def reply_json(self, a: _Answer) -> bytes:
         content: list[dict[str, Any]] = []
+        if a.thinking:
+            content.append({"type": "thinking", "thinking": a.thinking, "signature": signature(a)})
         if a.text or not a.tools:
             content.append({"type": "text", "text": a.text})
         for i, (name, args) in enumerate(a.tools):
@@ -98,21 +110,45 @@ class _AnthropicWire(_Wire):
         pre = [_sse("message_start", start)]
         text_block = bool(a.text or not a.tools)
         index = 0
-        if text_block:
-            block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        content: list[bytes] = []
+        if a.thinking:
+            # Thinking first (block 0): its deltas, then the signature, then the block's end.
+            block = {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "thinking", "thinking": ""},
+            }
             pre.append(_sse("content_block_start", block))
+            for piece in _pieces(a.thinking, a.chunk_chars):
+                delta = {"type": "thinking_delta", "thinking": piece}
+                content.append(
+                    _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+                )
+            sig = {"type": "signature_delta", "signature": signature(a)}
+            content[-1] += _sse(
+                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": sig}
+            )
+            content[-1] += _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+            index = 1
+        t = index
+        if text_block:
+            block = {"type": "content_block_start", "index": t, "content_block": {"type": "text", "text": ""}}
+            if a.thinking:
+                content[-1] += _sse("content_block_start", block)
+            else:
+                pre.append(_sse("content_block_start", block))
         pre.append(b'event: ping\ndata: {"type": "ping"}\n\n')
-        content = [
+        content += [
             _sse(
                 "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                {"type": "content_block_delta", "index": t, "delta": {"type": "text_delta", "text": piece}},
             )
             for piece in _pieces(a.text, a.chunk_chars)
         ]
         pending_stop = b""
         if text_block:
-            pending_stop = _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-            index = 1
+            pending_stop = _sse("content_block_stop", {"type": "content_block_stop", "index": t})
+            index = t + 1
         for i, (name, args) in enumerate(a.tools):
             block_start = {
                 "type": "content_block_start",
@@ -241,17 +277,32 @@ class _GeminiWire(_Wire):
             "responseId": f"mock{a.seq}",
         }
 
+    @staticmethod
+    def _call_part(a: _Answer, i: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+        if a.thinking and i == 0:
+            # Gemini 3 signs the first call of a turn (parallel calls: only the first).
+            part["thoughtSignature"] = signature(a)
+        return part
+
     def _parts(self, a: _Answer) -> list[dict[str, Any]]:
-        parts: list[dict[str, Any]] = [{"text": a.text}] if a.text or not a.tools else []
-        parts += [{"functionCall": {"name": name, "args": args}} for name, args in a.tools]
+        parts: list[dict[str, Any]] = [{"text": a.thinking, "thought": True}] if a.thinking else []
+        parts += [{"text": a.text}] if a.text or not a.tools else []
+        parts += [self._call_part(a, i, name, args) for i, (name, args) in enumerate(a.tools)]
         return parts
 
     def reply_json(self, a: _Answer) -> bytes:
         return _dumps(self._response(a, self._parts(a), True))
 
     def stream_objects(self, a: _Answer) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        content = [self._response(a, [{"text": piece}], False) for piece in _pieces(a.text, a.chunk_chars)]
-        content += [self._response(a, [{"functionCall": {"name": n, "args": g}}], False) for n, g in a.tools]
+        content = [
+            self._response(a, [{"text": piece, "thought": True}], False)
+            for piece in _pieces(a.thinking, a.chunk_chars)
+        ]
+        content += [self._response(a, [{"text": piece}], False) for piece in _pieces(a.text, a.chunk_chars)]
+        content += [
+            self._response(a, [self._call_part(a, i, n, g)], False) for i, (n, g) in enumerate(a.tools)
+        ]
         return content, self._response(a, [{"text": ""}], True)
 
     def reply_array(self, a: _Answer) -> bytes:

@@ -33,6 +33,8 @@ class _Answer:
     created: int
     chunk_chars: int
     n: int = 1  # OpenAI ``n``: identical choices 0..n-1
+    thinking: str = ""  # reasoning text, sent in each provider's own format
+    opaque: bool = True  # Responses API: send encrypted_content (the request included it)
 
 
 def _tool_id(prefix: str, index: int, name: str, args: Mapping[str, Any]) -> str:
@@ -179,6 +181,10 @@ class _OpenAIWire(_Wire):
             "refusal": None,
             "annotations": [],
         }
+        if a.thinking:
+            message["reasoning_content"] = (
+                a.thinking
+            )  # DeepSeek's field, read by OpenRouter-style clients too
         if a.tools:
             message["tool_calls"] = [
                 {
@@ -231,7 +237,8 @@ class _OpenAIWire(_Wire):
         pre = [
             chunk({"role": "assistant", "content": "" if a.text or not a.tools else None, "refusal": None})
         ]
-        content = [chunk({"content": piece}) for piece in _pieces(a.text, a.chunk_chars)]
+        content = [chunk({"reasoning_content": piece}) for piece in _pieces(a.thinking, a.chunk_chars)]
+        content += [chunk({"content": piece}) for piece in _pieces(a.text, a.chunk_chars)]
         for i, (name, args) in enumerate(a.tools):
             content.append(
                 chunk(

@@ -24,10 +24,14 @@ over RST, half-close and back-pressure; one process serves ~14k JSON requests/s
 Supported endpoints::
 
     POST /v1/chat/completions, /chat/completions        OpenAI (JSON or SSE by "stream")
+    POST /v1/responses, /responses                      OpenAI Responses API (JSON or SSE by "stream")
     POST /v1/messages                                   Anthropic (JSON or SSE by "stream")
     POST /v1beta/models/{model}:generateContent         Gemini JSON   (also /v1/models/...)
     POST /v1beta/models/{model}:streamGenerateContent   Gemini SSE with ?alt=sse, else a JSON array
     POST /v1/embeddings, /embeddings                    OpenAI embeddings
+    POST /v1/messages/count_tokens                      Anthropic token counting
+    POST /v1beta/models/{model}:countTokens             Gemini token counting
+    POST /v1/responses/input_tokens                     OpenAI Responses input-token counting
     POST /v1beta/models/{model}:batchEmbedContents      Gemini embeddings
     GET  /v1/models, /health                            listing and readiness probe
 
@@ -67,6 +71,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote
 
 from ._mock_batch import MockBatches
+from ._mock_count import count_problem, count_reply
 from ._mock_embed import DEFAULT_EMBEDDING_DIM, EmbedFn, compute_vectors, hashed_embedding
 from ._mock_fidelity import strict_problem
 from ._mock_http import _Connection, _json_reply, _Op, _Replay
@@ -77,11 +82,13 @@ from ._mock_model import (
     MockRequest,
     ModelStats,
     _ModelState,
+    _prompt_text,
     embedding_inputs,
     estimate_tokens,
     load_config,
 )
 from ._mock_reply import _answer, _respond, _respond_embeddings
+from ._mock_responses import RESPONSES
 from ._mock_wire import _ANTHROPIC, _GEMINI, _OPENAI, _Wire
 
 __all__ = [
@@ -99,7 +106,12 @@ __all__ = [
 ]
 
 _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/v1alpha/models/")
-_GEMINI_ACTIONS = frozenset(("generateContent", "streamGenerateContent", "batchEmbedContents"))
+_GEMINI_ACTIONS = frozenset(("generateContent", "streamGenerateContent", "batchEmbedContents", "countTokens"))
+_COUNT_PATHS = {
+    "/v1/messages/count_tokens": "anthropic",
+    "/v1/responses/input_tokens": "openai",
+    "/responses/input_tokens": "openai",
+}
 _OPENAI_EMBEDDINGS = ("/v1/embeddings", "/embeddings")
 _COMPLETIONS = ("/v1/completions", "/completions")
 #: Paths of the provider batch APIs (``_mock_batch``), checked before model routing.
@@ -346,26 +358,32 @@ class MockLLMServer:
             self.log.write(f"{method} {target} {headers.get('content-length', '0')}b\n")
         wire: _Wire
         gemini: tuple[str, str] | None = None
-        embeddings = legacy = False
+        embeddings = legacy = counting = False
         if path in ("/v1/chat/completions", "/chat/completions"):
             wire = _OPENAI
+        elif path in ("/v1/responses", "/responses"):
+            wire = RESPONSES
         elif path == "/v1/messages":
             wire = _ANTHROPIC
         elif path in _OPENAI_EMBEDDINGS:
             wire, embeddings = _OPENAI, True
+        elif path in _COUNT_PATHS:
+            wire, counting = (_ANTHROPIC if _COUNT_PATHS[path] == "anthropic" else RESPONSES), True
         elif (gemini := _gemini_target(path)) is not None:
             wire = _GEMINI
             if gemini[1] not in _GEMINI_ACTIONS:
                 return self._not_found(method, path, headers, close)
             rec.stream = gemini[1] == "streamGenerateContent"
             embeddings = gemini[1] == "batchEmbedContents"
+            counting = gemini[1] == "countTokens"
         elif path in _COMPLETIONS:
             wire, legacy = _OPENAI, True
         elif (meta := meta_reply(self, method, path, headers, close)) is not None:
             return meta
         else:
             return self._not_found(method, path, headers, close)
-        rec.provider = wire.name
+        # The Responses API is OpenAI's: recorded as such (its body is told apart by shape).
+        rec.provider = "openai" if wire is RESPONSES else wire.name
         rid = f"req_mock{self._seq:08d}"
         hdrs = [(wire.request_id_header, rid)] if wire.request_id_header else []
 
@@ -381,6 +399,8 @@ class MockLLMServer:
         rec._json = data
         if not isinstance(data, dict):
             return error(400, "The request body must be a JSON object.")
+        if wire is RESPONSES:
+            rec._prompt = _prompt_text("responses", data)  # recorded as "openai": read by shape here
         if gemini is not None:
             model = gemini[0]
             sse = "alt=sse" in query
@@ -392,6 +412,15 @@ class MockLLMServer:
             rec.stream = data.get("stream") is True and not embeddings
             sse = rec.stream
         rec.model = model
+        if counting:
+            kind = "openai" if wire is RESPONSES else wire.name
+            problem = count_problem(kind, data) if self.strict else None
+            if problem is not None:
+                return error(400, problem, model)
+            state = self._state_for(model)
+            if state is None:
+                return error(404, None, model)
+            return count_reply("responses" if wire is RESPONSES else wire.name, state, rec, data, close, hdrs)
         if self.strict and not legacy:
             problem = strict_problem(wire.name, data, embeddings=embeddings)
             if problem is not None:
