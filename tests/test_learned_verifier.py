@@ -197,3 +197,49 @@ async def test_cascade_escalates_the_answer_the_verifier_doubts(fitted: LearnedV
     assert doubted.steps[0].note.startswith("learned: p(good)")
     assert kept.deployment == "cheap" and kept.route.label == "cascade[0]"
     assert kept.route.score is not None and kept.route.score >= fitted.threshold
+
+
+async def test_train_verifier_cli_from_audit_and_feedback(tmp_path: Path, capsys: Any) -> None:
+    """Audit log + feedback → answer rows → verifier.json → a config cascade that accepts with it."""
+    from tierwise.cli import main
+    from tierwise.observe.audit import AuditLog
+    from tierwise.routing.feedback import write_feedback
+
+    prompts, answers, good = dataset(60, seed=21)
+    prompts = [f"Problem {i}. {p}" for i, p in enumerate(prompts)]  # distinct requests
+    by_prompt = dict(zip(prompts, answers, strict=True))
+    models = {"cheap-m": MockModel(reply=lambda req: by_prompt.get(req.prompt, "#### 0"))}
+    audit_path = tmp_path / "audit.jsonl"
+    feedback = []
+    async with MockLLMServer(models) as server:
+        provider = OpenAI(api_key="sk-test", base_url=server.base_url + "/v1")
+        deps = {
+            "cheap": Deployment(
+                "cheap", provider, "cheap-m", spec=ModelSpec("cheap-m", "mock", input=1, output=2)
+            )
+        }
+        audit = AuditLog(audit_path, include_text=True, flush_interval_s=0)
+        async with Orchestrator(deps, audit=audit) as orch:
+            for p, g in zip(prompts, good, strict=True):
+                out = await orch.run(p)
+                feedback.append(Feedback.for_response(p, out, good=bool(g)))
+    write_feedback(tmp_path / "fb.jsonl", feedback)
+    rows_path, out_path = tmp_path / "rows.jsonl", tmp_path / "verifier.json"
+    argv = ["train-verifier", "--audit", str(audit_path), "--feedback", str(tmp_path / "fb.jsonl")]
+    code = main(
+        [*argv, "--emit-rows", str(rows_path), "--out", str(out_path), "--threshold", "0.6", "--json"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 60 and summary["held_out"] == 12
+    assert summary["held_out_auroc"] == 1.0  # the synthetic signal is clean
+    emitted = read_answer_rows(rows_path)
+    assert len(emitted) == 60 and {r.model for r in emitted} == {"cheap"}
+    assert {(r.prompt, r.answer, r.score) for r in emitted} == set(zip(prompts, answers, good, strict=True))
+    # The rows file is also an input of its own.
+    assert main(["train-verifier", "--rows", str(rows_path), "--out", str(tmp_path / "v2.json")]) == 0
+    assert "judged answers" in capsys.readouterr().out
+    verifier = LearnedVerifier.load(out_path)
+    assert verifier.threshold == 0.6 and verifier.trained_on == 60
+    assert main(["train-verifier", "--audit", str(audit_path), "--out", str(out_path)]) == 2
+    assert "--feedback" in capsys.readouterr().err
