@@ -7,7 +7,8 @@ multiplications. Two kinds of feature:
 * **Dense, hand-written signals** of answers that tend to be wrong, none of them
   tied to one benchmark: the answer's own arithmetic does not check out
   (``7 * 8 = 54``), it has no clear final number, the final number is
-  fractional or negative, it reuses few of the prompt's numbers, it hedges
+  fractional or negative, it reuses few of the prompt's numbers, it uses
+  numbers that are neither in the prompt nor results of its own steps, it hedges
   ("however", "assume", "approximately", "not possible"), its length.
 * **Hashed word uni- and bigrams of the answer** (sublinear term frequency, L2
   normalized, ``crc32`` so a saved model gives the same features in every
@@ -73,6 +74,12 @@ DENSE_NAMES: tuple[str, ...] = (
     "prompt_numbers_reused",
     "prompt_numbers",
     "final_in_prompt",
+    "equations",
+    "unexplained_numbers",
+    "final_is_last_result",
+    "answer_to_prompt_length",
+    "distinct_answer_numbers",
+    "operand_from_nowhere",
     *(f"hedge:{h}" for h in HEDGES),
 )
 
@@ -147,6 +154,24 @@ def _final(answer: str, numbers: list[str]) -> tuple[float | None, bool]:
     return (_number(numbers[-1]) if numbers else None), False
 
 
+def _provenance(answer: str, in_prompt: set[str], in_answer: set[str]) -> tuple[int, float, bool, bool]:
+    """``(equations, unexplained, final_is_last_result, operand_from_nowhere)``.
+
+    A number the answer uses that is neither in the prompt nor the result of one
+    of its own equations came from nowhere: a misread or invented quantity, the
+    commonest way a fluent step-by-step answer goes wrong.
+    """
+    equations = _EQUATION.findall(answer)
+    results = {r.replace(",", "") for _, r in equations}
+    operands = {n.replace(",", "") for expr, _ in equations for n in _NUM.findall(expr)}
+    unexplained = sum(1 for n in in_answer if n not in in_prompt and n not in results)
+    nowhere = any(n not in in_prompt and n not in results for n in operands)
+    final, _ = _final(answer, _NUM.findall(answer))
+    last = _number(equations[-1][1]) if equations else None
+    same = final is not None and last is not None and abs(final - last) < 1e-6
+    return len(equations), unexplained / 5.0, same, nowhere
+
+
 def dense(prompt: str, answer: str) -> list[float]:
     """The hand-written features, in ``DENSE_NAMES`` order (unscaled)."""
     lowered = answer.lower()
@@ -156,6 +181,7 @@ def dense(prompt: str, answer: str) -> list[float]:
     in_prompt = {n.replace(",", "") for n in _NUM.findall(prompt)}
     in_answer = {n.replace(",", "") for n in answer_numbers}
     integral = final is not None and math.isfinite(final) and final == int(final)
+    equations, unexplained, final_is_last, nowhere = _provenance(answer, in_prompt, in_answer)
     return [
         math.log1p(len(answer)),
         math.log1p(len(prompt.split())),
@@ -170,6 +196,12 @@ def dense(prompt: str, answer: str) -> list[float]:
         len(in_prompt & in_answer) / max(1, len(in_prompt)),
         len(in_prompt) / 10.0,
         float(integral and final is not None and str(int(final)) in in_prompt),
+        equations / 5.0,
+        unexplained,
+        float(final_is_last),
+        len(answer) / max(1, len(prompt)),
+        len(in_answer) / 10.0,
+        float(nowhere),
         *(float(h in lowered) for h in HEDGES),
     ]
 
