@@ -278,7 +278,7 @@ class LearnedVerifier(Verifier):
         yy = np.concatenate([np.ones_like(y), np.zeros_like(y)])
         ww = np.concatenate([y, 1.0 - y])
         keep = ww > 0
-        # liblinear: about 20x fewer seconds than lbfgs here (a few thousand rows, 32k
+        # liblinear: about 18x fewer seconds than lbfgs here (a few thousand rows, 32k
         # sparse columns) for the same held-out AUROC; it also penalizes the
         # intercept, which is harmless with standardized dense features.
         lr = LogisticRegression(C=c, solver="liblinear", max_iter=2000)
