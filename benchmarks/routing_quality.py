@@ -21,6 +21,10 @@ Cost of a query on model m = price_m × (prompt tokens + OUTPUT_TOKENS) / 1M, pr
 equal cost comes with a paired bootstrap interval over the 500 test prompts; ``--variants``
 runs the alternatives tried on a train-only validation split (selection looks only there).
 
+Track C — an answer-aware cascade on GSM8K (Mixtral → GPT-4, ``LearnedVerifier`` on the cheap
+answer), 5-fold CV; accuracy against the share escalated and cost with every verifier call,
+beside the prompt-only routers on the same folds (``routing_cascade.py``).
+
 Fit time — ``OutcomeModel.fit`` on 15,000 real prompts (all of MMLU, then GSM8K), median of 3.
 
 Usage::
@@ -28,6 +32,7 @@ Usage::
     python benchmarks/routing_quality.py --data ../shared/data/routing            # everything
     python benchmarks/routing_quality.py --data ../shared/data/routing --track A --plots docs
     python benchmarks/routing_quality.py --data ../shared/data/routing --track B --variants
+    python benchmarks/routing_quality.py --data ../shared/data/routing --track C --plots docs
     python benchmarks/routing_quality.py --data ../shared/data/routing --track fit   # 15,000-prompt fit
     python benchmarks/routing_quality.py --data ../shared/data/routing --track B --embeddings minilm --variants
 
@@ -554,7 +559,7 @@ def fit_time(data: str, n: int = 15_000, repeats: int = 3) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="the routing data directory (see its README)")
-    ap.add_argument("--track", choices=["A", "B", "fit", "all"], default="all")
+    ap.add_argument("--track", choices=["A", "B", "C", "fit", "all"], default="all")
     ap.add_argument("--bench", choices=["mmlu", "gsm8k", "both"], default="both")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--variants", action="store_true", help="also run the OutcomeModel variants tried")
@@ -576,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.track in ("B", "all"):
         track_b(args.data, args.plots, args.variants, args.embeddings, args.embedding_model)
+    if args.track in ("C", "all"):
+        from routing_cascade import track_c
+
+        track_c(args.data, args.folds, args.plots)
     if args.track in ("fit", "all"):
         fit_time(args.data, args.fit_prompts)
     return 0

@@ -215,10 +215,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise _UsageError(str(exc)) from None
         except OSError as exc:
             raise _UsageError(f"cannot write {args.html}: {exc.strerror or exc}") from None
+    shadow = None
+    if getattr(args, "shadow", None):
+        from .observe.shadow_report import format_shadow, summarize_shadow
+
+        try:
+            shadow = summarize_shadow(args.shadow)
+        except OSError as exc:
+            raise _UsageError(f"cannot read shadow log {exc.filename or ''}: {exc.strerror or exc}") from None
     if args.json:
-        _print_json(summary)
+        _print_json(summary if shadow is None else {**summary, "shadow": shadow})
     else:
         sys.stdout.write(format_report(summary) + "\n")
+        if shadow is not None:
+            sys.stdout.write(format_shadow(shadow) + "\n")
     return EXIT_OK
 
 
@@ -506,6 +516,12 @@ def _parser() -> argparse.ArgumentParser:
         "audit", nargs="+", help="audit logs (JSONL or SQLite), or globs: several processes' logs merge"
     )
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts")
+    p.add_argument(
+        "--shadow",
+        action="append",
+        metavar="FILE",
+        help="shadow logs (strategies.Shadow): agreement per route, projected cost vs the reference",
+    )
     common(p, config=False)
     p.set_defaults(func=_cmd_report)
 
@@ -621,6 +637,10 @@ def _parser() -> argparse.ArgumentParser:
         "--drain-s", type=float, default=30.0, help="shutdown waits this long for in-flight streams"
     )
     p.set_defaults(func=_cmd_serve)
+
+    from ._cli_verifier import add_parser as add_train_verifier
+
+    add_train_verifier(sub)
 
     p = sub.add_parser("mock-server", help="run the offline mock LLM server (OpenAI, Anthropic, Gemini)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

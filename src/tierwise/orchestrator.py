@@ -553,6 +553,11 @@ class Orchestrator(AsyncClosing):
         if self._closed:
             return
         self._closed = True
+        # Background work that still needs the connections (a Shadow's comparisons) finishes first.
+        for strategy in self.strategies.values():
+            drain = getattr(strategy, "drain", None)
+            if drain is not None:
+                await drain()
         # Requests queued for a rate-limit slot fail now rather than after their
         # window: a SIGTERM drains in the time in-flight calls take, not minutes.
         self.executor.close()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, ValidationInfo, model_validator
 
 from ..errors import ConfigError, did_you_mean
+from . import _shadow_table
 from ._errors import FieldError
 from .strategies import AnyClass, Ref, Resolver, StrategyModel, _Table, checked
 
@@ -479,4 +480,5 @@ BUILTIN: dict[str, type[StrategyModel]] = {
     "cascade": CascadeTable,
     "ensemble": EnsembleTable,
     "pipeline": PipelineTable,
+    "shadow": _shadow_table.ShadowTable,
 }

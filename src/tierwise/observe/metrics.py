@@ -194,6 +194,7 @@ class MetricsCollector:
         "_retries",
         "_savings",
         "_savings_requests",
+        "_shadow",
         "_sketch_index",
         "listener_errors",
     )
@@ -220,6 +221,7 @@ class MetricsCollector:
         self._baseline_cost = 0.0
         self._savings = 0.0
         self._savings_requests = 0
+        self._shadow: dict[str, dict[str, dict[str, Any]]] = {}
 
     def reset(self) -> None:
         """Forget every count (listeners stay)."""
@@ -419,6 +421,27 @@ class MetricsCollector:
         if self._listeners:
             self._emit(event)
 
+    def record_shadow(
+        self,
+        shadow: str,
+        route: str,
+        *,
+        agreed: bool,
+        cost_usd: float | None,
+        reference_cost_usd: float | None,
+    ) -> None:
+        """One shadow comparison (``strategies.Shadow``): did ``route``'s answer agree
+        with the reference, and what did each cost (``None``: price unknown)."""
+        row = self._shadow.setdefault(shadow, {}).setdefault(
+            route, {"compared": 0, "agreed": 0, "cost_usd": 0.0, "reference_cost_usd": 0.0, "priced": 0}
+        )
+        row["compared"] += 1
+        row["agreed"] += int(agreed)
+        if cost_usd is not None and reference_cost_usd is not None:
+            row["cost_usd"] += cost_usd
+            row["reference_cost_usd"] += reference_cost_usd
+            row["priced"] += 1
+
     # -- reading ----------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -459,4 +482,12 @@ class MetricsCollector:
             "labels": {k: v.to_dict() for k, v in sorted(self._labels.items())},
             "strategies": {k: v.to_dict() for k, v in sorted(self._paths.items())},
             "listener_errors": self.listener_errors,
+            # Shadow comparisons, per shadow strategy and route: agreement with its reference.
+            "shadow": {
+                name: {
+                    route: {**row, "agreement_rate": _rate(row["agreed"], row["compared"])}
+                    for route, row in sorted(routes.items())
+                }
+                for name, routes in sorted(self._shadow.items())
+            },
         }

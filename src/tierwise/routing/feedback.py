@@ -14,7 +14,8 @@ which answers were good; ``training_set`` joins the two into ``OutcomeModel.fit`
 ``request_hash`` is the audit record's key (``request_hash(prompt_or_request)``
 computes it in the app); ``model`` is a deployment alias and defaults to the
 model that answered that request in the audit; ``good`` (bool) or ``score``
-(0..1) is the verdict; ``source`` (``user``, ``verifier`` or ``judge``) and
+(0..1) is the verdict; ``source`` (``user``, ``verifier``, ``judge`` or ``shadow``:
+``strategies.Shadow``'s comparison with a reference model) and
 ``ts`` (ISO string or Unix seconds) are optional. Any other field is an error:
 a typo such as ``"scroe"`` must not silently drop a verdict.
 
@@ -67,8 +68,8 @@ __all__ = [
     "write_feedback",
 ]
 
-FeedbackSource = Literal["user", "verifier", "judge"]
-FEEDBACK_SOURCES: tuple[str, ...] = ("user", "verifier", "judge")
+FeedbackSource = Literal["user", "verifier", "judge", "shadow"]
+FEEDBACK_SOURCES: tuple[str, ...] = ("user", "verifier", "judge", "shadow")
 FEEDBACK_FIELDS: tuple[str, ...] = ("request_hash", "model", "good", "score", "source", "ts")
 DEFAULT_MIN_FEEDBACK = 10
 """Per model: fewer labeled prompts than this and a fitted regression is noise, not a router."""

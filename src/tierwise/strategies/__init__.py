@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .ensemble import Ensemble
     from .pipeline import Pipeline, Step
     from .router import Router
+    from .shadow import JudgeAgreement, SameAnswer, Shadow
 
 __all__ = [
     "Aggregator",
@@ -27,11 +28,14 @@ __all__ = [
     "Ensemble",
     "Fastest",
     "FirstValid",
+    "JudgeAgreement",
     "JudgePick",
     "MajorityVote",
     "Pipeline",
     "Router",
     "RunContext",
+    "SameAnswer",
+    "Shadow",
     "Single",
     "Step",
     "Strategy",
@@ -47,10 +51,13 @@ _LAZY = {
     "Ensemble": "ensemble",
     "Fastest": "aggregate",
     "FirstValid": "aggregate",
+    "JudgeAgreement": "shadow",
     "JudgePick": "aggregate",
     "MajorityVote": "aggregate",
     "Pipeline": "pipeline",
     "Router": "router",
+    "SameAnswer": "shadow",
+    "Shadow": "shadow",
     "Step": "pipeline",
     "run_batch": "batch",
 }

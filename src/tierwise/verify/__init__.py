@@ -8,7 +8,8 @@ plain functions work on either side.
 
 Local, free checks: ``FinishedNormally``, ``ValidJSON``, ``MatchesSchema``,
 ``MinLength``, ``NoRefusal``. Model-graded, one extra call each:
-``SelfConfidence``, ``Judge``. Anything else: ``Check(fn)``.
+``SelfConfidence``, ``Judge``. Learned from judged answers, local and free:
+``LearnedVerifier`` (``verify.learned``). Anything else: ``Check(fn)``.
 
     accept = FinishedNormally() & NoRefusal() & MinLength() & Judge("opus", threshold=0.7)
     cascade = tw.Cascade(["haiku", "sonnet", "opus"], accept=accept)
@@ -28,15 +29,28 @@ from .checks import (
     strip_fences,
 )
 from .graded import Judge, SelfConfidence, parse_score
+from .learned import (
+    ANSWER_ROW_FIELDS,
+    AnswerRow,
+    AnswerRowError,
+    LearnedVerifier,
+    answer_rows,
+    read_answer_rows,
+    write_answer_rows,
+)
 
 __all__ = [
+    "ANSWER_ROW_FIELDS",
     "DEFAULT_REFUSALS",
     "VERIFIER_NAMES",
     "AllOf",
+    "AnswerRow",
+    "AnswerRowError",
     "AnyOf",
     "Check",
     "FinishedNormally",
     "Judge",
+    "LearnedVerifier",
     "MatchesSchema",
     "MinLength",
     "NoRefusal",
@@ -48,8 +62,11 @@ __all__ = [
     "Verifier",
     "VerifyFn",
     "VerifyResult",
+    "answer_rows",
     "as_verifier",
     "from_config",
     "parse_score",
+    "read_answer_rows",
     "strip_fences",
+    "write_answer_rows",
 ]

@@ -175,6 +175,22 @@ def _check(v: Any, f: str, target: TargetResolver) -> Verifier:
     return Check(fn, threshold=threshold)
 
 
+def _learned(v: Any, f: str, target: TargetResolver) -> Verifier:
+    from .learned import LearnedVerifier
+
+    p: Mapping[str, Any] = {"model": v} if isinstance(v, str) else _table(v, f, ("model", "threshold"))
+    if "model" not in p:
+        raise _fail(f"{f}.model", 'learned needs model = "<verifier.json written by LearnedVerifier.save>"')
+    path = _str(p["model"], f"{f}.model")
+    threshold = _number(p["threshold"], f"{f}.threshold", 0.0, 1.0) if "threshold" in p else None
+    try:
+        return LearnedVerifier.load(path, threshold=threshold)
+    except FileNotFoundError:
+        raise _fail(f"{f}.model", f"verifier file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise _fail(f"{f}.model", f"cannot load learned verifier {path!r}: {exc}") from None
+
+
 def _group(kind: str) -> Callable[[Any, str, TargetResolver], Verifier]:
     def build(v: Any, f: str, target: TargetResolver) -> Verifier:
         if not isinstance(v, list) or not v:
@@ -198,6 +214,7 @@ _BUILDERS: dict[str, Callable[[Any, str, TargetResolver], Verifier]] = {
     "confidence": _confidence,
     "judge": _judge,
     "check": _check,
+    "learned": _learned,
     "all": _group("all"),
     "any": _group("any"),
     "not": _not,
@@ -212,8 +229,9 @@ def from_config(spec: Any, where: str, target: TargetResolver) -> Verifier:
     ``spec`` is a name (``"json"``: defaults), a one-key table
     (``{min_length = {ratio = 0.5}}``, ``{judge = {target = "opus", threshold = 0.7}}``,
     ``{schema = {type = "object", ...}}`` or ``{schema = "pkg.models:Answer"}``,
-    ``{check = "pkg.checks:fn"}``, ``{any = [...]}``, ``{not = "json"}``), or a list
-    of specs, all of which must accept (AND, in order, short-circuiting).
+    ``{check = "pkg.checks:fn"}``,
+    ``{learned = {model = "verifier.json", threshold = 0.6}}``, ``{any = [...]}``,
+    ``{not = "json"}``), or a list of specs, all of which must accept (AND, in order, short-circuiting).
     ``where`` is the field path of ``spec``; list items are ``where[i]``.
     ``target(value, field)`` resolves model aliases and strategy names.
     Raises ``ConfigError`` naming the offending field.
@@ -234,6 +252,6 @@ def from_config(spec: Any, where: str, target: TargetResolver) -> Verifier:
     builder = _BUILDERS.get(name)
     if builder is None:
         raise _fail(where, f"unknown verifier {name!r}; expected one of: {', '.join(VERIFIER_NAMES)}")
-    if isinstance(spec, str) and name in ("schema", "judge", "check", "all", "any", "not"):
+    if isinstance(spec, str) and name in ("schema", "judge", "check", "learned", "all", "any", "not"):
         raise _fail(where, f"verifier {name!r} needs parameters: {{{name} = ...}}")
     return builder(value, f"{where}.{name}" if isinstance(spec, Mapping) else where, target)
