@@ -72,24 +72,35 @@ class RedisServer:
 
 
 def run_workers(
-    config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str]
+    config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str], *, timeout: float = 90.0
 ) -> list[dict[str, Any]]:
-    """Start ``n_procs`` worker processes at once and collect their summaries."""
+    """Start ``n_procs`` worker processes at once and collect their summaries.
+
+    Bounded: a worker still running ``timeout`` seconds after the start is killed
+    (all of them are, on any failure), so a stuck worker fails the test instead of
+    hanging it or outliving it."""
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, str(config), json.dumps(args)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             env=env,
         )
         for _ in range(n_procs)
     ]
+    deadline = time.monotonic() + timeout
     out = []
-    for p in procs:
-        stdout, _ = p.communicate(timeout=60)
-        assert p.returncode == 0, stdout
-        out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            assert p.returncode == 0, stderr.decode()[-2000:]
+            out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     return out
 
 
@@ -103,6 +114,7 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     ok = 0
     sem = asyncio.Semaphore(conc)
+    tokens = 0
     async with tw.Orchestrator.from_config(config) as orch:
         if args.get("wait_cooling"):
             for _ in range(200):
@@ -111,11 +123,12 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
 
         async def one() -> None:
-            nonlocal ok
+            nonlocal ok, tokens
             async with sem:
                 try:
-                    await orch.run(tw.Request.from_prompt(prompt, max_tokens=max_tokens))
+                    resp = await orch.run(tw.Request.from_prompt(prompt, max_tokens=max_tokens))
                     ok += 1
+                    tokens += resp.usage.input_tokens + resp.usage.output_tokens
                 except Exception as exc:
                     inner = getattr(exc, "exceptions", None)
                     errors[type(inner[-1] if inner else exc).__name__] += 1
@@ -123,7 +136,7 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(one() for _ in range(n)))
         health = orch.health()
         trips = orch.state.round_trips if orch.state is not None else 0
-    return {"ok": ok, "errors": dict(errors), "health": health, "round_trips": trips}
+    return {"ok": ok, "errors": dict(errors), "health": health, "round_trips": trips, "tokens": tokens}
 
 
 if __name__ == "__main__":

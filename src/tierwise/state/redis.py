@@ -205,6 +205,33 @@ class RedisState:
         return self._conn.round_trips
 
     @property
+    def commands(self) -> int:
+        """Redis commands (scripts, lease refreshes) sent so far, over ``round_trips`` trips."""
+        return self._conn.commands
+
+    def stats(self) -> dict[str, object]:
+        """Counters for dashboards and ``orch.health()``: round trips, commands,
+        link errors, requests served by a fail-open fallback and refused by a
+        fail-closed one (per concern), and the concerns degraded right now."""
+        conn = self._conn
+        return {
+            "backend": "redis",
+            "shared": self.shared,
+            "degraded": sorted(conn.degraded),
+            "round_trips": conn.round_trips,
+            "commands": conn.commands,
+            "errors": conn.errors,
+            "fallbacks": dict(conn.fallbacks),
+            "refused": dict(conn.refused),
+        }
+
+    @property
+    def shared(self) -> bool:
+        """Whether the shared state is in use right now: Redis answered last time and
+        no concern is on its fallback."""
+        return not self._conn.degraded and not self._conn.down()
+
+    @property
     def degraded(self) -> frozenset[str]:
         """The concerns running on their ``on_error`` fallback right now (empty: all shared)."""
         return frozenset(self._conn.degraded)
