@@ -71,6 +71,60 @@ class RedisServer:
             self.proc = None
 
 
+class SlowProxy:
+    """A loopback TCP proxy in front of Redis that can hold every reply back by
+    ``delay`` seconds (the "Redis slow" tests): requests still reach Redis, the
+    answers come late. Runs on the test's own event loop."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.delay = 0.0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delayed: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if delayed and self.delay:
+                        await asyncio.sleep(self.delay)
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        for t in (
+            asyncio.ensure_future(pump(reader, up_w, False)),
+            asyncio.ensure_future(pump(up_r, writer, True)),
+        ):
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 def run_workers(
     config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str], *, timeout: float = 90.0
 ) -> list[dict[str, Any]]:

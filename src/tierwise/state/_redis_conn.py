@@ -26,6 +26,7 @@ counted (``round_trips``, ``commands``) for the benchmark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -294,14 +295,11 @@ class Conn:
         """A failed or timed-out exchange may leave replies unread: start afresh."""
         link, self._link = self._link, None
         if link is not None:
-            try:
+            # Closing a socket that already failed may fail again: nothing to do then.
+            with contextlib.suppress(Exception):
                 await link.disconnect(nowait=True)
-            except Exception:
-                pass
-            try:
+            with contextlib.suppress(Exception):
                 await self.client.connection_pool.release(link)
-            except Exception:
-                pass
 
     async def _exchange(self, batch: list[_Op]) -> list[Any]:
         """Send ``batch`` as one pipeline and read every reply (a script error is
