@@ -69,6 +69,7 @@ def _config(base_url: str, limits: str, budget: str) -> dict[str, Any]:
         },
         "retry": {"max_attempts": 1},
         "logging": {"level": "off"},
+        "telemetry": {"prometheus": True},
         "budget": {"limits": [{"scope": "total", "period": "day", "limit_usd": 100.0}]},
         "state": {
             "backend": "redis",
@@ -100,6 +101,12 @@ async def _outcomes(orch: tw.Orchestrator, n: int) -> list[str]:
     return out
 
 
+def _scrape(orch: tw.Orchestrator) -> str:
+    from prometheus_client import generate_latest
+
+    return bytes(generate_latest(orch.prometheus_registry)).decode()
+
+
 def _expected(limits: str, budget: str) -> str:
     return "ok" if limits == budget == "open" else "StateUnavailable"
 
@@ -111,12 +118,19 @@ def _check_outage(orch: tw.Orchestrator, limits: str, budget: str, outcomes: lis
     assert stats["shared"] is False
     assert all(entry["shared"] is False for entry in orch.health().values())
     n = len(outcomes)
+    scrape = _scrape(orch)
+    assert "tierwise_state_shared 0.0" in scrape
+    assert (
+        f'tierwise_state_refused_total{{concern="limits"}} {float(stats["refused"].get("limits", 0))}'
+        in scrape
+    )
     # The rate-limit slot is taken before the budget is reserved: closed limits
     # refuse first; open limits fall back, then the budget applies its own mode.
     if limits == "closed":
         assert stats["refused"] == {"limits": n} and "limits" not in stats["degraded"]
         return
     assert "limits" in stats["degraded"] and stats["fallbacks"]["limits"] == n
+    assert 'tierwise_state_degraded{concern="limits"} 1.0' in scrape
     if budget == "open":
         assert "budget" in stats["degraded"] and stats["fallbacks"]["budget"] == n
     else:
@@ -137,6 +151,7 @@ async def _resumed(orch: tw.Orchestrator) -> None:
         await asyncio.sleep(0.05)
     assert state.shared and state.degraded == frozenset()
     assert all(entry["shared"] is True for entry in orch.health().values())
+    assert "tierwise_state_shared 1.0" in _scrape(orch)
     limiter: Any = orch.executor.deployments["m"].limiter
     before = (await limiter.asnapshot())["requests_in_window"]
     await orch.run(tw.Request.from_prompt("hello", max_tokens=8))

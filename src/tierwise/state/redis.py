@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ._redis_budget import RedisBudgetStore
@@ -209,7 +209,7 @@ class RedisState:
         """Redis commands (scripts, lease refreshes) sent so far, over ``round_trips`` trips."""
         return self._conn.commands
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         """Counters for dashboards and ``orch.health()``: round trips, commands,
         link errors, requests served by a fail-open fallback and refused by a
         fail-closed one (per concern), and the concerns degraded right now."""
