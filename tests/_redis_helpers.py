@@ -71,25 +71,90 @@ class RedisServer:
             self.proc = None
 
 
+class SlowProxy:
+    """A loopback TCP proxy in front of Redis that can hold every reply back by
+    ``delay`` seconds (the "Redis slow" tests): requests still reach Redis, the
+    answers come late. Runs on the test's own event loop."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.delay = 0.0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delayed: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if delayed and self.delay:
+                        await asyncio.sleep(self.delay)
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        for t in (
+            asyncio.ensure_future(pump(reader, up_w, False)),
+            asyncio.ensure_future(pump(up_r, writer, True)),
+        ):
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 def run_workers(
-    config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str]
+    config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str], *, timeout: float = 90.0
 ) -> list[dict[str, Any]]:
-    """Start ``n_procs`` worker processes at once and collect their summaries."""
+    """Start ``n_procs`` worker processes at once and collect their summaries.
+
+    Bounded: a worker still running ``timeout`` seconds after the start is killed
+    (all of them are, on any failure), so a stuck worker fails the test instead of
+    hanging it or outliving it."""
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, str(config), json.dumps(args)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             env=env,
         )
         for _ in range(n_procs)
     ]
+    deadline = time.monotonic() + timeout
     out = []
-    for p in procs:
-        stdout, _ = p.communicate(timeout=60)
-        assert p.returncode == 0, stdout
-        out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            assert p.returncode == 0, stderr.decode()[-2000:]
+            out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     return out
 
 
@@ -103,6 +168,7 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     ok = 0
     sem = asyncio.Semaphore(conc)
+    tokens = 0
     async with tw.Orchestrator.from_config(config) as orch:
         if args.get("wait_cooling"):
             for _ in range(200):
@@ -111,11 +177,12 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
 
         async def one() -> None:
-            nonlocal ok
+            nonlocal ok, tokens
             async with sem:
                 try:
-                    await orch.run(tw.Request.from_prompt(prompt, max_tokens=max_tokens))
+                    resp = await orch.run(tw.Request.from_prompt(prompt, max_tokens=max_tokens))
                     ok += 1
+                    tokens += resp.usage.input_tokens + resp.usage.output_tokens
                 except Exception as exc:
                     inner = getattr(exc, "exceptions", None)
                     errors[type(inner[-1] if inner else exc).__name__] += 1
@@ -123,7 +190,7 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(one() for _ in range(n)))
         health = orch.health()
         trips = orch.state.round_trips if orch.state is not None else 0
-    return {"ok": ok, "errors": dict(errors), "health": health, "round_trips": trips}
+    return {"ok": ok, "errors": dict(errors), "health": health, "round_trips": trips, "tokens": tokens}
 
 
 if __name__ == "__main__":

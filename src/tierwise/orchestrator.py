@@ -469,9 +469,19 @@ class Orchestrator(AsyncClosing):
 
         Every configured deployment gets the same keys (``HealthState``'s fields),
         whether or not it has been called yet, so dashboards need no special case.
+        With a shared state backend (Redis) the circuits are the shared ones and
+        each entry has ``shared``: whether that view is current (``orch.state.stats()``
+        has the counters).
         """
         state = self.executor.health.state
-        return {alias: asdict(state(alias)) for alias in self.executor.deployments}
+        out = {alias: asdict(state(alias)) for alias in self.executor.deployments}
+        if self.state is not None:
+            # With a shared backend each entry also says whether it is the shared
+            # view (False while Redis is unreachable and this process is on its own).
+            shared = self.state.shared
+            for entry in out.values():
+                entry["shared"] = shared
+        return out
 
     # ------------------------------------------------------------------ recording
 

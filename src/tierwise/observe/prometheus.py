@@ -224,6 +224,42 @@ class _StateCollector:
     def describe(self) -> list[Any]:
         return []  # the names are known only when collected (budgets are optional)
 
+    def _shared_state(self) -> Iterator[Any]:
+        """With a shared backend (Redis): whether it is in use, which concerns run
+        on their fail-open fallback, and how many requests fell back or were refused."""
+        state = self.orch.state
+        if state is None:
+            return
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        ns = self._ns
+        stats = state.stats()
+        yield GaugeMetricFamily(
+            f"{ns}_state_shared",
+            "1 while the shared state backend (Redis) is in use.",
+            value=float(stats["shared"]),
+        )
+        degraded = GaugeMetricFamily(
+            f"{ns}_state_degraded",
+            "1 for a concern running on this process's own state (Redis unavailable, on_error = open).",
+            labels=["concern"],
+        )
+        for concern in ("limits", "budget", "health"):
+            degraded.add_metric([concern], 1.0 if concern in stats["degraded"] else 0.0)
+        yield degraded
+        for name, doc in (
+            ("fallbacks", "Requests served by a concern's fail-open fallback while Redis was unavailable."),
+            (
+                "refused",
+                "Requests refused (StateUnavailable) by a fail-closed concern while Redis was unavailable.",
+            ),
+        ):
+            counter = CounterMetricFamily(f"{ns}_state_{name}", doc, labels=["concern"])
+            counts: Any = stats[name]
+            for concern in ("limits", "budget", "health"):
+                counter.add_metric([concern], float(counts.get(concern, 0)))
+            yield counter
+
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
@@ -239,6 +275,7 @@ class _StateCollector:
             for state in _CIRCUIT_STATES:
                 circuit.add_metric([alias, state], 1.0 if state == now else 0.0)
         yield circuit
+        yield from self._shared_state()
         budget = self.orch.executor.budget
         if budget is None:
             return

@@ -76,6 +76,7 @@ class RedisBudgetStore:
         except RedisDown:
             from . import StateUnavailable
 
+            conn.fell_back("budget", fail_open=self.fail_open)
             if not self.fail_open:
                 raise StateUnavailable("budget: redis unavailable (on_error.budget = 'closed')") from None
             failed = self.local.reserve_now(checks, keys, amount)

@@ -1,29 +1,38 @@
-"""The connection side of the Redis backend: scripts, round trips, write-behind, leases.
+"""The connection side of the Redis backend: one pipelined link, scripts, leases.
 
-One ``_Conn`` per ``RedisState``. It loads the scripts once (``EVALSHA`` from then
-on, reloading after a ``SCRIPT FLUSH`` or a restart), counts every round trip
-(the benchmark reads ``round_trips``), and bounds every call by ``timeout_s``.
+One ``Conn`` per ``RedisState``. Every script call and every write goes through a
+single sender task that owns one Redis connection and sends whatever is queued
+as one pipeline (one round trip), then the next batch. Why one link rather than
+a pool: with 200 requests in flight a pool opens 200 connections (redis-py caps
+its pool at 100 and then *fails* the call), each paying its own round trip and
+syscalls; one pipelined link sends the 200 scripts in one or two round trips and
+costs the client a fraction of the CPU. Redis runs them in order, each script
+still atomic, so nothing about the semantics changes.
 
-Writes whose answer nobody waits for (a permit's release, a settlement, a
-circuit update) are queued and sent together in one pipeline on the next turn
-of the event loop: concurrent requests finishing together share one round
-trip. A write that fails stays queued (bounded) and goes with the next batch,
-so a settlement made while Redis was away is not lost when it returns.
+Writes whose answer nobody waits for (a permit's release, a settlement, a circuit
+update) are queued and go with the next script call, or after ``flush_delay_s``
+if none comes: a request's settlement rides on the next request's first script,
+which is how a routed request costs two round trips (limit, budget), not three.
+A write that fails stays queued (bounded) and goes with the next batch, so a
+settlement made while Redis was away is not lost when it returns.
 
-After a failure Redis is not asked again for ``retry_s``: a dead server must
-not cost every request a timeout. The first success after that clears the
-"degraded" flag (and logs it), which is the automatic recovery.
+No call waits longer than ``timeout_s`` (queueing included). After a failure
+Redis is not asked again for ``retry_s``: a dead server must not cost every
+request a timeout. The first success after that clears the ``degraded`` set (and
+logs it), which is the automatic recovery. Round trips and commands are
+counted (``round_trips``, ``commands``) for the benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import socket
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -40,8 +49,27 @@ class RedisDown(Exception):
     """Redis did not answer in time (or at all): the caller applies its fail mode."""
 
 
+class _Op:
+    """One queued command: a script by name (``script``) or a raw command
+    (``script`` is ``None``, the command in ``args``); ``fut`` is ``None`` for a write."""
+
+    __slots__ = ("args", "fut", "keys", "script")
+
+    def __init__(
+        self,
+        script: str | None,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        fut: asyncio.Future[Any] | None,
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.fut = fut
+
+
 class Conn:
-    """A redis-py asyncio client with the scripts, the counters and the write queue."""
+    """A redis-py asyncio connection with the scripts, the counters and the queue."""
 
     def __init__(
         self,
@@ -53,6 +81,7 @@ class Conn:
         retry_s: float,
         lease_s: float,
         refresh_s: float = 0.5,
+        flush_delay_s: float = 0.002,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -61,12 +90,19 @@ class Conn:
         self.retry_s = retry_s
         self.lease_s = lease_s
         self.refresh_s = refresh_s
+        self.flush_delay_s = flush_delay_s
         #: Run every ``refresh_s`` (the shared views: circuits, budget spend).
         self.tickers: list[Callable[[], Awaitable[object]]] = []
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.owners_key = prefix + "owners"
         self.round_trips = 0
+        self.commands = 0
         self.errors = 0
+        #: Requests served by a concern's ``on_error`` fallback, per concern.
+        self.fallbacks: Counter[str] = Counter()
+        #: Requests refused (``StateUnavailable``) by a fail-closed concern, per concern.
+        self.refused: Counter[str] = Counter()
+        self._outage = False
         self.degraded: set[str] = set()
         self._down_until = -math.inf
         self._sources = {
@@ -75,8 +111,13 @@ class Conn:
             if isinstance(getattr(scripts, name), str)
         }
         self._sha: dict[str, str] = {}
-        self._pending: deque[tuple[str, Sequence[Any], Sequence[Any]]] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        self._calls: deque[_Op] = deque()
+        self._writes: deque[_Op] = deque()
+        self._writes_due = False
+        self._kick: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._link: Any = None
+        self._sender: asyncio.Task[None] | None = None
         self._heart: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -86,161 +127,234 @@ class Conn:
         """Whether Redis failed within ``retry_s`` (callers skip it meanwhile)."""
         return self.clock.now() < self._down_until
 
-    def _failed(self, concern: str, exc: BaseException) -> RedisDown:
+    def _mark_down(self, exc: BaseException) -> None:
         self.errors += 1
         self._down_until = self.clock.now() + self.retry_s
-        if concern not in self.degraded:
-            self.degraded.add(concern)
-            _log.warning(
-                "redis unavailable for %s (%s: %s); applying its on_error mode",
-                concern,
-                type(exc).__name__,
-                exc,
-            )
+        if not self._outage:
+            self._outage = True
+            _log.warning("redis unavailable (%s); each concern applies its on_error mode", type(exc).__name__)
+
+    def _failed(self, concern: str, exc: BaseException) -> RedisDown:
+        self._mark_down(exc)
         return RedisDown(f"redis unavailable for {concern}: {type(exc).__name__}")
 
+    def fell_back(self, concern: str, *, fail_open: bool) -> None:
+        """A request met an outage in ``concern``: served by this process's own
+        state (``fail_open``: counted in ``fallbacks``, flagged in ``degraded``,
+        logged once per outage) or refused (counted in ``refused``)."""
+        if not fail_open:
+            self.refused[concern] += 1
+            return
+        self.fallbacks[concern] += 1
+        if concern not in self.degraded:
+            self.degraded.add(concern)
+            _log.warning("redis unavailable: %s falls back to this process's own state", concern)
+
     def _ok(self) -> None:
-        if self.degraded:
+        if self._outage or self.degraded:
             _log.warning(
-                "redis reachable again; shared state resumed for %s", ", ".join(sorted(self.degraded))
+                "redis reachable again; shared state resumed%s",
+                f" for {', '.join(sorted(self.degraded))}" if self.degraded else "",
             )
             self.degraded.clear()
+            self._outage = False
         self._down_until = -math.inf
 
-    # -- calls -----------------------------------------------------------------------
-
-    async def _load(self) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        names = list(self._sources)
-        for name in names:
-            pipe.script_load(self._sources[name])
-        self.round_trips += 1
-        shas = await pipe.execute()
-        self._sha = dict(zip(names, shas, strict=True))
+    # -- the public face -------------------------------------------------------------
 
     async def call(self, concern: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run one script, with any queued writes ahead of it in the same round trip.
+        """Run one script (queued writes go ahead of it, in the same round trip).
         ``RedisDown`` when Redis is marked down or does not answer within ``timeout_s``."""
-        if self.down():
+        if self.down() or self._closed:
             raise RedisDown(f"redis unavailable for {concern}")
         self._ensure_tasks()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls.append(_Op(script, keys, args, fut))
+        self._poke(now=True)
         try:
             async with asyncio.timeout(self.timeout_s):
-                result = await self._run(script, keys, args)
+                result = await fut
         except RedisDown:
             raise
-        except (TimeoutError, OSError, _redis_errors()) as exc:
+        except TimeoutError as exc:
             raise self._failed(concern, exc) from None
-        self._ok()
+        if isinstance(result, Exception):
+            # A script error (a bug, not an outage): surfaced as such.
+            raise result
         return result
 
-    def _take(self) -> list[tuple[str, Sequence[Any], Sequence[Any]]]:
-        batch = list(self._pending)
-        self._pending.clear()
-        return batch
-
-    def _put_back(self, batch: list[tuple[str, Sequence[Any], Sequence[Any]]]) -> None:
-        self._pending.extendleft(reversed(batch))
-
-    async def _run(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        from redis.exceptions import NoScriptError
-
-        if not self._sha:
-            await self._load()
-        for attempt in (0, 1):
-            if not self._pending:
-                try:
-                    self.round_trips += 1
-                    return await self.client.evalsha(self._sha[script], len(keys), *keys, *args)
-                except NoScriptError:
-                    if attempt:
-                        raise
-                    await self._load()
-                    continue
-            # Queued writes go first, in the same round trip (and in order).
-            batch = self._take()
-            try:
-                pipe = self.client.pipeline(transaction=False)
-                for name, k, a in batch:
-                    pipe.evalsha(self._sha[name], len(k), *k, *a)
-                pipe.evalsha(self._sha[script], len(keys), *keys, *args)
-                self.round_trips += 1
-                out = await pipe.execute(raise_on_error=False)
-            except BaseException:
-                self._put_back(batch)
-                raise
-            if any(isinstance(item, NoScriptError) for item in out):
-                self._put_back(batch)
-                if attempt:
-                    raise NoScriptError("scripts could not be loaded")
-                await self._load()
-                continue
-            last = out[-1]
-            if isinstance(last, Exception):
-                raise last
-            return last
-        raise AssertionError("unreachable")  # pragma: no cover
-
     def write(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
-        """Queue a write whose answer nobody waits for; sent on the next loop turn."""
-        if len(self._pending) >= _MAX_PENDING:
-            self._pending.popleft()  # oldest first: bounded memory while Redis is away
-        self._pending.append((script, keys, args))
+        """Queue a write whose answer nobody waits for (see the module docstring)."""
+        self._queue_write(_Op(script, keys, args, None))
+
+    def _queue_write(self, op: _Op) -> None:
+        if len(self._writes) >= _MAX_PENDING:
+            self._writes.popleft()  # oldest first: bounded memory while Redis is away
+        self._writes.append(op)
+        if self._closed:
+            return
         self._ensure_tasks()
-        self._wake.set()
+        self._poke(now=False)
 
     async def flush(self) -> None:
         """Send the queued writes now (``RedisDown`` if they could not be)."""
-        if not self._pending:
+        if not self._writes:
             return
         if self.down():
             raise RedisDown("redis unavailable")
+        batch = list(self._writes)
+        self._writes.clear()
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self._send_pending()
+                await self._exchange(batch)
         except (TimeoutError, OSError, _redis_errors()) as exc:
+            self._requeue(batch)
+            await self._drop_link()
             raise self._failed("writes", exc) from None
         self._ok()
 
-    async def _send_pending(self) -> None:
-        from redis.exceptions import NoScriptError
+    # -- the sender ---------------------------------------------------------------------
 
-        if not self._sha:
-            await self._load()
-        batch = self._take()
-        if not batch:
-            return
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for name, k, a in batch:
-                pipe.evalsha(self._sha[name], len(k), *k, *a)
-            self.round_trips += 1
-            out = await pipe.execute(raise_on_error=False)
-        except BaseException:
-            self._put_back(batch)
-            raise
-        if any(isinstance(item, NoScriptError) for item in out):
-            self._put_back(batch)  # resent with the reloaded scripts
-            await self._load()
+    def _poke(self, *, now: bool) -> None:
+        kick = self._kick
+        if now:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if kick is not None and not kick.done():
+                kick.set_result(None)
+        elif self._timer is None and kick is not None and not kick.done():
+            self._timer = asyncio.get_running_loop().call_later(self.flush_delay_s, self._due)
 
-    # -- background work ---------------------------------------------------------------
+    def _due(self) -> None:
+        self._timer = None
+        self._writes_due = True
+        kick = self._kick
+        if kick is not None and not kick.done():
+            kick.set_result(None)
 
     def _ensure_tasks(self) -> None:
-        if self._flusher is None and not self._closed:
-            self._wake = asyncio.Event()
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
-            self._heart = asyncio.get_running_loop().create_task(self._heartbeat())
+        if self._sender is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._sender = loop.create_task(self._send_loop())
+            self._heart = loop.create_task(self._heartbeat())
 
-    async def _flush_loop(self) -> None:
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(0)  # one loop turn: requests finishing together share a trip
-            while self._pending:
+            while not self._calls and not (self._writes and self._writes_due):
+                self._kick = loop.create_future()
+                if self._writes and self._timer is None:
+                    self._timer = loop.call_later(self.flush_delay_s, self._due)
+                await self._kick
+            self._kick = None
+            # One loop turn: calls made by tasks that are ready now join this batch.
+            await asyncio.sleep(0)
+            if self.down():
+                # Calls fail fast meanwhile; queued ones are failed, writes wait.
+                self._fail_calls(RedisDown("redis unavailable"))
+                await self.clock.sleep(max(0.0, self._down_until - self.clock.now()))
+                continue
+            calls = [op for op in self._calls if op.fut is not None and not op.fut.done()]
+            self._calls.clear()
+            writes = list(self._writes)
+            self._writes.clear()
+            self._writes_due = False
+            batch = writes + calls
+            if not batch:
+                continue
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    replies = await self._exchange(batch)
+            except (TimeoutError, OSError, _redis_errors()) as exc:
+                self._requeue(writes)
+                await self._drop_link()
+                self._mark_down(exc)
+                down = RedisDown(f"redis unavailable: {type(exc).__name__}")
+                for op in calls:
+                    if op.fut is not None and not op.fut.done():
+                        op.fut.set_exception(down)
+                continue
+            self._ok()
+            for op, reply in zip(batch, replies, strict=True):
+                if op.fut is not None and not op.fut.done():
+                    op.fut.set_result(reply)
+
+    def _fail_calls(self, exc: RedisDown) -> None:
+        for op in self._calls:
+            if op.fut is not None and not op.fut.done():
+                op.fut.set_exception(exc)
+        self._calls.clear()
+
+    def _requeue(self, writes: list[_Op]) -> None:
+        self._writes.extendleft(reversed(writes))
+        while len(self._writes) > _MAX_PENDING:
+            self._writes.popleft()
+
+    async def _drop_link(self) -> None:
+        """A failed or timed-out exchange may leave replies unread: start afresh."""
+        link, self._link = self._link, None
+        if link is not None:
+            # Closing a socket that already failed may fail again: nothing to do then.
+            with contextlib.suppress(Exception):
+                await link.disconnect(nowait=True)
+            with contextlib.suppress(Exception):
+                await self.client.connection_pool.release(link)
+
+    async def _exchange(self, batch: list[_Op]) -> list[Any]:
+        """Send ``batch`` as one pipeline and read every reply (a script error is
+        returned in its place); scripts Redis lost (restart, SCRIPT FLUSH) are
+        loaded and those commands sent again."""
+        from redis.exceptions import NoScriptError, ResponseError
+
+        if self._link is None:
+            self._link = await self.client.connection_pool.get_connection()
+        link = self._link
+        if not self._sha:
+            await self._load(link)
+        replies: list[Any] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        for attempt in (0, 1):
+            cmds = []
+            for i in todo:
+                op = batch[i]
+                if op.script is None:
+                    cmds.append(tuple(op.args))
+                else:
+                    cmds.append(("EVALSHA", self._sha[op.script], len(op.keys), *op.keys, *op.args))
+            self.round_trips += 1
+            self.commands += len(cmds)
+            await link.send_packed_command(link.pack_commands(cmds), check_health=False)
+            lost = []
+            for i in todo:
                 try:
-                    await self.flush()
-                except RedisDown:
-                    await asyncio.sleep(self.retry_s)
+                    replies[i] = await link.read_response()
+                except NoScriptError as exc:
+                    replies[i] = exc
+                    lost.append(i)
+                except ResponseError as exc:
+                    replies[i] = exc
+            if not lost:
+                break
+            if attempt:
+                break  # still missing after a reload: returned as the errors they are
+            await self._load(link)
+            todo = lost
+        return replies
+
+    async def _load(self, link: Any) -> None:
+        names = list(self._sources)
+        self.round_trips += 1
+        self.commands += len(names)
+        await link.send_packed_command(
+            link.pack_commands([("SCRIPT", "LOAD", self._sources[n]) for n in names]), check_health=False
+        )
+        shas = [await link.read_response() for _ in names]
+        self._sha = {
+            n: s.decode() if isinstance(s, bytes) else str(s) for n, s in zip(names, shas, strict=True)
+        }
+
+    # -- background work ---------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
         """Keep this process's lease alive (every ``lease_s / 3``) and the shared
@@ -250,19 +364,19 @@ class Conn:
         while True:
             if loop.time() >= next_lease and not self.down():
                 next_lease = loop.time() + self.lease_s / 3.0
-                try:
-                    async with asyncio.timeout(self.timeout_s):
-                        self.round_trips += 1
-                        await self.client.zadd(
-                            self.owners_key, {self.owner: self.clock.wall() + self.lease_s}
-                        )
-                except (TimeoutError, OSError, _redis_errors()) as exc:
-                    self._failed("leases", exc)
-            for tick in self.tickers:
-                try:
-                    await tick()
-                except RedisDown:
-                    pass
+                self._queue_write(
+                    _Op(
+                        None,
+                        (),
+                        ("ZADD", self.owners_key, self.clock.wall() + self.lease_s, self.owner),
+                        None,
+                    )
+                )
+            if self.tickers and not self.down():
+                results = await asyncio.gather(*(tick() for tick in self.tickers), return_exceptions=True)
+                for res in results:
+                    if isinstance(res, Exception) and not isinstance(res, RedisDown):
+                        _log.warning("shared state refresh failed: %s", type(res).__name__)
             await asyncio.sleep(min(self.refresh_s, self.lease_s / 3.0))
 
     async def aclose(self) -> None:
@@ -270,22 +384,22 @@ class Conn:
         if self._closed:
             return
         self._closed = True
-        for task in (self._flusher, self._heart):
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in (self._sender, self._heart):
             if task is not None:
                 task.cancel()
                 try:
                     await task
                 except (asyncio.CancelledError, Exception):
                     pass
+        self._fail_calls(RedisDown("closed"))
+        self._writes.append(_Op(None, (), ("ZREM", self.owners_key, self.owner), None))
         try:
             await self.flush()
         except RedisDown:
             pass
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                await self.client.zrem(self.owners_key, self.owner)
-        except (TimeoutError, OSError, _redis_errors()):
-            pass
+        await self._drop_link()
         await self.client.aclose()
 
 

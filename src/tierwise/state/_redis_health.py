@@ -94,6 +94,7 @@ class RedisHealth(HealthTracker):
                 (conn.prefix, conn.clock.wall(), self.window_s),
             )
         except RedisDown:
+            conn.fell_back("health", fail_open=True)
             return False
         now, wall = conn.clock.now(), conn.clock.wall()
         seen: set[str] = set()

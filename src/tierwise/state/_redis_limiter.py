@@ -41,11 +41,11 @@ class RedisPermit:
 
     __slots__ = ("_limiter", "_released", "estimate", "id", "tokens")
 
-    def __init__(self, limiter: RedisLimiter, permit_id: str, tokens: int) -> None:
+    def __init__(self, limiter: RedisLimiter, permit_id: str, tokens: int, reserved: int) -> None:
         self._limiter = limiter
         self.id = permit_id
         self.estimate = tokens
-        self.tokens = tokens
+        self.tokens = reserved
         self._released = False
 
     @property
@@ -60,6 +60,10 @@ class RedisPermit:
             used_tokens = None
         lim = self._limiter
         if used_tokens is not None:
+            if lim.tpm and self.estimate > 0:
+                # The same learned used/estimated ratio as the memory limiter: later
+                # reservations of this process are scaled up when estimates run low.
+                lim.local._learn(self.estimate, used_tokens)
             self.tokens = used_tokens
         lim._conn.write(
             "LIMIT_RELEASE",
@@ -132,6 +136,8 @@ class RedisLimiter:
         poll = _POLL_MIN
         permit_id = uuid.uuid4().hex[:16]
         cap, window, tpm, maxc, lease = self._static
+        local = self.local
+        reserve = tokens if not tpm or local._scale == 1.0 else local._scaled(tokens)
         while True:
             if self._closed is not None:
                 raise LimiterClosed(self._closed)
@@ -140,7 +146,7 @@ class RedisLimiter:
                     "limits",
                     "LIMIT_ACQUIRE",
                     self._keys_acquire,
-                    (clock.wall(), conn.owner, permit_id, tokens, cap, window, tpm, maxc, lease),
+                    (clock.wall(), conn.owner, permit_id, reserve, cap, window, tpm, maxc, lease),
                 )
             except RedisDown:
                 if maxc:
@@ -150,7 +156,7 @@ class RedisLimiter:
                 return await self._fallback(tokens, deadline)
             code = int(reply[0])
             if code == 1:
-                return RedisPermit(self, permit_id, tokens)
+                return RedisPermit(self, permit_id, tokens, reserve)
             now = clock.now()
             if code == 0:
                 wait = float(reply[1])
@@ -166,6 +172,7 @@ class RedisLimiter:
     async def _fallback(self, tokens: int, deadline: float | None) -> Any:
         from . import StateUnavailable
 
+        self._conn.fell_back("limits", fail_open=self.fail_open)
         if not self.fail_open:
             raise StateUnavailable(
                 f"rate limits of {self.name!r}: redis unavailable (on_error.limits = 'closed')"

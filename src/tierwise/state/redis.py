@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ._redis_budget import RedisBudgetStore
@@ -203,6 +203,33 @@ class RedisState:
     def round_trips(self) -> int:
         """Redis round trips made so far (what benchmarks/shared_state.py counts)."""
         return self._conn.round_trips
+
+    @property
+    def commands(self) -> int:
+        """Redis commands (scripts, lease refreshes) sent so far, over ``round_trips`` trips."""
+        return self._conn.commands
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for dashboards and ``orch.health()``: round trips, commands,
+        link errors, requests served by a fail-open fallback and refused by a
+        fail-closed one (per concern), and the concerns degraded right now."""
+        conn = self._conn
+        return {
+            "backend": "redis",
+            "shared": self.shared,
+            "degraded": sorted(conn.degraded),
+            "round_trips": conn.round_trips,
+            "commands": conn.commands,
+            "errors": conn.errors,
+            "fallbacks": dict(conn.fallbacks),
+            "refused": dict(conn.refused),
+        }
+
+    @property
+    def shared(self) -> bool:
+        """Whether the shared state is in use right now: Redis answered last time and
+        no concern is on its fallback."""
+        return not self._conn.degraded and not self._conn.down()
 
     @property
     def degraded(self) -> frozenset[str]:
