@@ -157,7 +157,8 @@ def _last_user_text(provider: str | None, body: Mapping[str, Any]) -> str:
         value = body.get("input")
         if isinstance(value, str):
             return value
-        for item in reversed(value if isinstance(value, list) else ()):
+        items: list[Any] = value if isinstance(value, list) else []
+        for item in reversed(items):
             if isinstance(item, dict) and item.get("role") == "user":
                 return _text_of(item.get("content"))
         return ""
