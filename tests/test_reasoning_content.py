@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 import tierwise as tw
+from tierwise.errors import BadRequestError
 from tierwise.providers import Anthropic, Gemini, OpenAI
 from tierwise.providers.base import Provider
 from tierwise.testing import MockLLMServer, MockModel
@@ -66,13 +68,18 @@ async def test_anthropic_signed_thinking_goes_back_unchanged_with_tool_results()
             history = [*request.messages, first.to_message()]
             history += [Message("tool", "sunny", tool_call_id=c.id) for c in first.tool_calls]
             server.set_model("claude", MockModel(reply="Sunny in both."))
-            second = await provider.complete(
-                "claude", Request(messages=history, tools=[WEATHER], max_tokens=4000)
-            )
+            follow = Request(messages=history, tools=[WEATHER], max_tokens=4000, thinking_budget=1024)
+            second = await provider.complete("claude", follow)
+            # Without the signed block the (strict) mock refuses the turn, as the API does.
+            bare = [*history[:1], Message("assistant", "", tool_calls=first.tool_calls), *history[2:]]
+            with pytest.raises(BadRequestError, match="must start with a thinking block"):
+                await provider.complete(
+                    "claude", Request(messages=bare, tools=[WEATHER], max_tokens=4000, thinking_budget=1024)
+                )
         finally:
             await provider.aclose()
     assert second.text == "Sunny in both."
-    sent = server.requests[-1].json()["messages"]
+    sent = server.requests[-2].json()["messages"]
     assert sent[1]["role"] == "assistant"
     assert sent[1]["content"][0] == block  # byte-identical, first in the turn
     assert [b["type"] for b in sent[1]["content"]] == ["thinking", "tool_use", "tool_use"]
@@ -94,22 +101,22 @@ async def test_anthropic_skips_reasoning_items_of_other_providers() -> None:
 
 
 async def test_gemini_thought_signatures_round_trip_on_tool_calls() -> None:
-    async with MockLLMServer({"gem": MockModel(thinking=THINKING, tool_calls=CALLS)}) as server:
+    async with MockLLMServer({"gemini-3-pro": MockModel(thinking=THINKING, tool_calls=CALLS)}) as server:
         provider = _provider("gemini", server)
         try:
             request = Request.from_prompt("Weather?", tools=[WEATHER])
-            first, streamed, _ = await _both(provider, "gem", request)
+            first, streamed, _ = await _both(provider, "gemini-3-pro", request)
             assert streamed == first
             signature = first.tool_calls[0].thought_signature
             assert signature and first.tool_calls[1].thought_signature is None  # Gemini signs the first call
             history = [*request.messages, first.to_message()]
             history += [Message("tool", "sunny", tool_call_id=c.id, name=c.name) for c in first.tool_calls]
-            server.set_model("gem", MockModel(reply="Sunny."))
-            await provider.complete("gem", Request(messages=history, tools=[WEATHER]))
+            server.set_model("gemini-3-pro", MockModel(reply="Sunny."))
+            await provider.complete("gemini-3-pro", Request(messages=history, tools=[WEATHER]))
             # A turn with no known signature (another provider wrote it): the stand-in, on every call.
             unsigned = Message("assistant", "", tool_calls=[ToolCall("c1", "get_weather", {"city": "Oslo"})])
             await provider.complete(
-                "gem",
+                "gemini-3-pro",
                 Request(
                     messages=[Message("user", "x"), unsigned, Message("tool", "rain", tool_call_id="c1")]
                 ),
@@ -164,3 +171,21 @@ async def test_deepseek_reasoning_content_goes_back_with_its_tool_calls_only_to_
             await plain.aclose()
     assert to_deepseek["reasoning_content"] == THINKING and to_deepseek["tool_calls"]
     assert "reasoning_content" not in to_openai  # OpenAI rejects unknown message fields
+
+
+async def test_mock_rejects_a_gemini_3_call_without_its_signature() -> None:
+    history = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Weather?"}]},
+            {
+                "role": "model",
+                "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}],
+            },
+            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"t": 20}}}]},
+        ]
+    }
+    async with MockLLMServer() as server, httpx.AsyncClient(base_url=server.base_url) as client:
+        unsigned = await client.post("/v1beta/models/gemini-3-pro:generateContent", json=history)
+        older = await client.post("/v1beta/models/gemini-2.5-flash:generateContent", json=history)
+    assert unsigned.status_code == 400 and "thought_signature" in unsigned.json()["error"]["message"]
+    assert older.status_code == 200  # only Gemini 3 validates signatures

@@ -27,7 +27,9 @@ __all__ = [
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
-def strict_problem(provider: str, data: Mapping[str, Any], *, embeddings: bool) -> str | None:
+def strict_problem(
+    provider: str, data: Mapping[str, Any], *, embeddings: bool, model: str = ""
+) -> str | None:
     """Why the real API would answer 400 to this body, or ``None``."""
     if embeddings:
         return None
@@ -62,11 +64,79 @@ def strict_problem(provider: str, data: Mapping[str, Any], *, embeddings: bool) 
                 )
             if role not in ("user", "assistant"):
                 return f"messages.{i}.role: Input should be 'user' or 'assistant'"
-        return None
+        return _thinking_problem(data, messages)
     if provider == "gemini":
         contents = data.get("contents")
         if not isinstance(contents, list) or not contents:
             return "* GenerateContentRequest.contents: contents is not specified"
+        if model.startswith("gemini-3"):
+            return _signature_problem(contents)
+    return None
+
+
+def _thinking_problem(data: Mapping[str, Any], messages: Sequence[Any]) -> str | None:
+    """Anthropic with extended thinking on: the last assistant turn, when it called
+    tools, must start with its (signed) thinking block, and a thinking block sent back
+    needs its signature; the real API answers 400 otherwise."""
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, Mapping) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(block, Mapping) and block.get("type") == "thinking" and not block.get("signature"):
+                return f"messages.{i}.content.{j}.thinking.signature: Field required"
+    thinking = data.get("thinking")
+    if not (isinstance(thinking, Mapping) and thinking.get("type") == "enabled"):
+        return None
+    last = next(
+        (
+            i
+            for i in range(len(messages) - 1, -1, -1)
+            if isinstance(messages[i], Mapping) and messages[i].get("role") == "assistant"
+        ),
+        None,
+    )
+    if last is None:
+        return None
+    content = messages[last].get("content")
+    blocks = [b for b in content if isinstance(b, Mapping)] if isinstance(content, list) else []
+    if any(b.get("type") == "tool_use" for b in blocks) and blocks[0].get("type") not in (
+        "thinking",
+        "redacted_thinking",
+    ):
+        return (
+            f"messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+            f"`{blocks[0].get('type')}`. When `thinking` is enabled, a final `assistant` message must "
+            "start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` "
+            "blocks). We recommend you include thinking blocks from previous turns."
+        )
+    return None
+
+
+def _signature_problem(contents: Sequence[Any]) -> str | None:
+    """Gemini 3: in the current turn (after the last user text), each model turn's first
+    function call must carry the ``thoughtSignature`` the API issued."""
+    start = 0
+    for i, c in enumerate(contents):
+        parts = c.get("parts") if isinstance(c, Mapping) else None
+        if (
+            isinstance(c, Mapping)
+            and c.get("role", "user") == "user"
+            and isinstance(parts, list)
+            and any(isinstance(p, Mapping) and "text" in p for p in parts)
+        ):
+            start = i + 1
+    for c in contents[start:]:
+        if not isinstance(c, Mapping) or c.get("role") != "model":
+            continue
+        calls = [p for p in c.get("parts") or () if isinstance(p, Mapping) and "functionCall" in p]
+        if calls and not calls[0].get("thoughtSignature"):
+            name = (
+                calls[0]["functionCall"].get("name") if isinstance(calls[0]["functionCall"], Mapping) else ""
+            )
+            return (
+                "Function call is missing a thought_signature in functionCall parts. This is required "
+                f"for tools to work correctly. Additional data, function call `default_api:{name}`. "
+                "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+            )
     return None
 
 

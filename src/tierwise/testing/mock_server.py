@@ -422,7 +422,7 @@ class MockLLMServer:
                 return error(404, None, model)
             return count_reply("responses" if wire is RESPONSES else wire.name, state, rec, data, close, hdrs)
         if self.strict and not legacy:
-            problem = strict_problem(wire.name, data, embeddings=embeddings)
+            problem = strict_problem(wire.name, data, embeddings=embeddings, model=model)
             if problem is not None:
                 return error(400, problem, model)
         texts: list[str] = []
