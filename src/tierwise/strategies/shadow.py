@@ -54,7 +54,6 @@ import json
 import math
 import os
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -299,8 +298,9 @@ class Shadow(Strategy):
     ``fn(request, answer, reference)``. ``feedback`` and ``log`` are JSONL
     paths (appended to; either may be omitted). ``max_cost_usd`` caps the
     shadow's own spend, ``max_pending`` the comparisons in flight,
-    ``timeout_s`` each comparison (on the executor's clock). ``wall_clock``
-    stamps the rows (Unix seconds; injectable for tests).
+    ``timeout_s`` each comparison (on the executor's clock). Rows are stamped
+    with the executor clock's ``wall()`` (a ``FakeClock`` in tests), or with
+    ``wall_clock()`` when given (Unix seconds).
     """
 
     kind = "shadow"
@@ -318,7 +318,7 @@ class Shadow(Strategy):
         feedback: str | os.PathLike[str] | None = None,
         log: str | os.PathLike[str] | None = None,
         name: str | None = None,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(name=name)
         for what, t in (("target", target), ("reference", reference)):
@@ -423,7 +423,7 @@ class Shadow(Strategy):
                 cost_usd=answer.cost_usd,
                 reference_cost_usd=reference.cost_usd,
             )
-        self._write_feedback(request, answer, verdict)
+        self._write_feedback(request, answer, verdict, ctx)
         self._write_log(request, answer, reference, verdict, ctx)
 
     def _charge(self, ctx: RunContext) -> None:
@@ -433,13 +433,16 @@ class Shadow(Strategy):
             cost = math.fsum(a.cost_usd for a in ctx.ledger.attempts if a.cost_usd is not None)
         self.stats.cost_usd += cost
 
-    def _write_feedback(self, request: Request, answer: Response, verdict: Verdict) -> None:
+    def _stamp(self, ctx: RunContext) -> str:
+        return _iso(self.wall_clock() if self.wall_clock is not None else ctx.executor.clock.wall())
+
+    def _write_feedback(self, request: Request, answer: Response, verdict: Verdict, ctx: RunContext) -> None:
         if self.feedback_path is None:
             return
         from ..routing.feedback import Feedback, write_feedback
 
         score = 1.0 if verdict.accepted else 0.0
-        row = Feedback.for_response(request, answer, score=score, source="shadow", ts=_iso(self.wall_clock()))
+        row = Feedback.for_response(request, answer, score=score, source="shadow", ts=self._stamp(ctx))
         write_feedback(self.feedback_path, [row])
 
     def _write_log(
@@ -457,7 +460,7 @@ class Shadow(Strategy):
         from ..routing.feedback import request_hash
 
         record: dict[str, Any] = {
-            "ts": _iso(self.wall_clock()),
+            "ts": self._stamp(ctx),
             "shadow": self.name,
             "request_hash": request_hash(request),
             "route": _route_key(answer),
