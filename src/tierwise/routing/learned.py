@@ -114,6 +114,66 @@ def _fit_per_model(x: Any, y: Any, c: float) -> tuple[Any, Any]:
     return coef, intercept
 
 
+Hashed: TypeAlias = list[tuple[Any, Any]]
+"""Per document, ``(distinct n-gram hashes (sorted), their counts)``."""
+
+
+def hash_documents(hasher: NgramHasher, prompts: Sequence[str]) -> Hashed:
+    """Each prompt's distinct n-gram hashes with their counts (the expensive, reusable step).
+
+    Split from ``fit`` so a cross-validation (``benchmarks/routing_cv.py``) hashes
+    each prompt once and rebuilds only the vocabulary per fold, with exactly the
+    code ``fit`` runs.
+    """
+    import numpy as np
+
+    return [np.unique(hasher.hashes(p), return_counts=True) for p in prompts]
+
+
+def vocabulary(per_doc: Hashed, *, min_df: int, max_features: int | None) -> tuple[Any, Any]:
+    """The kept n-gram hashes (sorted) and their smoothed IDF, from the training documents."""
+    import numpy as np
+
+    n = len(per_doc)
+    flat = np.concatenate([u for u, _ in per_doc]) if n else np.empty(0, np.uint64)
+    keys, df = np.unique(flat, return_counts=True)
+    keep = df >= min(min_df, n)
+    if max_features is not None and int(keep.sum()) > max_features:
+        # the most frequent, ties by hash: deterministic for a given corpus
+        order = np.lexsort((keys, -df))
+        top = np.zeros(keys.size, dtype=bool)
+        top[order[:max_features]] = True
+        keep &= top
+    keys, df = keys[keep], df[keep]
+    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0  # smoothed IDF
+    return keys, idf
+
+
+def design_matrix(per_doc: Hashed, keys: Any, idf: Any, words: Sequence[int]) -> Any:
+    """Sparse rows: sublinear TF × IDF over ``keys``, L2-normalized, then log(1 + words) / 8.
+
+    The same values ``Featurizer.row`` computes for one prompt at decision time.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    n = len(per_doc)
+    lens = np.array([u.size for u, _ in per_doc], dtype=np.int64)
+    flat = np.concatenate([u for u, _ in per_doc]) if n else np.empty(0, np.uint64)
+    tf = np.concatenate([cnt for _, cnt in per_doc]).astype(np.float64) if n else np.empty(0)
+    pos = np.searchsorted(keys, flat)
+    pos[pos == keys.size] = 0
+    hit = keys[pos] == flat if keys.size else np.zeros(flat.size, dtype=bool)
+    rows = np.repeat(np.arange(n), lens)[hit]
+    vals = (1.0 + np.log(tf[hit])) * idf[pos[hit]]
+    text_x = sp.csr_matrix((vals, (rows, pos[hit])), shape=(n, keys.size))
+    norms = np.sqrt(np.asarray(text_x.multiply(text_x).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    text_x = sp.diags(1.0 / norms) @ text_x
+    length = np.log1p(np.asarray(words, dtype=np.float64)) / 8.0
+    return sp.hstack([text_x, sp.csr_matrix(length.reshape(-1, 1))], format="csr")
+
+
 class OutcomeModel:
     """Per-model probability of a good answer, learned from prompts and outcomes.
 
@@ -187,7 +247,7 @@ class OutcomeModel:
         word_chars: int = 20_000,
         min_df: int = 2,
         max_features: int | None = 200_000,
-        c: float = 1.0,
+        c: float = 2.0,
         embeddings: Any = None,
         c_embedding: float = 1.0,
     ) -> OutcomeModel:
@@ -223,7 +283,6 @@ class OutcomeModel:
         """
         require_learn()
         import numpy as np
-        import scipy.sparse as sp
 
         prompts = list(prompts)
         n = len(prompts)
@@ -270,32 +329,9 @@ class OutcomeModel:
         if not word_ngrams and not char_ngrams:
             raise ValueError("enable word_ngrams or char_ngrams")
         hasher = NgramHasher(word_ngrams, char_ngrams, word_chars=word_chars, char_chars=char_chars)
-        # distinct n-grams of each prompt, with counts; then document frequencies
-        per_doc = [np.unique(hasher.hashes(p), return_counts=True) for p in prompts]
-        lens = np.array([u.size for u, _ in per_doc])
-        flat = np.concatenate([u for u, _ in per_doc]) if n else np.empty(0, np.uint64)
-        tf = np.concatenate([cnt for _, cnt in per_doc]).astype(np.float64)
-        keys, df = np.unique(flat, return_counts=True)
-        keep = df >= min(min_df, n)
-        if max_features is not None and int(keep.sum()) > max_features:
-            # the most frequent, ties by hash: deterministic for a given corpus
-            order = np.lexsort((keys, -df))
-            top = np.zeros(keys.size, dtype=bool)
-            top[order[:max_features]] = True
-            keep &= top
-        keys, df = keys[keep], df[keep]
-        idf = np.log((1.0 + n) / (1.0 + df)) + 1.0  # smoothed IDF
-        pos = np.searchsorted(keys, flat)
-        pos[pos == keys.size] = 0
-        hit = keys[pos] == flat if keys.size else np.zeros(flat.size, dtype=bool)
-        rows = np.repeat(np.arange(n), lens)[hit]
-        vals = (1.0 + np.log(tf[hit])) * idf[pos[hit]]
-        text_x = sp.csr_matrix((vals, (rows, pos[hit])), shape=(n, keys.size))
-        norms = np.sqrt(np.asarray(text_x.multiply(text_x).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        text_x = sp.diags(1.0 / norms) @ text_x
-        length = np.log1p([word_count(p) for p in prompts]) / 8.0
-        x = sp.hstack([text_x, sp.csr_matrix(length.reshape(-1, 1))], format="csr")
+        per_doc = hash_documents(hasher, prompts)
+        keys, idf = vocabulary(per_doc, min_df=min_df, max_features=max_features)
+        x = design_matrix(per_doc, keys, idf, [word_count(p) for p in prompts])
 
         coef, intercept = _fit_per_model(x, y, c)
         emb_coef = emb_intercept = None
