@@ -1,6 +1,7 @@
 """A router's classifier, from the options flat in its table: an open registry.
 
 ``classifier = "keyword"`` (the default), ``"outcome"`` (a trained router file),
+``"difficulty"`` (the pretrained cold-start difficulty model, or your own file),
 a name added with ``register_classifier``, or ``"pkg.module:Class"`` for an
 application's own ``Classifier``. Each kind's table model validates its options
 once, at load time, and ``build`` constructs the classifier.
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
-from ..routing._config import OPTION_KEYS, OUTCOME_KEYS
+from ..routing._config import DIFFICULTY_KEYS, OPTION_KEYS, OUTCOME_KEYS
 from ._errors import FieldError, relative
 from .strategies import Ref, Resolver, _Table, import_object
 
@@ -148,6 +149,35 @@ class OutcomeTable(ClassifierTable):
         return self.classifier  # type: ignore[no-any-return]
 
 
+class DifficultyTable(ClassifierTable):
+    """``classifier = "difficulty"``: ``DifficultyClassifier.pretrained()`` (or ``model = "file.json"``),
+    labels by ``thresholds`` / ``below``; built at load time so a bad option names its field."""
+
+    OPTIONS = DIFFICULTY_KEYS
+
+    @classmethod
+    def from_table(cls, kind: str, options: Mapping[str, Any], table: _Table) -> ClassifierTable:
+        from ..routing._config import difficulty_classifier
+
+        self = cls(kind, options)
+        where = table.where if table.resolve is not None else ""
+        try:
+            self.classifier = difficulty_classifier(options, where=where)
+        except ConfigError as exc:
+            if where:
+                from ._errors import bare_message
+
+                raise FieldError(exc.field or "", bare_message(exc)) from None
+            raise relative(exc) from None
+        return self
+
+    def default_label(self) -> str | None:
+        return str(self.classifier.default_label)
+
+    def build(self, *, where: str, target: Resolver, resolved: bool) -> Classifier:
+        return self.classifier  # type: ignore[no-any-return]
+
+
 class CustomClassifierTable(ClassifierTable):
     """``classifier = "pkg.module:Class"``: the router table's other keys go to
     ``Class.from_config(options, where=...)`` when it has one, else to ``Class(**options)``."""
@@ -184,7 +214,11 @@ class CustomClassifierTable(ClassifierTable):
 
 
 #: ``classifier = name`` → its table model. Extend with ``register_classifier``.
-CLASSIFIERS: dict[str, type[ClassifierTable]] = {"keyword": KeywordTable, "outcome": OutcomeTable}
+CLASSIFIERS: dict[str, type[ClassifierTable]] = {
+    "keyword": KeywordTable,
+    "outcome": OutcomeTable,
+    "difficulty": DifficultyTable,
+}
 
 
 def register_classifier(name: str, model: type[ClassifierTable]) -> None:

@@ -71,7 +71,10 @@ class RouterTable(StrategyModel):
     trained ``OutcomeModel`` (``model = "router.json"``, one of
     ``strong_share``/``cost_per_request``/``cost_weight``, optional ``strong``,
     ``embedder`` (a model alias) and ``embed_timeout_s``; its labels are model
-    names, each of which needs a route; ``default`` defaults to the cheapest).
+    names, each of which needs a route; ``default`` defaults to the cheapest), or
+    ``classifier = "difficulty"`` (the pretrained difficulty model; optional
+    ``thresholds = {label = lowest difficulty}``, ``below`` and ``model``; a label
+    without a route goes to ``default``, which defaults to ``standard``).
     """
 
     classifier: Any  # a validated ClassifierModel

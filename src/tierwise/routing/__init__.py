@@ -2,10 +2,12 @@
 
 ``KeywordClassifier`` is the tutorials' rule classifier (metadata hints, keyword
 rules, long-prompt upgrade); learned classifiers plug into the same
-``Classifier`` protocol: ``OutcomeModel`` (``tierwise.routing.learned``, extra
-``learn``) predicts each model's chance of a good answer from recorded outcomes,
-and ``tierwise.routing.feedback`` turns your audit log plus good/bad feedback
-into its training data (``tierwise train``).
+``Classifier`` protocol: ``DifficultyClassifier.pretrained()`` (a cold-start
+difficulty model shipped with tierwise, no data or extra needed);
+``OutcomeModel`` (``tierwise.routing.learned``, extra ``learn``) predicts each
+model's chance of a good answer from recorded outcomes, and
+``tierwise.routing.feedback`` turns your audit log plus good/bad feedback into
+its training data (``tierwise train``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .base import Classification, Classifier
 from .keyword import DEFAULT_TASK_TYPES, KeywordClassifier, Rule, default_rules
 
 if TYPE_CHECKING:
+    from .difficulty import DifficultyClassifier
     from .feedback import (
         Feedback,
         FeedbackError,
@@ -34,6 +37,7 @@ __all__ = [
     "DEFAULT_TASK_TYPES",
     "Classification",
     "Classifier",
+    "DifficultyClassifier",
     "Feedback",
     "FeedbackError",
     "KeywordClassifier",
@@ -51,6 +55,7 @@ __all__ = [
 
 # name -> submodule, loaded on first access
 _LAZY = {
+    "DifficultyClassifier": "difficulty",
     "OutcomeModel": "learned",
     "Feedback": "feedback",
     "FeedbackError": "feedback",
@@ -65,5 +70,5 @@ _LAZY = {
 
 
 # Lazy: ``import tierwise.routing`` must not import numpy or scikit-learn, nor
-# pay for the training helpers a serving process never uses.
+# pay for the training helpers (or the difficulty weights) a serving process never uses.
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)

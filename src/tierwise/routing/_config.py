@@ -16,7 +16,14 @@ from typing import Any
 from ..errors import ConfigError
 from ._matcher import parse_term
 
-__all__ = ["OPTION_KEYS", "OUTCOME_KEYS", "classifier_kwargs", "outcome_classifier"]
+__all__ = [
+    "DIFFICULTY_KEYS",
+    "OPTION_KEYS",
+    "OUTCOME_KEYS",
+    "classifier_kwargs",
+    "difficulty_classifier",
+    "outcome_classifier",
+]
 
 OPTION_KEYS = (
     "base",
@@ -40,6 +47,8 @@ OUTCOME_KEYS = (
     "embedder",
     "embed_timeout_s",
 )
+
+DIFFICULTY_KEYS = ("model", "thresholds", "below")
 
 
 def _keywords(value: Any, field: str, match: str) -> list[str]:
@@ -231,3 +240,45 @@ def outcome_classifier(
         raise ConfigError(str(exc), field=f"{where}.{given[0]}") from None
     cheapest = min(model.models, key=lambda m: (model.expected_cost[m], m))
     return clf, cheapest
+
+
+def difficulty_classifier(params: Mapping[str, Any], *, where: str) -> Any:
+    """``classifier = "difficulty"`` in a router table → a ``DifficultyClassifier``.
+
+    ``model`` (optional): a difficulty model file of your own; without it the
+    pretrained one. ``thresholds = { complex = 0.5, standard = 0.3 }`` (label →
+    lowest difficulty) and ``below = "bulk"`` relabel it. Read and checked here, at
+    config time, so a bad file or threshold is a ``ConfigError`` naming its field.
+    """
+    from .difficulty import DifficultyClassifier
+
+    thresholds = params.get("thresholds")
+    if thresholds is not None:
+        if not isinstance(thresholds, Mapping) or not thresholds:
+            raise ConfigError("expected a table of label = difficulty (0..1)", field=f"{where}.thresholds")
+        for label, cut in thresholds.items():
+            if isinstance(cut, bool) or not isinstance(cut, int | float) or not 0.0 <= cut <= 1.0:
+                raise ConfigError("expected a number within 0..1", field=f"{where}.thresholds.{label}")
+    below = params.get("below")
+    if below is not None:
+        below = _label(below, f"{where}.below")
+    path = params.get("model")
+    if path is None:
+        clf = DifficultyClassifier.pretrained()
+    elif not isinstance(path, str) or not path:
+        raise ConfigError("expected the path of a difficulty model file", field=f"{where}.model")
+    else:
+        try:
+            clf = DifficultyClassifier.load(Path(path).expanduser())
+        except FileNotFoundError:
+            raise ConfigError(f"no such file: {path}", field=f"{where}.model") from None
+        except (OSError, ValueError) as exc:  # json errors are ValueErrors
+            raise ConfigError(f"cannot load {path}: {exc}", field=f"{where}.model") from None
+    if thresholds is None and below is None:
+        return clf
+    try:
+        return clf.with_thresholds(dict(clf.thresholds) if thresholds is None else thresholds, below=below)
+    except ValueError as exc:  # two labels with one threshold, or below is also a threshold label
+        raise ConfigError(
+            str(exc), field=f"{where}.{'below' if 'below' in str(exc) else 'thresholds'}"
+        ) from None
