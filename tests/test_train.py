@@ -1024,3 +1024,91 @@ def test_embedding_failure_exits_1_without_printing_the_key(
     # the key was really sent (so it really was in play), twice: the retry policy applied
     assert [r.headers.get("authorization") for r in sent] == [f"Bearer {secret}"] * 2
     assert embed.calls == [] and not out.exists()
+
+
+# ---------------------------------------------------------------- held-out figures
+
+
+def _constant_difficulty() -> Any:
+    from tierwise.routing.difficulty import FORMAT, DifficultyClassifier
+
+    weights = {"format": FORMAT, "ngrams": [], "idf": [], "coef": [], "length_coef": 0.0, "intercept": 0.0}
+    return DifficultyClassifier.from_dict(weights)
+
+
+def _oracle_difficulty() -> Any:
+    """A 'pretrained' router that knows exactly which prompts the cheap model fails."""
+    from tierwise.routing.difficulty import FORMAT, DifficultyClassifier
+
+    weights = {
+        "format": FORMAT,
+        "ngrams": HARD,
+        "idf": [1.0] * len(HARD),
+        "coef": [20.0] * len(HARD),
+        "length_coef": 0.0,
+        "intercept": -10.0,
+    }
+    return DifficultyClassifier.from_dict(weights)
+
+
+async def test_train_reports_held_out_figures_against_the_pretrained_router(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tierwise.routing.difficulty import DifficultyClassifier
+
+    prompts = make_prompts(100, seed=5)
+    await collect(tmp_path / "audit.jsonl", prompts)
+    fb = write_rows(tmp_path / "fb.jsonl", full_feedback(prompts))
+    out = tmp_path / "router.json"
+    args = ["--audit", str(tmp_path / "audit.jsonl"), "--feedback", str(fb), "--out", str(out)]
+
+    # a pretrained router that knows nothing: the trained one is better, no warning
+    monkeypatch.setattr(DifficultyClassifier, "pretrained", classmethod(lambda cls: _constant_difficulty()))
+    code, stdout, stderr = train(capsys, *args, "--json")
+    assert code == 0, stderr
+    held = json.loads(stdout)["held_out"]
+    assert (held["fraction"], held["train_prompts"], held["held_out_prompts"]) == (0.2, 80, 20)
+    assert held["models"]["cheap"]["labeled"] == 20
+    assert held["models"]["cheap"]["auroc"] > 0.9  # hard words are learned from the other 80
+    assert held["models"]["strong"]["auroc"] is None  # always good: one class, no AUROC
+    assert held["cheapest"] == "cheap" and held["pretrained_auroc"] == 0.5
+    assert held["better_than_pretrained"] is True
+    assert json.loads(stdout)["warning"] is None and "warning" not in stderr
+
+    code, stdout, stderr = train(capsys, *args)
+    assert code == 0
+    assert "held-out check: fitted on 80 prompts, measured on the other 20 (20%)" in stdout
+    assert "pretrained difficulty router, cheap: 0.500" in stdout
+
+    # a pretrained router that is already perfect: training bought nothing, say so
+    monkeypatch.setattr(DifficultyClassifier, "pretrained", classmethod(lambda cls: _oracle_difficulty()))
+    code, stdout, stderr = train(capsys, *args, "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["held_out"]["pretrained_auroc"] == 1.0
+    assert summary["held_out"]["better_than_pretrained"] is False
+    assert "no better than the pretrained difficulty router" in summary["warning"]
+    assert "tierwise: warning: on 20 held-out prompts the trained router is no better" in stderr
+    assert out.exists()  # the model is still written: the warning informs, it does not refuse
+
+    # --holdout 0 skips the check; a fraction of 1 or more is a usage error
+    code, stdout, _ = train(capsys, *args, "--json", "--holdout", "0")
+    assert code == 0 and json.loads(stdout)["held_out"] is None
+    code, _, stderr = train(capsys, *args, "--holdout", "1")
+    assert code == 2 and "--holdout" in stderr
+
+
+async def test_held_out_too_small_gives_no_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = make_prompts(30, seed=6)
+    await collect(tmp_path / "audit.jsonl", prompts)
+    fb = write_rows(tmp_path / "fb.jsonl", full_feedback(prompts))
+    code, stdout, stderr = train(
+        capsys,
+        *("--audit", str(tmp_path / "audit.jsonl"), "--feedback", str(fb)),
+        *("--out", str(tmp_path / "r.json"), "--json"),
+    )
+    assert code == 0, stderr
+    held = json.loads(stdout)["held_out"]
+    assert held["held_out_prompts"] == 6
+    assert held["models"]["cheap"]["auroc"] is None and held["pretrained_auroc"] is None
+    assert held["better_than_pretrained"] is None and "warning" not in stderr

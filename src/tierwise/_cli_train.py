@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .cli import (
     EXIT_FAILED,
@@ -105,6 +106,113 @@ def _embed_prompts(config: str, alias: str, prompts: Sequence[str], batch: int, 
     return anyio.run(go)
 
 
+_MIN_HELD_OUT = 10  # labeled held-out prompts of a model below which it gets no figure
+
+
+def _auroc(pred: Sequence[float], good: Sequence[bool]) -> float | None:
+    """Area under the ROC curve of ``pred`` for ``good`` (ties count half); ``None`` for one class."""
+    pos = [p for p, g in zip(pred, good, strict=True) if g]
+    neg = [p for p, g in zip(pred, good, strict=True) if not g]
+    if not pos or not neg:
+        return None
+    from bisect import bisect_left, bisect_right
+
+    neg.sort()
+    wins = sum(bisect_left(neg, p) + 0.5 * (bisect_right(neg, p) - bisect_left(neg, p)) for p in pos)
+    return wins / (len(pos) * len(neg))
+
+
+def _held_out(data: Any, fraction: float, embeddings: Sequence[Sequence[float]] | None) -> dict[str, Any]:
+    """Fit on a seeded share of the user's prompts and measure on the rest.
+
+    Why: a router trained on a few hundred verdicts can be worse than no training
+    at all, and the only honest check is on prompts the fit did not see. Per
+    model: AUROC of its predicted p(good) against the held-out verdicts (good =
+    score ≥ 0.5). For the cheapest model, the same AUROC of the pretrained
+    difficulty router (1 − difficulty) on the same prompts: the decision a router
+    makes is "is the cheap model good enough here?", and that is the bar a trained
+    router has to clear to be worth its file.
+    """
+    import math
+    import random
+
+    from .routing.difficulty import DifficultyClassifier
+    from .routing.learned import OutcomeModel
+
+    n = len(data.prompts)
+    order = list(range(n))
+    random.Random(0).shuffle(order)
+    k = max(1, round(n * fraction))
+    test, train = sorted(order[:k]), sorted(order[k:])
+    out: dict[str, Any] = {"fraction": fraction, "train_prompts": len(train), "held_out_prompts": len(test)}
+    scores = {m: [data.scores[m][i] for i in train] for m in data.models}
+    if any(all(math.isnan(v) for v in col) for col in scores.values()):
+        out["skipped"] = "a model has no verdict among the training part"
+        return out
+    model = OutcomeModel.fit(
+        [data.prompts[i] for i in train],
+        scores,
+        data.costs,
+        embeddings=None if embeddings is None else [embeddings[i] for i in train],
+    )
+    prompts = [data.prompts[i] for i in test]
+    pred = model.predict(prompts, embeddings=None if embeddings is None else [embeddings[i] for i in test])
+    per_model: dict[str, Any] = {}
+    for m in data.models:
+        seen = [
+            (float(pred[m][j]), data.scores[m][i] >= 0.5)
+            for j, i in enumerate(test)
+            if not math.isnan(data.scores[m][i])
+        ]
+        auc = _auroc([p for p, _ in seen], [g for _, g in seen]) if len(seen) >= _MIN_HELD_OUT else None
+        per_model[m] = {"labeled": len(seen), "auroc": auc}
+    out["models"] = per_model
+    cheapest = min(model.models, key=lambda m: (model.expected_cost[m], m))
+    pretrained = DifficultyClassifier.pretrained()
+    seen_idx = [j for j, i in enumerate(test) if not math.isnan(data.scores[cheapest][i])]
+    base = None
+    if len(seen_idx) >= _MIN_HELD_OUT:
+        base = _auroc(
+            [1.0 - pretrained.difficulty(prompts[j]) for j in seen_idx],
+            [data.scores[cheapest][test[j]] >= 0.5 for j in seen_idx],
+        )
+    trained = per_model[cheapest]["auroc"]
+    out["cheapest"] = cheapest
+    out["pretrained_auroc"] = base
+    out["better_than_pretrained"] = None if trained is None or base is None else trained > base
+    return out
+
+
+def _holdout_warning(held: dict[str, Any] | None) -> str | None:
+    """The warning when the held-out figures say the trained router does not beat the pretrained one."""
+    if held is None or held.get("better_than_pretrained") is not False:
+        return None
+    m = held["cheapest"]
+    return (
+        f"on {held['held_out_prompts']} held-out prompts the trained router is no better than the pretrained "
+        f"difficulty router at telling when {m} is good enough (AUROC {held['models'][m]['auroc']:.3f} vs "
+        f'{held["pretrained_auroc"]:.3f}); collect more feedback, or use classifier = "difficulty"'
+    )
+
+
+def _holdout_text(held: dict[str, Any]) -> str:
+    """The human summary of ``_held_out``'s figures."""
+    head = (
+        f"held-out check: fitted on {held['train_prompts']} prompts, measured on the other "
+        f"{held['held_out_prompts']} ({held['fraction']:.0%})"
+    )
+    if "skipped" in held:
+        return f"{head}: not measured ({held['skipped']})\n"
+    lines = [head + "; AUROC of predicted p(good) against the held-out verdicts:\n"]
+    for m, row in held["models"].items():
+        auc = "too few verdicts" if row["auroc"] is None else f"{row['auroc']:.3f}"
+        lines.append(f"  {m}: {auc} ({row['labeled']} labeled)\n")
+    base = held["pretrained_auroc"]
+    if base is not None:
+        lines.append(f"  pretrained difficulty router, {held['cheapest']}: {base:.3f}\n")
+    return "".join(lines)
+
+
 def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
@@ -125,6 +233,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise _UsageError("--config is only used with --embedder ALIAS (the model that embeds the prompts)")
     if args.embed_batch < 1:
         raise _UsageError("--embed-batch must be at least 1")
+    if not 0.0 <= args.holdout < 1.0:
+        raise _UsageError("--holdout must be a fraction within 0 (skip) and 1, e.g. 0.2")
     config = None if args.config is None else _config_path(args.config)
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -158,6 +268,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
     try:
+        held = (
+            None
+            if args.holdout == 0
+            else _held_out(data, args.holdout, None if embedded is None else embedded.vectors)
+        )
         model = data.fit() if embedded is None else data.fit(embeddings=embedded.vectors)
         model.save(out)
     except (ValueError, OSError) as exc:
@@ -184,6 +299,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"routes = {{ {toml_routes} }}"
         + ("" if embedded is None else f"\nembedder = {json.dumps(embedded.alias)}")
     )
+    warning = _holdout_warning(held)
     summary = {
         "prompts": len(data.prompts),
         "audit_records": data.audit_records,
@@ -201,6 +317,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             for m in model.models
         },
         "out": str(out),
+        "held_out": held,
+        "warning": warning,
         "strong": strong,
         "suggested_strong_share": share,
         "snippet": snippet,
@@ -215,6 +333,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "cost_usd": embedded.cost_usd,
         },
     }
+    if warning:
+        sys.stderr.write(f"tierwise: warning: {warning}\n")
     if args.json:
         _print_json(summary)
         return EXIT_OK
@@ -245,6 +365,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"({len(embedded.vectors)} prompts in {requests}, embedding cost {emb_cost}); "
             f'the router needs embedder = "{embedded.alias}"\n'
         )
+    if held is not None:
+        w(_holdout_text(held))
     w(f"wrote {out}\nuse it (strong model: {strong}; tune strong_share to your budget):\n")
     w("  import tierwise as tw\n  from tierwise.routing import OutcomeModel\n")
     w("".join(f"  {line}\n" for line in snippet.splitlines()))

@@ -620,6 +620,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"prompts per embeddings request (default {DEFAULT_EMBED_BATCH})",
     )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        metavar="FRACTION",
+        help="share of prompts held out to measure the router before the final fit on all of them "
+        "(default 0.2; 0 skips the measurement)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_train)
 
