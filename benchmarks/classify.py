@@ -1,8 +1,9 @@
 """Classification time: ``KeywordClassifier.default().classify(request)``, ``Router.select``,
-and the learned router (``OutcomeModel.as_classifier(...).classify``).
+the learned router (``OutcomeModel.as_classifier(...).classify``) and the pretrained
+difficulty router (``DifficultyClassifier.pretrained().classify``).
 
-Targets (issues): keyword classifier p99 under 50 µs, and OutcomeModel decision p99 at most
-2 ms, for a 2,000-word prompt.
+Targets (issues): keyword classifier p99 under 50 µs, and OutcomeModel and
+DifficultyClassifier decision p99 at most 2 ms, for a 2,000-word prompt.
 
 Method
 ------
@@ -273,6 +274,25 @@ def main(argv: list[str] | None = None) -> int:
                 failed |= not ok
             label = clf.classify(request).label
             print(f"{name:<40} {'':<7} {label:<11} {p50:8.1f} {p99:8.1f} {best:9.1f}  {verdict}")
+
+    from tierwise.routing import DifficultyClassifier
+
+    difficulty = DifficultyClassifier.pretrained()
+    print(f"\nDifficultyClassifier.pretrained(): {len(difficulty._vocab):,} n-grams, pure Python")
+    print(
+        f"{'DifficultyClassifier classify':<40} {'':<7} {'label':<11} {'p50':>8} {'p99':>8} {'best p99':>9}  vs 2 ms"
+    )
+    for name, request in requests.items():
+        p50, p99, best = measure(
+            partial(difficulty.classify, request), max(100, args.samples // 4), args.runs
+        )
+        verdict = ""
+        if name.startswith("2000w"):
+            ok = p99 <= OUTCOME_TARGET_US
+            verdict = "ok" if ok else "OVER"
+            failed |= not ok
+        label = difficulty.classify(request).label
+        print(f"{name:<40} {'':<7} {label:<11} {p50:8.1f} {p99:8.1f} {best:9.1f}  {verdict}")
 
     if args.check and failed:
         print("\nFAIL: a 2,000-word case is over its p99 target", file=sys.stderr)

@@ -6,8 +6,9 @@ model's outcome on every prompt, so routing decisions are replayed offline.
 Track A — RouteLLM MMLU and GSM8K (GPT-4 vs Mixtral-8x7B; contaminated prompts dropped),
 5-fold cross-validation (KFold, shuffle, seed 0). Metrics (``routing_metrics.py``): APGR,
 CPT(50%), CPT(80%) as mean ± std over the folds, for random, always-weak, always-strong, the
-keyword classifier, prompt length, the plain TF-IDF + logistic-regression baseline, OutcomeModel
-and the oracle. The OutcomeModel's routing score
+keyword classifier, prompt length, the plain TF-IDF + logistic-regression baseline, the pretrained
+difficulty router fitted leave-one-dataset-out (``train_difficulty.py``: it never saw the track),
+OutcomeModel and the oracle. The OutcomeModel's routing score
 is p(strong) − p(weak), which is exactly the order in which ``route()`` moves prompts to the
 strong model as ``cost_weight`` falls. Its configuration is fixed before the folds are run
 (never chosen on a test fold); ``--variants`` adds the alternatives that were tried.
@@ -20,6 +21,8 @@ Cost of a query on model m = price_m × (prompt tokens + OUTPUT_TOKENS) / 1M, pr
 ≈ characters / 4, OUTPUT_TOKENS = 200 (the data has no responses to count). The gain at
 equal cost comes with a paired bootstrap interval over the 500 test prompts; ``--variants``
 runs the alternatives tried on a train-only validation split (selection looks only there).
+A second table treats LLMRouter as a strong/weak split (the best single model vs the best cheap
+one) and gives every router's APGR, the pretrained difficulty router's (leave-one-dataset-out) too.
 
 Track C — an answer-aware cascade on GSM8K (Mixtral → GPT-4, ``LearnedVerifier`` on the cheap
 answer), 5-fold CV; accuracy against the share escalated and cost with every verifier call,
@@ -70,6 +73,7 @@ STRONG = "gpt-4-1106-preview"
 COST = {"weak": 0.24, "strong": 24.7}  # $ per 1M tokens, the RouteLLM paper's figures
 OUTPUT_TOKENS = 200
 KEYWORD_ORDER = {"complex": 3, "standard": 2, "structured": 1, "bulk": 0}
+DIFFICULTY = "difficulty (pretrained, leave-one-dataset-out)"
 
 
 def _bool(v: str) -> float:
@@ -106,8 +110,9 @@ def keyword_scores(prompts: list[str]) -> np.ndarray:
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "OutcomeModel": {},  # the default: word 1-2 + char_wb 3-5 TF-IDF, log length, LR C=1
+    "OutcomeModel": {},  # the default: word 1-2 + char_wb 3-5 TF-IDF, log length, LR C=2 (routing_cv.py)
     "OutcomeModel (word only)": {"char_ngrams": None},
+    "OutcomeModel (C=1, the old default)": {"c": 1.0},
     "OutcomeModel (C=0.3)": {"c": 0.3},
 }
 
@@ -130,8 +135,12 @@ def track_a(
     lengths = np.array([len(p.split()) for p in prompts], dtype=float)
     kw = keyword_scores(prompts)
     kw_complex = float(np.mean(kw == 3))
+    from train_difficulty import lodo_model  # here: it imports this module's loaders
+
+    lodo = lodo_model(data, bench)  # fitted on the other two datasets only
+    difficulty = np.array([lodo.difficulty(p) for p in prompts])
     names = ["random", "always-weak", "always-strong", "keyword", "prompt length"]
-    names += [BASELINE]
+    names += [BASELINE, DIFFICULTY]
     names += list(VARIANTS) if variants else ["OutcomeModel"]
     names += ["OutcomeModel + embeddings"] if emb is not None else []
     names += ["oracle"]
@@ -144,6 +153,7 @@ def track_a(
             "random": np.random.default_rng(100 + f).random(te.size),
             "prompt length": lengths[te],
             "keyword": kw[te],
+            DIFFICULTY: difficulty[te],
             "oracle": s - w,
         }
         base = baseline_predict(
@@ -292,7 +302,8 @@ def gains(
 
 
 B_VARIANTS: dict[str, dict[str, Any]] = {
-    "text: word 1-2 + char 3-5, C = 1 (default)": {},
+    "text: word 1-2 + char 3-5, C = 2 (default)": {},
+    "text: C = 1 (the old default)": {"c": 1.0},
     "text: C = 0.3": {"c": 0.3},
     "text: C = 3": {"c": 3.0},
     "text: word n-grams only": {"char_ngrams": None},
@@ -324,7 +335,7 @@ def track_b_variants(models: list[str], train: dict[str, Any], test: dict[str, A
     if "e" in train:
         variants |= {k: (v, True) for k, v in EMB_VARIANTS.items()}
     views = [
-        "text: word 1-2 + char 3-5, C = 1 (default)",
+        "text: word 1-2 + char 3-5, C = 2 (default)",
         "text: word n-grams only",
         "text: char n-grams only",
     ]
@@ -505,6 +516,7 @@ def track_b(
         print(
             f"| {name} | {100 * max(a for _, a, _ in curve):.1f}% | {match} | {pts:+.1f} ({lo:+.1f} to {hi:+.1f}) |"
         )
+    splitter(data, models, train, test, routers)
     if variants:
         track_b_variants(models, train, test)
     if plots:
@@ -530,6 +542,45 @@ def track_b(
         out = os.path.join(plots, "routing_llmrouter.png")
         fig.savefig(out, dpi=110)
         print(f"plot: {out}")
+
+
+LLMR_STRONG = "llama-3.1-nemotron-51b-instruct"  # the best single model
+LLMR_WEAK = "llama-3.1-8b-instruct"  # the best of the cheap ones
+
+
+def splitter(
+    data: str,
+    models: list[str],
+    train: dict[str, Any],
+    test: dict[str, Any],
+    routers: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
+    """LLMRouter as a two-model strong/weak split, to compare routers with Track A's APGR.
+
+    Strong = the best single model, weak = the best cheap one; a score of ≥ 0.5 counts as a
+    correct answer. The learned routers' score is p(strong) − p(weak) from their 9-model fit.
+    """
+    from train_difficulty import lodo_model
+
+    ws, ss = models.index(LLMR_WEAK), models.index(LLMR_STRONG)
+    w = (test["s"][:, ws] >= 0.5).astype(float)
+    s = (test["s"][:, ss] >= 0.5).astype(float)
+    q = test["q"]
+    lodo = lodo_model(data, "llmrouter")
+    scores = {
+        "random": np.random.default_rng(100).random(len(q)),
+        "keyword": keyword_scores(q),
+        "prompt length": np.array([len(p.split()) for p in q], dtype=float),
+        DIFFICULTY: np.array([lodo.difficulty(p) for p in q]),
+        **{name: pred[:, ss] - pred[:, ws] for name, (pred, _) in routers.items()},
+        "oracle": s - w,
+    }
+    print(
+        f"\n| LLMRouter as a splitter ({LLMR_STRONG} {s.mean():.3f} vs {LLMR_WEAK} {w.mean():.3f}) "
+        "| APGR | CPT(50%) |\n|---|---|---|"
+    )
+    for name, sc in scores.items():
+        print(f"| {name} | {apgr(sc, w, s):.3f} | {100 * cpt(sc, w, s, 0.5):.1f}% |")
 
 
 def fit_time(data: str, n: int = 15_000, repeats: int = 3) -> None:
