@@ -250,3 +250,21 @@ def test_tierwise_explain_prints_the_difficulty(tmp_path: Path, capsys: pytest.C
     assert main(["explain", "--config", str(path), "Prove that the square root of 2 is irrational"]) == 0
     out = capsys.readouterr().out
     assert "why: difficulty 0." in out
+
+
+def test_calibrated_places_the_cuts_on_your_own_prompts() -> None:
+    clf = DifficultyClassifier.from_dict(tiny())
+    prompts = [("proof " * k + "hello " * (8 - k)).strip() for k in range(8)]  # difficulty rises with k
+    cal = clf.calibrated(prompts)
+    labels = [cal.classify(Request.from_prompt(p)).label for p in prompts]
+    assert labels == ["bulk", "bulk", "standard", "standard", "standard", "standard", "complex", "complex"]
+    two = clf.calibrated(prompts, {"strong": 0.5}, below="weak")
+    assert [two.label_for(two.difficulty(p)) for p in prompts] == ["weak"] * 4 + ["strong"] * 4
+    # identical prompts: the cuts still differ, and every prompt gets the top label
+    same = clf.calibrated(["proof"] * 4)
+    assert len({c for _, c in same.thresholds}) == 2
+    assert same.classify(Request.from_prompt("proof")).label == "complex"
+    with pytest.raises(ValueError, match="at least one prompt"):
+        clf.calibrated([])
+    with pytest.raises(ValueError, match="share"):
+        clf.calibrated(prompts, {"complex": 0.0})

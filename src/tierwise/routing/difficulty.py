@@ -17,7 +17,8 @@ so a router can send hard prompts to the strong model from the first request.
   / ``bulk`` by default, so it drops into the tutorials' four-tier router; a ``tier``
   metadata hint still names the label outright. The pretrained file's cuts put the
   hardest quarter of its training prompts in ``complex`` and the easiest quarter in
-  ``bulk``; ``thresholds=`` / ``below=`` (or the config's ``thresholds`` table) change them.
+  ``bulk``; ``thresholds=`` / ``below=`` (or the config's ``thresholds`` table) change them,
+  and ``calibrated(prompts)`` places them on a sample of your own traffic.
   The classification's ``score`` is the difficulty itself and its reason shows it, so
   ``tierwise explain`` and the audit log say how hard the prompt looked.
 
@@ -51,6 +52,7 @@ from ..types import Request
 from .base import Classification
 
 __all__ = [
+    "DEFAULT_SHARES",
     "DEFAULT_THRESHOLDS",
     "FORMAT",
     "MAX_CHARS",
@@ -66,6 +68,8 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {"complex": 0.5, "standard": 0.3}
 """Label → the smallest difficulty that earns it (anything below every threshold is ``below``),
 for a model file that states none; the pretrained file states its own (quantile cuts)."""
 DEFAULT_BELOW = "bulk"
+DEFAULT_SHARES: Mapping[str, float] = {"complex": 0.25, "standard": 0.75}
+"""``calibrated``'s default: the share of prompts at or above each label's cut."""
 
 _TOKEN = re.compile(r"\w\w+")
 _GROUP_SCALE = 10.0
@@ -182,6 +186,36 @@ class DifficultyClassifier:
         if any(label == clone.below for label, _ in clone.thresholds):
             raise ValueError(f"{clone.below!r} is both a threshold label and the below label")
         return clone
+
+    def calibrated(
+        self, prompts: Sequence[str], shares: Mapping[str, float] | None = None, *, below: str | None = None
+    ) -> DifficultyClassifier:
+        """The same model with cuts placed on a sample of *your* prompts (no outcomes needed).
+
+        ``shares[label]`` is the share of ``prompts`` that should get ``label`` or a harder
+        one: the default ``{"complex": 0.25, "standard": 0.75}`` sends the hardest quarter
+        to ``complex`` and the easiest quarter to ``below``. Why: the shipped cuts are
+        quantiles of benchmark prompts, which are longer than much chat traffic, and
+        length weighs heavily in the score, so on short prompts they label nearly
+        everything ``bulk``; the ranking transfers better than the cut does.
+        """
+        wanted = dict(DEFAULT_SHARES if shares is None else shares)
+        if not prompts:
+            raise ValueError("calibrated needs at least one prompt")
+        for label, share in wanted.items():
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < share <= 1.0:
+                raise ValueError(f"share for {label!r} must be within (0, 1], got {share!r}")
+        scores = sorted((self.difficulty(p) for p in prompts), reverse=True)
+        cuts = {label: scores[max(0, math.ceil(share * len(scores)) - 1)] for label, share in wanted.items()}
+        # ties at a cut would make two labels share it: nudge each lower label down a hair
+        ordered = sorted(cuts.items(), key=lambda lc: (-lc[1], wanted[lc[0]]))
+        out: dict[str, float] = {}
+        last = math.inf
+        for label, cut in ordered:
+            cut = min(cut, math.nextafter(last, -math.inf))
+            out[label] = max(cut, 0.0)
+            last = out[label]
+        return self.with_thresholds(out, below=below)
 
     @property
     def labels(self) -> tuple[str, ...]:
