@@ -282,7 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'DifficultyClassifier classify':<40} {'':<7} {'label':<11} {'p50':>8} {'p99':>8} {'best p99':>9}  vs 2 ms"
     )
-    for name, request in requests.items():
+    difficulty_cases = dict(requests)
+    if args.data:
+        # real text, many known n-grams: the loop over them is longer than on the lexicon cases
+        from routing_quality import load_routellm
+
+        words = " ".join(load_routellm(args.data, "gsm8k")[0]).split()[:2000]
+        difficulty_cases["2000w: GSM8K prompts (real text)"] = Request.from_prompt(" ".join(words))
+    for name, request in difficulty_cases.items():
         p50, p99, best = measure(
             partial(difficulty.classify, request), max(100, args.samples // 4), args.runs
         )
