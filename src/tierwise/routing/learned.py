@@ -269,7 +269,9 @@ class OutcomeModel:
         disables one), taken from the first ``word_chars``/``char_chars``
         characters; n-grams in fewer than ``min_df`` prompts are dropped and at
         most ``max_features`` (the most frequent) kept; ``c`` is the logistic
-        regression's inverse regularization. Needs scikit-learn (``pip install
+        regression's inverse regularization. The defaults (these n-grams, C = 2)
+        were chosen by cross-validation over three datasets together
+        (``benchmarks/routing_cv.py``, ``docs/routing.md``). Needs scikit-learn (``pip install
         "tierwise[learn]"``).
 
         ``embeddings`` (optional, ``(n_prompts, dimension)``): each prompt's
