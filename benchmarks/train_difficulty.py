@@ -111,7 +111,10 @@ CANDIDATES: list[tuple[str, float]] = [
     ("gap", 0.1),
     ("gap", 0.03),
 ]
-"""(label, C) settings the choice rule picks among (see ``choose``)."""
+"""(label, C) settings the choice rule picks among (see ``choose``); the shipped weights used these."""
+EXTENDED = [("gap", 0.01), ("gap", 0.003)]
+"""``--extended-grid`` adds these: the first runs chose C = 0.03, the edge of the grid, so does
+less still help? (Reported in docs/routing.md; not what the shipped weights used.)"""
 
 
 def fit(parts: list[dict[str, Any]], label: str = "gap", c: float = 0.1) -> DifficultyClassifier:
@@ -219,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--evaluate", action="store_true", help="leave-one-dataset-out APGR table")
     ap.add_argument("--write", action="store_true", help=f"fit on all three and write {OUT}")
+    ap.add_argument("--extended-grid", action="store_true", help="also try C = 0.01 and 0.003")
     args = ap.parse_args(argv)
+    if args.extended_grid:
+        CANDIDATES.extend(EXTENDED)
     if args.evaluate:
         evaluate(args.data)
     if args.write:
