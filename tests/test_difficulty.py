@@ -127,7 +127,12 @@ def test_the_pretrained_weights_ship_in_the_package_with_attribution() -> None:
     assert 1_000 <= len(data["ngrams"]) <= 50_000
     clf = DifficultyClassifier.pretrained()
     assert clf.attribution == data["attribution"]
-    assert DifficultyClassifier.pretrained()._vocab is not None  # loads twice from the cache
+    # parsed once, copied per call: relabelling one copy leaves the others alone
+    other = DifficultyClassifier.pretrained(thresholds={"hard": 0.2}, below="easy")
+    assert other is not clf and other._vocab is clf._vocab
+    assert other.labels == ("hard", "easy") and clf.labels == ("complex", "standard", "bulk")
+    assert DifficultyClassifier.pretrained().labels == ("complex", "standard", "bulk")
+    assert dict(clf.thresholds) == data["thresholds"] and clf.below == data["below"] == "bulk"
 
 
 def test_pretrained_scores_long_and_math_prompts_as_harder() -> None:

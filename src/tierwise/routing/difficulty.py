@@ -124,7 +124,8 @@ def _sigmoid(z: float) -> float:
 
 
 class DifficultyClassifier:
-    """Prompt difficulty (probability a cheap model fails) and labels by thresholds.
+    """Prompt difficulty (probability a cheap model fails where a strong one would not) and
+    labels by thresholds.
 
     Build with ``pretrained()``, ``load(path)`` or ``from_dict``; see the module
     docstring. ``thresholds`` maps label → lowest difficulty for it (checked from the
@@ -149,7 +150,7 @@ class DifficultyClassifier:
             self._length_coef = float(weights["length_coef"])
             self._intercept = float(weights["intercept"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"difficulty model lacks or damages {exc}") from None
+            raise ValueError(f"difficulty model lacks or has a bad field: {exc}") from None
         if not (isinstance(grams, list) and isinstance(idf, list) and isinstance(coef, list)):
             raise ValueError("difficulty model ngrams, idf and coef must be lists")
         if not len(grams) == len(idf) == len(coef):
@@ -186,8 +187,17 @@ class DifficultyClassifier:
     def pretrained(
         cls, *, thresholds: Mapping[str, float] | None = None, below: str | None = None
     ) -> DifficultyClassifier:
-        """The model shipped with tierwise, fitted on the shared open routing data (see ``attribution``)."""
-        return cls(_pretrained_weights(), thresholds=thresholds, below=below, source="pretrained")
+        """The model shipped with tierwise, fitted on the shared open routing data (see ``attribution``).
+
+        The file is parsed and indexed once per process; every call returns its own
+        copy (sharing the read-only vocabulary), so relabelling one never changes another.
+        """
+        shared = _pretrained()
+        if thresholds is None and below is None:
+            return shared.with_thresholds(dict(shared.thresholds))
+        return shared.with_thresholds(
+            dict(shared.thresholds) if thresholds is None else thresholds, below=below
+        )
 
     @classmethod
     def from_dict(
@@ -321,11 +331,10 @@ def _check_thresholds(thresholds: Mapping[str, float]) -> tuple[tuple[str, float
 
 
 @lru_cache(maxsize=1)
-def _pretrained_weights() -> Mapping[str, Any]:
-    """The shipped weights, parsed once per process (every ``pretrained()`` shares them)."""
+def _pretrained() -> DifficultyClassifier:
+    """The shipped weights, parsed and indexed once per process (``pretrained()`` copies it)."""
     text = resources.files("tierwise").joinpath("data", "difficulty.json").read_text(encoding="utf-8")
-    data: Mapping[str, Any] = json.loads(text)
-    return data
+    return DifficultyClassifier(json.loads(text), source="pretrained")
 
 
 def fit_difficulty(
