@@ -49,6 +49,15 @@ class RedisDown(Exception):
     """Redis did not answer in time (or at all): the caller applies its fail mode."""
 
 
+class _Expired(TimeoutError):
+    """A call's reply did not come within ``timeout_s`` (set on its future by a timer)."""
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
+
+
 class _Op:
     """One queued command: a script by name (``script``) or a raw command
     (``script`` is ``None``, the command in ``args``); ``fut`` is ``None`` for a write."""
@@ -63,7 +72,8 @@ class _Op:
         fut: asyncio.Future[Any] | None,
     ) -> None:
         self.script = script
-        self.keys = keys
+        # A tuple: the packed script heads are looked up by (script, keys, nargs).
+        self.keys: tuple[Any, ...] = keys if type(keys) is tuple else tuple(keys)
         self.args = args
         self.fut = fut
 
@@ -111,6 +121,7 @@ class Conn:
             if isinstance(getattr(scripts, name), str)
         }
         self._sha: dict[str, str] = {}
+        self._heads: dict[tuple[str, tuple[Any, ...], int], bytes] = {}
         self._calls: deque[_Op] = deque()
         self._writes: deque[_Op] = deque()
         self._writes_due = False
@@ -137,11 +148,13 @@ class Conn:
         self._down_until = self.clock.now() + self.retry_s
         if not self._outage:
             self._outage = True
-            _log.warning("redis unavailable (%s); each concern applies its on_error mode", type(exc).__name__)
+            name = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+            _log.warning("redis unavailable (%s); each concern applies its on_error mode", name)
 
     def _failed(self, concern: str, exc: BaseException) -> RedisDown:
         self._mark_down(exc)
-        return RedisDown(f"redis unavailable for {concern}: {type(exc).__name__}")
+        name = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return RedisDown(f"redis unavailable for {concern}: {name}")
 
     def fell_back(self, concern: str, *, fail_open: bool) -> None:
         """A request met an outage in ``concern``: served by this process's own
@@ -173,17 +186,19 @@ class Conn:
         if self.down() or self._closed:
             raise RedisDown(f"redis unavailable for {concern}")
         self._ensure_tasks()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._calls.append(_Op(script, keys, args, fut))
         self._poke(now=True)
+        # A timer that fails the future, not ``asyncio.timeout``: a tenth of the
+        # cost per call, and the caller's own cancellation stays a cancellation.
+        timer = loop.call_later(self.timeout_s, _expire, fut)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await fut
-        except RedisDown:
-            raise
-        except TimeoutError as exc:
-            _reraise_cancel(exc)
+            result = await fut
+        except _Expired as exc:
             raise self._failed(concern, exc) from None
+        finally:
+            timer.cancel()
         if isinstance(result, Exception):
             # A script error (a bug, not an outage): surfaced as such.
             raise result
@@ -210,17 +225,17 @@ class Conn:
         if self.down() or self._closed:
             raise RedisDown("redis unavailable")
         self._ensure_tasks()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._calls.append(_Op(None, (), ("PING",), fut))
         self._poke(now=True)
+        timer = loop.call_later(self.timeout_s, _expire, fut)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await fut
-        except RedisDown:
-            raise
-        except TimeoutError as exc:
-            _reraise_cancel(exc)
+            await fut
+        except _Expired as exc:
             raise self._failed("writes", exc) from None
+        finally:
+            timer.cancel()
 
     async def _flush_last(self) -> None:
         """``aclose``'s flush, once the sender has stopped (so the link is free)."""
@@ -347,7 +362,11 @@ class Conn:
                 if op.script is None:
                     _pack(parts, op.args)
                 else:
-                    _pack(parts, ("EVALSHA", self._sha[op.script], len(op.keys), *op.keys, *op.args))
+                    head = self._heads.get((op.script, op.keys, len(op.args)))
+                    if head is None:
+                        head = self._head(op.script, op.keys, len(op.args))
+                    parts.append(head)
+                    _pack_args(parts, op.args)
             self.round_trips += 1
             self.commands += len(todo)
             await link.send_packed_command([b"".join(parts)], check_health=False)
@@ -367,6 +386,19 @@ class Conn:
             await self._load(link)
             todo = lost
         return replies
+
+    def _head(self, script: str, keys: tuple[Any, ...], nargs: int) -> bytes:
+        """The RESP bytes of ``EVALSHA sha numkeys keys...`` (and the array
+        length), which are the same for every call of one script on one
+        deployment: packed once, not per call. Bounded (keys may carry a period
+        or a conversation): cleared when full."""
+        if len(self._heads) >= 4096:
+            self._heads.clear()
+        parts = [b"*%d\r\n" % (3 + len(keys) + nargs)]
+        _pack_args(parts, ("EVALSHA", self._sha[script], len(keys), *keys))
+        head = b"".join(parts)
+        self._heads[(script, keys, nargs)] = head
+        return head
 
     async def _load(self, link: Any) -> None:
         names = list(self._sources)
@@ -446,6 +478,11 @@ def _pack(out: list[bytes], args: Sequence[Any]) -> None:
     every request: this is a third of its client CPU (no encoder lookups, no
     buffer-size heuristics; our arguments are only str, bytes, int and float)."""
     out.append(b"*%d\r\n" % len(args))
+    _pack_args(out, args)
+
+
+def _pack_args(out: list[bytes], args: Sequence[Any]) -> None:
+    """The bulk strings of ``args`` (the array header is the caller's)."""
     for arg in args:
         if isinstance(arg, bytes):
             data = arg

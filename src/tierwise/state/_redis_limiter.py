@@ -17,8 +17,9 @@ so the aggregate is the limit times the processes until Redis returns),
 
 from __future__ import annotations
 
+import itertools
 import math
-import uuid
+import os
 from typing import TYPE_CHECKING, Any
 
 from ..execution.limits import LimiterClosed, QueueWaitTimeout, RateLimiter
@@ -33,6 +34,20 @@ _WINDOW = 60.0
 _POLL_MIN = 0.002
 _POLL_MAX = 0.05
 _MAX_TOKENS = 10**12
+# Permit ids are members of shared sets, so unique across processes: a random
+# per-process prefix and a counter (uuid4 per permit cost more than the rest of
+# the acquisition's Python side).
+_ID_PREFIX = os.urandom(6).hex()
+_ids = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    # A worker forked from a parent that imported this (gunicorn --preload) gets its own.
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(6).hex()
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 class RedisPermit:
@@ -134,7 +149,7 @@ class RedisLimiter:
         start = clock.now()
         deadline = None if timeout is None else start + max(0.0, timeout)
         poll = _POLL_MIN
-        permit_id = uuid.uuid4().hex[:16]
+        permit_id = f"{_ID_PREFIX}{next(_ids):x}"
         cap, window, tpm, maxc, lease = self._static
         local = self.local
         reserve = tokens if not tpm or local._scale == 1.0 else local._scaled(tokens)
