@@ -26,8 +26,8 @@ def test_every_public_name_has_an_api_entry() -> None:
 def test_submodule_member_lists_name_real_members() -> None:
     import importlib
 
-    found = re.findall(
-        r"^::: (tierwise\.\w+)\n    options:\n(?:.*\n)*?\s+members: \[(.*)\]", PAGE, re.M
-    ):
+    found = re.findall(r"^::: (tierwise\.\w+)\n    options:\n(?:.*\n)*?\s+members: \[(.*)\]", PAGE, re.M)
+    assert len(found) == 2
+    for module, members in found:
         exported = set(importlib.import_module(module).__all__)
         assert {m.strip() for m in members.split(",")} <= exported, module
