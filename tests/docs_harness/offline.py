@@ -28,9 +28,10 @@ def mock_url() -> str:
 def offline_config(*aliases: str, **sections: Any) -> dict[str, Any]:
     """A config whose every alias is a priced model on the mock server (OpenAI wire format)."""
     os.environ.setdefault("MOCK_KEY", "not-a-secret")
-    provider = {"type": "openai", "compat": "vllm", "base_url": f"{mock_url()}/v1", "api_key_env": "MOCK_KEY"}
-    models = {a: {"provider": "mock", "model": a, "input_price": 1.0, "output_price": 2.0} for a in aliases}
-    return {"providers": {"mock": provider}, "models": models, **sections}
+    # The built-in "openai" row (batch API included), pointed at the mock.
+    provider = {"base_url": f"{mock_url()}/v1", "api_key_env": "MOCK_KEY"}
+    models = {a: {"provider": "openai", "model": a, "input_price": 1.0, "output_price": 2.0} for a in aliases}
+    return {"providers": {"openai": provider}, "models": models, **sections}
 
 
 def offline_orchestrator(*aliases: str, **sections: Any) -> tw.Orchestrator:
@@ -40,15 +41,15 @@ def offline_orchestrator(*aliases: str, **sections: Any) -> tw.Orchestrator:
 
 def write_offline_toml(path: str, *aliases: str) -> None:
     """A ``tierwise.toml`` for the mock server, for blocks that load one from disk."""
+    os.environ.setdefault("MOCK_KEY", "not-a-secret")
     lines = [
-        "[providers.mock]",
-        'type = "openai"',
-        'compat = "vllm"',
+        "[providers.openai]",
         f'base_url = "{mock_url()}/v1"',
+        'api_key_env = "MOCK_KEY"',
         "",
     ]
     for alias in aliases:
-        lines += [f"[models.{alias}]", 'provider = "mock"', f'model = "{alias}"']
+        lines += [f"[models.{alias}]", 'provider = "openai"', f'model = "{alias}"']
         lines += ["input_price = 1.0", "output_price = 2.0", ""]
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
