@@ -90,8 +90,7 @@ def _pages_to_run() -> list[Path]:
     return [
         p
         for p in PAGES
-        if p.relative_to(ROOT).as_posix() not in COVERED
-        and any(c.kind == "block" for c in chunks(p))
+        if p.relative_to(ROOT).as_posix() not in COVERED and any(c.kind == "block" for c in chunks(p))
     ]
 
 
