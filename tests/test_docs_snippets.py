@@ -9,6 +9,7 @@ reader sees:
 * ``<!-- setup: ... -->`` holds Python run at that point of the page: it builds the
   names a fragment assumes (``orch``, ``items``, ``prompts``), against ``MockLLMServer``
   (helpers in ``docs_harness/offline.py``);
+* ``<!-- check: ... -->`` is the same after a block: it asserts what the block did;
 * ``<!-- not-run: REASON -->`` right before a block skips it. Only a block that needs
   something a test cannot have (a real provider key, a server on a fixed port) may
   carry one; their number is capped below and each must give its reason.
@@ -44,7 +45,7 @@ COVERED = {
 MAX_NOT_RUN = 4
 
 _TOKEN = re.compile(
-    r"^<!-- setup:\n(?P<setup>.*?)^-->\n"
+    r"^<!-- (?:setup|check):\n(?P<setup>.*?)^-->\n"
     r"|^<!-- not-run: (?P<reason>.*?) -->\n"
     r"|^```python\n(?P<code>.*?)^```\n",
     re.S | re.M,

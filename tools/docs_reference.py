@@ -124,6 +124,8 @@ def type_name(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> st
         return "table"
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return " | ".join(f"`{m.value}`" for m in annotation)
+    if annotation is str and "non-empty" in constraints:
+        return "non-empty string"
     names = {bool: "bool", int: "int", float: "float", str: "string"}
     if annotation in names:
         return names[annotation] + suffix
