@@ -424,8 +424,8 @@ class PipelineTable(StrategyModel):
 
         t = _Table(info)
         for key in data:
-            if key not in ("type", "steps"):
-                raise FieldError(str(key), _unknown_key(str(key), ("steps",)), True)
+            if key != "type" and key not in cls.KEYS:
+                raise FieldError(str(key), _unknown_key(str(key), cls.KEYS), True)
         raw = data.get("steps")
         if not isinstance(raw, list) or not raw:
             raise FieldError("steps", "needs a non-empty list of step tables", True)
