@@ -213,5 +213,17 @@ class RedisCache:
         if token is not None:
             self._conn.write("CACHE_RELEASE", (self._lp + key,), (token, "gave_up" if failed else "free"))
 
+    async def asnapshot(self) -> dict[str, Any]:
+        """The shared cache's size and settings (one round trip), for ``tierwise status``."""
+        conn = self._conn
+        entries = await conn.call("cache", "CACHE_SIZE", (self._index,), (conn.clock.wall(),))
+        return {
+            "entries": int(entries),
+            "max_entries": self.max_entries,
+            "ttl_s": self.ttl_s,
+            "max_entry_bytes": self.max_entry_bytes,
+            "lock_s": self.lock_s,
+        }
+
     def __repr__(self) -> str:
         return f"RedisCache(ttl_s={self.ttl_s!r}, max_entries={self.max_entries}, lock_s={self.lock_s})"

@@ -26,6 +26,7 @@ __all__ = [
     "CACHE_GET",
     "CACHE_RELEASE",
     "CACHE_SET",
+    "CACHE_SIZE",
     "HEALTH_FAIL",
     "HEALTH_READ",
     "HEALTH_SUCCESS",
@@ -430,6 +431,12 @@ else
   redis.call('SET', KEYS[1], '!', 'KEEPTTL')
 end
 return 1
+"""
+
+# KEYS: index. ARGV: now (s) -> live entries
+CACHE_SIZE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZCARD', KEYS[1])
 """
 
 # -- sticky conversations -------------------------------------------------------
