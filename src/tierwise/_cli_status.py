@@ -124,6 +124,10 @@ async def collect_status(orch: Orchestrator) -> dict[str, Any]:
     return result
 
 
+def _ttl(ttl_s: float | None) -> str:
+    return "none" if ttl_s is None else f"{ttl_s:g} s"
+
+
 def _usd(x: float | None) -> str:
     return "-" if x is None else f"${x:,.4f}"
 
@@ -187,7 +191,7 @@ def format_status(status: dict[str, Any]) -> str:
         n = cache["entries"]
         lines.append(
             f"cache: {n} {'entry' if n == 1 else 'entries'} shared "
-            f"(max {cache['max_entries']}, ttl {cache['ttl_s']:g} s)"
+            f"(max {cache['max_entries']}, ttl {_ttl(cache['ttl_s'])})"
         )
     return "\n".join(lines)
 
