@@ -461,3 +461,104 @@ async def test_redis_down_cache_and_sticky_closed_refuse(
                 concern = "cache" if cache == "closed" else "sticky"
                 assert orch.state.stats()["refused"][concern] >= 1
                 assert concern not in orch.state.degraded
+
+
+async def test_redis_slower_than_the_timeout_never_holds_a_request(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _redis_helpers import SlowProxy
+
+    proxy = SlowProxy(own_redis.port)
+    await proxy.start()
+    try:
+        monkeypatch.setenv("REDIS_URL", proxy.url)
+        monkeypatch.setenv("MOCK_KEY", "sk-test-redis-cache")
+        with MockLLMServer.run_in_thread({"small": MockModel(), "big": MockModel()}) as server:
+            cfg = _failing_config(server.base_url, cache="open", sticky="open")
+            async with tw.Orchestrator.from_config(cfg) as orch:
+                assert orch.state is not None
+                await orch.run("warm up", metadata={"conversation_id": "slow"})
+                proxy.delay = 3.0
+                # A conversation this process knows asks Redis nothing; a new one
+                # waits timeout_s at most, then routes and remembers locally.
+                for prompt, conversation in (("hello there", "new"), (COMPLEX, "new"), (COMPLEX, "slow")):
+                    resp = await _timed(orch.run(prompt, metadata={"conversation_id": conversation}))
+                    assert resp.deployment == "small"
+                assert {"cache", "sticky"} <= orch.state.degraded
+    finally:
+        await proxy.aclose()
+
+
+# -- streams, across processes ---------------------------------------------------------
+
+
+async def test_identical_streams_in_two_processes_reach_the_provider_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("MOCK_KEY", "sk-test-redis-cache")
+    mock = MockModel(output_tokens=8, latency_ms=500)
+    with MockLLMServer.run_in_thread({"small": mock}) as server:
+        cfg = tomllib.loads(_models(server.base_url) + "\n[cache]\n\n" + _state("redis", _prefix()))
+        async with tw.Orchestrator.from_config(cfg) as a, tw.Orchestrator.from_config(cfg) as b:
+
+            async def answer(orch: tw.Orchestrator) -> tw.Response:
+                async for event in orch.stream("stream me"):
+                    if isinstance(event, tw.Done):
+                        return event.response
+                raise AssertionError("no Done event")
+
+            ra, rb = await asyncio.gather(answer(a), answer(b))
+        assert server.stats["small"].requests == 1
+        assert ra.text == rb.text and sorted([ra.cached, rb.cached]) == [False, True]
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_the_new_keys_are_validated_and_built(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    from tierwise.config import load_config
+    from tierwise.errors import ConfigError
+    from tierwise.state.redis import RedisCache, RedisSticky
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("MOCK_KEY", "sk-test-redis-cache")
+    base = _routed("http://127.0.0.1:9")
+    text = (
+        base
+        + "\n[cache]\nttl_s = 60\nmax_entries = 7\nmax_entry_bytes = 5000\nlock_s = 2.5\n\n"
+        + _state(
+            "redis",
+            _prefix(),
+            'sticky_ttl_s = 120\n\n[state.on_error]\ncache = "closed"\nsticky = "closed"\n',
+        )
+    )
+    orch = tw.Orchestrator.from_config(tomllib.loads(text))
+    cache = orch.executor.cache
+    assert isinstance(cache, RedisCache)
+    assert (cache.ttl_s, cache.max_entries, cache.max_entry_bytes, cache.lock_s) == (60.0, 7, 5000, 2.5)
+    assert cache.fail_open is False
+    sticky = orch.executor.sticky
+    assert isinstance(sticky, RedisSticky) and sticky.ttl_s == 120.0 and sticky.fail_open is False
+    assert orch.state is not None and orch.state.on_error["cache"] == "closed"
+    asyncio.run(orch.aclose())
+    for bad, field in (
+        ('[state.on_error]\ncache = "maybe"\n', "state.on_error.cache"),
+        ('[state.on_error]\nsticky = "shut"\n', "state.on_error.sticky"),
+        ("sticky_ttl_s = 0\n", "state.sticky_ttl_s"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_config(tomllib.loads(base + _state("redis", "x:", bad)))
+        assert field in str(info.value)
+    for bad, field in (("lock_s = 0\n", "cache.lock_s"), ("max_entry_bytes = -1\n", "cache.max_entry_bytes")):
+        with pytest.raises(ConfigError) as info:
+            load_config(tomllib.loads(base + "\n[cache]\n" + bad))
+        assert field in str(info.value)
+    with pytest.raises(ConfigError, match=r"state\.on_error"):
+        RedisState(redis_server.url, on_error={"sticky": "sometimes"})  # type: ignore[dict-item]
