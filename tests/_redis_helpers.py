@@ -148,7 +148,13 @@ def run_workers(
     out = []
     try:
         for p in procs:
-            stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired as exc:
+                # The worker's watchdog printed its threads and tasks by now: show them.
+                raise AssertionError(
+                    f"worker stuck after {timeout} s:\n{(exc.stderr or b'').decode()[-6000:]}"
+                ) from None
             assert p.returncode == 0, stderr.decode()[-2000:]
             out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
     finally:
@@ -228,6 +234,32 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _watchdog(loop: asyncio.AbstractEventLoop, after_s: float) -> None:
+    """A worker still running after ``after_s`` prints every thread's stack and
+    every asyncio task's (so a stuck worker says where it is stuck)."""
+    import faulthandler
+    import threading
+
+    def dump_tasks() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(limit=30, file=sys.stderr)
+        sys.stderr.flush()
+
+    def fire() -> None:
+        print(f"watchdog: worker still running after {after_s} s", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr)
+        loop.call_soon_threadsafe(dump_tasks)
+
+    timer = threading.Timer(after_s, fire)
+    timer.daemon = True
+    timer.start()
+
+
+async def _watched(config: str, args: dict[str, Any]) -> dict[str, Any]:
+    _watchdog(asyncio.get_running_loop(), float(args.get("watchdog_s", 60.0)))
+    return await _main(config, args)
+
+
 if __name__ == "__main__":
-    result = asyncio.run(_main(sys.argv[1], json.loads(sys.argv[2])))
+    result = asyncio.run(_watched(sys.argv[1], json.loads(sys.argv[2])))
     print(json.dumps(result))

@@ -121,6 +121,11 @@ class Conn:
         self._heart: asyncio.Task[None] | None = None
         self._closed = False
 
+    def closing(self) -> bool:
+        """Whether ``aclose`` has begun (the sender stops at its next turn). A
+        method, not an attribute read, because it changes across the sender's awaits."""
+        return self._closed
+
     # -- health of the link --------------------------------------------------------
 
     def down(self) -> bool:
@@ -177,6 +182,7 @@ class Conn:
         except RedisDown:
             raise
         except TimeoutError as exc:
+            _reraise_cancel(exc)
             raise self._failed(concern, exc) from None
         if isinstance(result, Exception):
             # A script error (a bug, not an outage): surfaced as such.
@@ -213,6 +219,7 @@ class Conn:
         except RedisDown:
             raise
         except TimeoutError as exc:
+            _reraise_cancel(exc)
             raise self._failed("writes", exc) from None
 
     async def _flush_last(self) -> None:
@@ -255,13 +262,15 @@ class Conn:
 
     async def _send_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            while not self._calls and not (self._writes and self._writes_due):
+        while not self.closing():
+            while not self._calls and not (self._writes and self._writes_due) and not self.closing():
                 self._kick = loop.create_future()
                 if self._writes and self._timer is None:
                     self._timer = loop.call_later(self.flush_delay_s, self._due)
                 await self._kick
             self._kick = None
+            if self.closing():
+                return
             # One loop turn: calls made by tasks that are ready now join this batch.
             await asyncio.sleep(0)
             if self.down():
@@ -281,6 +290,7 @@ class Conn:
                 async with asyncio.timeout(self.timeout_s):
                     replies = await self._exchange(batch)
             except Exception as exc:  # the sender must outlive anything a batch raises
+                _reraise_cancel(exc)
                 if not isinstance(exc, TimeoutError | OSError | _redis_errors()):
                     _log.error("redis exchange failed unexpectedly: %r", exc)
                 self._requeue(writes)
@@ -395,6 +405,21 @@ class Conn:
                         _log.warning("shared state refresh failed: %s", type(res).__name__)
             await asyncio.sleep(min(self.refresh_s, self.lease_s / 3.0))
 
+    async def _stop(self, task: asyncio.Task[None]) -> None:
+        """Cancel ``task`` and wait for it, a bounded time: a library under it
+        that swallows the cancel (seen with redis-py on Python 3.11, where a
+        cancel that meets a timeout can come out as the timeout) must not hang
+        the close; the task is then left to end on its own."""
+        if task.done():
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=self.timeout_s + 0.5)
+        if not task.done():
+            _log.warning("redis link task did not stop within %.2f s of its cancel", self.timeout_s + 0.5)
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            _log.debug("redis link task ended with %r", task.exception())
+
     async def aclose(self) -> None:
         """Flush what is queued (best effort), stop the tasks, drop this process's lease."""
         if self._closed:
@@ -402,13 +427,12 @@ class Conn:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        kick = self._kick
+        if kick is not None and not kick.done():
+            kick.set_result(None)  # an idle sender sees ``_closed`` and returns
         for task in (self._sender, self._heart):
             if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+                await self._stop(task)
         self._fail_calls(RedisDown("closed"))
         self._writes.append(_Op(None, (), ("ZREM", self.owners_key, self.owner), None))
         await self._flush_last()
@@ -432,6 +456,18 @@ def _pack(out: list[bytes], args: Sequence[Any]) -> None:
         else:
             data = str(int(arg)).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+
+
+def _reraise_cancel(exc: BaseException) -> None:
+    """Raise ``CancelledError`` if this task has a cancel pending. A cancel that
+    meets an expiring ``asyncio.timeout`` (and a library under it that handles
+    the first ``CancelledError`` itself) can come out as the ``TimeoutError``:
+    treating that as "Redis is slow" would swallow the cancel, and a task that
+    its owner cancelled and awaits would run on (the close of a worker hung
+    this way under load)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 def _redis_errors() -> type[Exception]:
