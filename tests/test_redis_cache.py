@@ -107,11 +107,11 @@ def _env(redis_server: RedisServer) -> dict[str, str]:
 def test_identical_requests_from_4_processes_reach_the_provider_once(
     tmp_path: Path, redis_server: RedisServer, backend: str
 ) -> None:
-    # The answer takes 1.5 s, and the four processes send at once (a barrier):
+    # The answer takes 3 s, and the four processes send at once (a barrier):
     # all of them ask before any answer exists, so only coalescing (not the cache)
     # can keep it to one call. The memory backend: four concurrent requests in
     # one process.
-    mock = MockModel(output_tokens=4, latency_ms=1500)
+    mock = MockModel(output_tokens=4, latency_ms=3000)
     with MockLLMServer.run_in_thread({"small": mock}) as server:
         text = _models(server.base_url) + "\n[cache]\nttl_s = 600\n\n" + _state(backend, _prefix())
         cfg = _write(tmp_path, text)
