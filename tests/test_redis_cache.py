@@ -562,3 +562,30 @@ def test_the_new_keys_are_validated_and_built(
         assert field in str(info.value)
     with pytest.raises(ConfigError, match=r"state\.on_error"):
         RedisState(redis_server.url, on_error={"sticky": "sometimes"})  # type: ignore[dict-item]
+
+
+async def test_an_orchestrator_built_in_code_shares_its_memory_cache_and_sticky_routes(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tierwise.execution.cache import MemoryCache, SQLiteCache
+    from tierwise.execution.deployment import Deployment
+    from tierwise.state.redis import RedisCache, RedisSticky
+
+    monkeypatch.setenv("MOCK_KEY", "sk-test-redis-cache")
+    with MockLLMServer.run_in_thread({"small": MockModel()}) as server:
+        provider = tw.providers.OpenAI(api_key="sk-test", base_url=f"{server.base_url}/v1")
+        deployments = [Deployment("small", provider, "small")]
+        state = RedisState(redis_server.url, key_prefix=_prefix())
+        orch = tw.Orchestrator(deployments, cache=MemoryCache(ttl_s=90.0, max_entries=5), state=state)
+        cache = orch.executor.cache
+        assert isinstance(cache, RedisCache) and (cache.ttl_s, cache.max_entries) == (90.0, 5)
+        assert isinstance(orch.executor.sticky, RedisSticky)
+        async with orch:
+            await orch.run("hello")
+            assert (await orch.run("hello")).cached
+        assert server.stats["small"].requests == 1
+    # A cache chosen for its own reasons stays as given.
+    other = RedisState(redis_server.url, key_prefix=_prefix())
+    sqlite = SQLiteCache(":memory:")
+    assert other.bind_cache(sqlite) is sqlite
+    await other.aclose()
