@@ -286,7 +286,10 @@ class RedisState:
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards and ``orch.health()``: round trips, commands,
         link errors, requests served by a fail-open fallback and refused by a
-        fail-closed one (per concern), and the concerns degraded right now."""
+        fail-closed one (per concern), the concerns degraded right now, and the
+        shared caches' coalescing counters (``peer_hits``: answers another
+        process's call produced while this one waited; ``wait_timeouts``;
+        ``too_big``: answers over ``max_entry_bytes``, not shared)."""
         conn = self._conn
         return {
             "backend": "redis",
