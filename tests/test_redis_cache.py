@@ -567,8 +567,9 @@ def test_the_new_keys_are_validated_and_built(
 async def test_an_orchestrator_built_in_code_shares_its_memory_cache_and_sticky_routes(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tierwise.execution.cache import MemoryCache, SQLiteCache
+    from tierwise.execution.cache import CoalescingCache, MemoryCache, SQLiteCache
     from tierwise.execution.deployment import Deployment
+    from tierwise.state import StickyStore
     from tierwise.state.redis import RedisCache, RedisSticky
 
     monkeypatch.setenv("MOCK_KEY", "sk-test-redis-cache")
@@ -580,6 +581,9 @@ async def test_an_orchestrator_built_in_code_shares_its_memory_cache_and_sticky_
         cache = orch.executor.cache
         assert isinstance(cache, RedisCache) and (cache.ttl_s, cache.max_entries) == (90.0, 5)
         assert isinstance(orch.executor.sticky, RedisSticky)
+        # The protocols they implement (what the executor and routers rely on).
+        assert isinstance(cache, CoalescingCache) and isinstance(orch.executor.sticky, StickyStore)
+        assert not isinstance(MemoryCache(), CoalescingCache)
         async with orch:
             await orch.run("hello")
             assert (await orch.run("hello")).cached
