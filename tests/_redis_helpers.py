@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -173,30 +174,64 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
     prompt = args.get("prompt", "hello")
     errors: Counter[str] = Counter()
     ok = 0
+    cached = 0
     sem = asyncio.Semaphore(conc)
     tokens = 0
+    # What answered each request, in order (``turns``: one request after another,
+    # each ``{"prompt": ..., "metadata": ...}``; the sticky-conversation tests).
+    models: list[str] = []
+    turns = args.get("turns")
     async with tw.Orchestrator.from_config(config) as orch:
         if args.get("wait_cooling"):
             for _ in range(200):
                 if orch.health()[args["wait_cooling"]]["state"] == "cooling":
                     break
                 await asyncio.sleep(0.05)
+        if args.get("barrier"):
+            # Start together: each worker says it is ready, then waits (bounded) for
+            # all ``barrier_n`` of them, so their requests overlap.
+            barrier = str(args["barrier"])
+            os.close(os.open(os.path.join(barrier, str(os.getpid())), os.O_CREAT | os.O_WRONLY))
+            for _ in range(3000):
+                if len(os.listdir(barrier)) >= int(args["barrier_n"]):
+                    break
+                await asyncio.sleep(0.01)
 
-        async def one() -> None:
-            nonlocal ok, tokens
+        async def one(turn: dict[str, Any] | None = None) -> None:
+            nonlocal ok, tokens, cached
             async with sem:
                 try:
-                    resp = await orch.run(tw.Request.from_prompt(prompt, max_tokens=max_tokens))
+                    text = prompt if turn is None else turn["prompt"]
+                    metadata = None if turn is None else turn.get("metadata")
+                    resp = await orch.run(
+                        tw.Request.from_prompt(text, max_tokens=max_tokens), metadata=metadata
+                    )
                     ok += 1
+                    cached += resp.cached
+                    models.append(resp.deployment or resp.model)
                     tokens += resp.usage.input_tokens + resp.usage.output_tokens
                 except Exception as exc:
                     inner = getattr(exc, "exceptions", None)
                     errors[type(inner[-1] if inner else exc).__name__] += 1
 
-        await asyncio.gather(*(one() for _ in range(n)))
+        if turns is not None:
+            for turn in turns:
+                await one(turn)
+        else:
+            await asyncio.gather(*(one() for _ in range(n)))
         health = orch.health()
         trips = orch.state.round_trips if orch.state is not None else 0
-    return {"ok": ok, "errors": dict(errors), "health": health, "round_trips": trips, "tokens": tokens}
+        stats = orch.state.stats() if orch.state is not None else {}
+    return {
+        "ok": ok,
+        "errors": dict(errors),
+        "health": health,
+        "round_trips": trips,
+        "tokens": tokens,
+        "cached": cached,
+        "models": models,
+        "stats": stats,
+    }
 
 
 def _watchdog(loop: asyncio.AbstractEventLoop, after_s: float) -> None:

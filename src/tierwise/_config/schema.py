@@ -276,6 +276,11 @@ class CacheConfig(_Section):
     ttl_s: PositiveFloat = 3600.0
     #: Most answers kept (memory backend).
     max_entries: PositiveInt = 10_000
+    #: Shared cache ([state] backend = "redis"): answers larger than this (JSON) are not shared.
+    max_entry_bytes: PositiveInt = 1_000_000
+    #: Shared cache: how long identical requests in other processes wait for the one
+    #: calling before they call themselves (also the lock's expiry if it crashes).
+    lock_s: PositiveFloat = 30.0
     #: Cache even when temperature > 0 (answers are then not fresh samples).
     force: bool = False
 
@@ -352,6 +357,10 @@ class StateOnErrorConfig(_Section):
     budget: Literal["open", "closed"] = "closed"
     #: Circuit state only steers traffic, never admits it: always per-process on failure.
     health: Literal["open"] = "open"
+    #: The cache only saves money: open uses this process's own cache.
+    cache: Literal["open", "closed"] = "open"
+    #: A moved conversation loses its prompt cache for a turn: open uses each router's memory.
+    sticky: Literal["open", "closed"] = "open"
 
 
 class RedisStateConfig(_Section):
@@ -372,6 +381,8 @@ class RedisStateConfig(_Section):
     lease_s: PositiveFloat = 30.0
     #: How often each process refreshes its view of the shared circuits and spend.
     refresh_s: PositiveFloat = 0.5
+    #: How long a sticky conversation nobody continues keeps its route.
+    sticky_ttl_s: PositiveFloat = 86400.0
     #: Per concern: open or closed when Redis is unavailable.
     on_error: StateOnErrorConfig = Field(default_factory=lambda: StateOnErrorConfig())
 

@@ -432,6 +432,19 @@ class BudgetLedger:
     def limits(self) -> tuple[BudgetLimit, ...]:
         return self._limits
 
+    @property
+    def store(self) -> BudgetStore:
+        """Where the figures live (a shared store answers ``spent``/``reserved`` from
+        its local view; ``tierwise status`` refreshes it first)."""
+        return self._store
+
+    def bucket(self, scope: str, period: Period = "day") -> str:
+        """The store key of ``scope``'s current ``period`` bucket (``"day:2026-12-06|total"``)."""
+        if period not in _PERIODS:
+            raise ValueError(f"period must be one of {list(_PERIODS)}, got {period!r}")
+        self._refresh()
+        return f"{self._period_id(period)}|{scope}"
+
     def reserve(self, *, model: str, tags: Mapping[str, Any], amount_usd: float) -> Reservation:
         """Book ``amount_usd`` (the call's worst-case cost) against every applicable limit.
 
