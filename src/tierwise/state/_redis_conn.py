@@ -11,8 +11,10 @@ still atomic, so nothing about the semantics changes.
 
 Writes whose answer nobody waits for (a permit's release, a settlement, a circuit
 update) are queued and go with the next script call, or after ``flush_delay_s``
-if none comes: a request's settlement rides on the next request's first script,
-which is how a routed request costs two round trips (limit, budget), not three.
+if none comes: a request's settlement rides on the next request's first script.
+``submit`` queues a script without waiting, so the executor sends the rate
+limiter's first attempt and the budget reservation together: a routed request
+costs one round trip, not four (limit, budget, release, settlement).
 A write that fails stays queued (bounded) and goes with the next batch, so a
 settlement made while Redis was away is not lost when it returns.
 
@@ -39,7 +41,7 @@ from typing import Any
 from .._clock import Clock
 from . import _redis_scripts as scripts
 
-__all__ = ["Conn", "RedisDown"]
+__all__ = ["Conn", "Packed", "RedisDown"]
 
 _log = logging.getLogger("tierwise.state")
 _MAX_PENDING = 100_000
@@ -183,22 +185,40 @@ class Conn:
     async def call(self, concern: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run one script (queued writes go ahead of it, in the same round trip).
         ``RedisDown`` when Redis is marked down or does not answer within ``timeout_s``."""
-        if self.down() or self._closed:
+        fut = self.submit(script, keys, args)
+        if fut is None:
             raise RedisDown(f"redis unavailable for {concern}")
+        return await self.result(concern, fut)
+
+    def submit(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any] | None:
+        """Queue a script now and return its reply's future (``None`` when Redis is
+        marked down or the link is closed): two concerns that submit in the same
+        loop turn share one round trip (``result`` awaits each)."""
+        if self.down() or self._closed:
+            return None
         self._ensure_tasks()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls.append(_Op(script, keys, args, fut))
         self._poke(now=True)
-        # A timer that fails the future, not ``asyncio.timeout``: a tenth of the
-        # cost per call, and the caller's own cancellation stays a cancellation.
-        timer = loop.call_later(self.timeout_s, _expire, fut)
-        try:
-            result = await fut
-        except _Expired as exc:
-            raise self._failed(concern, exc) from None
-        finally:
-            timer.cancel()
+        return fut
+
+    async def result(self, concern: str, fut: asyncio.Future[Any] | None) -> Any:
+        """The reply of a ``submit``ted script, waiting at most ``timeout_s``
+        (``RedisDown`` otherwise; a script error is raised as itself)."""
+        if fut is None:
+            raise RedisDown(f"redis unavailable for {concern}")
+        if fut.done():
+            result = fut.result()
+        else:
+            # A timer that fails the future, not ``asyncio.timeout``: a tenth of the
+            # cost per call, and the caller's own cancellation stays a cancellation.
+            timer = asyncio.get_running_loop().call_later(self.timeout_s, _expire, fut)
+            try:
+                result = await fut
+            except _Expired as exc:
+                raise self._failed(concern, exc) from None
+            finally:
+                timer.cancel()
         if isinstance(result, Exception):
             # A script error (a bug, not an outage): surfaced as such.
             raise result
@@ -362,11 +382,15 @@ class Conn:
                 if op.script is None:
                     _pack(parts, op.args)
                 else:
-                    head = self._heads.get((op.script, op.keys, len(op.args)))
+                    args = op.args
+                    nargs = len(args)
+                    if nargs and type(args[-1]) is Packed:
+                        nargs += args[-1].n_args - 1
+                    head = self._heads.get((op.script, op.keys, nargs))
                     if head is None:
-                        head = self._head(op.script, op.keys, len(op.args))
+                        head = self._head(op.script, op.keys, nargs)
                     parts.append(head)
-                    _pack_args(parts, op.args)
+                    _pack_args(parts, args)
             self.round_trips += 1
             self.commands += len(todo)
             await link.send_packed_command([b"".join(parts)], check_health=False)
@@ -482,17 +506,44 @@ def _pack(out: list[bytes], args: Sequence[Any]) -> None:
 
 
 def _pack_args(out: list[bytes], args: Sequence[Any]) -> None:
-    """The bulk strings of ``args`` (the array header is the caller's)."""
+    """The bulk strings of ``args`` (the array header is the caller's); a
+    ``Packed`` argument (only ever the last) is appended as it is."""
     for arg in args:
-        if isinstance(arg, bytes):
+        t = type(arg)
+        if t is str:
+            data = arg.encode()
+        elif t is float:
+            data = repr(arg).encode()
+        elif t is int:
+            data = b"%d" % arg
+        elif t is Packed:
+            out.append(arg)
+            continue
+        elif isinstance(arg, bytes):
             data = arg
         elif isinstance(arg, str):
             data = arg.encode()
         elif isinstance(arg, float):
-            data = repr(arg).encode()
+            data = repr(float(arg)).encode()
         else:
-            data = str(int(arg)).encode()
+            data = b"%d" % int(arg)
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+
+
+class Packed(bytes):
+    """Script arguments already in the protocol's form, for the ones that are the
+    same on every call of one deployment (its limits, a budget plan's limits and
+    expiries): packed once instead of per call. Only ever an ``_Op``'s last
+    argument; ``n_args`` is how many arguments it stands for."""
+
+    n_args: int
+
+    def __new__(cls, args: Sequence[Any]) -> Packed:
+        parts: list[bytes] = []
+        _pack_args(parts, args)
+        self = super().__new__(cls, b"".join(parts))
+        self.n_args = len(args)
+        return self
 
 
 def _reraise_cancel(exc: BaseException) -> None:

@@ -128,7 +128,11 @@ class RedisState:
             ) from None
         client = aredis.Redis.from_url(
             url,
-            socket_timeout=timeout_s,
+            # No per-read/per-send timeout in redis-py: the link bounds every whole
+            # exchange with ``timeout_s`` itself, and redis-py's own would wrap each
+            # send in a task (``wait_for``) and each reply in a timeout (a third of
+            # the link's client CPU, benchmarks/shared_state.py).
+            socket_timeout=None,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
