@@ -126,6 +126,20 @@ class SlowProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def worker_env(redis_url: str, mock_key: str) -> dict[str, str]:
+    """The environment of a worker process: the Redis URL, the mock's key, and
+    this checkout's ``src`` (and ``tests``, for this module) on ``PYTHONPATH``."""
+    import os
+
+    env = dict(os.environ)
+    env["REDIS_URL"] = redis_url
+    env["MOCK_KEY"] = mock_key
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, root, env.get("PYTHONPATH", "")])
+    return env
+
+
 def run_workers(
     config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str], *, timeout: float = 90.0
 ) -> list[dict[str, Any]]:

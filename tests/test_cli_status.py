@@ -5,7 +5,6 @@ honest "no shared state"; and an unreachable Redis (exit 1, bounded)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _redis_helpers import REDIS_SERVER, RedisServer, free_port, run_workers
+from _redis_helpers import REDIS_SERVER, RedisServer, free_port, run_workers, worker_env
 from tierwise.cli import main
 from tierwise.testing import MockLLMServer, MockModel
 
@@ -25,14 +24,6 @@ pytestmark = [
 
 # 16 output tokens at $976.5625/M: exactly 1/64 dollar per call, input free.
 _OUT_PRICE = 976.5625
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _config(tmp: Path, base_url: str, backend: str) -> Path:
@@ -91,13 +82,7 @@ level = "off"
 
 
 def _env(redis_server: RedisServer) -> dict[str, str]:
-    env = dict(os.environ)
-    env["REDIS_URL"] = redis_server.url
-    env["MOCK_KEY"] = "sk-test-status"
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, root, env.get("PYTHONPATH", "")])
-    return env
+    return worker_env(redis_server.url, "sk-test-status")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 import tierwise as tw
-from _redis_helpers import REDIS_SERVER, RedisServer, run_workers
+from _redis_helpers import REDIS_SERVER, RedisServer, run_workers, worker_env
 from tierwise.state import StateUnavailable
 from tierwise.state.redis import RedisState
 from tierwise.testing import FakeClock, MockLLMServer, MockModel
@@ -37,14 +36,6 @@ pytestmark = [
 ]
 
 COMPLEX = "Analyze the architecture trade-offs of this design, step by step"
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _prefix() -> str:
@@ -91,13 +82,7 @@ def _write(tmp: Path, text: str) -> Path:
 
 
 def _env(redis_server: RedisServer) -> dict[str, str]:
-    env = dict(os.environ)
-    env["REDIS_URL"] = redis_server.url
-    env["MOCK_KEY"] = "sk-test-redis-cache"
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, root, env.get("PYTHONPATH", "")])
-    return env
+    return worker_env(redis_server.url, "sk-test-redis-cache")
 
 
 # -- coalescing across processes ------------------------------------------------------

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import anyio
 import pytest
 
 import tierwise as tw
-from _redis_helpers import REDIS_SERVER, RedisServer, run_workers
+from _redis_helpers import REDIS_SERVER, RedisServer, run_workers, worker_env
 from tierwise.errors import ConfigError
 from tierwise.testing import FakeClock, MockLLMServer, MockModel
 
@@ -41,14 +39,6 @@ pytestmark = [
 
 # A worst case of exactly 1/64 dollar: 16 output tokens at $976.5625/M, input free.
 _OUT_PRICE = 976.5625
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 class Arrivals:
@@ -103,13 +93,7 @@ level = "off"
 
 
 def _env(redis_server: RedisServer) -> dict[str, str]:
-    env = dict(os.environ)
-    env["REDIS_URL"] = redis_server.url
-    env["MOCK_KEY"] = "sk-test-redis"
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, root, env.get("PYTHONPATH", "")])
-    return env
+    return worker_env(redis_server.url, "sk-test-redis")
 
 
 def _procs(backend: str) -> int:
