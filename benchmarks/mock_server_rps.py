@@ -9,7 +9,10 @@ httpx`` measures what an httpx-based test suite will actually see.
     python benchmarks/mock_server_rps.py --client httpx
     python benchmarks/mock_server_rps.py --stream --provider anthropic
 
-Prints each run's requests/s and the median of ``--runs`` runs.
+Prints each run's requests/s and the median of ``--runs`` runs, and (server in a
+process, on Linux) the requests per CPU-second of the server process: what "on one
+core" means, and unlike wall-clock requests/s it does not fall when other work
+shares the machine's cores.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -52,10 +56,28 @@ def make_path(provider: str, model: str, stream: bool) -> str:
     return PATHS[provider].format(model=model)
 
 
+_SERVER_PID: list[int] = []
+
+
+def server_cpu_s() -> float | None:
+    """CPU seconds (user + system) the server process has used so far, from
+    /proc (Linux); None where that is not available (thread mode, other OSes)."""
+    if not _SERVER_PID:
+        return None
+    try:
+        with open(f"/proc/{_SERVER_PID[0]}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 of stat(5) (utime, stime), counted after the "(comm)" field.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def server_process() -> Iterator[str]:
     code = "from tierwise.testing.mock_server import main_mock_server; raise SystemExit(main_mock_server(['--port', '0']))"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    _SERVER_PID[:] = [proc.pid]
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -178,16 +200,25 @@ def main() -> None:
     with server as base_url:
         asyncio.run(one(base_url, min(2000, args.requests)))  # warm-up
         results = []
+        per_cpu: list[float] = []
         for i in range(args.runs):
+            cpu0 = server_cpu_s()
             rps = asyncio.run(one(base_url, args.requests))
+            cpu1 = server_cpu_s()
             results.append(rps)
-            print(f"run {i + 1}: {rps:,.0f} req/s")
+            line = f"run {i + 1}: {rps:,.0f} req/s"
+            if cpu0 is not None and cpu1 is not None and cpu1 > cpu0:
+                per_cpu.append(args.requests / (cpu1 - cpu0))
+                line += f", {per_cpu[-1]:,.0f} req per server CPU-second"
+            print(line)
     kind = "SSE" if args.stream else "JSON"
     print(
         f"median: {statistics.median(results):,.0f} req/s "
         f"({args.provider} {kind}, {args.client} client, {args.mode}, "
         f"concurrency {args.concurrency}, {args.requests} requests/run)"
     )
+    if per_cpu:
+        print(f"median: {statistics.median(per_cpu):,.0f} requests per server CPU-second (one core)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -125,6 +126,20 @@ class SlowProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def worker_env(redis_url: str, mock_key: str) -> dict[str, str]:
+    """The environment of a worker process: the Redis URL, the mock's key, and
+    this checkout's ``src`` (and ``tests``, for this module) on ``PYTHONPATH``."""
+    import os
+
+    env = dict(os.environ)
+    env["REDIS_URL"] = redis_url
+    env["MOCK_KEY"] = mock_key
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, root, env.get("PYTHONPATH", "")])
+    return env
+
+
 def run_workers(
     config: Path, n_procs: int, args: dict[str, Any], env: dict[str, str], *, timeout: float = 90.0
 ) -> list[dict[str, Any]]:
@@ -147,7 +162,13 @@ def run_workers(
     out = []
     try:
         for p in procs:
-            stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                stdout, stderr = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired as exc:
+                # The worker's watchdog printed its threads and tasks by now: show them.
+                raise AssertionError(
+                    f"worker stuck after {timeout} s:\n{(exc.stderr or b'').decode()[-6000:]}"
+                ) from None
             assert p.returncode == 0, stderr.decode()[-2000:]
             out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
     finally:
@@ -167,32 +188,92 @@ async def _main(config: str, args: dict[str, Any]) -> dict[str, Any]:
     prompt = args.get("prompt", "hello")
     errors: Counter[str] = Counter()
     ok = 0
+    cached = 0
     sem = asyncio.Semaphore(conc)
     tokens = 0
+    # What answered each request, in order (``turns``: one request after another,
+    # each ``{"prompt": ..., "metadata": ...}``; the sticky-conversation tests).
+    models: list[str] = []
+    turns = args.get("turns")
     async with tw.Orchestrator.from_config(config) as orch:
         if args.get("wait_cooling"):
             for _ in range(200):
                 if orch.health()[args["wait_cooling"]]["state"] == "cooling":
                     break
                 await asyncio.sleep(0.05)
+        if args.get("barrier"):
+            # Start together: each worker says it is ready, then waits (bounded) for
+            # all ``barrier_n`` of them, so their requests overlap.
+            barrier = str(args["barrier"])
+            os.close(os.open(os.path.join(barrier, str(os.getpid())), os.O_CREAT | os.O_WRONLY))
+            for _ in range(3000):
+                if len(os.listdir(barrier)) >= int(args["barrier_n"]):
+                    break
+                await asyncio.sleep(0.01)
 
-        async def one() -> None:
-            nonlocal ok, tokens
+        async def one(turn: dict[str, Any] | None = None) -> None:
+            nonlocal ok, tokens, cached
             async with sem:
                 try:
-                    resp = await orch.run(tw.Request.from_prompt(prompt, max_tokens=max_tokens))
+                    text = prompt if turn is None else turn["prompt"]
+                    metadata = None if turn is None else turn.get("metadata")
+                    resp = await orch.run(
+                        tw.Request.from_prompt(text, max_tokens=max_tokens), metadata=metadata
+                    )
                     ok += 1
+                    cached += resp.cached
+                    models.append(resp.deployment or resp.model)
                     tokens += resp.usage.input_tokens + resp.usage.output_tokens
                 except Exception as exc:
                     inner = getattr(exc, "exceptions", None)
                     errors[type(inner[-1] if inner else exc).__name__] += 1
 
-        await asyncio.gather(*(one() for _ in range(n)))
+        if turns is not None:
+            for turn in turns:
+                await one(turn)
+        else:
+            await asyncio.gather(*(one() for _ in range(n)))
         health = orch.health()
         trips = orch.state.round_trips if orch.state is not None else 0
-    return {"ok": ok, "errors": dict(errors), "health": health, "round_trips": trips, "tokens": tokens}
+        stats = orch.state.stats() if orch.state is not None else {}
+    return {
+        "ok": ok,
+        "errors": dict(errors),
+        "health": health,
+        "round_trips": trips,
+        "tokens": tokens,
+        "cached": cached,
+        "models": models,
+        "stats": stats,
+    }
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop, after_s: float) -> None:
+    """A worker still running after ``after_s`` prints every thread's stack and
+    every asyncio task's (so a stuck worker says where it is stuck)."""
+    import faulthandler
+    import threading
+
+    def dump_tasks() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(limit=30, file=sys.stderr)
+        sys.stderr.flush()
+
+    def fire() -> None:
+        print(f"watchdog: worker still running after {after_s} s", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr)
+        loop.call_soon_threadsafe(dump_tasks)
+
+    timer = threading.Timer(after_s, fire)
+    timer.daemon = True
+    timer.start()
+
+
+async def _watched(config: str, args: dict[str, Any]) -> dict[str, Any]:
+    _watchdog(asyncio.get_running_loop(), float(args.get("watchdog_s", 60.0)))
+    return await _main(config, args)
 
 
 if __name__ == "__main__":
-    result = asyncio.run(_main(sys.argv[1], json.loads(sys.argv[2])))
+    result = asyncio.run(_watched(sys.argv[1], json.loads(sys.argv[2])))
     print(json.dumps(result))

@@ -9,7 +9,7 @@ so every recorded case runs over both.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from _redis_helpers import RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -117,3 +119,13 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFn]:
 
     yield _serve
     await stack.aclose()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real ``redis-server`` on a free port for one test module (tests needing
+    one of their own, to stop and restart it, define a function-scoped one)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()

@@ -15,8 +15,12 @@ from tierwise.demo import WORKLOAD_SHARE, format_demo, run_demo
 
 async def test_demo_numbers_are_computed_from_the_run() -> None:
     result = await run_demo(60, concurrency=30, speed=50.0, failure_rate=0.2, seed=3)
-    assert result.failed == 0
-    assert sum(result.per_model.values()) == 60
+    # One try per target and two or three targets per chain: at a 20% fault rate a
+    # request fails only when its whole chain does (about 1 in 25 chains of two;
+    # which ones depends on arrival order, so on the machine's load). Without the
+    # fallbacks about 12 of the 60 would fail.
+    assert result.failed <= 3
+    assert sum(result.per_model.values()) + result.failed == 60
     # every tier got traffic, in the workload's order of magnitude
     assert set(result.per_label) == set(WORKLOAD_SHARE)
     assert result.per_model["deepseek"] > result.per_model["opus"]
@@ -26,7 +30,8 @@ async def test_demo_numbers_are_computed_from_the_run() -> None:
     # injected failures were absorbed by fallbacks and counted
     assert result.provider_errors > 0
     assert result.fallbacks > 0
-    assert result.fallback_rate == pytest.approx(result.fallbacks / 60)
+    assert result.provider_errors >= 4 * max(1, result.failed)
+    assert result.fallback_rate == pytest.approx(result.fallbacks / (60 - result.failed))
     assert 0 < result.latency_p50_ms <= result.latency_p95_ms
     text = format_demo(result)
     assert f"${result.total_cost:>11.4f}" in text

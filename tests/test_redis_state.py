@@ -10,15 +10,14 @@ backend. Skipped without ``redis-server`` or the ``redis`` package.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import anyio
 import pytest
 
 import tierwise as tw
-from _redis_helpers import REDIS_SERVER, RedisServer, run_workers
+from _redis_helpers import REDIS_SERVER, RedisServer, run_workers, worker_env
 from tierwise.errors import ConfigError
 from tierwise.testing import FakeClock, MockLLMServer, MockModel
 
@@ -40,14 +39,6 @@ pytestmark = [
 
 # A worst case of exactly 1/64 dollar: 16 output tokens at $976.5625/M, input free.
 _OUT_PRICE = 976.5625
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 class Arrivals:
@@ -102,13 +93,7 @@ level = "off"
 
 
 def _env(redis_server: RedisServer) -> dict[str, str]:
-    env = dict(os.environ)
-    env["REDIS_URL"] = redis_server.url
-    env["MOCK_KEY"] = "sk-test-redis"
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, root, env.get("PYTHONPATH", "")])
-    return env
+    return worker_env(redis_server.url, "sk-test-redis")
 
 
 def _procs(backend: str) -> int:
@@ -333,3 +318,77 @@ def test_state_config_names_its_fields(monkeypatch: pytest.MonkeyPatch) -> None:
         tw.Orchestrator.from_config(bad)
     with pytest.raises(ConfigError, match=r"state\.on_error\.health"):
         tw.Orchestrator.from_config({**cfg, "state": {"backend": "redis", "on_error": {"health": "closed"}}})
+
+
+def _admission_config(tmp: Path, base_url: str, *, max_concurrency: int = 100) -> Path:
+    model = (
+        f'[models.m]\nprovider = "mock"\nmodel = "m"\nrpm = 100000\nmax_concurrency = {max_concurrency}\n'
+        f"input_price = 0.0\noutput_price = {_OUT_PRICE}\n"
+    )
+    extra = '[budget]\n[[budget.limits]]\nscope = "total"\nperiod = "total"\nlimit_usd = 10.0\n'
+    # Background trips (lease, refresh) far apart: only the requests' trips are counted.
+    return _config(tmp, base_url, "redis", model=model, extra=extra, state="refresh_s = 600.0")
+
+
+def test_a_routed_request_costs_one_round_trip(
+    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rate limiter's first attempt and the budget reservation go in one
+    # pipeline; the release and the settlement ride on the next request's.
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("MOCK_KEY", "sk-test-redis")
+    with MockLLMServer.run_in_thread({"m": MockModel(output_tokens=4)}) as server:
+        cfg = _admission_config(tmp_path, server.base_url)
+
+        async def main() -> tuple[int, float]:
+            async with tw.Orchestrator.from_config(cfg) as orch:
+                assert orch.state is not None
+                await orch.run("warm up", max_tokens=16)
+                before = orch.state.round_trips
+                for _ in range(20):
+                    await orch.run("hello", max_tokens=16)
+                trips = orch.state.round_trips - before
+                assert orch.executor.budget is not None
+                return trips, orch.executor.budget.spent("total", "total")
+
+        trips, spent = anyio.run(main)
+    # 20 requests: 20 trips (a write flushed on its own timer now and then on a
+    # loaded machine); with the limiter and the budget apart it was 40.
+    assert 20 <= trips <= 25
+    assert spent == pytest.approx(21 * 4 * _OUT_PRICE / 1e6)
+
+
+def test_a_request_waiting_for_a_slot_holds_no_budget(
+    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One slot: the second request's reservation went out with its first attempt,
+    # which did not admit it; the reservation is given back while it waits and
+    # booked again once the slot is free.
+    from tierwise.state.redis import RedisState
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("MOCK_KEY", "sk-test-redis")
+    with MockLLMServer.run_in_thread({"m": MockModel(output_tokens=16, latency_ms=1500)}) as server:
+        cfg = _admission_config(tmp_path, server.base_url, max_concurrency=1)
+        prefix = _prefix(cfg)
+
+        async def main() -> tuple[float, float]:
+            async with tw.Orchestrator.from_config(cfg) as orch, anyio.create_task_group() as tg:
+                for _ in range(2):
+                    tg.start_soon(functools.partial(orch.run, "hello", max_tokens=16))
+                # The first request holds the slot for 1.5 s; the second is waiting by now.
+                await anyio.sleep(0.6)
+                observer = RedisState(redis_server.url, key_prefix=prefix)
+                try:
+                    snap = await observer.limiter("m", max_concurrency=1).asnapshot()
+                    got = await observer.budget_store().refresh(["total|total"])
+                finally:
+                    await observer.aclose()
+                assert snap["in_flight"] == 1
+            assert orch.executor.budget is not None
+            return got["total|total"][1], orch.executor.budget.spent("total", "total")
+
+        waiting_held, spent = anyio.run(main)
+    # While the second waits: only the first request's worst case (16 tokens) is held.
+    assert waiting_held == pytest.approx(16 * _OUT_PRICE / 1e6)
+    assert spent == pytest.approx(2 * 16 * _OUT_PRICE / 1e6)

@@ -489,3 +489,86 @@ def test_cli_serve_refuses_a_bad_key_table_before_starting(
     assert main(["serve", "--config", str(cfg), "--keys-env", "TW_BAD_KEYS"]) == 2
     assert "keys.x.sha256" in capsys.readouterr().err
     assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+# -- operations: readiness and tracing ----------------------------------------------------
+
+
+def test_ready_is_503_once_every_circuit_is_open(mock: MockLLMServer, tmp_path: Path) -> None:
+    # Only the always-failing model is configured: two failed requests open its
+    # circuit (failure_threshold = 2), and a gateway with no deployment left to
+    # route to says so on /ready while /health (liveness) stays 200.
+    import os
+
+    os.environ["TW_SERVE_MOCK_KEY"] = "sk-upstream-do-not-leak"
+    cfg = tmp_path / "down.toml"
+    cfg.write_text(
+        f"""
+[providers.oai]
+type = "openai"
+base_url = "{mock.base_url}/v1"
+api_key_env = "TW_SERVE_MOCK_KEY"
+
+[models.flaky]
+provider = "oai"
+model = "flaky-mock"
+
+[strategies.default]
+type = "single"
+target = "flaky"
+
+[retry]
+max_attempts = 1
+
+[health]
+failure_threshold = 2
+cooldown_s = 600
+
+[logging]
+level = "off"
+"""
+    )
+    with ServerThread(create_app(tw.Orchestrator.from_config(cfg))) as srv:
+        ready = httpx.get(srv.base_url + "/ready")
+        assert ready.status_code == 200 and ready.json()["circuits"]["flaky"]["state"] == "healthy"
+        body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(2):
+            assert httpx.post(srv.base_url + "/v1/chat/completions", json=body).status_code >= 500
+        ready = httpx.get(srv.base_url + "/ready")
+        assert ready.status_code == 503
+        assert ready.json()["ready"] is False and ready.json()["circuits"]["flaky"]["state"] == "cooling"
+        assert httpx.get(srv.base_url + "/health").status_code == 200
+
+
+def test_request_spans_join_the_callers_trace(mock: MockLLMServer, tmp_path: Path) -> None:
+    # The caller sends W3C trace context; the gateway's request span (JSON and a
+    # stream) is a child of the caller's span, in the caller's trace.
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tierwise.observe.otel import OTelObserver
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    orch = tw.Orchestrator.from_config(write_config(tmp_path, mock.base_url))
+    orch.observers.add(OTelObserver(tracer_provider=provider))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "trace me"}]}
+    with ServerThread(create_app(orch)) as srv:
+        url = srv.base_url + "/v1/chat/completions"
+        assert httpx.post(url, json=body, headers=headers).status_code == 200
+        with httpx.stream("POST", url, json={**body, "stream": True}, headers=headers) as r:
+            assert r.status_code == 200 and "data: [DONE]" in r.read().decode()
+        # A caller without trace context starts a trace of its own.
+        assert httpx.post(url, json=body).status_code == 200
+    requests = [s for s in spans.get_finished_spans() if s.name.startswith("tierwise.request")]
+    assert len(requests) == 3
+    joined = [s for s in requests if s.parent is not None and s.parent.span_id == int(parent_id, 16)]
+    assert len(joined) == 2
+    assert all(format(s.context.trace_id, "032x") == trace_id for s in joined)
+    (alone,) = [s for s in requests if s not in joined]
+    assert alone.parent is None and format(alone.context.trace_id, "032x") != trace_id

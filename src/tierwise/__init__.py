@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from .strategies.router import Router
     from .strategies.single import Single
 
+#: The one place the version is written: pyproject.toml reads it (``[tool.hatch.version]``),
+#: ``tierwise --version`` and the OpenTelemetry scope print it.
 __version__ = "0.1.0"
 
 # name -> module holding it; imported on first access (PEP 562).

@@ -429,6 +429,12 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     return cmd_rules(args)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ._cli_status import cmd_status
+
+    return cmd_status(args)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
@@ -679,6 +685,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser(
+        "status",
+        help="the shared state of every process ([state] redis): limits, circuits, budget per deployment",
+    )
+    common(p)
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("rules", help="print the keyword rules a config's routers apply, in order")
     strategy(p)

@@ -83,11 +83,14 @@ class Orchestrator(AsyncClosing):
         deployments = dict(models) if isinstance(models, Mapping) else {d.alias: d for d in models}
         if not deployments:
             raise ConfigError("at least one model is required", field="models")
-        # A shared backend takes over the limiters, circuits and budget store (None:
-        # everything stays in this process's memory).
+        # A shared backend takes over the limiters, circuits, budget store, response
+        # cache and sticky routes (None: everything stays in this process's memory).
         self.state = state
+        sticky = None
         if state is not None:
             health, budget = state.bind(deployments, health, budget)
+            cache = state.bind_cache(cache)
+            sticky = state.sticky_store()
         self.clock = clock
         self.metrics = MetricsCollector()
         # Providers the orchestrator created (from config) and must close; when
@@ -124,6 +127,7 @@ class Orchestrator(AsyncClosing):
             bad_request=bad_request,
             clock=clock,
             seed=seed,
+            sticky=sticky,
         )
         self.strategies: dict[str, Strategy] = dict(strategies or {})
         if not self.strategies:

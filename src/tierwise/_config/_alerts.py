@@ -58,21 +58,36 @@ class AlertRuleConfig(_Section):
     """``[[alerts.rules]]``: one ``AlertRule``; ``threshold`` is the rule's number
     (a fraction for rates, ms for latency, USD for cost, a factor for cost_anomaly)."""
 
+    #: What is watched: error_rate, fallback_rate, latency, cost, cost_anomaly, expensive_share, …
     kind: _Kind
+    #: The rule's number: a fraction for rates, ms for latency, USD for cost, a factor for cost_anomaly.
     threshold: _NonNegFloat
+    #: The sliding window the figure is computed over, in seconds.
     window_s: _PosFloat = 300.0
+    #: Fewer events in the window than this: no alert (too few to judge).
     min_samples: _PosInt = 20
+    #: After an alert, the same rule stays quiet this long.
     cooldown_s: _NonNegFloat = 900.0
+    #: The alert's name in messages (default: derived from kind and filters).
     name: str = ""
+    #: requests (one per orch.run) or attempts (every model call).
     source: Literal["requests", "attempts"] = "requests"
+    #: latency: the percentile compared with threshold.
     quantile: Annotated[float, Field(gt=0, lt=1, strict=True)] = 0.95
+    #: cost_anomaly: the longer window the current spend is compared with.
     baseline_s: _PosFloat = 3600.0
+    #: cost_anomaly: ignore windows that spent less than this.
     min_usd: _NonNegFloat = 0.0
+    #: Only events of this model alias.
     model: str | None = None
+    #: Only events of this route label.
     label: str | None = None
+    #: Only events of this strategy.
     strategy: str | None = None
     #: expensive_share: the deployment watched (default: the most expensive one).
     target: str | None = None
+    #: Alert once when the condition starts to hold and once when it resolves
+    #: (off: again every cooldown_s while it holds).
     episodes: _Bool = True
 
     @model_validator(mode="after")
@@ -110,9 +125,13 @@ class AlertRuleConfig(_Section):
 class WebhookConfig(_Section):
     """``[alerts.webhook]``: POST alerts as JSON; the URL comes from ``url_env``."""
 
+    #: The NAME of the environment variable holding the webhook URL.
     url_env: Annotated[str, Field(min_length=1)]
+    #: Per POST, in seconds.
     timeout_s: _PosFloat = 5.0
+    #: POST tries per alert.
     max_attempts: _PosInt = 3
+    #: Seconds before the second POST try, doubling for each one after.
     backoff_s: _NonNegFloat = 0.5
 
     @field_validator("url_env")
@@ -128,9 +147,13 @@ class WebhookConfig(_Section):
 class AlertsConfig(_Section):
     """``[alerts]``: rules, and where their alerts go."""
 
+    #: The rules ([[alerts.rules]]).
     rules: list[AlertRuleConfig] = Field(default_factory=list)
+    #: Log every alert as a warning.
     log: _Bool = True
+    #: POST alerts as JSON.
     webhook: WebhookConfig | None = None
+    #: ``"package.module:function"`` called with each alert.
     callback: str | None = None
 
     @field_validator("callback")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ValidationInfo, model_validator
 
@@ -63,6 +63,8 @@ class ShadowTable(StrategyModel):
     feedback = "shadow-feedback.jsonl"  # rows for `tierwise train --feedback`
     log = "shadow.jsonl"              # records for `tierwise report --shadow`
     """
+
+    KEYS: ClassVar[tuple[str, ...]] = _KEYS[1:]
 
     target: Any
     reference: Any

@@ -9,7 +9,7 @@ relative to the table (``routes.complex``, ``steps[1].prompt``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, ValidationInfo, model_validator
 
@@ -32,6 +32,8 @@ def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
 class SingleTable(StrategyModel):
     """``type = "single"`` with ``target = "<model alias or strategy>"``."""
 
+    KEYS: ClassVar[tuple[str, ...]] = ("target",)
+
     target: Any
 
     @model_validator(mode="before")
@@ -39,7 +41,7 @@ class SingleTable(StrategyModel):
     def _check(cls, data: Any, info: ValidationInfo) -> Any:
         t = _Table(info)
         for key in data:
-            if key not in ("type", "target"):
+            if key != "type" and key not in cls.KEYS:
                 hint = " (did you mean 'target'?)" if key.startswith("target") else ""
                 raise FieldError(key, f"unknown field {key!r}{hint}; single takes only 'target'", True)
         if "target" not in data:
@@ -76,6 +78,8 @@ class RouterTable(StrategyModel):
     ``thresholds = {label = lowest difficulty}``, ``below`` and ``model``; a label
     without a route goes to ``default``, which defaults to ``standard``).
     """
+
+    KEYS: ClassVar[tuple[str, ...]] = _ROUTER_KEYS[1:]
 
     classifier: Any  # a validated ClassifierModel
     routes: dict[str, Any]
@@ -187,6 +191,8 @@ class CascadeTable(StrategyModel):
     a ``ConfigError`` naming its field (``{where}.accept[2]``).
     """
 
+    KEYS: ClassVar[tuple[str, ...]] = ("targets", "accept", "accept_any", "verify_last")
+
     targets: list[Any]
     accept: Any  # the verifier spec as written, or the built verifier when resolved
     any_of: bool = False
@@ -200,7 +206,7 @@ class CascadeTable(StrategyModel):
         from ..verify import from_config as verifier_from_config
 
         t = _Table(info)
-        allowed = ("type", "targets", "accept", "accept_any", "verify_last")
+        allowed = ("type", *cls.KEYS)
         for key in data:
             if key not in allowed:
                 raise FieldError(
@@ -305,6 +311,8 @@ class EnsembleTable(StrategyModel):
     ``ConfigError`` naming its field too (``strategies.vote.quorum``).
     """
 
+    KEYS: ClassVar[tuple[str, ...]] = ("targets", "aggregate", "judge", "rubric", "quorum")
+
     targets: list[Any]
     aggregate: str = "vote"
     judge: Any = None
@@ -317,7 +325,7 @@ class EnsembleTable(StrategyModel):
         from ..strategies.aggregate import AGGREGATE_NAMES, as_aggregator
 
         t = _Table(info)
-        allowed = ("targets", "aggregate", "judge", "rubric", "quorum")
+        allowed = cls.KEYS
         for key in data:
             if key != "type" and key not in allowed:
                 raise FieldError(str(key), _unknown_key(str(key), allowed), True)
@@ -408,6 +416,8 @@ class PipelineTable(StrategyModel):
     resolves model aliases and strategy names.
     """
 
+    KEYS: ClassVar[tuple[str, ...]] = ("steps",)
+
     steps: list[dict[str, Any]]
 
     @model_validator(mode="before")
@@ -417,8 +427,8 @@ class PipelineTable(StrategyModel):
 
         t = _Table(info)
         for key in data:
-            if key not in ("type", "steps"):
-                raise FieldError(str(key), _unknown_key(str(key), ("steps",)), True)
+            if key != "type" and key not in cls.KEYS:
+                raise FieldError(str(key), _unknown_key(str(key), cls.KEYS), True)
         raw = data.get("steps")
         if not isinstance(raw, list) or not raw:
             raise FieldError("steps", "needs a non-empty list of step tables", True)

@@ -327,24 +327,13 @@ def build_orchestrator(
             clock=clock,
             timezone=ZoneInfo(cfg.budget.timezone),  # validated by BudgetConfig
         )
-    cache: ResponseCache | None = None
-    cache_force = False
-    if cfg.cache is not None and cfg.cache.backend != "none":
-        cache_force = cfg.cache.force
-        if cfg.cache.backend == "sqlite":
-            assert cfg.cache.path is not None
-            # SQLiteCache connects lazily: a bad directory would otherwise surface on
-            # the first request instead of at start-up.
-            _check_parent_dir(cfg.cache.path, "cache.path")
-            cache = SQLiteCache(cfg.cache.path, ttl_s=cfg.cache.ttl_s, clock=clock)
-        else:
-            cache = MemoryCache(max_entries=cfg.cache.max_entries, ttl_s=cfg.cache.ttl_s, clock=clock)
     strategies = _build_strategies(cfg)
     state = None
     if cfg.state.backend == "redis":
         from ..state.redis import RedisState
 
         sc = cfg.state
+        e = sc.on_error
         state = RedisState(
             url_env=sc.url_env,
             key_prefix=sc.key_prefix,
@@ -352,9 +341,31 @@ def build_orchestrator(
             retry_s=sc.retry_s,
             lease_s=sc.lease_s,
             refresh_s=sc.refresh_s,
-            on_error={"limits": sc.on_error.limits, "budget": sc.on_error.budget},
+            sticky_ttl_s=sc.sticky_ttl_s,
+            on_error={"limits": e.limits, "budget": e.budget, "cache": e.cache, "sticky": e.sticky},
             clock=clock,
         )
+    cache: ResponseCache | None = None
+    cache_force = False
+    if cfg.cache is not None and cfg.cache.backend != "none":
+        cc = cfg.cache
+        cache_force = cc.force
+        if cc.backend == "sqlite":
+            assert cc.path is not None
+            # SQLiteCache connects lazily: a bad directory would otherwise surface on
+            # the first request instead of at start-up.
+            _check_parent_dir(cc.path, "cache.path")
+            cache = SQLiteCache(cc.path, ttl_s=cc.ttl_s, clock=clock)
+        elif state is not None:
+            # The memory cache of a shared-state config is the shared one.
+            cache = state.cache(
+                ttl_s=cc.ttl_s,
+                max_entries=cc.max_entries,
+                max_entry_bytes=cc.max_entry_bytes,
+                lock_s=cc.lock_s,
+            )
+        else:
+            cache = MemoryCache(max_entries=cc.max_entries, ttl_s=cc.ttl_s, clock=clock)
     audit = None
     if cfg.audit is not None:
         from ..observe.audit import AuditLog

@@ -42,13 +42,19 @@ class _Section(BaseModel):
 class ProviderConfig(_Section):
     """``[providers.NAME]``: one API endpoint and where its key comes from."""
 
+    #: Wire format: openai (also every OpenAI-compatible server), anthropic or gemini.
+    #: Optional for a built-in name (``[providers.deepseek]``): it comes from the name.
     type: Literal["openai", "anthropic", "gemini"]
     #: For ``type = "openai"``: which OpenAI-compatible server row to use
     #: (openai, deepseek, mistral, openrouter, vllm, ollama, gateway).
     compat: str | None = None
+    #: Absolute http:// or https:// URL with a host (default: the built-in row's URL).
     base_url: NonEmptyStr | None = None
+    #: The NAME of the environment variable holding the key, never the key itself.
     api_key_env: str | None = None
+    #: HTTP timeout of the client the provider creates, in seconds.
     timeout_s: PositiveFloat | None = None
+    #: Extra HTTP headers on every request (not the auth headers: the key comes from api_key_env).
     headers: dict[str, str] = Field(default_factory=dict)
     #: Transport of the client the provider creates: "aiohttp" (the ``fast`` extra)
     #: costs about a quarter of httpx's client CPU per request.
@@ -116,20 +122,35 @@ class ProviderConfig(_Section):
 class ModelConfig(_Section):
     """``[models.ALIAS]``: a deployment. Prices default to the built-in catalog."""
 
+    #: A ``[providers.NAME]`` section or a built-in provider name (openai, anthropic, deepseek, …).
     provider: NonEmptyStr
+    #: The wire model name; prices and context window default to the built-in catalog's row.
     model: NonEmptyStr
+    #: USD per 1M input tokens (overrides the catalog).
     input_price: NonNegFloat | None = None
+    #: USD per 1M output tokens (overrides the catalog).
     output_price: NonNegFloat | None = None
+    #: USD per 1M cached input tokens (overrides the catalog).
     cached_input_price: NonNegFloat | None = None
+    #: USD per 1M tokens written to the provider's prompt cache (overrides the catalog).
     cache_write_price: NonNegFloat | None = None
+    #: Prompt + answer tokens the model accepts; longer requests fall back to a bigger window.
     context_window: PositiveInt | None = None
+    #: Longest answer the model can give, in tokens.
     max_output_tokens: PositiveInt | None = None
+    #: Requests per minute (the rate limiter queues FIFO beyond it).
     rpm: PositiveFloat | None = None
+    #: Tokens per minute (estimated before the call, corrected after).
     tpm: PositiveFloat | None = None
+    #: Calls in flight at once to this deployment.
     max_concurrency: PositiveInt | None = None
+    #: Aliases tried in order when this one fails, followed transitively, each model once.
     fallbacks: list[str] = Field(default_factory=list)
+    #: The whole call, in seconds.
     timeout_s: PositiveFloat | None = None
+    #: Streams: seconds until the first event.
     first_token_timeout_s: PositiveFloat | None = None
+    #: Streams: seconds between events (a stall is a timeout).
     idle_timeout_s: PositiveFloat | None = None
     #: Longest wait for a rate-limit slot before falling back to the next model.
     max_queue_wait_s: NonNegFloat | None = None
@@ -143,17 +164,25 @@ class ModelConfig(_Section):
 
 
 class RetryConfig(_Section):
+    #: Tries per model before falling back.
     max_attempts: PositiveInt = 3
+    #: First backoff, in seconds (with jitter).
     initial_backoff_s: NonNegFloat = 0.5
+    #: Longest backoff, in seconds.
     max_backoff_s: NonNegFloat = 20.0
+    #: Backoff growth per retry.
     multiplier: Annotated[float, Field(ge=1, strict=True, allow_inf_nan=False)] = 2.0
+    #: The whole request: every call, queueing for slots, calls in flight (none: no deadline).
     deadline_s: PositiveFloat | None = 60.0
+    #: A longer Retry-After falls back instead of waiting (and cools the model).
     max_retry_after_s: NonNegFloat = 30.0
 
 
 class FallbackConfig(_Section):
     """``[fallback]``: which 400s stop a chain (``tierwise.execution.fallback``)."""
 
+    #: Which HTTP 400s move on to the next model: by_cause (a 400 about the deployment
+    #: falls back, one about the request stops), stop, or fall_back.
     on_bad_request: Literal["by_cause", "stop", "fall_back"] = "by_cause"
     #: Extra regexes (case-insensitive) marking a 400 as about the deployment: fall back.
     deployment_errors: list[str] = Field(default_factory=list)
@@ -174,16 +203,24 @@ class FallbackConfig(_Section):
 
 
 class HealthConfig(_Section):
+    #: Consecutive unhealthy failures before the model cools down.
     failure_threshold: PositiveInt = 5
+    #: How long a model that tripped the breaker is skipped.
     cooldown_s: PositiveFloat = 30.0
+    #: Counted failures must fall within this many seconds of each other, with no success between.
     window_s: PositiveFloat = 60.0
 
 
 class BudgetLimitConfig(_Section):
+    #: The most this scope may spend per period, in USD.
     limit_usd: NonNegFloat
+    #: day, month (calendar, in the budget's timezone) or total.
     period: Literal["day", "month", "total"] = "day"
+    #: total, model:ALIAS, tag:KEY=VALUE or tag:KEY (each value separately).
     scope: str = "total"
+    #: reject (raise BudgetExceeded) or downgrade (route to downgrade_to).
     action: Literal["reject", "downgrade"] = "reject"
+    #: With action = downgrade: the model alias used instead once the limit is reached.
     downgrade_to: str | None = None
 
     @model_validator(mode="after")
@@ -211,7 +248,9 @@ class BudgetLimitConfig(_Section):
 
 
 class BudgetConfig(_Section):
+    #: The spending limits; a request is admitted only when every limit it falls under allows it.
     limits: list[BudgetLimitConfig] = Field(default_factory=list)
+    #: IANA timezone where days and months start.
     timezone: str = "UTC"
 
     @field_validator("timezone")
@@ -229,10 +268,19 @@ class BudgetConfig(_Section):
 
 
 class CacheConfig(_Section):
+    #: memory (LRU + TTL), sqlite (survives restarts) or none.
     backend: Literal["memory", "sqlite", "none"] = "memory"
+    #: The SQLite database file (backend = sqlite).
     path: str | None = None
+    #: Seconds a cached answer is served.
     ttl_s: PositiveFloat = 3600.0
+    #: Most answers kept (memory backend).
     max_entries: PositiveInt = 10_000
+    #: Shared cache ([state] backend = "redis"): answers larger than this (JSON) are not shared.
+    max_entry_bytes: PositiveInt = 1_000_000
+    #: Shared cache: how long identical requests in other processes wait for the one
+    #: calling before they call themselves (also the lock's expiry if it crashes).
+    lock_s: PositiveFloat = 30.0
     #: Cache even when temperature > 0 (answers are then not fresh samples).
     force: bool = False
 
@@ -244,14 +292,18 @@ class CacheConfig(_Section):
 
 
 class AuditConfig(_Section):
+    #: The JSONL (or .sqlite3) audit log: one record per request.
     path: NonEmptyStr
+    #: Write prompts and answers too (off: only figures, hashes and routes).
     include_text: bool = False
 
 
 class LoggingConfig(_Section):
     """``[logging]``: the orchestrator's structlog events (one per attempt)."""
 
+    #: Lowest structlog level emitted; off silences the orchestrator's events.
     level: Literal["debug", "info", "warning", "error", "off"] = "info"
+    #: logfmt for people, json for log pipelines.
     format: Literal["logfmt", "json"] = "logfmt"
 
 
@@ -263,7 +315,9 @@ class TelemetryConfig(_Section):
     (docs/prometheus.md, docs/otel.md). Each needs its optional extra, checked at
     load so ``check-config`` reports a missing one."""
 
+    #: A per-orchestrator prometheus_client registry (orch.prometheus_registry); the prometheus extra.
     prometheus: Annotated[bool, Field(strict=True)] = False
+    #: OpenTelemetry GenAI spans and metrics on the application's providers; the otel extra.
     otel: Annotated[bool, Field(strict=True)] = False
     #: OTel: put prompts and completions on spans (off by default: figures only).
     capture_content: Annotated[bool, Field(strict=True)] = False
@@ -288,6 +342,7 @@ class TelemetryConfig(_Section):
 class MemoryStateConfig(_Section):
     """``[state] backend = "memory"``: per-process state (the default)."""
 
+    #: memory: limits, budget and circuits live in this process.
     backend: Literal["memory"] = "memory"
 
 
@@ -296,18 +351,27 @@ class StateOnErrorConfig(_Section):
     ``open``: carry on with this process's own state (a warning is logged);
     ``closed``: the request fails with ``StateUnavailable``."""
 
+    #: Rate and concurrency limits when Redis is unavailable (open: this process's own).
     limits: Literal["open", "closed"] = "open"
+    #: Budgets when Redis is unavailable (closed: requests fail rather than overspend).
     budget: Literal["open", "closed"] = "closed"
     #: Circuit state only steers traffic, never admits it: always per-process on failure.
     health: Literal["open"] = "open"
+    #: The cache only saves money: open uses this process's own cache.
+    cache: Literal["open", "closed"] = "open"
+    #: A moved conversation loses its prompt cache for a turn: open uses each router's memory.
+    sticky: Literal["open", "closed"] = "open"
 
 
 class RedisStateConfig(_Section):
     """``[state] backend = "redis"``: state shared by many processes. The URL is
     read from the environment variable ``url_env`` names, never from the file."""
 
+    #: redis: state shared by every process using the same Redis and key_prefix.
     backend: Literal["redis"]
+    #: The NAME of the environment variable holding the Redis URL.
     url_env: NonEmptyStr = "REDIS_URL"
+    #: Prefix of every Redis key: processes with the same prefix share state.
     key_prefix: str = "tierwise:"
     #: The longest any request waits on Redis before its ``on_error`` mode applies.
     timeout_s: PositiveFloat = 0.25
@@ -317,6 +381,9 @@ class RedisStateConfig(_Section):
     lease_s: PositiveFloat = 30.0
     #: How often each process refreshes its view of the shared circuits and spend.
     refresh_s: PositiveFloat = 0.5
+    #: How long a sticky conversation nobody continues keeps its route.
+    sticky_ttl_s: PositiveFloat = 86400.0
+    #: Per concern: open or closed when Redis is unavailable.
     on_error: StateOnErrorConfig = Field(default_factory=lambda: StateOnErrorConfig())
 
     @field_validator("url_env")
@@ -334,23 +401,40 @@ StateConfig = Annotated[MemoryStateConfig | RedisStateConfig, Field(discriminato
 class TierwiseConfig(_Section):
     """The whole file."""
 
+    #: API endpoints by name; built-in names need no section.
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    #: Deployments by alias (at least one).
     models: dict[str, ModelConfig]
+    #: Named strategies; each table's type picks its keys.
     strategies: dict[str, StrategyTable] = Field(default_factory=dict)
+    #: The strategy ``orch.run`` uses without ``strategy=``
+    #: (default: the one named "default", else the first).
     default_strategy: str | None = None
+    #: Appended to every model's own fallback chain.
     fallbacks: list[str] = Field(default_factory=list)
+    #: The executor's retry policy.
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    #: Which 400s stop a fallback chain.
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    #: The circuit breaker.
     health: HealthConfig = Field(default_factory=HealthConfig)
+    #: Spending limits.
     budget: BudgetConfig | None = None
+    #: The response cache (none without this section).
     cache: CacheConfig | None = None
+    #: The audit log (none without this section).
     audit: AuditConfig | None = None
+    #: The orchestrator's log events.
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    #: Shared state for many processes.
     state: StateConfig = Field(default_factory=MemoryStateConfig)
+    #: Prometheus and OpenTelemetry exporters.
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    #: Alert rules and where alerts go.
     alerts: AlertsConfig | None = None
     #: The model savings are measured against (default: the most expensive one).
     baseline: str | None = None
+    #: Seeds retry jitter and sampling, for reproducible runs.
     seed: Annotated[int, Field(strict=True)] | None = None
     #: ``"package.module:Name"`` per observer: a class (made with no arguments) or
     #: an object with ``on_attempt(event)`` and ``on_request(event)``.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -84,6 +84,10 @@ class StrategyModel(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True, arbitrary_types_allowed=True)
+
+    #: The keys a table of this type takes besides ``type`` (the reference docs list
+    #: them; a router's classifier adds its own options). Empty: any key (your own class).
+    KEYS: ClassVar[tuple[str, ...]] = ()
 
     type: str
     #: Targets were resolved during validation (``from_config`` with a resolver).

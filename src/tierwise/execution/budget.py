@@ -163,6 +163,19 @@ class _Plan:
     check_index: tuple[int, ...]  # limit_checks[i] is checks[check_index[i]]
 
 
+class PendingReservation:
+    """A reservation sent to a shared store whose reply is still to come
+    (``BudgetLedger.begin_reserve``)."""
+
+    __slots__ = ("amount", "handle", "model", "plan")
+
+    def __init__(self, model: str, plan: _Plan, amount: float, handle: Any) -> None:
+        self.model = model
+        self.plan = plan
+        self.amount = amount
+        self.handle = handle
+
+
 class Reservation:
     """A booked worst-case cost. Exactly one of ``settle`` or ``release`` takes
     effect; later calls of either are no-ops, so both are safe in ``finally`` and
@@ -432,6 +445,19 @@ class BudgetLedger:
     def limits(self) -> tuple[BudgetLimit, ...]:
         return self._limits
 
+    @property
+    def store(self) -> BudgetStore:
+        """Where the figures live (a shared store answers ``spent``/``reserved`` from
+        its local view; ``tierwise status`` refreshes it first)."""
+        return self._store
+
+    def bucket(self, scope: str, period: Period = "day") -> str:
+        """The store key of ``scope``'s current ``period`` bucket (``"day:2026-12-06|total"``)."""
+        if period not in _PERIODS:
+            raise ValueError(f"period must be one of {list(_PERIODS)}, got {period!r}")
+        self._refresh()
+        return f"{self._period_id(period)}|{scope}"
+
     def reserve(self, *, model: str, tags: Mapping[str, Any], amount_usd: float) -> Reservation:
         """Book ``amount_usd`` (the call's worst-case cost) against every applicable limit.
 
@@ -453,6 +479,30 @@ class BudgetLedger:
         if failed:
             self._refuse(plan, model, amount, failed)
         return Reservation(self, model, plan, amount)
+
+    def begin_reserve(
+        self, *, model: str, tags: Mapping[str, Any], amount_usd: float
+    ) -> PendingReservation | None:
+        """Send a reservation to a shared store without waiting for its reply, so
+        it shares a round trip with the rate limiter's first attempt (``None``:
+        this store books in place; use ``areserve``). ``finish_reserve`` takes
+        the reply, ``abandon_reserve`` gives a reservation nobody will use back."""
+        submit = getattr(self._store, "submit_reserve", None)
+        if submit is None:
+            return None
+        amount, plan = self._prepare(model, tags, amount_usd)
+        return PendingReservation(model, plan, amount, submit(plan.limit_checks, plan.reserve_keys, amount))
+
+    async def finish_reserve(self, pending: PendingReservation) -> Reservation:
+        """The reservation ``begin_reserve`` sent: booked, or refused as ``areserve`` would."""
+        failed = await self._store.finish_reserve(pending.handle)  # type: ignore[attr-defined]
+        if failed:
+            self._refuse(pending.plan, pending.model, pending.amount, failed)
+        return Reservation(self, pending.model, pending.plan, pending.amount)
+
+    async def abandon_reserve(self, pending: PendingReservation) -> None:
+        """Give back what a sent reservation booked (the request will not use it)."""
+        await self._store.abandon_reserve(pending.handle)  # type: ignore[attr-defined]
 
     def _prepare(self, model: str, tags: Mapping[str, Any], amount_usd: float) -> tuple[float, _Plan]:
         amount = _check_amount(amount_usd, "amount_usd")

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import anyio
 
 __all__ = [
+    "CoalescingCache",
     "MemoryCache",
     "ResponseCache",
     "SQLiteCache",
@@ -139,6 +140,19 @@ class ResponseCache(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CoalescingCache(ResponseCache, Protocol):
+    """A cache shared by processes that also coalesces identical in-flight calls
+    across them (``SingleFlight`` does it within one process). The executor, on a
+    miss, ``claim``s the key before calling: the answer another process's call
+    produced meanwhile (a hit), or ``None`` — call now, and give the key back with
+    ``set`` (the answer) or ``abandon`` (none: ``failed`` for an error)."""
+
+    async def claim(self, key: str, *, wait_s: float | None = None) -> Response | None: ...
+
+    def abandon(self, key: str, *, failed: bool) -> None: ...
 
 
 def _as_hit(resp: Response) -> Response:

@@ -16,7 +16,7 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ..errors import AllTargetsFailed, ConfigError, ContextWindowExceeded, ProviderTimeout
@@ -34,9 +34,10 @@ from .tokens import heuristic_text_tokens
 
 if TYPE_CHECKING:
     from ..observe.metrics import MetricsCollector
-    from ..state import Permit
-    from .budget import Reservation
-    from .cache import ResponseCache, SingleFlight
+    from ..state import Permit, StickyStore
+    from ..state._redis_limiter import FirstTry, RedisLimiter
+    from .budget import PendingReservation, Reservation
+    from .cache import CoalescingCache, ResponseCache, SingleFlight
 
 __all__ = ["CallScope", "Deployment", "Executor"]
 
@@ -68,8 +69,13 @@ class Executor:
         bad_request: BadRequestRule | None = None,
         clock: Clock = SYSTEM_CLOCK,
         seed: int | None = None,
+        sticky: StickyStore | None = None,
     ) -> None:
         self.deployments = dict(deployments)
+        #: Where sticky routers book their conversations when shared (``None``: each
+        #: router's own memory). Held here because ``RunContext`` reaches the
+        #: executor; the executor itself never reads it.
+        self.sticky = sticky
         self.retry = retry or RetryPolicy()
         self.clock = clock
         self.health = health or HealthTracker(clock=clock)
@@ -84,11 +90,14 @@ class Executor:
         self.bad_request = bad_request or BadRequestRule()
         self.rng = random.Random(seed)
         self._flight: SingleFlight | None = None
+        self._shared: CoalescingCache | None = None
         if cache is not None:
             # Imported only with a cache: most processes never load its modules.
-            from .cache import SingleFlight, cacheable, request_key
+            from .cache import CoalescingCache, SingleFlight, cacheable, request_key
 
             self._flight = SingleFlight()
+            # Shared by processes: identical calls are coalesced across them too.
+            self._shared = cache if isinstance(cache, CoalescingCache) else None
             self._cacheable = cacheable
             self._request_key = request_key
         for name in self.default_fallbacks:
@@ -169,21 +178,52 @@ class Executor:
 
         Followers of a coalesced call share the leader's single provider call: they
         get their own copy, accounted like a cache hit ($0), so the one real cost is
-        counted once."""
+        counted once. With a cache shared by processes the leader first waits for
+        (or takes) the key across processes, so the answer another process is
+        producing is awaited instead of paid for again."""
         assert self.cache is not None
         cache = self.cache
         led = False
+        peer = False
 
         async def lead() -> Response:
-            nonlocal led
+            nonlocal led, peer
             led = True
-            response = await self._complete(alias, request, scope)
+            hit = await self._claim(key, scope)
+            if hit is not None:
+                peer = True
+                return hit
+            try:
+                response = await self._complete(alias, request, scope)
+            except BaseException as exc:
+                self._abandon(key, exc)
+                raise
             await cache.set(key, response)
             return response
 
         assert self._flight is not None
         response = await self._flight.do(key, lead)
-        return response if led else self._cached(response, alias, scope)
+        return response if led and not peer else self._cached(response, alias, scope)
+
+    async def _claim(self, key: str, scope: CallScope) -> Response | None:
+        """Across processes: another process's answer for ``key``, or ``None`` (call
+        now). Waits no longer than the call's deadline allows."""
+        shared = self._shared
+        if shared is None:
+            return None
+        wait_s = None
+        deadline = self._call("complete", scope, None).deadline
+        if deadline is not None:
+            wait_s = deadline - self.clock.now()
+        return await shared.claim(key, wait_s=wait_s)
+
+    def _abandon_stream(self, key: str, error: BaseException | None) -> None:
+        if self._shared is not None:
+            self._shared.abandon(key, failed=error is not None)
+
+    def _abandon(self, key: str, exc: BaseException) -> None:
+        if self._shared is not None:
+            self._shared.abandon(key, failed=isinstance(exc, Exception))
 
     async def _complete(self, alias: str, request: Request, scope: CallScope) -> Response:
         call = self._call("complete", scope, request)
@@ -257,9 +297,22 @@ class Executor:
                 yield event
             yield Done(answer)
             return
-        call = self._call("stream", scope, request)
         result: Response | None = None
         error: BaseException | None = None
+        try:
+            peer = await self._claim(key, scope)
+        except BaseException as exc:
+            self._flight.end(key, flight, None, exc if isinstance(exc, Exception) else None)
+            raise
+        if peer is not None:
+            # Another process produced this answer while we waited: replay it.
+            self._flight.end(key, flight, peer, None)
+            answer = self._cached(peer, alias, scope)
+            for event in replay_events(answer):
+                yield event
+            yield Done(answer)
+            return
+        call = self._call("stream", scope, request)
         try:
             async with aclosing(self._run(alias, call)) as events:
                 async for event in events:
@@ -273,6 +326,8 @@ class Executor:
             raise
         finally:
             # Unfinished (cancelled, abandoned by the consumer): followers take over.
+            if result is None:
+                self._abandon_stream(key, error)
             self._flight.end(key, flight, result, error)
 
     # ------------------------------------------------------------------ embed
@@ -447,6 +502,15 @@ class Executor:
             left = call.left(self.clock.now())
             if left is not None:
                 timeout = left if timeout is None else min(timeout, left)
+            begin = getattr(limiter, "begin", None)
+            if budget is not None and begin is not None:
+                amount = call.worst_cost(dep) if worst is None else worst
+                pending = budget.begin_reserve(model=dep.alias, tags=call.tags, amount_usd=amount)
+                if pending is not None:
+                    shared = cast("RedisLimiter", limiter)
+                    return await self._admit_shared(
+                        dep, call, shared, estimate, begin(estimate), pending, timeout
+                    )
             permit = await limiter.acquire(estimate, timeout=timeout)
         if budget is None:
             return permit, None
@@ -460,6 +524,52 @@ class Executor:
 
                 with anyio.CancelScope(shield=True):
                     await permit.arelease(None)
+            raise
+        return permit, reservation
+
+    async def _admit_shared(
+        self,
+        dep: Deployment,
+        call: Call,
+        limiter: RedisLimiter,
+        estimate: int,
+        first: FirstTry,
+        pending: PendingReservation,
+        timeout: float | None,  # noqa: ASYNC109 - the queue wait, passed on to the limiter
+    ) -> tuple[Permit | None, Reservation | None]:
+        """``_admit`` on a shared backend: the limiter's first attempt and the
+        budget reservation were sent together (one round trip on the success
+        path instead of two). The order of ``_admit`` still holds for waiting:
+        if the first attempt does not admit, the reservation is given back
+        before the wait and made again once the slot is held."""
+        import anyio  # lazily: keeps it out of cold start
+
+        budget = self.budget
+        assert budget is not None
+        gave_back = False
+
+        async def give_back() -> None:
+            nonlocal gave_back
+            if not gave_back:
+                gave_back = True
+                with anyio.CancelScope(shield=True):
+                    await budget.abandon_reserve(pending)
+
+        try:
+            permit = await limiter.acquire(estimate, timeout=timeout, first=first, on_wait=give_back)
+        except BaseException:
+            await give_back()
+            raise
+        try:
+            if gave_back:
+                reservation = await budget.areserve(
+                    model=dep.alias, tags=call.tags, amount_usd=pending.amount
+                )
+            else:
+                reservation = await budget.finish_reserve(pending)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await permit.arelease(None)
             raise
         return permit, reservation
 

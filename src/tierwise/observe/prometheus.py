@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LATENCY_BUCKETS_S", "PrometheusObserver", "metrics_app"]
 
+#: The shared state's concerns, each with its own ``on_error`` mode.
+_CONCERNS = ("limits", "budget", "health", "cache", "sticky")
+
 #: Histogram buckets (seconds) for provider and request latency: LLM calls run
 #: from ~100 ms (a short cached reply) to minutes (long reasoning).
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -244,7 +247,7 @@ class _StateCollector:
             "1 for a concern running on this process's own state (Redis unavailable, on_error = open).",
             labels=["concern"],
         )
-        for concern in ("limits", "budget", "health"):
+        for concern in _CONCERNS:
             degraded.add_metric([concern], 1.0 if concern in stats["degraded"] else 0.0)
         yield degraded
         for name, doc in (
@@ -256,7 +259,7 @@ class _StateCollector:
         ):
             counter = CounterMetricFamily(f"{ns}_state_{name}", doc, labels=["concern"])
             counts: Any = stats[name]
-            for concern in ("limits", "budget", "health"):
+            for concern in _CONCERNS:
                 counter.add_metric([concern], float(counts.get(concern, 0)))
             yield counter
 

@@ -89,6 +89,7 @@ class Gateway:
         for alias in self._aliases:
             orch.add_strategy(alias, Single(alias, name=alias))
         self._embedders = set(orch.deployments)
+        self._otel: bool | None = None
 
     # -- names ------------------------------------------------------------------------
 
@@ -133,6 +134,23 @@ class Gateway:
             # Within a minute a slot is free again; at the key's own pace, sooner.
             raise _Refused(key_rate_limited(key.name, min(60.0, 60.0 / key.rpm))) from None
         return key, permit
+
+    # -- tracing ----------------------------------------------------------------------
+
+    def trace_context(self, headers: Mapping[str, str]) -> Any:
+        """The caller's W3C trace context (``traceparent``), when this orchestrator
+        exports OTel spans: the request's spans then join the caller's trace, as
+        they would if the caller used the library in-process. ``None`` otherwise,
+        so a gateway without the ``otel`` extra never imports it."""
+        if self._otel is None:
+            from ..observe.otel import OTelObserver
+
+            self._otel = any(isinstance(o, OTelObserver) for o in self.orch.observers)
+        if not self._otel or "traceparent" not in headers:
+            return None
+        from opentelemetry import propagate
+
+        return propagate.extract(dict(headers))
 
     # -- answering --------------------------------------------------------------------
 
@@ -245,6 +263,8 @@ def create_app(
         rid = _request_id(headers)
         permit = None
         handed_over = False
+        trace = gw.trace_context(headers)
+        token = _attach(trace)
         try:
             key, permit = await gw.admit(headers)
             body = await body_of(request)
@@ -265,7 +285,7 @@ def create_app(
                 gen = await gw.open_stream(req, strategy, meta, writer)
                 handed_over = True
                 return StreamingResponse(
-                    _released(gen, permit),
+                    _released(gen, permit, trace),
                     media_type="text/event-stream",
                     headers={"x-request-id": rid, **sse_headers},
                 )
@@ -276,6 +296,7 @@ def create_app(
         except Exception as exc:  # a TierwiseError, or a bug: answered in the caller's format
             return error_response(fmt, failure_for(exc), rid)
         finally:
+            _detach(token)
             if permit is not None and not handed_over:
                 await permit.arelease()
 
@@ -357,12 +378,34 @@ def create_app(
     return app
 
 
-async def _released(gen: AsyncGenerator[bytes, None], permit: Any) -> AsyncGenerator[bytes, None]:
-    """The stream body; the key's permit is held until the stream has ended."""
+async def _released(
+    gen: AsyncGenerator[bytes, None], permit: Any, trace: Any = None
+) -> AsyncGenerator[bytes, None]:
+    """The stream body; the key's permit is held until the stream has ended.
+    The body is iterated by the server after the handler returned, so the
+    caller's trace context is attached again here (the stream's request span is
+    made when the stream ends)."""
+    token = _attach(trace)
     try:
         async for chunk in gen:
             yield chunk
     finally:
         await gen.aclose()
+        _detach(token)
         if permit is not None:
             await permit.arelease()
+
+
+def _attach(trace: Any) -> Any:
+    if trace is None:
+        return None
+    from opentelemetry import context
+
+    return context.attach(trace)
+
+
+def _detach(token: Any) -> None:
+    if token is not None:
+        from opentelemetry import context
+
+        context.detach(token)

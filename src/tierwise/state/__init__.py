@@ -3,7 +3,9 @@
 Four kinds of state decide what a request may do: the rate limiter of each
 deployment (requests, tokens and concurrency per window), the health of each
 deployment (circuit state, cooldowns), the budget ledger (spent and reserved
-dollars per scope and period) and the response cache. Each is a small protocol
+dollars per scope and period) and the response cache (with coalescing of
+identical in-flight calls); a fifth steers it: the route each sticky
+conversation is booked on (``StickyStore``). Each is a small protocol
 here; the in-memory classes are the default, and a shared backend (Redis) is one
 module implementing the same protocols. Nothing here is process-global: a backend
 object is handed to the orchestrators that should share it.
@@ -39,6 +41,7 @@ __all__ = [
     "Permit",
     "ResponseCache",
     "StateUnavailable",
+    "StickyStore",
 ]
 
 
@@ -133,6 +136,21 @@ class BudgetStore(Protocol):
         """The ledger no longer needs these keys (their period is over); a shared
         store may ignore this and let its own expiry remove them."""
         ...
+
+
+@runtime_checkable
+class StickyStore(Protocol):
+    """The route label each sticky conversation is booked on, per router name.
+
+    Async because a shared store asks its server; the ``Router``'s own LRU is the
+    in-memory implementation (and the shared store's local cache), so without a
+    shared backend there is no store object at all. A booked label never changes:
+    ``claim`` books only when none is booked yet and returns the one that is.
+    """
+
+    async def get(self, router: str, conversation: str | int) -> str | None: ...
+
+    async def claim(self, router: str, conversation: str | int, label: str) -> str: ...
 
 
 def __getattr__(name: str) -> Any:

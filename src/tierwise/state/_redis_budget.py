@@ -18,12 +18,14 @@ in-memory store for the outage (per process: the limit then holds per process).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from ._redis_conn import Conn, RedisDown
+from ._redis_conn import Conn, Packed, RedisDown
 from .memory import MemoryBudgetStore
 
-__all__ = ["RedisBudgetStore"]
+__all__ = ["PendingReserve", "RedisBudgetStore"]
 
 _DAY_TTL = 3 * 86400
 _MONTH_TTL = 63 * 86400
@@ -35,6 +37,24 @@ def _ttl(key: str) -> int:
     if key.startswith("month:"):
         return _MONTH_TTL
     return 0
+
+
+class PendingReserve:
+    """A reservation sent by ``submit_reserve`` (its reply still to come)."""
+
+    __slots__ = ("amount", "checks", "fut", "keys")
+
+    def __init__(
+        self,
+        checks: Sequence[tuple[str, float]],
+        keys: Sequence[str],
+        amount: float,
+        fut: asyncio.Future[Any] | None,
+    ) -> None:
+        self.checks = checks
+        self.keys = keys
+        self.amount = amount
+        self.fut = fut
 
 
 class RedisBudgetStore:
@@ -49,6 +69,7 @@ class RedisBudgetStore:
         self._held: dict[str, float] = {}
         # Reservations booked locally during an outage: released there, not in Redis.
         self._local_ids: set[tuple[tuple[str, ...], float]] = set()
+        self._memo: dict[tuple[Any, ...], tuple[tuple[str, ...], Packed]] = {}
 
     def _k(self, keys: Iterable[str]) -> list[str]:
         p = self._p
@@ -57,22 +78,43 @@ class RedisBudgetStore:
     async def reserve(
         self, checks: Sequence[tuple[str, float]], keys: Sequence[str], amount: float
     ) -> list[tuple[int, float]]:
+        return await self.finish_reserve(self.submit_reserve(checks, keys, amount))
+
+    def submit_reserve(
+        self, checks: Sequence[tuple[str, float]], keys: Sequence[str], amount: float
+    ) -> PendingReserve:
+        """Send the reservation script now; ``finish_reserve`` takes its reply
+        (so it can share a round trip with the rate limiter's first attempt)."""
         conn = self._conn
-        try:
-            reply = await conn.call(
-                "budget",
-                "BUDGET_RESERVE",
+        memo = self._memo.get(("r", checks, keys))
+        if memo is None:
+            memo = self._remember(
+                ("r", checks, keys),
                 (conn.owners_key, *self._k(k for k, _ in checks), *self._k(keys)),
-                (
-                    conn.clock.wall(),
-                    conn.owner,
-                    conn.lease_s,
-                    repr(float(amount)),
-                    len(checks),
-                    *(repr(float(limit)) for _, limit in checks),
-                    *(_ttl(k) for k in keys),
-                ),
+                (len(checks), *(float(limit) for _, limit in checks), *(_ttl(k) for k in keys)),
             )
+        fut = conn.submit(
+            "BUDGET_RESERVE", memo[0], (conn.clock.wall(), conn.owner, conn.lease_s, float(amount), memo[1])
+        )
+        return PendingReserve(checks, keys, amount, fut)
+
+    def _remember(
+        self, key: tuple[Any, ...], redis_keys: tuple[str, ...], tail: tuple[Any, ...]
+    ) -> tuple[tuple[str, ...], Packed]:
+        """The prefixed keys and packed fixed arguments of one budget plan's
+        scripts (the ledger memoizes its plans, so they repeat call after call)."""
+        if len(self._memo) >= 1024:
+            self._memo.clear()
+        memo = (redis_keys, Packed(tail))
+        self._memo[key] = memo
+        return memo
+
+    async def finish_reserve(self, pending: PendingReserve) -> list[tuple[int, float]]:
+        """The limits a submitted reservation would cross (empty: booked)."""
+        conn = self._conn
+        checks, keys, amount = pending.checks, pending.keys, pending.amount
+        try:
+            reply = await conn.result("budget", pending.fut)
         except RedisDown:
             from . import StateUnavailable
 
@@ -88,6 +130,19 @@ class RedisBudgetStore:
             for k in keys:
                 self._held[k] = self._held.get(k, 0.0) + amount
         return out
+
+    async def abandon_reserve(self, pending: PendingReserve) -> None:
+        """Give back what a submitted reservation booked, once its reply is in.
+        Not an attempt of its own: Redis being down here is nobody's fallback or
+        refusal (the request failed on something else first)."""
+        try:
+            reply = await self._conn.result("budget", pending.fut)
+        except RedisDown:
+            return
+        if not reply:  # booked: release it (a refusal booked nothing)
+            self._conn.write(
+                "BUDGET_RELEASE", self._k(pending.keys), (self._conn.owner, repr(float(pending.amount)))
+            )
 
     def _was_local(self, keys: Sequence[str], amount: float) -> bool:
         ident = (tuple(keys), amount)
@@ -105,16 +160,16 @@ class RedisBudgetStore:
         self._unhold(keys, amount)
         for k in record_keys:
             self._spent[k] = self._spent.get(k, 0.0) + cost
+        keys, record_keys = tuple(keys), tuple(record_keys)
+        memo = self._memo.get(("s", keys, record_keys))
+        if memo is None:
+            memo = self._remember(
+                ("s", keys, record_keys),
+                (*self._k(keys), *self._k(record_keys)),
+                tuple(_ttl(k) for k in record_keys),
+            )
         self._conn.write(
-            "BUDGET_SETTLE",
-            (*self._k(keys), *self._k(record_keys)),
-            (
-                self._conn.owner,
-                repr(float(amount)),
-                len(keys),
-                repr(float(cost)),
-                *(_ttl(k) for k in record_keys),
-            ),
+            "BUDGET_SETTLE", memo[0], (self._conn.owner, float(amount), len(keys), float(cost), memo[1])
         )
 
     async def release(self, keys: Sequence[str], amount: float) -> None:

@@ -11,8 +11,10 @@ still atomic, so nothing about the semantics changes.
 
 Writes whose answer nobody waits for (a permit's release, a settlement, a circuit
 update) are queued and go with the next script call, or after ``flush_delay_s``
-if none comes: a request's settlement rides on the next request's first script,
-which is how a routed request costs two round trips (limit, budget), not three.
+if none comes: a request's settlement rides on the next request's first script.
+``submit`` queues a script without waiting, so the executor sends the rate
+limiter's first attempt and the budget reservation together: a routed request
+costs one round trip, not four (limit, budget, release, settlement).
 A write that fails stays queued (bounded) and goes with the next batch, so a
 settlement made while Redis was away is not lost when it returns.
 
@@ -39,7 +41,7 @@ from typing import Any
 from .._clock import Clock
 from . import _redis_scripts as scripts
 
-__all__ = ["Conn", "RedisDown"]
+__all__ = ["Conn", "Packed", "RedisDown"]
 
 _log = logging.getLogger("tierwise.state")
 _MAX_PENDING = 100_000
@@ -47,6 +49,15 @@ _MAX_PENDING = 100_000
 
 class RedisDown(Exception):
     """Redis did not answer in time (or at all): the caller applies its fail mode."""
+
+
+class _Expired(TimeoutError):
+    """A call's reply did not come within ``timeout_s`` (set on its future by a timer)."""
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
 
 
 class _Op:
@@ -63,7 +74,8 @@ class _Op:
         fut: asyncio.Future[Any] | None,
     ) -> None:
         self.script = script
-        self.keys = keys
+        # A tuple: the packed script heads are looked up by (script, keys, nargs).
+        self.keys: tuple[Any, ...] = keys if type(keys) is tuple else tuple(keys)
         self.args = args
         self.fut = fut
 
@@ -111,6 +123,7 @@ class Conn:
             if isinstance(getattr(scripts, name), str)
         }
         self._sha: dict[str, str] = {}
+        self._heads: dict[tuple[str, tuple[Any, ...], int], bytes] = {}
         self._calls: deque[_Op] = deque()
         self._writes: deque[_Op] = deque()
         self._writes_due = False
@@ -120,6 +133,11 @@ class Conn:
         self._sender: asyncio.Task[None] | None = None
         self._heart: asyncio.Task[None] | None = None
         self._closed = False
+
+    def closing(self) -> bool:
+        """Whether ``aclose`` has begun (the sender stops at its next turn). A
+        method, not an attribute read, because it changes across the sender's awaits."""
+        return self._closed
 
     # -- health of the link --------------------------------------------------------
 
@@ -132,11 +150,13 @@ class Conn:
         self._down_until = self.clock.now() + self.retry_s
         if not self._outage:
             self._outage = True
-            _log.warning("redis unavailable (%s); each concern applies its on_error mode", type(exc).__name__)
+            name = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+            _log.warning("redis unavailable (%s); each concern applies its on_error mode", name)
 
     def _failed(self, concern: str, exc: BaseException) -> RedisDown:
         self._mark_down(exc)
-        return RedisDown(f"redis unavailable for {concern}: {type(exc).__name__}")
+        name = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return RedisDown(f"redis unavailable for {concern}: {name}")
 
     def fell_back(self, concern: str, *, fail_open: bool) -> None:
         """A request met an outage in ``concern``: served by this process's own
@@ -165,19 +185,40 @@ class Conn:
     async def call(self, concern: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run one script (queued writes go ahead of it, in the same round trip).
         ``RedisDown`` when Redis is marked down or does not answer within ``timeout_s``."""
-        if self.down() or self._closed:
+        fut = self.submit(script, keys, args)
+        if fut is None:
             raise RedisDown(f"redis unavailable for {concern}")
+        return await self.result(concern, fut)
+
+    def submit(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any] | None:
+        """Queue a script now and return its reply's future (``None`` when Redis is
+        marked down or the link is closed): two concerns that submit in the same
+        loop turn share one round trip (``result`` awaits each)."""
+        if self.down() or self._closed:
+            return None
         self._ensure_tasks()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls.append(_Op(script, keys, args, fut))
         self._poke(now=True)
-        try:
-            async with asyncio.timeout(self.timeout_s):
+        return fut
+
+    async def result(self, concern: str, fut: asyncio.Future[Any] | None) -> Any:
+        """The reply of a ``submit``ted script, waiting at most ``timeout_s``
+        (``RedisDown`` otherwise; a script error is raised as itself)."""
+        if fut is None:
+            raise RedisDown(f"redis unavailable for {concern}")
+        if fut.done():
+            result = fut.result()
+        else:
+            # A timer that fails the future, not ``asyncio.timeout``: a tenth of the
+            # cost per call, and the caller's own cancellation stays a cancellation.
+            timer = asyncio.get_running_loop().call_later(self.timeout_s, _expire, fut)
+            try:
                 result = await fut
-        except RedisDown:
-            raise
-        except TimeoutError as exc:
-            raise self._failed(concern, exc) from None
+            except _Expired as exc:
+                raise self._failed(concern, exc) from None
+            finally:
+                timer.cancel()
         if isinstance(result, Exception):
             # A script error (a bug, not an outage): surfaced as such.
             raise result
@@ -204,16 +245,17 @@ class Conn:
         if self.down() or self._closed:
             raise RedisDown("redis unavailable")
         self._ensure_tasks()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._calls.append(_Op(None, (), ("PING",), fut))
         self._poke(now=True)
+        timer = loop.call_later(self.timeout_s, _expire, fut)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await fut
-        except RedisDown:
-            raise
-        except TimeoutError as exc:
+            await fut
+        except _Expired as exc:
             raise self._failed("writes", exc) from None
+        finally:
+            timer.cancel()
 
     async def _flush_last(self) -> None:
         """``aclose``'s flush, once the sender has stopped (so the link is free)."""
@@ -255,13 +297,15 @@ class Conn:
 
     async def _send_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            while not self._calls and not (self._writes and self._writes_due):
+        while not self.closing():
+            while not self._calls and not (self._writes and self._writes_due) and not self.closing():
                 self._kick = loop.create_future()
                 if self._writes and self._timer is None:
                     self._timer = loop.call_later(self.flush_delay_s, self._due)
                 await self._kick
             self._kick = None
+            if self.closing():
+                return
             # One loop turn: calls made by tasks that are ready now join this batch.
             await asyncio.sleep(0)
             if self.down():
@@ -281,6 +325,7 @@ class Conn:
                 async with asyncio.timeout(self.timeout_s):
                     replies = await self._exchange(batch)
             except Exception as exc:  # the sender must outlive anything a batch raises
+                _reraise_cancel(exc)
                 if not isinstance(exc, TimeoutError | OSError | _redis_errors()):
                     _log.error("redis exchange failed unexpectedly: %r", exc)
                 self._requeue(writes)
@@ -337,7 +382,15 @@ class Conn:
                 if op.script is None:
                     _pack(parts, op.args)
                 else:
-                    _pack(parts, ("EVALSHA", self._sha[op.script], len(op.keys), *op.keys, *op.args))
+                    args = op.args
+                    nargs = len(args)
+                    if nargs and type(args[-1]) is Packed:
+                        nargs += args[-1].n_args - 1
+                    head = self._heads.get((op.script, op.keys, nargs))
+                    if head is None:
+                        head = self._head(op.script, op.keys, nargs)
+                    parts.append(head)
+                    _pack_args(parts, args)
             self.round_trips += 1
             self.commands += len(todo)
             await link.send_packed_command([b"".join(parts)], check_health=False)
@@ -357,6 +410,19 @@ class Conn:
             await self._load(link)
             todo = lost
         return replies
+
+    def _head(self, script: str, keys: tuple[Any, ...], nargs: int) -> bytes:
+        """The RESP bytes of ``EVALSHA sha numkeys keys...`` (and the array
+        length), which are the same for every call of one script on one
+        deployment: packed once, not per call. Bounded (keys may carry a period
+        or a conversation): cleared when full."""
+        if len(self._heads) >= 4096:
+            self._heads.clear()
+        parts = [b"*%d\r\n" % (3 + len(keys) + nargs)]
+        _pack_args(parts, ("EVALSHA", self._sha[script], len(keys), *keys))
+        head = b"".join(parts)
+        self._heads[(script, keys, nargs)] = head
+        return head
 
     async def _load(self, link: Any) -> None:
         names = list(self._sources)
@@ -395,6 +461,21 @@ class Conn:
                         _log.warning("shared state refresh failed: %s", type(res).__name__)
             await asyncio.sleep(min(self.refresh_s, self.lease_s / 3.0))
 
+    async def _stop(self, task: asyncio.Task[None]) -> None:
+        """Cancel ``task`` and wait for it, a bounded time: a library under it
+        that swallows the cancel (seen with redis-py on Python 3.11, where a
+        cancel that meets a timeout can come out as the timeout) must not hang
+        the close; the task is then left to end on its own."""
+        if task.done():
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=self.timeout_s + 0.5)
+        if not task.done():
+            _log.warning("redis link task did not stop within %.2f s of its cancel", self.timeout_s + 0.5)
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            _log.debug("redis link task ended with %r", task.exception())
+
     async def aclose(self) -> None:
         """Flush what is queued (best effort), stop the tasks, drop this process's lease."""
         if self._closed:
@@ -402,13 +483,12 @@ class Conn:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        kick = self._kick
+        if kick is not None and not kick.done():
+            kick.set_result(None)  # an idle sender sees ``_closed`` and returns
         for task in (self._sender, self._heart):
             if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+                await self._stop(task)
         self._fail_calls(RedisDown("closed"))
         self._writes.append(_Op(None, (), ("ZREM", self.owners_key, self.owner), None))
         await self._flush_last()
@@ -422,16 +502,60 @@ def _pack(out: list[bytes], args: Sequence[Any]) -> None:
     every request: this is a third of its client CPU (no encoder lookups, no
     buffer-size heuristics; our arguments are only str, bytes, int and float)."""
     out.append(b"*%d\r\n" % len(args))
+    _pack_args(out, args)
+
+
+def _pack_args(out: list[bytes], args: Sequence[Any]) -> None:
+    """The bulk strings of ``args`` (the array header is the caller's); a
+    ``Packed`` argument (only ever the last) is appended as it is."""
     for arg in args:
-        if isinstance(arg, bytes):
+        t = type(arg)
+        if t is str:
+            data = arg.encode()
+        elif t is float:
+            data = repr(arg).encode()
+        elif t is int:
+            data = b"%d" % arg
+        elif t is Packed:
+            out.append(arg)
+            continue
+        elif isinstance(arg, bytes):
             data = arg
         elif isinstance(arg, str):
             data = arg.encode()
         elif isinstance(arg, float):
-            data = repr(arg).encode()
+            data = repr(float(arg)).encode()
         else:
-            data = str(int(arg)).encode()
+            data = b"%d" % int(arg)
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+
+
+class Packed(bytes):
+    """Script arguments already in the protocol's form, for the ones that are the
+    same on every call of one deployment (its limits, a budget plan's limits and
+    expiries): packed once instead of per call. Only ever an ``_Op``'s last
+    argument; ``n_args`` is how many arguments it stands for."""
+
+    n_args: int
+
+    def __new__(cls, args: Sequence[Any]) -> Packed:
+        parts: list[bytes] = []
+        _pack_args(parts, args)
+        self = super().__new__(cls, b"".join(parts))
+        self.n_args = len(args)
+        return self
+
+
+def _reraise_cancel(exc: BaseException) -> None:
+    """Raise ``CancelledError`` if this task has a cancel pending. A cancel that
+    meets an expiring ``asyncio.timeout`` (and a library under it that handles
+    the first ``CancelledError`` itself) can come out as the ``TimeoutError``:
+    treating that as "Redis is slow" would swallow the cancel, and a task that
+    its owner cancelled and awaits would run on (the close of a worker hung
+    this way under load)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 def _redis_errors() -> type[Exception]:

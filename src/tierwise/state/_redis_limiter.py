@@ -17,22 +17,50 @@ so the aggregate is the limit times the processes until Redis returns),
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
-import uuid
+import os
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..execution.limits import LimiterClosed, QueueWaitTimeout, RateLimiter
-from ._redis_conn import Conn, RedisDown
+from ._redis_conn import Conn, Packed, RedisDown
 
 if TYPE_CHECKING:
     from ..types import RateLimitInfo
 
-__all__ = ["RedisLimiter", "RedisPermit"]
+__all__ = ["FirstTry", "RedisLimiter", "RedisPermit"]
 
 _WINDOW = 60.0
 _POLL_MIN = 0.002
 _POLL_MAX = 0.05
 _MAX_TOKENS = 10**12
+# Permit ids are members of shared sets, so unique across processes: a random
+# per-process prefix and a counter (uuid4 per permit cost more than the rest of
+# the acquisition's Python side).
+_ID_PREFIX = os.urandom(6).hex()
+_ids = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    # A worker forked from a parent that imported this (gunicorn --preload) gets its own.
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(6).hex()
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+class FirstTry:
+    """An admission attempt sent by ``RedisLimiter.begin`` (its reply still to come)."""
+
+    __slots__ = ("fut", "permit_id", "reserve")
+
+    def __init__(self, permit_id: str, reserve: int, fut: asyncio.Future[Any] | None) -> None:
+        self.permit_id = permit_id
+        self.reserve = reserve
+        self.fut = fut
 
 
 class RedisPermit:
@@ -118,11 +146,44 @@ class RedisLimiter:
         self._keys_release = (self._k_tok, self._k_amt, self._k_conc)
         self._conc = "1" if max_concurrency else "0"
         self._static = (self._cap, self._window, int(tpm or 0), max_concurrency or 0, conn.lease_s)
+        self._static_packed = Packed(self._static)
         self._closed: str | None = None
 
-    async def acquire(self, tokens: int = 0, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+    def begin(self, tokens: int = 0) -> FirstTry:
+        """Send the first admission attempt now, without waiting for its reply:
+        the executor sends it in the same round trip as the budget reservation
+        (``acquire(..., first=...)`` then takes the reply)."""
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        conn = self._conn
+        permit_id = f"{_ID_PREFIX}{next(_ids):x}"
+        tpm = self._static[2]
+        local = self.local
+        reserve = tokens if not tpm or local._scale == 1.0 else local._scaled(tokens)
+        fut = None
+        if self._closed is None:
+            fut = conn.submit("LIMIT_ACQUIRE", self._keys_acquire, self._acquire_args(permit_id, reserve))
+        return FirstTry(permit_id, reserve, fut)
+
+    def _acquire_args(self, permit_id: str, reserve: int) -> tuple[Any, ...]:
+        conn = self._conn
+        return (conn.clock.wall(), conn.owner, permit_id, reserve, self._static_packed)
+
+    async def acquire(
+        self,
+        tokens: int = 0,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a queue wait, like RateLimiter.acquire
+        first: FirstTry | None = None,
+        on_wait: Callable[[], Awaitable[None]] | None = None,
+    ) -> Any:
         """Book a request, ``tokens`` and a concurrency slot in one script, waiting
-        at most ``timeout`` seconds (``QueueWaitTimeout``; ``LimiterClosed`` once closed)."""
+        at most ``timeout`` seconds (``QueueWaitTimeout``; ``LimiterClosed`` once closed).
+
+        ``first`` is an attempt already sent by ``begin``; ``on_wait`` is awaited
+        once if that first attempt does not admit (before waiting): the executor
+        gives back the budget reservation it sent alongside, so no money is held
+        while a request waits for a slot."""
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
         if self._closed is not None:
@@ -134,20 +195,25 @@ class RedisLimiter:
         start = clock.now()
         deadline = None if timeout is None else start + max(0.0, timeout)
         poll = _POLL_MIN
-        permit_id = uuid.uuid4().hex[:16]
-        cap, window, tpm, maxc, lease = self._static
-        local = self.local
-        reserve = tokens if not tpm or local._scale == 1.0 else local._scaled(tokens)
+        if first is not None:
+            permit_id, reserve = first.permit_id, first.reserve
+        else:
+            permit_id = f"{_ID_PREFIX}{next(_ids):x}"
+            tpm = self._static[2]
+            local = self.local
+            reserve = tokens if not tpm or local._scale == 1.0 else local._scaled(tokens)
+        maxc = self._static[3]
         while True:
             if self._closed is not None:
                 raise LimiterClosed(self._closed)
             try:
-                reply = await conn.call(
-                    "limits",
-                    "LIMIT_ACQUIRE",
-                    self._keys_acquire,
-                    (clock.wall(), conn.owner, permit_id, reserve, cap, window, tpm, maxc, lease),
-                )
+                if first is not None:
+                    fut, first = first.fut, None
+                    reply = await conn.result("limits", fut)
+                else:
+                    reply = await conn.call(
+                        "limits", "LIMIT_ACQUIRE", self._keys_acquire, self._acquire_args(permit_id, reserve)
+                    )
             except RedisDown:
                 if maxc:
                     # The admission may have been booked before its reply was lost:
@@ -157,6 +223,9 @@ class RedisLimiter:
             code = int(reply[0])
             if code == 1:
                 return RedisPermit(self, permit_id, tokens, reserve)
+            if on_wait is not None:
+                hook, on_wait = on_wait, None
+                await hook()
             now = clock.now()
             if code == 0:
                 wait = float(reply[1])

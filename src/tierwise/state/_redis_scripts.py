@@ -22,6 +22,11 @@ __all__ = [
     "BUDGET_RELEASE",
     "BUDGET_RESERVE",
     "BUDGET_SETTLE",
+    "CACHE_CLAIM",
+    "CACHE_GET",
+    "CACHE_RELEASE",
+    "CACHE_SET",
+    "CACHE_SIZE",
     "HEALTH_FAIL",
     "HEALTH_READ",
     "HEALTH_SUCCESS",
@@ -30,6 +35,8 @@ __all__ = [
     "LIMIT_OBSERVE",
     "LIMIT_READ",
     "LIMIT_RELEASE",
+    "STICKY_CLAIM",
+    "STICKY_GET",
 ]
 
 # Concurrency slots: a hash of permit id -> owner. Only slots whose owner's lease
@@ -367,4 +374,92 @@ for i = 1, #names do
   end
 end
 return out
+"""
+
+# -- the response cache ---------------------------------------------------------
+#
+# One string per answer (the JSON body, expiring with Redis's own PX, so keys are
+# volatile and ``maxmemory-policy volatile-lru`` may evict them), an index zset of
+# entry -> expiry bounding the number of entries, and a short lock per key
+# (SET NX PX, the value the holder's token) coalescing identical in-flight calls.
+# A lock whose holder gave up without an answer (an error, an answer too big to
+# share) is set to '!' for the rest of its time: waiters then call themselves.
+
+# KEYS: value. -> body | nil
+CACHE_GET = """
+return redis.call('GET', KEYS[1])
+"""
+
+# KEYS: value, lock. ARGV: token, lock ms
+# -> {1, body} answered | {2} the caller leads | {0} another call is in flight |
+#    {3} the call in flight gave up (call yourself)
+CACHE_CLAIM = """
+local body = redis.call('GET', KEYS[1])
+if body then return {1, body} end
+local holder = redis.call('GET', KEYS[2])
+if holder == '!' then return {3} end
+if holder then return {0} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {2}
+"""
+
+# KEYS: value, lock, index. ARGV: body, ttl ms, token, max entries, now (s),
+# entry name (the index member), value key prefix
+CACHE_SET = """
+local now = tonumber(ARGV[5])
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+redis.call('ZADD', KEYS[3], now + ttl / 1000, ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[4])
+if over > 0 then
+  local gone = redis.call('ZPOPMIN', KEYS[3], over)
+  for i = 1, #gone, 2 do redis.call('DEL', ARGV[7] .. gone[i]) end
+end
+redis.call('PEXPIRE', KEYS[3], ttl + 60000)
+return 1
+"""
+
+# KEYS: lock. ARGV: token, mode ('free': a waiter may take over; 'gave_up':
+# waiters call themselves)
+CACHE_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == 'free' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], '!', 'KEEPTTL')
+end
+return 1
+"""
+
+# KEYS: index. ARGV: now (s) -> live entries
+CACHE_SIZE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# -- sticky conversations -------------------------------------------------------
+#
+# One string per conversation: the route label of its first routed turn. The
+# first process to route a conversation wins (SET NX); each read renews the TTL,
+# so a conversation in use stays put however long it runs.
+
+# KEYS: conversation. ARGV: ttl s -> label | nil
+STICKY_GET = """
+local label = redis.call('GET', KEYS[1])
+if label then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return label
+"""
+
+# KEYS: conversation. ARGV: label, ttl s -> the conversation's label (this one, or
+# the one another process booked first)
+STICKY_CLAIM = """
+local label = redis.call('GET', KEYS[1])
+if label then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return label
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
 """

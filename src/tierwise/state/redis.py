@@ -1,10 +1,12 @@
-"""Shared state on Redis: rate limits, budgets and circuit state across processes.
+"""Shared state on Redis: limits, budgets, circuits, cache and sticky routes across processes.
 
 ``RedisState`` is the object handed to every ``Orchestrator`` that should share
 limits (``Orchestrator(..., state=RedisState(url))``, or ``[state] backend =
 "redis"`` in config). It makes the Redis implementations of the
 ``tierwise.state`` protocols: a ``RedisLimiter`` per deployment, one
-``RedisBudgetStore`` and a ``RedisHealth`` tracker. redis-py's asyncio client
+``RedisBudgetStore``, a ``RedisHealth`` tracker, a ``RedisCache`` (the response
+cache, coalescing identical in-flight calls across processes) and a
+``RedisSticky`` store (the route of each sticky conversation). redis-py's asyncio client
 (the ``redis`` extra) is imported when a ``RedisState`` is made, never by
 ``import tierwise``; it needs the asyncio event loop.
 
@@ -13,7 +15,10 @@ and ``health`` always does (local per-process limits and circuits, a warning log
 ``degraded`` flag): a Redis outage should not take the application down with
 it, and providers still enforce their own limits. ``budget`` fails *closed* by
 default (``StateUnavailable``): overspending is the failure a hard budget
-exists to prevent. No call waits on Redis longer than ``timeout_s``; after a
+exists to prevent. ``cache`` and ``sticky`` fail *open* by default (this
+process's own cache, its routers' own memory): both only save money and keep a
+conversation's prompt cache warm, and neither is worth refusing a request over.
+No call waits on Redis longer than ``timeout_s``; after a
 failure Redis is left alone for ``retry_s``, then tried again, and the first
 success resumes the shared state. See docs/many-processes.md.
 """
@@ -26,20 +31,37 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ._redis_budget import RedisBudgetStore
+from ._redis_cache import RedisCache
 from ._redis_conn import Conn, RedisDown
 from ._redis_health import RedisHealth
 from ._redis_limiter import RedisLimiter, RedisPermit
+from ._redis_sticky import RedisSticky
 
 if TYPE_CHECKING:
     from ..execution.budget import BudgetLedger
+    from ..execution.cache import ResponseCache
     from ..execution.deployment import Deployment
     from ..execution.health import HealthTracker
 
-__all__ = ["RedisBudgetStore", "RedisHealth", "RedisLimiter", "RedisPermit", "RedisState"]
+__all__ = [
+    "RedisBudgetStore",
+    "RedisCache",
+    "RedisHealth",
+    "RedisLimiter",
+    "RedisPermit",
+    "RedisState",
+    "RedisSticky",
+]
 
 OnError = Literal["open", "closed"]
-_CONCERNS = ("limits", "budget", "health")
-_DEFAULTS: dict[str, OnError] = {"limits": "open", "budget": "closed", "health": "open"}
+_CONCERNS = ("limits", "budget", "health", "cache", "sticky")
+_DEFAULTS: dict[str, OnError] = {
+    "limits": "open",
+    "budget": "closed",
+    "health": "open",
+    "cache": "open",
+    "sticky": "open",
+}
 
 
 class RedisState:
@@ -50,7 +72,8 @@ class RedisState:
     ``key_prefix`` namespaces every key, so several applications share one Redis.
     ``timeout_s`` bounds each Redis call, ``lease_s`` is how long a crashed
     process's slots and reservations keep counting, ``refresh_s`` how often the
-    local views (circuits, spend) are refreshed.
+    local views (circuits, spend) are refreshed, ``sticky_ttl_s`` how long a
+    sticky conversation left alone keeps its route.
     """
 
     def __init__(
@@ -63,12 +86,18 @@ class RedisState:
         retry_s: float = 1.0,
         lease_s: float = 30.0,
         refresh_s: float = 0.5,
+        sticky_ttl_s: float = 86400.0,
         on_error: Mapping[str, OnError] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         from ..errors import ConfigError
 
-        for label, value in (("timeout_s", timeout_s), ("retry_s", retry_s), ("lease_s", lease_s)):
+        for label, value in (
+            ("timeout_s", timeout_s),
+            ("retry_s", retry_s),
+            ("lease_s", lease_s),
+            ("sticky_ttl_s", sticky_ttl_s),
+        ):
             if not value > 0:
                 raise ConfigError(f"must be > 0, got {value!r}", field=f"state.{label}")
         modes = dict(_DEFAULTS)
@@ -99,7 +128,11 @@ class RedisState:
             ) from None
         client = aredis.Redis.from_url(
             url,
-            socket_timeout=timeout_s,
+            # No per-read/per-send timeout in redis-py: the link bounds every whole
+            # exchange with ``timeout_s`` itself, and redis-py's own would wrap each
+            # send in a task (``wait_for``) and each reply in a timeout (a third of
+            # the link's client CPU, benchmarks/shared_state.py).
+            socket_timeout=None,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
@@ -114,8 +147,11 @@ class RedisState:
             lease_s=lease_s,
             refresh_s=refresh_s,
         )
+        self.sticky_ttl_s = sticky_ttl_s
         self._budget: RedisBudgetStore | None = None
         self._health: list[RedisHealth] = []
+        self._caches: list[RedisCache] = []
+        self._sticky: RedisSticky | None = None
         self._bound = 0
 
     # -- the shared objects -----------------------------------------------------------
@@ -165,6 +201,47 @@ class RedisState:
         self._conn.tickers.append(tracker.refresh)
         return tracker
 
+    def cache(
+        self,
+        *,
+        ttl_s: float | None = 3600.0,
+        max_entries: int = 10_000,
+        max_entry_bytes: int = 1_000_000,
+        lock_s: float = 30.0,
+    ) -> RedisCache:
+        """A response cache shared by every process on this Redis, coalescing
+        identical in-flight calls across them (``lock_s``: how long the others
+        wait for the one calling). Answers over ``max_entry_bytes`` of JSON are
+        not shared; ``max_entries`` bounds the entries in Redis."""
+        cache = RedisCache(
+            self._conn,
+            ttl_s=ttl_s,
+            max_entries=max_entries,
+            max_entry_bytes=max_entry_bytes,
+            lock_s=lock_s,
+            fail_open=self.on_error["cache"] == "open",
+        )
+        self._caches.append(cache)
+        return cache
+
+    def bind_cache(self, cache: ResponseCache | None) -> ResponseCache | None:
+        """An orchestrator's cache, shared: a ``MemoryCache`` becomes a ``RedisCache``
+        with its TTL and entry bound (a SQLite cache, or one of the application's
+        own, is kept as given: it was chosen for its own reasons)."""
+        from ..execution.cache import MemoryCache
+
+        if type(cache) is MemoryCache:
+            return self.cache(ttl_s=cache.ttl_s, max_entries=cache.max_entries)
+        return cache
+
+    def sticky_store(self) -> RedisSticky:
+        """Where sticky routers book their conversations (one per state)."""
+        if self._sticky is None:
+            self._sticky = RedisSticky(
+                self._conn, ttl_s=self.sticky_ttl_s, fail_open=self.on_error["sticky"] == "open"
+            )
+        return self._sticky
+
     def bind(
         self,
         deployments: Mapping[str, Deployment],
@@ -174,7 +251,8 @@ class RedisState:
         """Move an orchestrator's state here: each deployment's in-memory
         ``RateLimiter`` becomes a shared one with the same limits, the health
         tracker a shared one with the same settings, the budget ledger's store
-        this one. Called by ``Orchestrator(..., state=...)``."""
+        this one. Called by ``Orchestrator(..., state=...)``, which also takes
+        ``bind_cache`` and ``sticky_store``."""
         from ..execution.health import HealthTracker as _Tracker
         from ..execution.limits import RateLimiter
 
@@ -212,7 +290,10 @@ class RedisState:
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards and ``orch.health()``: round trips, commands,
         link errors, requests served by a fail-open fallback and refused by a
-        fail-closed one (per concern), and the concerns degraded right now."""
+        fail-closed one (per concern), the concerns degraded right now, and the
+        shared caches' coalescing counters (``peer_hits``: answers another
+        process's call produced while this one waited; ``wait_timeouts``;
+        ``too_big``: answers over ``max_entry_bytes``, not shared)."""
         conn = self._conn
         return {
             "backend": "redis",
@@ -223,6 +304,11 @@ class RedisState:
             "errors": conn.errors,
             "fallbacks": dict(conn.fallbacks),
             "refused": dict(conn.refused),
+            "cache": {
+                "peer_hits": sum(c.peer_hits for c in self._caches),
+                "wait_timeouts": sum(c.wait_timeouts for c in self._caches),
+                "too_big": sum(c.too_big for c in self._caches),
+            },
         }
 
     @property

@@ -19,7 +19,11 @@ The decision, in ``select()`` (the hook to override):
    keeps the evidence, stays there); made sticky, a conversation keeps the
    model it started on, which keeps its prompt cache warm and its voice
    consistent. Memory is an LRU of ``sticky_size`` conversations per Router
-   instance (no global state; instances behind a load balancer do not share it).
+   instance (no global state). With a shared state backend (``[state] backend =
+   "redis"``) the route is booked there too, per router name: the first process
+   to route a conversation decides it for every process, and the LRU is that
+   store's local cache (a booked route never changes, so a conversation seen
+   before costs no round trip).
 2. Otherwise the **classifier** labels the request. A label with no route goes
    to ``default``, and the reason says so.
 3. **Long-context override**: when the chosen target is a model alias whose
@@ -145,7 +149,7 @@ class Router(Strategy):
         info = ctx.target(target)
         return info.context_window if info is not None else None
 
-    def _conversation(self, request: Request) -> Hashable | None:
+    def _conversation(self, request: Request) -> str | int | None:
         md = request.metadata
         if not self.sticky or not md or md.get("tier"):
             return None
@@ -168,9 +172,39 @@ class Router(Strategy):
         key = self._conversation(request)
         if key is None or key in self._conversations:
             return
+        self._keep(key, label)
+
+    def _keep(self, key: Hashable, label: str) -> None:
         self._conversations[key] = label
         if len(self._conversations) > self.sticky_size:
             self._conversations.popitem(last=False)
+
+    async def _fetch_shared(self, request: Request, ctx: RunContext) -> None:
+        """With a shared sticky store: copy the conversation's booked route (made by
+        any process) into the local memory, where ``select`` finds it."""
+        store = ctx.executor.sticky
+        key = self._conversation(request)
+        if store is None or key is None or key in self._conversations:
+            return
+        label = await store.get(self.name, key)
+        if label is not None and label in self.routes:
+            self._keep(key, label)
+
+    async def _decide(self, request: Request, ctx: RunContext) -> tuple[str, Target, Classification]:
+        """``aselect``, then book a new conversation's route: locally, and in the
+        shared store when there is one. Two processes routing the same new
+        conversation at once may classify it differently; the store keeps the
+        first booking, and the loser routes this turn by it too."""
+        label, target, c = await self.aselect(request, ctx)
+        store = ctx.executor.sticky
+        key = self._conversation(request)
+        if store is not None and key is not None and key not in self._conversations:
+            booked = await store.claim(self.name, key, label)
+            if booked != label and booked in self.routes:
+                self._keep(key, booked)
+                return self.select(request, ctx)
+        self._remember(request, label)
+        return label, target, c
 
     # ------------------------------------------------------------------ running
 
@@ -211,20 +245,19 @@ class Router(Strategy):
         it call a model through this run's executor. A sticky conversation skips
         the classifier, async or not.
         """
+        await self._fetch_shared(request, ctx)
         aclassify = getattr(self.classifier, "aclassify", None)
         if aclassify is None or self._conversation(request) in self._conversations:
             return self.select(request, ctx)
         return self.select(request, ctx, classification=await aclassify(request, ctx))
 
     async def run(self, request: Request, ctx: RunContext) -> Response:
-        label, target, c = await self.aselect(request, ctx)
-        self._remember(request, label)
+        label, target, c = await self._decide(request, ctx)
         response = await ctx.call(target, request, name=f"routes[{label}]", label=label)
         return self._answer(response, label, target, c, ctx)
 
     async def stream(self, request: Request, ctx: RunContext) -> AsyncIterator[StreamEvent]:
-        label, target, c = await self.aselect(request, ctx)
-        self._remember(request, label)
+        label, target, c = await self._decide(request, ctx)
         events = ctx.stream(target, request, name=f"routes[{label}]", label=label)
         try:
             async for event in events:
