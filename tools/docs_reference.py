@@ -258,13 +258,14 @@ class StrategyType:
 def strategy_types() -> list[StrategyType]:
     """The built-in strategy table types, from the registry the validator uses."""
     from tierwise._config._tables import BUILTIN
-    from tierwise.routing._config import OPTION_KEYS, OUTCOME_KEYS
+    from tierwise.routing._config import DIFFICULTY_KEYS, OPTION_KEYS, OUTCOME_KEYS
     from tierwise.strategies.pipeline import _STEP_KEYS
 
     extras: dict[str, dict[str, tuple[str, ...]]] = {
         "router": {
             'With `classifier = "keyword"` (the default), its options': OPTION_KEYS,
             'With `classifier = "outcome"`': OUTCOME_KEYS,
+            'With `classifier = "difficulty"`': DIFFICULTY_KEYS,
         },
         "pipeline": {"Each step's keys": _STEP_KEYS},
     }
