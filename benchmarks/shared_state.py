@@ -70,13 +70,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(unix: bool = False) -> Iterator[str]:
+    """A throwaway redis-server; with ``unix`` the URL is its Unix socket (a
+    same-host deployment's cheaper link: no TCP stack per round trip)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
+    sock = os.path.join(tempfile.mkdtemp(), "redis.sock")
+    extra = ["--unixsocket", sock, "--unixsocketperm", "700"] if unix else []
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -91,7 +95,7 @@ def redis_server() -> Iterator[str]:
                 time.sleep(0.01)
         else:
             raise RuntimeError("redis-server did not start")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"unix://{sock}?db=0" if unix else f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -350,13 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mock-latency-ms", type=float, default=20.0)
     p.add_argument("--json", type=Path, help="also write every figure here")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    p.add_argument("--unix-socket", action="store_true", help="reach Redis over its Unix socket, not TCP")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(asyncio.run(worker_main(json.loads(args.worker)))))
         return 0
     os.environ.setdefault("MOCK_KEY", "sk-bench-shared-state")
-    with redis_server() as url:
+    with redis_server(args.unix_socket) as url:
         with mock_server(0.0) as base_url:
             single = asyncio.run(single_process(args, url, base_url))
         with mock_server(args.mock_latency_ms) as base_url:
