@@ -129,11 +129,7 @@ class OutcomeTable(ClassifierTable):
         try:
             self.classifier, self.cheapest = outcome_classifier(options, where=where, target=alias)
         except ConfigError as exc:
-            if where:
-                from ._errors import bare_message
-
-                raise FieldError(exc.field or "", bare_message(exc)) from None
-            raise relative(exc) from None
+            raise _located(exc, where) from None
         return self
 
     def default_label(self) -> str | None:
@@ -164,11 +160,7 @@ class DifficultyTable(ClassifierTable):
         try:
             self.classifier = difficulty_classifier(options, where=where)
         except ConfigError as exc:
-            if where:
-                from ._errors import bare_message
-
-                raise FieldError(exc.field or "", bare_message(exc)) from None
-            raise relative(exc) from None
+            raise _located(exc, where) from None
         return self
 
     def default_label(self) -> str | None:
@@ -239,3 +231,13 @@ def classifier_model(kind: Any) -> type[ClassifierTable]:
         f"unknown classifier {kind!r}; available: {available} (or 'pkg.module:Class' for your own)",
         relative=True,
     )
+
+
+def _located(exc: ConfigError, where: str) -> Exception:
+    """A classifier built at load time failed: its field, relative to the table
+    being validated (``where`` set: the builder named the full path already)."""
+    if where:
+        from ._errors import bare_message
+
+        return FieldError(exc.field or "", bare_message(exc))
+    return relative(exc)
