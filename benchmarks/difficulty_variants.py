@@ -132,8 +132,11 @@ def rank01(v: np.ndarray) -> np.ndarray:
     return (rankdata(v) - 1) / max(len(v) - 1, 1)
 
 
-def fit_combo(logits: list[np.ndarray], parts: list[dict[str, Any]]) -> tuple[float, float]:
-    """(w, v) of σ(w·logit + v·log(1 + words) + b_dataset), label ``LABEL``, equal dataset weight."""
+def fit_combo(logits: list[np.ndarray], parts: list[dict[str, Any]], extra: Any = None) -> tuple[float, ...]:
+    """(w, v) of σ(w·logit + v·log(1 + words) + b_dataset), label ``LABEL``, equal dataset weight.
+
+    ``extra(prompts)`` -> columns: more inputs beside the two (their coefficients follow).
+    """
     from sklearn.linear_model import LogisticRegression
 
     xs, ys, ws = [], [], []
@@ -141,7 +144,8 @@ def fit_combo(logits: list[np.ndarray], parts: list[dict[str, Any]]) -> tuple[fl
         n = len(d["q"])
         onehot = np.zeros((n, len(parts)))
         onehot[:, k] = 1.0
-        xs.append(np.column_stack([z, np.log1p(nwords(d["q"])), onehot]))
+        cols = [z, np.log1p(nwords(d["q"]))] + ([] if extra is None else list(extra(d["q"]).T))
+        xs.append(np.column_stack([*cols, onehot]))
         ys.append(np.asarray(d[LABEL], dtype=float))
         ws.append(np.full(n, 1.0 / n))
     x = np.vstack(xs)
@@ -154,7 +158,7 @@ def fit_combo(logits: list[np.ndarray], parts: list[dict[str, Any]]) -> tuple[fl
         np.concatenate([np.ones(len(y)), np.zeros(len(y))]),
         sample_weight=np.concatenate([w * y, w * (1 - y)]),
     )
-    return float(lr.coef_[0, 0]), float(lr.coef_[0, 1])
+    return tuple(float(v) for v in lr.coef_[0, : -len(parts)])
 
 
 def track_apgr(name: str, score: np.ndarray, d: dict[str, Any]) -> tuple[float, float]:
@@ -173,8 +177,10 @@ def track_apgr(name: str, score: np.ndarray, d: dict[str, Any]) -> tuple[float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--variants", default="base,combo,rankavg,dense")
+    ap.add_argument("--variants", default="base,combo,rankavg,dense,combodense")
+    ap.add_argument("--C", type=float, default=C, help=f"the model's C (default {C:g}, the shipped one)")
     args = ap.parse_args(argv)
+    c = args.C
     todo = args.variants.split(",")
     ds = datasets(args.data)
     grid = [round(0.1 * i, 1) for i in range(11)]
@@ -188,13 +194,13 @@ def main(argv: list[str] | None = None) -> int:
             "keyword": track_apgr(name, keyword_scores(q), d),
             "prompt length": track_apgr(name, length, d),
         }
-        full = Model([ds[k] for k in rest])
+        full = Model([ds[k] for k in rest], c=c)
         z = full.logit(q)
         row["base"] = track_apgr(name, z, d)
         print(f"[{name}] base {row['base'][0]:.3f}, length {row['prompt length'][0]:.3f}", flush=True)
-        if "combo" in todo or "rankavg" in todo:
+        if {"combo", "combodense", "rankavg"} & set(todo):
             a, b = rest
-            ma, mb = Model([ds[b]]), Model([ds[a]])  # ma scores a (fitted on b), mb scores b
+            ma, mb = Model([ds[b]], c=c), Model([ds[a]], c=c)  # ma scores a (fitted on b), mb scores b
             inner = {a: ma.logit(ds[a]["q"]), b: mb.logit(ds[b]["q"])}
             # scored where choose() scores (LLMRouter: its test split, as train_difficulty.py)
             inner_test = {a: ma.logit(test_part(ds[a])[0]), b: mb.logit(test_part(ds[b])[0])}
@@ -202,6 +208,15 @@ def main(argv: list[str] | None = None) -> int:
                 wv = fit_combo([inner[a], inner[b]], [ds[a], ds[b]])
                 row["combo"] = track_apgr(name, wv[0] * z + wv[1] * np.log1p(length), d)
                 print(f"[{name}] combo w = {wv[0]:.3f}, v = {wv[1]:.3f}: {row['combo'][0]:.3f}", flush=True)
+            if "combodense" in todo:
+                # the other three dense features (digits, question marks, max word length)
+                def extra(p: list[str]) -> np.ndarray:
+                    return dense_raw(p)[:, 1:]
+
+                cf = fit_combo([inner[a], inner[b]], [ds[a], ds[b]], extra)
+                sc = cf[0] * z + cf[1] * np.log1p(length) + extra(q) @ np.asarray(cf[2:])
+                row["combodense"] = track_apgr(name, sc, d)
+                print(f"[{name}] combodense {np.round(cf, 3)}: {row['combodense'][0]:.3f}", flush=True)
             if "rankavg" in todo:
                 best = None
                 for mix in grid:
@@ -219,8 +234,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"[{name}] rankavg a = {mix} (inner {best[0]:.3f}): {row['rankavg'][0]:.3f}", flush=True
                 )
+        if "oracle" in todo:
+            # diagnostic, never a candidate: the best mix chosen ON the held-out track, i.e.
+            # the ceiling of any rank average of these two scores
+            res = {mix: track_apgr(name, (1 - mix) * rank01(z) + mix * rank01(length), d) for mix in grid}
+            mix = max(res, key=lambda m: res[m][0])
+            row["oracle mix (diagnostic)"] = res[mix]
+            print(f"[{name}] oracle rank mix a = {mix}: {res[mix][0]:.3f}", flush=True)
         if "dense" in todo:
-            row["dense"] = track_apgr(name, Model([ds[k] for k in rest], dense=True).logit(q), d)
+            row["dense"] = track_apgr(name, Model([ds[k] for k in rest], dense=True, c=c).logit(q), d)
             print(f"[{name}] dense {row['dense'][0]:.3f}", flush=True)
         table[name] = row
     print("\n| router | " + " | ".join(NAMES) + " |\n|---|---|---|---|")
