@@ -502,7 +502,7 @@ class Executor:
             left = call.left(self.clock.now())
             if left is not None:
                 timeout = left if timeout is None else min(timeout, left)
-            begin = getattr(limiter, "begin", None)
+            begin = getattr(limiter, "begin", None) if budget is not None else None
             if budget is not None and begin is not None:
                 amount = call.worst_cost(dep) if worst is None else worst
                 pending = budget.begin_reserve(model=dep.alias, tags=call.tags, amount_usd=amount)
