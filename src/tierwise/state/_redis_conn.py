@@ -55,6 +55,11 @@ class _Expired(TimeoutError):
     """A call's reply did not come within ``timeout_s`` (set on its future by a timer)."""
 
 
+def _kind(exc: BaseException) -> str:
+    """What failed, for logs and errors: a call's own expiry reads as the timeout it is."""
+    return "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+
+
 def _expire(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(_Expired())
@@ -150,13 +155,11 @@ class Conn:
         self._down_until = self.clock.now() + self.retry_s
         if not self._outage:
             self._outage = True
-            name = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
-            _log.warning("redis unavailable (%s); each concern applies its on_error mode", name)
+            _log.warning("redis unavailable (%s); each concern applies its on_error mode", _kind(exc))
 
     def _failed(self, concern: str, exc: BaseException) -> RedisDown:
         self._mark_down(exc)
-        name = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
-        return RedisDown(f"redis unavailable for {concern}: {name}")
+        return RedisDown(f"redis unavailable for {concern}: {_kind(exc)}")
 
     def fell_back(self, concern: str, *, fail_open: bool) -> None:
         """A request met an outage in ``concern``: served by this process's own
@@ -245,17 +248,10 @@ class Conn:
         if self.down() or self._closed:
             raise RedisDown("redis unavailable")
         self._ensure_tasks()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls.append(_Op(None, (), ("PING",), fut))
         self._poke(now=True)
-        timer = loop.call_later(self.timeout_s, _expire, fut)
-        try:
-            await fut
-        except _Expired as exc:
-            raise self._failed("writes", exc) from None
-        finally:
-            timer.cancel()
+        await self.result("writes", fut)
 
     async def _flush_last(self) -> None:
         """``aclose``'s flush, once the sender has stopped (so the link is free)."""
