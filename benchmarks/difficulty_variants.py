@@ -48,7 +48,7 @@ from routing_metrics import apgr
 from routing_quality import keyword_scores
 from train_difficulty import datasets, test_part
 
-from tierwise.routing.difficulty import _GROUP_SCALE, ngrams
+from tierwise.routing.difficulty import _GROUP_SCALE, fit_soft_labels, ngrams
 
 LABEL, C = "gap", 0.03
 NAMES = ("mmlu", "gsm8k", "llmrouter")
@@ -77,7 +77,6 @@ class Model:
     def __init__(self, parts: list[dict[str, Any]], *, dense: bool = False, c: float = C) -> None:
         import scipy.sparse as sp
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
 
         q: list[str] = []
         y: list[float] = []
@@ -100,13 +99,7 @@ class Model:
         ga = np.asarray(g)
         onehot = (ga[:, None] == np.arange(len(parts))[None, :]).astype(float) * _GROUP_SCALE
         x = sp.hstack([tx, sp.csr_matrix(self._dense(q)), sp.csr_matrix(onehot)], format="csr")
-        n = len(q)
-        xx = sp.vstack([x, x], format="csr")
-        yy = np.concatenate([np.ones(n), np.zeros(n)])
-        ww = np.concatenate([wa * ya, wa * (1 - ya)])
-        keep = ww > 0
-        lr = LogisticRegression(C=c, max_iter=2000, solver="liblinear")
-        lr.fit(xx[keep], yy[keep], sample_weight=ww[keep])
+        lr = fit_soft_labels(x, ya, wa, c)
         nd = self._dense(q[:1]).shape[1]
         coef = lr.coef_.ravel()
         nt = tx.shape[1]

@@ -337,6 +337,26 @@ def _pretrained() -> DifficultyClassifier:
     return DifficultyClassifier(json.loads(text), source="pretrained")
 
 
+def fit_soft_labels(x: Any, y: Any, w: Any, c: float) -> Any:
+    """A logistic regression on labels in [0, 1] (``y``, with row weights ``w``):
+    each row appears twice, as a positive weighted ``w * y`` and a negative
+    weighted ``w * (1 - y)``, which is what minimizing the soft-label log loss
+    asks for; zero-weight copies are dropped. Shared with the benchmarks that
+    derive and vary the pretrained weights."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    n = x.shape[0]
+    xx = sp.vstack([x, x], format="csr")
+    yy = np.concatenate([np.ones(n), np.zeros(n)])
+    ww = np.concatenate([w * y, w * (1.0 - y)])
+    keep = ww > 0
+    lr = LogisticRegression(C=c, max_iter=2000, solver="liblinear")
+    lr.fit(xx[keep], yy[keep], sample_weight=ww[keep])
+    return lr
+
+
 def fit_difficulty(
     prompts: Sequence[str],
     fail: Sequence[float],
@@ -366,7 +386,6 @@ def fit_difficulty(
     import numpy as np
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
 
     y = np.asarray(fail, dtype=np.float64)
     n = len(prompts)
@@ -391,12 +410,7 @@ def fit_difficulty(
         onehot = (g[:, None] == levels[None, :]).astype(np.float64) * _GROUP_SCALE
         blocks.append(sp.csr_matrix(onehot))
     x = sp.hstack(blocks, format="csr")
-    xx = sp.vstack([x, x], format="csr")
-    yy = np.concatenate([np.ones(n), np.zeros(n)])
-    ww = np.concatenate([w * y, w * (1.0 - y)])
-    keep = ww > 0
-    lr = LogisticRegression(C=c, max_iter=2000, solver="liblinear")
-    lr.fit(xx[keep], yy[keep], sample_weight=ww[keep])
+    lr = fit_soft_labels(x, y, w, c)
     names = vec.get_feature_names_out()
     coef = lr.coef_.ravel()
     intercept = float(lr.intercept_[0])
