@@ -155,15 +155,20 @@ class RedisLimiter:
         (``acquire(..., first=...)`` then takes the reply)."""
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
-        conn = self._conn
-        permit_id = f"{_ID_PREFIX}{next(_ids):x}"
-        tpm = self._static[2]
-        local = self.local
-        reserve = tokens if not tpm or local._scale == 1.0 else local._scaled(tokens)
+        permit_id, reserve = self._ticket(tokens)
         fut = None
         if self._closed is None:
-            fut = conn.submit("LIMIT_ACQUIRE", self._keys_acquire, self._acquire_args(permit_id, reserve))
+            fut = self._conn.submit(
+                "LIMIT_ACQUIRE", self._keys_acquire, self._acquire_args(permit_id, reserve)
+            )
         return FirstTry(permit_id, reserve, fut)
+
+    def _ticket(self, tokens: int) -> tuple[str, int]:
+        """A new permit id and the tokens to reserve for ``tokens`` (scaled up
+        by this process's learned used/estimated ratio when a tpm applies)."""
+        local = self.local
+        reserve = tokens if not self._static[2] or local._scale == 1.0 else local._scaled(tokens)
+        return f"{_ID_PREFIX}{next(_ids):x}", reserve
 
     def _acquire_args(self, permit_id: str, reserve: int) -> tuple[Any, ...]:
         conn = self._conn
@@ -195,13 +200,7 @@ class RedisLimiter:
         start = clock.now()
         deadline = None if timeout is None else start + max(0.0, timeout)
         poll = _POLL_MIN
-        if first is not None:
-            permit_id, reserve = first.permit_id, first.reserve
-        else:
-            permit_id = f"{_ID_PREFIX}{next(_ids):x}"
-            tpm = self._static[2]
-            local = self.local
-            reserve = tokens if not tpm or local._scale == 1.0 else local._scaled(tokens)
+        permit_id, reserve = (first.permit_id, first.reserve) if first is not None else self._ticket(tokens)
         maxc = self._static[3]
         while True:
             if self._closed is not None:
