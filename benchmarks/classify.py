@@ -202,8 +202,7 @@ def outcome_classifier(data: str | None, path: str | None) -> tuple[Any, str] | 
             prompts, {"weak": weak, "strong": [1.0] * len(weak)}, {"weak": 0.24, "strong": 24.7}
         )
         what = f"fitted on {len(prompts):,} synthetic prompts in {time.perf_counter() - t0:.1f} s"
-    n_text = model._featurizer.n_text
-    return model.as_classifier(strong_share=0.5), f"OutcomeModel {what}; {n_text:,} n-gram features"
+    return model.as_classifier(strong_share=0.5), f"OutcomeModel {what}; {model.n_features:,} features"
 
 
 def main(argv: list[str] | None = None) -> int:

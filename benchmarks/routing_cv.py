@@ -65,6 +65,17 @@ FEATURES: dict[str, tuple[tuple[int, int] | None, tuple[int, int] | None]] = {
     "char 3-5": (None, (3, 5)),
 }
 CS = (0.5, 1.0, 2.0)
+#: Two views fitted apart and their probabilities averaged (``OutcomeModel.fit(views=...)``):
+#: each part is a setting of the grid, so an ensemble costs no extra fit here. Added in
+#: session 8, before any outer fold was looked at for them: every combination of a word-only
+#: part with a character (or combined) part whose inner scores had been looked at is listed,
+#: not only the best.
+ENSEMBLES: dict[str, tuple[tuple[str, float], ...]] = {
+    "word 1-2 (C = 0.5) | char 3-5 (C = 1)": (("word 1-2", 0.5), ("char 3-5", 1.0)),
+    "word 1-2 (C = 1) | char 3-5 (C = 1)": (("word 1-2", 1.0), ("char 3-5", 1.0)),
+    "word 1-2 (C = 0.5) | char 3-5 (C = 2)": (("word 1-2", 0.5), ("char 3-5", 2.0)),
+    "word 1-2 (C = 0.5) | word 1-2 + char 3-5 (C = 2)": (("word 1-2", 0.5), ("word 1-2 + char 3-5", 2.0)),
+}
 MIN_DF = 2
 INNER = 3
 OUTER = 5
@@ -163,6 +174,17 @@ def _fit_predict(
     return out
 
 
+def _with_ensembles(
+    preds: dict[tuple[str, float], np.ndarray], grid: list[tuple[str, float]]
+) -> dict[str, np.ndarray]:
+    """Every grid setting's predictions by label, plus each ensemble whose parts are in the grid."""
+    out = {label(f, c): preds[(f, c)] for f, c in grid}
+    for key, parts in ENSEMBLES.items():
+        if all(p in preds for p in parts):
+            out[key] = np.mean([preds[p] for p in parts], axis=0)
+    return out
+
+
 def _inner_folds(groups: np.ndarray, idx: np.ndarray, grouped: bool) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import GroupKFold, KFold
 
@@ -214,23 +236,22 @@ def run_task(data: str, name: str, outer: int | None, grid: list[tuple[str, floa
     for k, (a, b) in enumerate(folds):
         base = baseline_predict([prompts[i] for i in a], s[a], [prompts[i] for i in b])
         inner["baseline"].append(score(base, a, b, k))
-        for feat, cc in grid:
-            inner.setdefault(label(feat, cc), []).append(
-                score(_fit_predict(cache, feat, cc, a, b, s), a, b, k)
-            )
+        preds = {(feat, cc): _fit_predict(cache, feat, cc, a, b, s) for feat, cc in grid}
+        for key, pred in _with_ensembles(preds, grid).items():
+            inner.setdefault(key, []).append(score(pred, a, b, k))
     result: dict[str, Any] = {"name": name, "outer": outer, "inner": inner}
     if test is not None:
         seed = outer or 0
         base = baseline_predict([prompts[i] for i in dev], s[dev], [prompts[i] for i in test])
         outer_scores = {"baseline": score(base, dev, test, seed)}
         extra: dict[str, Any] = {}
-        for feat, cc in grid:
-            pred = _fit_predict(cache, feat, cc, dev, test, s)
-            outer_scores[label(feat, cc)] = score(pred, dev, test, seed)
+        preds = {(feat, cc): _fit_predict(cache, feat, cc, dev, test, s) for feat, cc in grid}
+        for key, pred in _with_ensembles(preds, grid).items():
+            outer_scores[key] = score(pred, dev, test, seed)
             if name == "llmrouter":
                 assert c is not None
                 _, _, pts, share = gains(sweep(pred, c[dev].mean(axis=0), s[test], c[test]), s[test], c[test])
-                extra[label(feat, cc)] = (pts, share)
+                extra[key] = (pts, share)
         if name == "llmrouter":
             _, _, pts, share = gains(sweep(base, c[dev].mean(axis=0), s[test], c[test]), s[test], c[test])
             extra["baseline"] = (pts, share)
@@ -279,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple[str, int | None]] = [("mmlu", k) for k in [None, *range(OUTER)]]
     jobs += [("llmrouter", 0)]  # the inner folds on the train split; outer = the test split
     jobs += [("gsm8k", k) for k in [None, *range(OUTER)]]
-    tag = "quick" if args.quick else "full"
+    tag = "quick" if args.quick else "full-v2"  # v2: with ENSEMBLES
     os.makedirs(CACHE_DIR, exist_ok=True)
 
     def path(n: str, k: int | None) -> str:
@@ -293,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_task, args.data, n, k, grid): (n, k) for n, k in todo}
         for fut, (n, k) in futures.items():
-            with open(path(n, k), "w", encoding="utf-8") as fh:
-                json.dump(fut.result(), fh)
+            result = fut.result()  # before opening: a run killed mid-task must leave no empty file behind
+            with open(path(n, k) + ".tmp", "w", encoding="utf-8") as fh:
+                json.dump(result, fh)
+            os.replace(path(n, k) + ".tmp", path(n, k))
     print(f"{len(grid)} settings, {len(todo)} tasks run now in {time.perf_counter() - t0:.0f} s\n")
     missing = [(n, k) for n, k in jobs if not os.path.exists(path(n, k))]
     if missing:
@@ -338,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "| setting | MMLU APGR (5 folds) | GSM8K APGR (5 folds) | LLMRouter test: budget-area | points at equal cost | cost to match |"
     )
     print("|---|---|---|---|---|---|")
-    for key in ["baseline", *[label(f, c) for f, c in grid]]:
+    for key in ["baseline", *[k for k in llm["outer_scores"] if k != "baseline"]]:
         row = []
         for n in ("mmlu", "gsm8k"):
             v = np.array(

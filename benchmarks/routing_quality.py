@@ -65,7 +65,7 @@ from routing_baseline import BASELINE, baseline_predict
 from routing_metrics import apgr, cpt, pgr_curve
 
 from tierwise.routing import KeywordClassifier
-from tierwise.routing.learned import OutcomeModel
+from tierwise.routing.learned import OutcomeModel, TextView
 from tierwise.types import Request
 
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -109,11 +109,13 @@ def keyword_scores(prompts: list[str]) -> np.ndarray:
     )
 
 
+#: One view on both n-gram kinds: the defaults before session 8 (C = 2) and before session 7 (C = 1).
+ONE_VIEW = (TextView((1, 2), (3, 5), c=2.0),)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "OutcomeModel": {},  # the default: word 1-2 + char_wb 3-5 TF-IDF, log length, LR C=2 (routing_cv.py)
-    "OutcomeModel (word only)": {"char_ngrams": None},
-    "OutcomeModel (C=1, the old default)": {"c": 1.0},
-    "OutcomeModel (C=0.3)": {"c": 0.3},
+    "OutcomeModel": {},  # the default: two views, word 1-2 (C = 0.5) | char 3-5 (C = 1) (routing_cv.py)
+    "OutcomeModel (one view, C=2: the previous default)": {"views": ONE_VIEW},
+    "OutcomeModel (one view, C=1)": {"views": (TextView((1, 2), (3, 5), c=1.0),)},
+    "OutcomeModel (word only, C=0.5)": {"views": (TextView((1, 2), None, c=0.5),)},
 }
 
 
@@ -302,13 +304,15 @@ def gains(
 
 
 B_VARIANTS: dict[str, dict[str, Any]] = {
-    "text: word 1-2 + char 3-5, C = 2 (default)": {},
-    "text: C = 1 (the old default)": {"c": 1.0},
-    "text: C = 0.3": {"c": 0.3},
-    "text: C = 3": {"c": 3.0},
-    "text: word n-grams only": {"char_ngrams": None},
-    "text: char n-grams only": {"word_ngrams": None},
-    "text: char 2-5": {"char_ngrams": (2, 5)},
+    "text: word 1-2 (C = 0.5) | char 3-5 (C = 1) (default)": {},
+    "text: one view word 1-2 + char 3-5, C = 2 (the previous default)": {"views": ONE_VIEW},
+    "text: one view, C = 1": {"views": (TextView((1, 2), (3, 5), c=1.0),)},
+    "text: one view, C = 3": {"views": (TextView((1, 2), (3, 5), c=3.0),)},
+    "text: word n-grams only (C = 0.5)": {"views": (TextView((1, 2), None, c=0.5),)},
+    "text: char n-grams only (C = 1)": {"views": (TextView(None, (3, 5), c=1.0),)},
+    "text: char 2-5 in the char view": {
+        "views": (TextView((1, 2), None, c=0.5), TextView(None, (2, 5), c=1.0))
+    },
     "text: min_df = 1": {"min_df": 1},
 }
 EMB_VARIANTS: dict[str, dict[str, Any]] = {
@@ -335,9 +339,9 @@ def track_b_variants(models: list[str], train: dict[str, Any], test: dict[str, A
     if "e" in train:
         variants |= {k: (v, True) for k, v in EMB_VARIANTS.items()}
     views = [
-        "text: word 1-2 + char 3-5, C = 2 (default)",
-        "text: word n-grams only",
-        "text: char n-grams only",
+        "text: word 1-2 (C = 0.5) | char 3-5 (C = 1) (default)",
+        "text: word n-grams only (C = 0.5)",
+        "text: char n-grams only (C = 1)",
     ]
     mean_views = "text: mean of default, word-only, char-only"
     cv: dict[str, list[tuple[float, float]]] = {}
@@ -602,7 +606,7 @@ def fit_time(data: str, n: int = 15_000, repeats: int = 3) -> None:
         model = OutcomeModel.fit(prompts, {"weak": weak, "strong": strong}, COST)
         times.append(time.perf_counter() - t0)
     print(
-        f"\n## Fit time: {n:,} prompts (RouteLLM MMLU + GSM8K), 2 models, {model._featurizer.n_text:,} features: "
+        f"\n## Fit time: {n:,} prompts (RouteLLM MMLU + GSM8K), 2 models, {model.n_features:,} features: "
         f"median {float(np.median(times)):.1f} s over {repeats} runs (min {min(times):.1f}, max {max(times):.1f})"
     )
 

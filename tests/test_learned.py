@@ -18,7 +18,7 @@ from tierwise.execution.executor import Deployment  # noqa: E402
 from tierwise.execution.retry import RetryPolicy  # noqa: E402
 from tierwise.orchestrator import Orchestrator  # noqa: E402
 from tierwise.routing import Classifier  # noqa: E402
-from tierwise.routing.learned import OutcomeModel  # noqa: E402
+from tierwise.routing.learned import DEFAULT_VIEWS, OutcomeModel, TextView  # noqa: E402
 from tierwise.strategies.router import Router  # noqa: E402
 from tierwise.testing import FakeProvider  # noqa: E402
 from tierwise.types import Done, Request  # noqa: E402
@@ -26,6 +26,8 @@ from tierwise.types import Done, Request  # noqa: E402
 HARD = ["integral", "theorem", "proof", "eigenvalue", "derivative", "lemma"]
 EASY = ["capital", "color", "weather", "greeting", "animal", "fruit"]
 COSTS = {"strong": 10.0, "weak": 1.0}
+#: the default's two views with little regularization: the tiny synthetic data needs a strong fit
+LOOSE = (TextView((1, 2), None, c=10.0), TextView(None, (3, 5), c=10.0))
 
 
 def synthetic(n: int = 200, seed: int = 0) -> tuple[list[str], dict[str, list[float]]]:
@@ -46,7 +48,7 @@ def synthetic(n: int = 200, seed: int = 0) -> tuple[list[str], dict[str, list[fl
 @pytest.fixture(scope="module")
 def model() -> OutcomeModel:
     prompts, scores = synthetic()
-    return OutcomeModel.fit(prompts, scores, COSTS, c=10.0)
+    return OutcomeModel.fit(prompts, scores, COSTS, views=LOOSE)
 
 
 def test_predict_learns_which_model_fails(model: OutcomeModel) -> None:
@@ -292,7 +294,7 @@ def test_unobserved_scores_are_left_out_of_that_models_fit() -> None:
     nan = float("nan")
     # the strong model was only ever tried on hard prompts (as a cascade would), the weak one on all
     strong = [1.0 if i % 2 == 0 else nan for i in range(200)]
-    m = OutcomeModel.fit(prompts, {"strong": strong, "weak": scores["weak"]}, COSTS, c=10.0)
+    m = OutcomeModel.fit(prompts, {"strong": strong, "weak": scores["weak"]}, COSTS, views=LOOSE)
     p = m.predict(["prove the theorem with an integral", "what color is the fruit"])
     assert p["strong"][0] > 0.9 and p["weak"][0] < 0.3 < 0.7 < p["weak"][1]
     assert m.route("eigenvalue lemma derivative", cost_weight=0.01) == "strong"
@@ -311,19 +313,74 @@ def test_saved_file_is_compact_json_and_damage_is_a_clear_error(model: OutcomeMo
     path = tmp_path / "router.json"
     model.save(path)
     data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["format"] == "tierwise.outcome-model/2"
-    assert data["keys"]["dtype"] == "<u8" and data["coef"]["dtype"] == "<f8"
-    broken = dict(data, coef=dict(data["coef"], data="not base64!"))
+    assert data["format"] == "tierwise.outcome-model/3"
+    assert len(data["views"]) == 2
+    view = data["views"][0]
+    assert view["keys"]["dtype"] == "<u8" and view["coef"]["dtype"] == "<f8"
+    assert view["params"]["word_ngrams"] == [1, 2] and view["params"]["c"] == 10.0
+
+    def with_view(**change: Any) -> dict[str, Any]:
+        return dict(data, views=[dict(view, **change), data["views"][1]])
+
     with pytest.raises(ValueError, match="'coef' has malformed data"):
-        OutcomeModel.from_dict(broken)
-    short = dict(data, idf=dict(data["idf"], shape=[data["idf"]["shape"][0] + 1]))
+        OutcomeModel.from_dict(with_view(coef=dict(view["coef"], data="not base64!")))
     with pytest.raises(ValueError, match="'idf'"):
-        OutcomeModel.from_dict(short)
-    with pytest.raises(ValueError, match="lacks keys"):
-        OutcomeModel.from_dict({k: v for k, v in data.items() if k != "keys"})
-    pickled = dict(data, keys={"dtype": "|O", "shape": [1], "data": ""})
+        OutcomeModel.from_dict(with_view(idf=dict(view["idf"], shape=[view["idf"]["shape"][0] + 1])))
+    with pytest.raises(ValueError, match=r"lacks keys \(view 0\)"):
+        OutcomeModel.from_dict(dict(data, views=[{k: v for k, v in view.items() if k != "keys"}]))
+    with pytest.raises(ValueError, match="lacks views"):
+        OutcomeModel.from_dict({k: v for k, v in data.items() if k != "views"})
     with pytest.raises(ValueError, match="not a packed array"):
-        OutcomeModel.from_dict(pickled)
+        OutcomeModel.from_dict(with_view(keys={"dtype": "|O", "shape": [1], "data": ""}))
+    with pytest.raises(ValueError, match="one regression per model"):
+        OutcomeModel.from_dict(dict(data, models=["strong", "weak", "third"]))
+
+
+def test_a_file_of_the_previous_format_still_loads_and_predicts_the_same(tmp_path: Path) -> None:
+    """Format /2 (one view at the top level, before views existed) is read as a one-view model."""
+    prompts, scores = synthetic()
+    one = OutcomeModel.fit(prompts, scores, COSTS, views=(TextView((1, 2), (3, 5), c=10.0),))
+    data = one.to_dict()
+    (view,) = data.pop("views")
+    old = dict(data, format="tierwise.outcome-model/2", **view)
+    loaded = OutcomeModel.from_dict(old)
+    probe = ["prove the theorem with an integral", "what color is the fruit", "unseen words entirely"]
+    assert np.array_equal(loaded.predict_matrix(probe), one.predict_matrix(probe))
+
+
+def test_views_are_fitted_apart_and_their_probabilities_averaged() -> None:
+    prompts, scores = synthetic()
+    word, char = LOOSE
+    both = OutcomeModel.fit(prompts, scores, COSTS, views=LOOSE)
+    alone = [OutcomeModel.fit(prompts, scores, COSTS, views=(v,)) for v in (word, char)]
+    probe = ["prove the theorem with an integral", "what color is the fruit", "an eigen value, maybe"]
+    expect = (alone[0].predict_matrix(probe) + alone[1].predict_matrix(probe)) / 2
+    assert np.allclose(both.predict_matrix(probe), expect, rtol=0, atol=1e-12)
+    # the two views disagree somewhere (else averaging them would be no test at all)
+    assert not np.allclose(alone[0].predict_matrix(probe), alone[1].predict_matrix(probe), atol=1e-3)
+    assert both.n_features == alone[0].n_features + alone[1].n_features
+    assert "views=2" in repr(both)
+    assert OutcomeModel.fit(prompts, scores, COSTS).to_dict()["views"][1]["params"]["c"] == DEFAULT_VIEWS[1].c
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"word_ngrams": None, "char_ngrams": None}, "needs word_ngrams or char_ngrams"),
+        ({"char_ngrams": (5, 3)}, "1 <= lo <= hi"),
+        ({"c": 0.0}, "c must be a finite number > 0"),
+        ({"c": float("nan")}, "c must be a finite number > 0"),
+    ],
+)
+def test_a_bad_view_is_refused_with_its_field(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TextView(**kwargs)
+
+
+def test_fit_refuses_no_views() -> None:
+    prompts, scores = synthetic(20)
+    with pytest.raises(ValueError, match="non-empty sequence of TextView"):
+        OutcomeModel.fit(prompts, scores, COSTS, views=())
 
 
 def test_classifier_sees_the_text_the_audit_records(model: OutcomeModel) -> None:

@@ -13,13 +13,17 @@ classifier::
     clf = OutcomeModel.load("router.json").as_classifier(strong_share=0.3)
     tw.Router(clf, routes={"big": "opus", "small": "haiku"}, default="small")
 
-Features (the default, and what measured best in ``docs/routing.md``): TF-IDF
-of word 1-2-grams and character 3-5-grams (within word boundaries; characters
-from the first ``char_chars`` only, which bounds the decision time on long
-prompts), plus the log of the word count; one L2-regularized logistic
-regression per model on those features. Fractional scores (0..1) are handled
-by weighting each prompt as a positive with weight ``s`` and a negative with
-weight ``1 − s``; a ``nan`` score means "not observed" and is left out.
+Features: one or more *views* of the prompt (``TextView``), each a TF-IDF of
+word n-grams and/or character n-grams (within word boundaries; characters from
+the first ``char_chars`` only, which bounds the decision time on long prompts)
+plus the log of the word count, with one L2-regularized logistic regression per
+model and view; a prediction is the mean of the views' probabilities. The
+default, chosen by cross-validation over three datasets together
+(``benchmarks/routing_cv.py``, ``docs/routing.md``), is two views: word 1-2-grams
+and character 3-5-grams, each with its own regularization. Fractional scores
+(0..1) are handled by weighting each prompt as a positive with weight ``s`` and
+a negative with weight ``1 − s``; a ``nan`` score means "not observed" and is
+left out.
 
 The n-grams are hashed to 64 bits with numpy (``_ngrams``), the same code at
 fit and at predict time, so decisions stay fast on long prompts (figures in
@@ -38,6 +42,7 @@ import itertools
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -50,13 +55,15 @@ if TYPE_CHECKING:
 
     FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["Embedder", "OutcomeClassifier", "OutcomeModel", "require_learn"]
+__all__ = ["DEFAULT_VIEWS", "Embedder", "OutcomeClassifier", "OutcomeModel", "TextView", "require_learn"]
 
 Embedder: TypeAlias = Callable[[list[str]], Awaitable[Any]]
 """An async function from texts to one vector per text (a list of vectors, or an
 object with ``.vectors`` such as ``tierwise.Embeddings``)."""
 
-FORMAT = "tierwise.outcome-model/2"
+FORMAT = "tierwise.outcome-model/3"
+#: Earlier formats ``from_dict`` still reads (``/2``: one view, stored at the top level).
+_READS = ("tierwise.outcome-model/2", FORMAT)
 _INSTALL = 'pip install "tierwise[learn]"'
 
 
@@ -78,6 +85,93 @@ def _sigmoid(z: FloatArray) -> FloatArray:
 
     out: FloatArray = 1.0 / (1.0 + np.exp(-z))
     return out
+
+
+@dataclass(frozen=True)
+class TextView:
+    """One TF-IDF view of the prompt and the regularization of its regressions.
+
+    ``OutcomeModel`` fits one logistic regression per model on each view and
+    averages the views' probabilities. Two views fitted apart beat one regression
+    on their union in the cross-validation that chose the default: each view gets
+    the regularization that suits it (word n-grams want more than character
+    n-grams), and averaging two models that err differently steadies the ranking.
+    ``word_ngrams`` / ``char_ngrams`` are inclusive (lo, hi) ranges or ``None``
+    (at least one must be set; words support 1..2); ``c`` is the logistic
+    regression's inverse regularization.
+    """
+
+    word_ngrams: tuple[int, int] | None = (1, 2)
+    char_ngrams: tuple[int, int] | None = None
+    c: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.word_ngrams is None and self.char_ngrams is None:
+            raise ValueError("a TextView needs word_ngrams or char_ngrams")
+        for name, rng in (("word_ngrams", self.word_ngrams), ("char_ngrams", self.char_ngrams)):
+            if rng is not None and (len(rng) != 2 or not 1 <= rng[0] <= rng[1]):
+                raise ValueError(f"{name} must be a (lo, hi) range with 1 <= lo <= hi, got {rng!r}")
+        if not (isinstance(self.c, int | float) and math.isfinite(self.c) and self.c > 0):
+            raise ValueError(f"c must be a finite number > 0, got {self.c!r}")
+
+
+#: The default views (``benchmarks/routing_cv.py`` chose them; ``docs/routing.md``).
+DEFAULT_VIEWS: tuple[TextView, ...] = (
+    TextView(word_ngrams=(1, 2), char_ngrams=None, c=0.5),
+    TextView(word_ngrams=None, char_ngrams=(3, 5), c=1.0),
+)
+
+
+class _View:
+    """A fitted view: its featurizer and one regression per model (text block, length row, intercept)."""
+
+    def __init__(
+        self, params: Mapping[str, Any], keys: Any, idf: Any, coef: Any, intercept: Any, k: int
+    ) -> None:
+        import numpy as np
+
+        self.featurizer = Featurizer(params, keys, idf)
+        coef = np.asarray(coef, dtype=np.float64)
+        intercept = np.asarray(intercept, dtype=np.float64)
+        if coef.size != self.featurizer.n_features * k or intercept.size != k:
+            raise ValueError(
+                f"outcome model view has {coef.size} coefficients and {intercept.size} intercepts; "
+                f"want one regression per model: {self.featurizer.n_features} × {k} and {k}"
+            )
+        self.coef: FloatArray = coef.reshape(self.featurizer.n_features, k)
+        # the text block and the length row apart: a prediction gathers rows of the first
+        self.coef_text: FloatArray = np.ascontiguousarray(self.coef[:-1])
+        self.coef_len: FloatArray = self.coef[-1].copy()
+        self.intercept: FloatArray = np.asarray(intercept, dtype=np.float64).reshape(k)
+
+    def logits(self, prompt: str) -> FloatArray:
+        cols, vals, length = self.featurizer.row(prompt)
+        z: FloatArray = vals @ self.coef_text[cols] + (length * self.coef_len + self.intercept)
+        return z
+
+    def to_dict(self) -> dict[str, Any]:
+        f = self.featurizer
+        return {
+            "params": f.params,
+            "keys": pack(f.keys),
+            "idf": pack(f.idf),
+            "coef": pack(self.coef),
+            "intercept": pack(self.intercept),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], k: int, where: str) -> _View:
+        missing = [f for f in ("params", "keys", "idf", "coef", "intercept") if f not in data]
+        if missing:
+            raise ValueError(f"outcome model file lacks {', '.join(missing)}{where}")
+        return cls(
+            data["params"],
+            unpack(data["keys"], "keys"),
+            unpack(data["idf"], "idf"),
+            unpack(data["coef"], "coef"),
+            unpack(data["intercept"], "intercept"),
+            k,
+        )
 
 
 def _fit_per_model(x: Any, y: Any, c: float) -> tuple[Any, Any]:
@@ -187,11 +281,7 @@ class OutcomeModel:
         *,
         models: Sequence[str],
         expected_cost: Mapping[str, float],
-        params: Mapping[str, Any],
-        keys: Any,
-        idf: Any,
-        coef: Any,
-        intercept: Any,
+        views: Sequence[_View],
         calibration: Any = (),
         emb_coef: Any = None,
         emb_intercept: Any = None,
@@ -203,13 +293,12 @@ class OutcomeModel:
         if len(set(self.models)) != len(self.models) or not self.models:
             raise ValueError("models must be distinct, non-empty names")
         self.expected_cost: dict[str, float] = {m: float(expected_cost[m]) for m in self.models}
-        self._featurizer = Featurizer(params, keys, idf)
         k = len(self.models)
-        self._coef: FloatArray = np.asarray(coef, dtype=np.float64).reshape(self._featurizer.n_features, k)
-        # the text block and the length row apart: a prediction gathers rows of the first
-        self._coef_text: FloatArray = np.ascontiguousarray(self._coef[:-1])
-        self._coef_len: FloatArray = self._coef[-1].copy()
-        self._intercept: FloatArray = np.asarray(intercept, dtype=np.float64).reshape(k)
+        if not views:
+            raise ValueError("an outcome model needs at least one view")
+        if any(v.intercept.shape != (k,) for v in views):
+            raise ValueError(f"every view must have one regression per model ({k})")  # built in code
+        self._views: tuple[_View, ...] = tuple(views)
         self._cost_vec: FloatArray = np.array([self.expected_cost[m] for m in self.models], dtype=np.float64)
         # training-set predictions (n × models), for calibrating a target share or cost
         self._calibration: FloatArray = np.asarray(calibration, dtype=np.float64).reshape(-1, k)
@@ -229,8 +318,15 @@ class OutcomeModel:
         """The embedding dimension the model was fitted with, or ``None`` (text features only)."""
         return None if self._emb_coef is None else int(self._emb_coef.shape[0])
 
+    @property
+    def n_features(self) -> int:
+        """Text features over all views (n-grams kept at fit time, plus each view's length feature)."""
+        return sum(v.featurizer.n_features for v in self._views)
+
     def __repr__(self) -> str:
-        return f"OutcomeModel(models={list(self.models)}, features={self._featurizer.n_features})"
+        return (
+            f"OutcomeModel(models={list(self.models)}, views={len(self._views)}, features={self.n_features})"
+        )
 
     # ------------------------------------------------------------------ fitting
 
@@ -241,13 +337,11 @@ class OutcomeModel:
         scores: Mapping[str, Sequence[float]],
         costs: Mapping[str, Sequence[float] | float],
         *,
-        word_ngrams: tuple[int, int] | None = (1, 2),
-        char_ngrams: tuple[int, int] | None = (3, 5),
+        views: Sequence[TextView] = DEFAULT_VIEWS,
         char_chars: int = 2_000,
         word_chars: int = 20_000,
         min_df: int = 2,
         max_features: int | None = 200_000,
-        c: float = 2.0,
         embeddings: Any = None,
         c_embedding: float = 1.0,
     ) -> OutcomeModel:
@@ -265,14 +359,16 @@ class OutcomeModel:
         regression uses only its observed prompts, and NaN per-prompt costs are
         left out of the mean; a model with no observed score is an error.
 
-        ``word_ngrams``/``char_ngrams`` set the TF-IDF n-gram ranges (``None``
-        disables one), taken from the first ``word_chars``/``char_chars``
-        characters; n-grams in fewer than ``min_df`` prompts are dropped and at
-        most ``max_features`` (the most frequent) kept; ``c`` is the logistic
-        regression's inverse regularization. The defaults (these n-grams, C = 2)
-        were chosen by cross-validation over three datasets together
-        (``benchmarks/routing_cv.py``, ``docs/routing.md``). Needs scikit-learn (``pip install
-        "tierwise[learn]"``).
+        ``views``: the TF-IDF views (``TextView``: n-gram ranges and C), one
+        regression per model on each, predictions averaged; n-grams are taken from
+        the first ``word_chars``/``char_chars`` characters, those in fewer than
+        ``min_df`` prompts are dropped and at most ``max_features`` (the most
+        frequent) kept per view. The default (``DEFAULT_VIEWS``: word 1-2-grams at
+        C = 0.5 and character 3-5-grams at C = 1) was chosen by cross-validation
+        over three datasets together (``benchmarks/routing_cv.py``,
+        ``docs/routing.md``); ``(TextView((1, 2), (3, 5), c=2.0),)`` is the
+        previous default, one regression on both kinds. Needs scikit-learn (``pip
+        install "tierwise[learn]"``).
 
         ``embeddings`` (optional, ``(n_prompts, dimension)``): each prompt's
         embedding, e.g. from ``Orchestrator.embed`` (any provider's
@@ -322,20 +418,27 @@ class OutcomeModel:
             expected[m] = value
 
         emb = None if embeddings is None else embedding_matrix(embeddings, n)
-        params: dict[str, Any] = {
-            "word_ngrams": list(word_ngrams) if word_ngrams else None,
-            "char_ngrams": list(char_ngrams) if char_ngrams else None,
-            "word_chars": word_chars,
-            "char_chars": char_chars,
-        }
-        if not word_ngrams and not char_ngrams:
-            raise ValueError("enable word_ngrams or char_ngrams")
-        hasher = NgramHasher(word_ngrams, char_ngrams, word_chars=word_chars, char_chars=char_chars)
-        per_doc = hash_documents(hasher, prompts)
-        keys, idf = vocabulary(per_doc, min_df=min_df, max_features=max_features)
-        x = design_matrix(per_doc, keys, idf, [word_count(p) for p in prompts])
-
-        coef, intercept = _fit_per_model(x, y, c)
+        views = list(views)
+        if not views or not all(isinstance(v, TextView) for v in views):
+            raise ValueError("views must be a non-empty sequence of TextView")
+        words = [word_count(p) for p in prompts]
+        fitted: list[_View] = []
+        for view in views:
+            params: dict[str, Any] = {
+                "word_ngrams": list(view.word_ngrams) if view.word_ngrams else None,
+                "char_ngrams": list(view.char_ngrams) if view.char_ngrams else None,
+                "word_chars": word_chars,
+                "char_chars": char_chars,
+                "c": view.c,
+            }
+            hasher = NgramHasher(
+                view.word_ngrams, view.char_ngrams, word_chars=word_chars, char_chars=char_chars
+            )
+            per_doc = hash_documents(hasher, prompts)
+            keys, idf = vocabulary(per_doc, min_df=min_df, max_features=max_features)
+            x = design_matrix(per_doc, keys, idf, words)
+            coef, intercept = _fit_per_model(x, y, view.c)
+            fitted.append(_View(params, keys, idf, coef, intercept, len(models)))
         emb_coef = emb_intercept = None
         if emb is not None:
             emb_coef, emb_intercept = _fit_per_model(emb, y, c_embedding)
@@ -343,11 +446,7 @@ class OutcomeModel:
         model = cls(
             models=models,
             expected_cost=expected,
-            params=params,
-            keys=keys,
-            idf=idf,
-            coef=coef,
-            intercept=intercept,
+            views=fitted,
             emb_coef=emb_coef,
             emb_intercept=emb_intercept,
         )
@@ -370,7 +469,7 @@ class OutcomeModel:
         n = len(prompts)
         if n == 0:
             return np.zeros((0, len(self.models)), dtype=np.float64)
-        out: FloatArray = _sigmoid(np.vstack([self._logits(p) for p in prompts]))
+        out: FloatArray = np.vstack([self._text_proba(p) for p in prompts])
         if embeddings is not None:
             if self._emb_coef is None:
                 raise ValueError("this model was fitted without embeddings; predict without them")
@@ -383,14 +482,19 @@ class OutcomeModel:
         assert self._emb_intercept is not None
         return _sigmoid(emb @ self._emb_coef + self._emb_intercept)
 
-    def _logits(self, prompt: str) -> FloatArray:
-        cols, vals, length = self._featurizer.row(prompt)
-        z: FloatArray = vals @ self._coef_text[cols] + (length * self._coef_len + self._intercept)
-        return z
+    def _text_proba(self, prompt: str) -> FloatArray:
+        """The text half's predicted scores: the mean of the views' probabilities."""
+        views = self._views
+        p = _sigmoid(views[0].logits(prompt))
+        if len(views) > 1:
+            for v in views[1:]:
+                p += _sigmoid(v.logits(prompt))
+            p /= len(views)
+        return p
 
     def _proba(self, prompt: str, embedding: Sequence[float] | None) -> FloatArray:
         """One prompt's predicted scores (the hot path of ``route`` and the classifier)."""
-        p = _sigmoid(self._logits(prompt))
+        p = self._text_proba(prompt)
         if embedding is not None:
             if self._emb_coef is None:
                 raise ValueError("this model was fitted without embeddings; route without one")
@@ -528,16 +632,11 @@ class OutcomeModel:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form ``save`` writes: names, costs and parameters as JSON, arrays packed."""
-        f = self._featurizer
         return {
             "format": FORMAT,
             "models": list(self.models),
             "expected_cost": self.expected_cost,
-            "params": f.params,
-            "keys": pack(f.keys),
-            "idf": pack(f.idf),
-            "coef": pack(self._coef),
-            "intercept": pack(self._intercept),
+            "views": [v.to_dict() for v in self._views],
             "calibration": pack(self._calibration),
             **(
                 {"emb_coef": pack(self._emb_coef), "emb_intercept": pack(self._emb_intercept)}
@@ -549,24 +648,27 @@ class OutcomeModel:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OutcomeModel:
         """Rebuild a model from ``to_dict`` output; a wrong or damaged file raises ``ValueError``."""
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        if not isinstance(data, Mapping) or data.get("format") not in _READS:
             got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
             raise ValueError(f"not a tierwise outcome model (format {got!r}, want {FORMAT!r})")
-        missing = [
-            k
-            for k in ("models", "expected_cost", "params", "keys", "idf", "coef", "intercept")
-            if k not in data
-        ]
+        missing = [k for k in ("models", "expected_cost") if k not in data]
         if missing:
             raise ValueError(f"outcome model file lacks {', '.join(missing)}")
+        models = data["models"]
+        if not isinstance(models, list) or not models:
+            raise ValueError("outcome model field 'models' must be a non-empty list of names")
+        k = len(models)
+        if data["format"] == FORMAT:
+            raw = data.get("views")
+            if not isinstance(raw, list) or not raw or not all(isinstance(v, Mapping) for v in raw):
+                raise ValueError("outcome model file lacks views (a non-empty list of tables)")
+            views = [_View.from_dict(v, k, f" (view {i})") for i, v in enumerate(raw)]
+        else:  # format /2: one view at the top level
+            views = [_View.from_dict(data, k, "")]
         return cls(
-            models=data["models"],
+            models=models,
             expected_cost=data["expected_cost"],
-            params=data["params"],
-            keys=unpack(data["keys"], "keys"),
-            idf=unpack(data["idf"], "idf"),
-            coef=unpack(data["coef"], "coef"),
-            intercept=unpack(data["intercept"], "intercept"),
+            views=views,
             calibration=unpack(data["calibration"], "calibration") if "calibration" in data else (),
             emb_coef=unpack(data["emb_coef"], "emb_coef") if "emb_coef" in data else None,
             emb_intercept=unpack(data["emb_intercept"], "emb_intercept") if "emb_intercept" in data else None,
