@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         verifier_feedback,
         write_feedback,
     )
-    from .learned import OutcomeModel
+    from .learned import OutcomeModel, TextView
 
 __all__ = [
     "DEFAULT_TASK_TYPES",
@@ -43,6 +43,7 @@ __all__ = [
     "KeywordClassifier",
     "OutcomeModel",
     "Rule",
+    "TextView",
     "TrainingSet",
     "default_rules",
     "read_audit",
@@ -57,6 +58,7 @@ __all__ = [
 _LAZY = {
     "DifficultyClassifier": "difficulty",
     "OutcomeModel": "learned",
+    "TextView": "learned",
     "Feedback": "feedback",
     "FeedbackError": "feedback",
     "TrainingSet": "feedback",
