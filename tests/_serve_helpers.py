@@ -64,6 +64,10 @@ model = "tools-mock"
 provider = "oai"
 model = "embed-mock"
 
+[models.thinker]
+provider = "ant"
+model = "thinker-mock"
+
 [strategies.default]
 type = "single"
 target = "gpt"

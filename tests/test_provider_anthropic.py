@@ -257,6 +257,10 @@ async def test_stream_equals_complete(serve: Any, stream_name: str) -> None:
     # The deltas themselves add up to the answer.
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == expected.text
     assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == expected.reasoning
+    # Each signed thinking block is announced whole as it ends, before Done (a gateway relays it)
+    announced = [e.item for e in events if isinstance(e, ReasoningDelta) and e.item is not None]
+    assert announced == expected.reasoning_items
+    assert all(e.text == "" for e in events if isinstance(e, ReasoningDelta) and e.item is not None)
 
     srv2 = await serve(200, body_of(TWINS[stream_name]))
     assert await make(srv2).complete(MODEL, hello()) == streamed

@@ -50,6 +50,10 @@ def _models() -> dict[str, MockModel]:
         ),
         "tools-mock": MockModel(tool_calls=[("get_weather", {"city": "Paris"})]),
         "embed-mock": MockModel(),
+        # Extended thinking, then a tool call: the signed thinking block must come back.
+        "thinker-mock": MockModel(
+            thinking="The user wants weather; call the tool.", tool_calls=[("get_weather", {"city": "Paris"})]
+        ),
     }
 
 
@@ -339,6 +343,65 @@ def test_anthropic_tools_json_and_stream(ant: Any) -> None:
     ]
     m2 = ant.messages.create(model="claude", max_tokens=100, messages=follow)
     assert m2.content[0].text.startswith("Mock reply from claude-mock")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_thinking_keeps_its_signature_for_the_next_turn(ant: Any, stream: bool) -> None:
+    """With extended thinking and tools, Anthropic requires the signed thinking block back
+    before the tool_use when the tool result is sent (the mock answers 400 without it, as the
+    real API does): the gateway must relay the signature, JSON and streamed alike."""
+    tool = {
+        "name": "get_weather",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "weather in Paris?"}]
+    kwargs: dict[str, Any] = {"model": "thinker", "max_tokens": 2000, "tools": [tool]}
+    kwargs["thinking"] = {"type": "enabled", "budget_tokens": 1024}
+    if stream:
+        with ant.messages.stream(messages=msgs, **kwargs) as s:
+            m = s.get_final_message()
+    else:
+        m = ant.messages.create(messages=msgs, **kwargs)
+    thinking = m.content[0]
+    assert thinking.type == "thinking" and thinking.thinking == "The user wants weather; call the tool."
+    assert thinking.signature  # the provider's, unchanged
+    use = next(b for b in m.content if b.type == "tool_use")
+    assert m.stop_reason == "tool_use"
+    follow = [
+        *msgs,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in m.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
+    ]
+    again = ant.messages.create(messages=follow, **kwargs)
+    assert again.stop_reason == "tool_use"  # answered (the mock's 400 would raise here)
+    assert again.content[0].signature == thinking.signature  # same model, same thinking
+
+
+def test_anthropic_stream_relays_a_redacted_thinking_block() -> None:
+    from tierwise.serve._anthropic_wire import AnthropicStream
+
+    w = AnthropicStream("r1", "m")
+    raw = (
+        w.start()
+        + w.reasoning("step one")
+        + w.reasoning_item({"type": "thinking", "thinking": "step one", "signature": "sig-1"})
+    )
+    raw += w.reasoning_item({"type": "redacted_thinking", "data": "EmwKAhgB"}) + w.text("hi")
+    raw += w.reasoning_item({"type": "reasoning", "encrypted_content": "x"})  # not Anthropic's: nothing
+    events = [json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: ")]
+    starts = [e["content_block"] for e in events if e["type"] == "content_block_start"]
+    assert [b["type"] for b in starts] == ["thinking", "redacted_thinking", "text"]
+    assert starts[1] == {"type": "redacted_thinking", "data": "EmwKAhgB"}
+    sig = [e for e in events if e.get("delta", {}).get("type") == "signature_delta"]
+    assert sig == [
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "sig-1"},
+        }
+    ]
+    stops = [e["index"] for e in events if e["type"] == "content_block_stop"]
+    assert stops == [0, 1]  # the text block is still open
 
 
 def test_anthropic_errors_are_typed(ant: Any) -> None:

@@ -474,9 +474,17 @@ class TextDelta:
 
 @dataclass(slots=True)
 class ReasoningDelta:
-    """A fragment of reasoning/thinking text (DeepSeek ``reasoning_content``, Anthropic thinking)."""
+    """A fragment of reasoning/thinking text (DeepSeek ``reasoning_content``, Anthropic thinking).
+
+    ``item``, when set, is a provider-native reasoning record completed at this point
+    of the stream, exactly as it will be in ``Response.reasoning_items`` (an Anthropic
+    ``thinking`` block with its ``signature`` as the block ends, a ``redacted_thinking``
+    block as it arrives); its ``text`` is then empty. A gateway relays it so that its
+    caller can send the signed block back on the next turn without waiting for ``Done``.
+    """
 
     text: str
+    item: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 import httpx
 
 from ..errors import BadRequestError, ContextWindowExceeded, ProtocolError
-from ..types import FinishReason, Request, Response, StreamEvent, Usage
+from ..types import FinishReason, ReasoningDelta, Request, Response, StreamEvent, Usage
 from ._accumulate import StreamAccumulator, StreamParser, token_count
 from ._anthropic_request import json_schema, messages_body, tool_body, tool_choice
 from ._errors import ErrorInfo, classify_error, error_envelope
@@ -465,8 +465,9 @@ class _AnthropicStreamParser:
             return (acc.tool(tool, call_id, name),)
         self._blocks[index] = -1
         if kind == "redacted_thinking":
-            acc.reasoning_items.append(dict(block))  # opaque: sent back as it came
-            return ()
+            item = dict(block)
+            acc.reasoning_items.append(item)  # opaque: sent back as it came
+            return () if whole else (ReasoningDelta("", item=item),)
         if kind == "thinking":
             if whole:
                 acc.reasoning_items.append(dict(block))
@@ -496,8 +497,9 @@ class _AnthropicStreamParser:
             return ()
         thinking = self._thinking.pop(index, None)
         if thinking is not None:
+            # Complete now, signature included: said in the stream too (ReasoningDelta.item)
             self._acc.reasoning_items.append(thinking)
-            return ()
+            return (ReasoningDelta("", item=thinking),)
         args = self._pending.pop(index, None)
         if args is None:
             return ()

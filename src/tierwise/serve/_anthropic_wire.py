@@ -19,6 +19,9 @@ from ._common import BadInput, dumps, opt_float, opt_int
 __all__ = ["AnthropicStream", "error_body", "messages_request", "messages_response"]
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
+#: Anthropic's own reasoning blocks: relayed to the caller whole (a thinking block with its
+#: signature), read back from the caller's assistant turns into ``Message.reasoning_items``.
+_THINKING = ("thinking", "redacted_thinking")
 _CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -47,11 +50,16 @@ def _turns(m: Any, i: int) -> list[Message]:
     out: list[Message] = []
     texts: list[Any] = []
     calls: list[ToolCall] = []
+    thinking: list[dict[str, Any]] = []
     for block in content:
         if not isinstance(block, Mapping):
             raise BadInput(f"{where}.content has a non-object block", param=f"{where}.content")
         kind = block.get("type")
-        if kind == "tool_result":
+        if kind in _THINKING and role == "assistant":
+            # Signed blocks go back to Anthropic unchanged (its adapter sends them first);
+            # every other provider's adapter leaves them out.
+            thinking.append(dict(block))
+        elif kind == "tool_result":
             out.append(
                 Message(
                     "tool",
@@ -70,9 +78,9 @@ def _turns(m: Any, i: int) -> list[Message]:
             )
         else:
             texts.append(block)
-    if texts or calls:
+    if texts or calls or thinking:
         body = _text(texts, f"{where}.content") if texts else ""
-        out.append(Message(role, body, tool_calls=calls))
+        out.append(Message(role, body, tool_calls=calls, reasoning_items=thinking))
     return out
 
 
@@ -142,7 +150,12 @@ def _stop(r: Response) -> str:
 
 def messages_response(r: Response, rid: str) -> bytes:
     content: list[dict[str, Any]] = []
-    if r.reasoning:
+    native = [dict(item) for item in r.reasoning_items if item.get("type") in _THINKING]
+    if native:
+        content.extend(native)
+    elif r.reasoning:
+        # Another provider's reasoning (DeepSeek, Gemini thoughts): readable, but there is
+        # no Anthropic signature to give it, so it cannot be sent back to Anthropic.
         content.append({"type": "thinking", "thinking": r.reasoning, "signature": ""})
     if r.text or not r.tool_calls:
         content.append({"type": "text", "text": r.text})
@@ -218,6 +231,22 @@ class AnthropicStream:
     def reasoning(self, piece: str) -> bytes:
         head = self._switch("thinking", {"type": "thinking", "thinking": ""})
         return head + self._delta({"type": "thinking_delta", "thinking": piece})
+
+    def reasoning_item(self, item: Mapping[str, Any]) -> bytes:
+        """A provider-native record, complete: a thinking block's signature goes on the
+        thinking block being written (then the block ends, as Anthropic ends it); a
+        redacted_thinking block is a block of its own."""
+        kind = item.get("type")
+        if kind == "thinking":
+            signature = item.get("signature")
+            if not isinstance(signature, str) or not signature:
+                return b""
+            head = self._switch("thinking", {"type": "thinking", "thinking": ""})
+            return head + self._delta({"type": "signature_delta", "signature": signature}) + self._close()
+        if kind == "redacted_thinking":
+            head = self._switch(f"redacted:{self._index + 1}", dict(item))
+            return head + self._close()
+        return b""  # another provider's record: nothing Anthropic's format can carry
 
     def tool(self, index: int, call_id: str | None, name: str | None, arguments: str) -> bytes:
         block = {"type": "tool_use", "id": call_id or f"toolu_{index}", "name": name or "", "input": {}}

@@ -173,6 +173,10 @@ class OpenAIStream:
     def text(self, piece: str) -> bytes:
         return self._chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
 
+    def reasoning_item(self, item: Mapping[str, Any]) -> bytes:
+        """Chat Completions has no field for a signed reasoning record: nothing to write."""
+        return b""
+
     def reasoning(self, piece: str) -> bytes:
         return self._chunk([{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": None}])
 
