@@ -219,6 +219,28 @@ async def test_the_pool_keeps_its_limits_while_handing_connections_out_once(
     assert retries[0] == 0
 
 
+async def test_a_request_cancelled_while_waiting_for_the_pool_leaves_its_connection_free() -> None:
+    # One connection: the second request waits for it and is handed it when the
+    # first one's response closes; cancelled then (before it starts on it), the
+    # connection must go to the next request, not stay taken.
+    async with MockLLMServer({"m": MockModel(reply="ok", latency_ms=30)}) as server:
+        client = make_http_client("httpx", limits=httpx.Limits(max_connections=1))
+        async with client:
+            pool = client._transport._pool  # type: ignore[attr-defined]
+            url = server.base_url + "/v1/chat/completions"
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            first = asyncio.create_task(client.post(url, json=body))
+            await asyncio.sleep(0.01)
+            second = asyncio.create_task(client.post(url, json=body))
+            assert (await first).status_code == 200
+            second.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await second
+            third = await asyncio.wait_for(client.post(url, json=body), 5.0)
+            assert third.status_code == 200
+            assert len(pool.connections) == 1
+
+
 def test_unknown_http_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown http client kind 'curl'"):
         make_http_client("curl")

@@ -31,10 +31,13 @@ class _HandOutOncePool(httpcore.AsyncConnectionPool):
     otherwise: closed connections dropped, expired ones and surplus idle ones
     (more connections than ``max_keepalive_connections``) closed, a queued
     request given the first available connection, else a new one, else an idle
-    one is closed to make room. Correctness does not depend on it: httpcore's own
-    state check and retry stay under it. Installed only on an ``http1``-only
-    pool (what ``make_http_client`` builds): an HTTP/2 connection serves many
-    requests at once and must stay available while one is starting.
+    one is closed to make room. Nothing is remembered between passes: what is
+    taken is read from the pool's pending requests each time, so a request that is
+    cancelled or fails frees its connection exactly as with httpcore. Correctness
+    does not depend on it: httpcore's own state check and retry stay under it.
+    Installed only on an ``http1``-only pool (what ``make_http_client`` builds):
+    an HTTP/2 connection serves many requests at once and must stay available
+    while one is starting.
     """
 
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
