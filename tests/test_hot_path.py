@@ -10,6 +10,7 @@ benchmark measures; these tests pin the behaviour.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import random
@@ -148,6 +149,96 @@ async def test_make_http_client_httpx_carries_limits_timeout_and_headers() -> No
     async with client:
         assert client.headers["x-a"] == "1"
         assert client.timeout == httpx.Timeout(7.0)
+
+
+def _count_pool_retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times httpcore sent a request round its pool again after a
+    ``ConnectionNotAvailable`` (it clears the request's connection each time)."""
+    from httpcore._async.connection_pool import AsyncPoolRequest
+
+    retries = [0]
+    real = AsyncPoolRequest.clear_connection
+
+    def clear_connection(self: AsyncPoolRequest) -> None:
+        retries[0] += 1
+        real(self)
+
+    monkeypatch.setattr(AsyncPoolRequest, "clear_connection", clear_connection)
+    return retries
+
+
+async def test_requests_reaching_the_pool_together_get_one_idle_connection_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # httpcore alone gives the first idle connection to every request that enters
+    # the pool before the previous one has started on it; all but one then fail
+    # over with ConnectionNotAvailable and go round again (CPU the Redis backend
+    # paid, since one pipelined reply admits several requests in one loop turn).
+    retries = _count_pool_retries(monkeypatch)
+    async with MockLLMServer({"m": MockModel(reply="ok", latency_ms=20)}) as server:
+        client = make_http_client("httpx")
+        async with client:
+            url = server.base_url + "/v1/chat/completions"
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            # Four keep-alive connections, then rounds of four requests started in one loop turn.
+            for _ in range(5):
+                replies = await asyncio.gather(*(client.post(url, json=body) for _ in range(4)))
+                assert [r.status_code for r in replies] == [200] * 4
+            pool = client._transport._pool  # type: ignore[attr-defined]
+            assert len(pool.connections) == 4
+    assert len(server.requests) == 20
+    assert retries[0] == 0
+
+
+async def test_the_pool_keeps_its_limits_while_handing_connections_out_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # max_connections still bounds the pool (the rest wait their turn) and
+    # connections beyond max_keepalive_connections are closed once idle.
+    retries = _count_pool_retries(monkeypatch)
+    async with MockLLMServer({"m": MockModel(reply="ok", latency_ms=10)}) as server:
+        client = make_http_client(
+            "httpx", limits=httpx.Limits(max_connections=2, max_keepalive_connections=1)
+        )
+        async with client:
+            pool = client._transport._pool  # type: ignore[attr-defined]
+            url = server.base_url + "/v1/chat/completions"
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            most = 0
+
+            async def one() -> int:
+                nonlocal most
+                response = await client.post(url, json=body)
+                most = max(most, len(pool.connections))
+                return response.status_code
+
+            assert await asyncio.gather(*(one() for _ in range(8))) == [200] * 8
+            assert most <= 2
+            assert len(pool.connections) <= 1
+    assert len(server.requests) == 8
+    assert retries[0] == 0
+
+
+async def test_a_request_cancelled_while_waiting_for_the_pool_leaves_its_connection_free() -> None:
+    # One connection: the second request waits for it and is handed it when the
+    # first one's response closes; cancelled then (before it starts on it), the
+    # connection must go to the next request, not stay taken.
+    async with MockLLMServer({"m": MockModel(reply="ok", latency_ms=30)}) as server:
+        client = make_http_client("httpx", limits=httpx.Limits(max_connections=1))
+        async with client:
+            pool = client._transport._pool  # type: ignore[attr-defined]
+            url = server.base_url + "/v1/chat/completions"
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            first = asyncio.create_task(client.post(url, json=body))
+            await asyncio.sleep(0.01)
+            second = asyncio.create_task(client.post(url, json=body))
+            assert (await first).status_code == 200
+            second.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await second
+            third = await asyncio.wait_for(client.post(url, json=body), 5.0)
+            assert third.status_code == 200
+            assert len(pool.connections) == 1
 
 
 def test_unknown_http_kind_is_rejected() -> None:

@@ -96,9 +96,14 @@ def make_http_client(
     """
     check_http_kind(kind)
     if kind == "httpx":
-        return httpx.AsyncClient(
+        client = httpx.AsyncClient(
             timeout=timeout, limits=limits, headers=headers, verify=_default_ssl_context()
         )
+        from ._pool import hand_out_once  # httpcore imports anyio: not at import time
+
+        # Not ``transport=``: httpx then ignores the environment's proxies.
+        hand_out_once(getattr(client, "_transport", None))
+        return client
     import importlib
 
     try:
