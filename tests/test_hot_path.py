@@ -241,6 +241,19 @@ async def test_a_request_cancelled_while_waiting_for_the_pool_leaves_its_connect
             assert len(pool.connections) == 1
 
 
+def test_the_pool_is_changed_only_on_the_httpcore_release_it_mirrors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpcore
+
+    from tierwise.providers._pool import _HandOutOncePool
+
+    plain = make_http_client("httpx")
+    assert type(plain._transport._pool) is _HandOutOncePool  # type: ignore[attr-defined]
+    # another httpcore release: its private assignment pass may differ, so it is left alone
+    monkeypatch.setattr(httpcore, "__version__", "1.1.0")
+    other = make_http_client("httpx")
+    assert type(other._transport._pool) is httpcore.AsyncConnectionPool  # type: ignore[attr-defined]
+
+
 def test_unknown_http_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown http client kind 'curl'"):
         make_http_client("curl")

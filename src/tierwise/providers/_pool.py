@@ -79,11 +79,15 @@ class _HandOutOncePool(httpcore.AsyncConnectionPool):
 def hand_out_once(transport: object) -> None:
     """Give ``transport``'s pool ``_HandOutOncePool``'s assignment, in place (the
     pool keeps every setting httpx gave it). Only when the pool is exactly
-    httpcore's plain pool with the internals the override reads: another httpcore
-    (or a proxy pool) is left as it is, which costs CPU, not correctness."""
+    httpcore 1.0's plain pool with the internals the override reads: another
+    httpcore release (or a proxy pool) is left as it is, which costs CPU, not
+    correctness."""
     pool = getattr(transport, "_pool", None)
     if (
-        type(pool) is httpcore.AsyncConnectionPool
+        # The override mirrors httpcore 1.0's assignment pass; another release may
+        # change what that private method must do, so only 1.0.x gets it.
+        str(getattr(httpcore, "__version__", "")).startswith("1.0.")
+        and type(pool) is httpcore.AsyncConnectionPool
         and not getattr(pool, "_http2", True)
         and all(
             hasattr(pool, a)
