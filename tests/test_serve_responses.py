@@ -29,8 +29,17 @@ WEATHER = {
     "strict": False,
 }
 
-# A deployment over OpenAI's Responses API (native reasoning items) and a length stop.
+# A deployment over OpenAI's Responses API (native reasoning items), a length stop, Gemini.
 EXTRA = """
+[providers.gem]
+type = "gemini"
+base_url = "{base}/v1beta"
+api_key_env = "TW_SERVE_MOCK_KEY"
+
+[models.gem]
+provider = "gem"
+model = "gemini-mock"
+
 [models.native]
 provider = "oai"
 model = "native-mock"
@@ -56,6 +65,7 @@ def _models() -> dict[str, MockModel]:
             thinking="The user wants weather; call the tool.", tool_calls=[("get_weather", {"city": "Paris"})]
         ),
         "native-mock": MockModel(thinking="Think first.", reasoning_tokens=3, tokens_per_chunk=2),
+        "gemini-mock": MockModel(input_tokens=9, output_tokens=4),
         "short-mock": MockModel(reply="one two three four five six seven eight nine ten " * 5),
     }
 
@@ -69,7 +79,9 @@ def mock() -> Iterator[MockLLMServer]:
 @pytest.fixture(scope="module")
 def gateway(mock: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     os.environ["TW_SERVE_MOCK_KEY"] = "sk-upstream-do-not-leak"
-    cfg = write_config(tmp_path_factory.mktemp("serve-responses"), mock.base_url, EXTRA)
+    cfg = write_config(
+        tmp_path_factory.mktemp("serve-responses"), mock.base_url, EXTRA.format(base=mock.base_url)
+    )
     with ServerThread(create_app(tw.Orchestrator.from_config(cfg))) as srv:
         yield srv
 
@@ -135,6 +147,16 @@ def test_an_answer_from_the_anthropic_provider(oai: Any, mock: MockLLMServer) ->
     assert sent["max_tokens"] == 100
     _, final = _stream(oai, model="claude", input="hi there")
     assert final.output_text == "Mock reply from claude-mock: hi there"
+
+
+def test_an_answer_from_the_gemini_provider(oai: Any, mock: MockLLMServer) -> None:
+    mock.clear_requests()
+    r = oai.responses.create(model="gem", input="bonjour", instructions="be brief")
+    assert r.output_text == "Mock reply from gemini-mock: bonjour" and r.model == "gemini-mock"
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (9, 4)
+    assert mock.requests[-1].provider == "gemini"
+    _, final = _stream(oai, model="gem", input="bonjour", instructions="be brief")
+    assert final.output_text == r.output_text
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
