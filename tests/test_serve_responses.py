@@ -187,9 +187,17 @@ def test_anthropic_thinking_survives_the_round_trip(oai: Any, stream: bool) -> N
     before its tool_use, as the real API does: the reasoning item must carry it."""
     kwargs: dict[str, Any] = {"model": "thinker", "input": "weather in Paris?", "tools": [WEATHER]}
     kwargs["max_output_tokens"] = 2000
-    r = _stream(oai, **kwargs)[1] if stream else oai.responses.create(**kwargs)
+    if stream:
+        events, r = _stream(oai, **kwargs)
+        # The item as streamed carries the signed block too, not only the closing event.
+        done = [
+            e.item for e in events if e.type == "response.output_item.done" and e.item.type == "reasoning"
+        ]
+        assert [d.encrypted_content for d in done] == [r.output[0].encrypted_content]
+    else:
+        r = oai.responses.create(**kwargs)
     reasoning = r.output[0]
-    assert reasoning.type == "reasoning"
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
     assert reasoning.summary[0].text == "The user wants weather; call the tool."
     call = next(o for o in r.output if o.type == "function_call")
     follow = [
