@@ -25,6 +25,7 @@ from ..execution.limits import QueueWaitTimeout
 from ..types import Done, ReasoningDelta, Response, StreamEvent, TextDelta, ToolCallDelta
 from . import _anthropic_wire as aw
 from . import _openai_wire as ow
+from . import _responses_wire as rw
 from ._common import BadInput
 from ._errors import Failure, failure_for, key_rate_limited, unauthorized, unknown_model
 from ._keys import ApiKey, KeyRing, presented_key
@@ -216,7 +217,7 @@ async def _relay(
         yield writer.error(
             f.status,
             f.message,
-            f.openai_type if isinstance(writer, ow.OpenAIStream) else f.anthropic_type,
+            f.anthropic_type if isinstance(writer, aw.AnthropicStream) else f.openai_type,
             f.code,
         )
     finally:
@@ -250,8 +251,9 @@ def create_app(
     sse_headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
     def error_response(fmt: str, f: Failure, rid: str) -> HTTPResponse:
-        build = ow.error_body if fmt == "openai" else aw.error_body
-        etype = f.openai_type if fmt == "openai" else f.anthropic_type
+        # The Responses API answers errors in the same shape as Chat Completions.
+        build = aw.error_body if fmt == "anthropic" else ow.error_body
+        etype = f.anthropic_type if fmt == "anthropic" else f.openai_type
         headers = {"x-request-id": rid, **f.retry_header()}
         return Resp(build(f.status, f.message, etype, f.code, f.param), f.status, headers, "application/json")
 
@@ -284,6 +286,10 @@ def create_app(
                 include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
                 writer: _Writer = ow.OpenAIStream(rid, requested, include_usage)
                 render: Callable[[Response], bytes] = lambda r: ow.chat_response(r, rid)  # noqa: E731
+            elif fmt == "responses":
+                req = rw.responses_request(body)
+                writer = rw.ResponsesStream(rid, requested, body)
+                render = lambda r: rw.response_json(r, rid, body)  # noqa: E731
             else:
                 req = aw.messages_request(body)
                 writer = aw.AnthropicStream(rid, requested)
@@ -312,6 +318,9 @@ def create_app(
 
     async def messages(request: HTTPRequest) -> HTTPResponse:
         return await handle(request, "anthropic")
+
+    async def responses(request: HTTPRequest) -> HTTPResponse:
+        return await handle(request, "responses")
 
     async def embeddings(request: HTTPRequest) -> HTTPResponse:
         rid = _request_id(request.headers)
@@ -373,6 +382,7 @@ def create_app(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
