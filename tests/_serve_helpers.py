@@ -18,6 +18,27 @@ from typing import Any
 import httpx
 
 from _redis_helpers import free_port
+from tierwise.testing import MockModel
+
+
+def mock_models() -> dict[str, MockModel]:
+    """The mock models behind ``write_config``'s deployments, one per behaviour."""
+    return {
+        "gpt-mock": MockModel(input_tokens=11, output_tokens=7, tokens_per_chunk=2),
+        "claude-mock": MockModel(input_tokens=13, output_tokens=5),
+        # Fails before its first byte, every time: the fallback must hide it.
+        "flaky-mock": MockModel(faults=["500"], cycle_faults=True),
+        # Sends two content chunks, then stops sending without closing.
+        "stall-mock": MockModel(
+            faults=["stall"], cycle_faults=True, fault_after_chunks=2, tokens_per_chunk=1
+        ),
+        "tools-mock": MockModel(tool_calls=[("get_weather", {"city": "Paris"})]),
+        "embed-mock": MockModel(),
+        # Extended thinking, then a tool call: the signed thinking block must come back.
+        "thinker-mock": MockModel(
+            thinking="The user wants weather; call the tool.", tool_calls=[("get_weather", {"city": "Paris"})]
+        ),
+    }
 
 
 def write_config(tmp: Path, base_url: str, extra: str = "", name: str = "serve.toml") -> Path:

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 import tierwise as tw
-from _serve_helpers import ServerThread, write_config
+from _serve_helpers import ServerThread, mock_models, write_config
 from tierwise.serve import KeyRing, create_app, hash_key
-from tierwise.testing import MockLLMServer, MockModel
+from tierwise.testing import MockLLMServer
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
@@ -38,25 +38,6 @@ KEY_A, KEY_B, KEY_C = "sk-team-a-secret-0001", "sk-team-b-secret-0002", "sk-team
 _AUDIT: dict[str, Path] = {}
 
 
-def _models() -> dict[str, MockModel]:
-    return {
-        "gpt-mock": MockModel(input_tokens=11, output_tokens=7, tokens_per_chunk=2),
-        "claude-mock": MockModel(input_tokens=13, output_tokens=5),
-        # Fails before its first byte, every time: the fallback must hide it.
-        "flaky-mock": MockModel(faults=["500"], cycle_faults=True),
-        # Sends two content chunks, then stops sending without closing.
-        "stall-mock": MockModel(
-            faults=["stall"], cycle_faults=True, fault_after_chunks=2, tokens_per_chunk=1
-        ),
-        "tools-mock": MockModel(tool_calls=[("get_weather", {"city": "Paris"})]),
-        "embed-mock": MockModel(),
-        # Extended thinking, then a tool call: the signed thinking block must come back.
-        "thinker-mock": MockModel(
-            thinking="The user wants weather; call the tool.", tool_calls=[("get_weather", {"city": "Paris"})]
-        ),
-    }
-
-
 class _Boom(tw.strategies.single.Single):
     """A strategy with a bug: what the caller sees of an unexpected exception."""
 
@@ -66,7 +47,7 @@ class _Boom(tw.strategies.single.Single):
 
 @pytest.fixture(scope="module")
 def mock() -> Iterator[MockLLMServer]:
-    with MockLLMServer.run_in_thread(_models()) as srv:
+    with MockLLMServer.run_in_thread(mock_models()) as srv:
         yield srv
 
 

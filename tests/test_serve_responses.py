@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import tierwise as tw
-from _serve_helpers import ServerThread, write_config
+from _serve_helpers import ServerThread, mock_models, write_config
 from tierwise.serve import create_app
 from tierwise.testing import MockLLMServer, MockModel
 
@@ -53,17 +53,7 @@ model = "short-mock"
 
 def _models() -> dict[str, MockModel]:
     return {
-        "gpt-mock": MockModel(input_tokens=11, output_tokens=7, tokens_per_chunk=2),
-        "claude-mock": MockModel(input_tokens=13, output_tokens=5),
-        "flaky-mock": MockModel(faults=["500"], cycle_faults=True),
-        "stall-mock": MockModel(
-            faults=["stall"], cycle_faults=True, fault_after_chunks=2, tokens_per_chunk=1
-        ),
-        "tools-mock": MockModel(tool_calls=[("get_weather", {"city": "Paris"})]),
-        "embed-mock": MockModel(),
-        "thinker-mock": MockModel(
-            thinking="The user wants weather; call the tool.", tool_calls=[("get_weather", {"city": "Paris"})]
-        ),
+        **mock_models(),
         "native-mock": MockModel(thinking="Think first.", reasoning_tokens=3, tokens_per_chunk=2),
         "gemini-mock": MockModel(input_tokens=9, output_tokens=4),
         "short-mock": MockModel(reply="one two three four five six seven eight nine ten " * 5),

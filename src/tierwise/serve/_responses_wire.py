@@ -543,6 +543,7 @@ class ResponsesStream:
     def _close_reasoning(self, native: Mapping[str, Any] | None = None) -> bytes:
         if self._reasoning is None:
             return b""
+        assert self._reasoning is not None
         index, item_id, pieces = self._reasoning
         self._reasoning = None
         text = "".join(pieces)
@@ -595,24 +596,30 @@ class ResponsesStream:
 
     # -- deltas ----------------------------------------------------------------------
 
+    def _open_reasoning(self) -> tuple[bytes, str]:
+        """Close what is open and start a reasoning item (its ``output_item.added``; its id)."""
+        out = self._close_all()
+        self._index += 1
+        item_id = f"rs_{self._rid}_{self._reasonings}"
+        self._reasonings += 1
+        self._reasoning = (self._index, item_id, [])
+        added = {"type": "reasoning", "id": item_id, "summary": []}
+        return out + self._event("response.output_item.added", output_index=self._index, item=added), item_id
+
     def reasoning(self, piece: str) -> bytes:
         out = b""
         if self._reasoning is None:
-            out += self._close_all()
-            self._index += 1
-            item_id = f"rs_{self._rid}_{self._reasonings}"
-            self._reasonings += 1
-            self._reasoning = (self._index, item_id, [])
-            item = {"type": "reasoning", "id": item_id, "summary": []}
-            out += self._event("response.output_item.added", output_index=self._index, item=item)
-            out += self._event(
+            opened, new_id = self._open_reasoning()
+            out += opened + self._event(
                 "response.reasoning_summary_part.added",
-                item_id=item_id,
+                item_id=new_id,
                 output_index=self._index,
                 summary_index=0,
                 part={"type": "summary_text", "text": ""},
             )
-        index, item_id, pieces = self._reasoning
+        current = self._reasoning
+        assert current is not None  # opened above
+        index, item_id, pieces = current
         pieces.append(piece)
         return out + self._event(
             "response.reasoning_summary_text.delta",
@@ -628,15 +635,7 @@ class ResponsesStream:
         OpenAI's own items arrive whole with the final ``Response`` instead."""
         if item.get("type") not in _THINKING:
             return b""
-        out = b""
-        if self._reasoning is None:
-            out += self._close_all()
-            self._index += 1
-            item_id = f"rs_{self._rid}_{self._reasonings}"
-            self._reasonings += 1
-            self._reasoning = (self._index, item_id, [])
-            added = {"type": "reasoning", "id": item_id, "summary": []}
-            out += self._event("response.output_item.added", output_index=self._index, item=added)
+        out = self._open_reasoning()[0] if self._reasoning is None else b""
         return out + self._close_reasoning(item)
 
     def text(self, piece: str) -> bytes:
