@@ -145,6 +145,23 @@ def measure(fn: Callable[[], Any], samples: int, runs: int) -> tuple[float, floa
     return statistics.median(p50s), statistics.median(p99s), min(p99s)
 
 
+def learned_table(title: str, clf: Any, cases: dict[str, Request], samples: int, runs: int) -> bool:
+    """One learned classifier's timing table (the 2 ms decision target); True if a
+    2,000-word case is over it."""
+    print(f"{title:<40} {'':<7} {'label':<11} {'p50':>8} {'p99':>8} {'best p99':>9}  vs 2 ms")
+    over = False
+    for name, request in cases.items():
+        p50, p99, best = measure(partial(clf.classify, request), samples, runs)
+        verdict = ""
+        if name.startswith("2000w"):
+            ok = p99 <= OUTCOME_TARGET_US
+            verdict = "ok" if ok else "OVER"
+            over |= not ok
+        label = clf.classify(request).label
+        print(f"{name:<40} {'':<7} {label:<11} {p50:8.1f} {p99:8.1f} {best:9.1f}  {verdict}")
+    return over
+
+
 def router_context() -> tuple[Router, RunContext]:
     provider = FakeProvider("ok")
     windows = {"opus": 200_000, "sonnet": 200_000, "gpt": 400_000, "cheap": 64_000, "long": 1_000_000}
@@ -260,27 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     if learned is not None:
         clf, what = learned
         print(f"\n{what}")
-        print(
-            f"{'OutcomeModel classify':<40} {'':<7} {'label':<11} {'p50':>8} {'p99':>8} {'best p99':>9}  vs 2 ms"
+        failed |= learned_table(
+            "OutcomeModel classify", clf, requests, max(100, args.samples // 4), args.runs
         )
-        samples = max(100, args.samples // 4)
-        for name, request in requests.items():
-            p50, p99, best = measure(partial(clf.classify, request), samples, args.runs)
-            verdict = ""
-            if name.startswith("2000w"):
-                ok = p99 <= OUTCOME_TARGET_US
-                verdict = "ok" if ok else "OVER"
-                failed |= not ok
-            label = clf.classify(request).label
-            print(f"{name:<40} {'':<7} {label:<11} {p50:8.1f} {p99:8.1f} {best:9.1f}  {verdict}")
 
     from tierwise.routing import DifficultyClassifier
 
     difficulty = DifficultyClassifier.pretrained()
     print(f"\nDifficultyClassifier.pretrained(): {len(difficulty._vocab):,} n-grams, pure Python")
-    print(
-        f"{'DifficultyClassifier classify':<40} {'':<7} {'label':<11} {'p50':>8} {'p99':>8} {'best p99':>9}  vs 2 ms"
-    )
     difficulty_cases = dict(requests)
     if args.data:
         # real text, many known n-grams: the loop over them is longer than on the lexicon cases
@@ -288,17 +292,9 @@ def main(argv: list[str] | None = None) -> int:
 
         words = " ".join(load_routellm(args.data, "gsm8k")[0]).split()[:2000]
         difficulty_cases["2000w: GSM8K prompts (real text)"] = Request.from_prompt(" ".join(words))
-    for name, request in difficulty_cases.items():
-        p50, p99, best = measure(
-            partial(difficulty.classify, request), max(100, args.samples // 4), args.runs
-        )
-        verdict = ""
-        if name.startswith("2000w"):
-            ok = p99 <= OUTCOME_TARGET_US
-            verdict = "ok" if ok else "OVER"
-            failed |= not ok
-        label = difficulty.classify(request).label
-        print(f"{name:<40} {'':<7} {label:<11} {p50:8.1f} {p99:8.1f} {best:9.1f}  {verdict}")
+    failed |= learned_table(
+        "DifficultyClassifier classify", difficulty, difficulty_cases, max(100, args.samples // 4), args.runs
+    )
 
     if args.check and failed:
         print("\nFAIL: a 2,000-word case is over its p99 target", file=sys.stderr)
