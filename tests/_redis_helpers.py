@@ -126,6 +126,15 @@ class SlowProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def state_toml(backend: str, prefix: str, extra: str = "") -> str:
+    """The ``[state]`` table of a test config: the memory backend, or Redis under
+    ``prefix`` (unique per test, so tests sharing a server never see each other's keys)
+    with the tests' 2 s timeout and any ``extra`` keys."""
+    if backend == "memory":
+        return '[state]\nbackend = "memory"\n'
+    return f'[state]\nbackend = "redis"\nkey_prefix = "{prefix}"\ntimeout_s = 2.0\n{extra}\n'
+
+
 def worker_env(redis_url: str, mock_key: str) -> dict[str, str]:
     """The environment of a worker process: the Redis URL, the mock's key, and
     this checkout's ``src`` (and ``tests``, for this module) on ``PYTHONPATH``."""

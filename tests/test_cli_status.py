@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _redis_helpers import REDIS_SERVER, RedisServer, free_port, run_workers, worker_env
+from _redis_helpers import REDIS_SERVER, RedisServer, free_port, run_workers, state_toml, worker_env
 from tierwise.cli import main
 from tierwise.testing import MockLLMServer, MockModel
 
@@ -27,11 +27,7 @@ _OUT_PRICE = 976.5625
 
 
 def _config(tmp: Path, base_url: str, backend: str) -> Path:
-    state = (
-        f'[state]\nbackend = "redis"\nkey_prefix = "ts{uuid.uuid4().hex[:8]}:"\ntimeout_s = 2.0\n'
-        if backend == "redis"
-        else '[state]\nbackend = "memory"\n'
-    )
+    state = state_toml(backend, f"ts{uuid.uuid4().hex[:8]}:")
     text = f"""
 [providers.mock]
 type = "openai"

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import tierwise as tw
-from _redis_helpers import REDIS_SERVER, RedisServer, run_workers, worker_env
+from _redis_helpers import REDIS_SERVER, RedisServer, run_workers, state_toml, worker_env
 from tierwise.state import StateUnavailable
 from tierwise.state.redis import RedisState
 from tierwise.testing import FakeClock, MockLLMServer, MockModel
@@ -69,12 +69,6 @@ level = "off"
 """
 
 
-def _state(backend: str, prefix: str, extra: str = "") -> str:
-    if backend == "memory":
-        return '[state]\nbackend = "memory"\n'
-    return f'[state]\nbackend = "redis"\nkey_prefix = "{prefix}"\ntimeout_s = 2.0\n{extra}\n'
-
-
 def _write(tmp: Path, text: str) -> Path:
     path = tmp / f"tierwise-{uuid.uuid4().hex[:8]}.toml"
     path.write_text(text)
@@ -98,7 +92,7 @@ def test_identical_requests_from_4_processes_reach_the_provider_once(
     # one process.
     mock = MockModel(output_tokens=4, latency_ms=3000)
     with MockLLMServer.run_in_thread({"small": mock}) as server:
-        text = _models(server.base_url) + "\n[cache]\nttl_s = 600\n\n" + _state(backend, _prefix())
+        text = _models(server.base_url) + "\n[cache]\nttl_s = 600\n\n" + state_toml(backend, _prefix())
         cfg = _write(tmp_path, text)
         env = _env(redis_server)
         procs = 4 if backend == "redis" else 1
@@ -213,7 +207,9 @@ async def test_entries_expire_after_ttl_on_the_injected_clock(
     with MockLLMServer.run_in_thread({"small": MockModel(output_tokens=4)}) as server:
         import tomllib
 
-        cfg = tomllib.loads(_models(server.base_url) + "\n[cache]\nttl_s = 60\n\n" + _state(backend, prefix))
+        cfg = tomllib.loads(
+            _models(server.base_url) + "\n[cache]\nttl_s = 60\n\n" + state_toml(backend, prefix)
+        )
         async with tw.Orchestrator.from_config(cfg, clock=clock) as orch:
             first = await orch.run("hello")
             assert not first.cached
@@ -301,7 +297,7 @@ def test_a_conversation_keeps_its_route_in_every_process(
     turn2 = {"prompt": COMPLEX, "metadata": {"conversation_id": "c1"}}
     other = {"prompt": COMPLEX, "metadata": {"conversation_id": "c2"}}
     with MockLLMServer.run_in_thread({"small": MockModel(), "big": MockModel()}) as server:
-        text = _routed(server.base_url) + _state(backend, _prefix())
+        text = _routed(server.base_url) + state_toml(backend, _prefix())
         cfg = _write(tmp_path, text)
         env = _env(redis_server)
         if backend == "redis":
@@ -324,7 +320,7 @@ async def test_two_processes_routing_a_new_conversation_at_once_agree(
     monkeypatch.setenv("MOCK_KEY", "sk-test-redis-cache")
     prefix = _prefix()
     with MockLLMServer.run_in_thread({"small": MockModel(), "big": MockModel()}) as server:
-        cfg = tomllib.loads(_routed(server.base_url) + _state("redis", prefix))
+        cfg = tomllib.loads(_routed(server.base_url) + state_toml("redis", prefix))
         async with tw.Orchestrator.from_config(cfg) as a, tw.Orchestrator.from_config(cfg) as b:
             for i in range(5):
                 md = {"conversation_id": f"race{i}"}
@@ -353,7 +349,7 @@ def _failing_config(base_url: str, *, cache: str, sticky: str) -> dict[str, Any]
     text = (
         _routed(base_url)
         + "\n[cache]\nttl_s = 600\n\n[telemetry]\nprometheus = true\n\n"
-        + _state(
+        + state_toml(
             "redis",
             "tfc:",
             f'retry_s = 0.2\n\n[state.on_error]\ncache = "{cache}"\nsticky = "{sticky}"\n',
@@ -486,7 +482,7 @@ async def test_identical_streams_in_two_processes_reach_the_provider_once(
     monkeypatch.setenv("MOCK_KEY", "sk-test-redis-cache")
     mock = MockModel(output_tokens=8, latency_ms=500)
     with MockLLMServer.run_in_thread({"small": mock}) as server:
-        cfg = tomllib.loads(_models(server.base_url) + "\n[cache]\n\n" + _state("redis", _prefix()))
+        cfg = tomllib.loads(_models(server.base_url) + "\n[cache]\n\n" + state_toml("redis", _prefix()))
         async with tw.Orchestrator.from_config(cfg) as a, tw.Orchestrator.from_config(cfg) as b:
 
             async def answer(orch: tw.Orchestrator) -> tw.Response:
@@ -518,7 +514,7 @@ def test_the_new_keys_are_validated_and_built(
     text = (
         base
         + "\n[cache]\nttl_s = 60\nmax_entries = 7\nmax_entry_bytes = 5000\nlock_s = 2.5\n\n"
-        + _state(
+        + state_toml(
             "redis",
             _prefix(),
             'sticky_ttl_s = 120\n\n[state.on_error]\ncache = "closed"\nsticky = "closed"\n',
@@ -539,7 +535,7 @@ def test_the_new_keys_are_validated_and_built(
         ("sticky_ttl_s = 0\n", "state.sticky_ttl_s"),
     ):
         with pytest.raises(ConfigError) as info:
-            load_config(tomllib.loads(base + _state("redis", "x:", bad)))
+            load_config(tomllib.loads(base + state_toml("redis", "x:", bad)))
         assert field in str(info.value)
     for bad, field in (("lock_s = 0\n", "cache.lock_s"), ("max_entry_bytes = -1\n", "cache.max_entry_bytes")):
         with pytest.raises(ConfigError) as info:

@@ -25,7 +25,7 @@ import anyio
 import pytest
 
 import tierwise as tw
-from _redis_helpers import REDIS_SERVER, RedisServer, run_workers, worker_env
+from _redis_helpers import REDIS_SERVER, RedisServer, run_workers, state_toml, worker_env
 from tierwise.errors import ConfigError
 from tierwise.testing import FakeClock, MockLLMServer, MockModel
 
@@ -64,11 +64,7 @@ def _config(
     state: str = "",
 ) -> Path:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    state_block = (
-        f'[state]\nbackend = "redis"\nkey_prefix = "{prefix}"\ntimeout_s = 2.0\n{state}\n'
-        if backend == "redis"
-        else '[state]\nbackend = "memory"\n'
-    )
+    state_block = state_toml(backend, prefix, state)
     text = f"""
 [providers.mock]
 type = "openai"

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _redis_helpers import REDIS_SERVER, RedisServer
+from _redis_helpers import REDIS_SERVER, RedisServer, state_toml
 from _serve_helpers import serve_process, write_config
 from tierwise.serve import hash_key
 from tierwise.testing import MockLLMServer, MockModel
@@ -60,7 +60,7 @@ def test_per_key_rpm_holds_across_four_workers(mock: MockLLMServer, tmp_path: Pa
     redis.start()
     try:
         prefix = f"s{uuid.uuid4().hex[:8]}:"
-        state = f'[state]\nbackend = "redis"\nkey_prefix = "{prefix}"\ntimeout_s = 2.0\n'
+        state = state_toml("redis", prefix)
         cfg = write_config(tmp_path, mock.base_url, state)
         keys = f'[keys.team]\nsha256 = "{hash_key(KEY)}"\ntags = {{ team = "t" }}\nrpm = 5\n'
         env = _env(REDIS_URL=redis.url, TIERWISE_API_KEYS=keys)
