@@ -368,6 +368,8 @@ def test_views_are_fitted_apart_and_their_probabilities_averaged() -> None:
     [
         ({"word_ngrams": None, "char_ngrams": None}, "needs word_ngrams or char_ngrams"),
         ({"char_ngrams": (5, 3)}, "1 <= lo <= hi"),
+        ({"char_ngrams": (3, 4, 5)}, "1 <= lo <= hi"),
+        ({"word_ngrams": (1, 3)}, "word_ngrams supports unigrams and bigrams only"),
         ({"c": 0.0}, "c must be a finite number > 0"),
         ({"c": float("nan")}, "c must be a finite number > 0"),
     ],

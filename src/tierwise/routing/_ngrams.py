@@ -121,7 +121,7 @@ class NgramHasher:
         char_chars: int = 2_000,
     ) -> None:
         for name, rng in (("word_ngrams", word_ngrams), ("char_ngrams", char_ngrams)):
-            if rng is not None and not 1 <= rng[0] <= rng[1]:
+            if rng is not None and (len(rng) != 2 or not 1 <= rng[0] <= rng[1]):
                 raise ValueError(f"{name} must be (lo, hi) with 1 <= lo <= hi, got {rng!r}")
         if word_ngrams is not None and word_ngrams[1] > 2:
             raise ValueError("word_ngrams supports unigrams and bigrams only (hi <= 2)")

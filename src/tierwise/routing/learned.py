@@ -108,9 +108,7 @@ class TextView:
     def __post_init__(self) -> None:
         if self.word_ngrams is None and self.char_ngrams is None:
             raise ValueError("a TextView needs word_ngrams or char_ngrams")
-        for name, rng in (("word_ngrams", self.word_ngrams), ("char_ngrams", self.char_ngrams)):
-            if rng is not None and (len(rng) != 2 or not 1 <= rng[0] <= rng[1]):
-                raise ValueError(f"{name} must be a (lo, hi) range with 1 <= lo <= hi, got {rng!r}")
+        NgramHasher(self.word_ngrams, self.char_ngrams)  # its range checks, at construction
         if not (isinstance(self.c, int | float) and math.isfinite(self.c) and self.c > 0):
             raise ValueError(f"c must be a finite number > 0, got {self.c!r}")
 
@@ -142,7 +140,7 @@ class _View:
         # the text block and the length row apart: a prediction gathers rows of the first
         self.coef_text: FloatArray = np.ascontiguousarray(self.coef[:-1])
         self.coef_len: FloatArray = self.coef[-1].copy()
-        self.intercept: FloatArray = np.asarray(intercept, dtype=np.float64).reshape(k)
+        self.intercept: FloatArray = intercept.reshape(k)
 
     def logits(self, prompt: str) -> FloatArray:
         cols, vals, length = self.featurizer.row(prompt)
