@@ -9,13 +9,13 @@ Request errors here are the caller's (``BadRequestError``), found before sending
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import BadRequestError
 from ..types import Message, Tool
 
-__all__ = ["json_schema", "messages_body", "tool_body", "tool_choice"]
+__all__ = ["THINKING_TYPES", "json_schema", "messages_body", "thinking_blocks", "tool_body", "tool_choice"]
 
 _TOOL_CHOICE: dict[str, str] = {"auto": "auto", "required": "any", "any": "any", "none": "none"}
 
@@ -95,10 +95,17 @@ def messages_body(
 
 def _thinking(m: Message) -> list[dict[str, Any]]:
     """The assistant turn's Anthropic thinking blocks (other providers' items skipped)."""
-    return [item for item in m.reasoning_items if item.get("type") in _THINKING_TYPES]
+    return thinking_blocks(m.reasoning_items)
 
 
-_THINKING_TYPES = frozenset(("thinking", "redacted_thinking"))
+#: Anthropic's own reasoning blocks among provider-native reasoning records.
+THINKING_TYPES = frozenset(("thinking", "redacted_thinking"))
+
+
+def thinking_blocks(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The Anthropic blocks among ``items`` (copies), in order: what Anthropic signed
+    and must get back unchanged; every other provider's records are skipped."""
+    return [dict(item) for item in items if item.get("type") in THINKING_TYPES]
 
 
 def _call_input(arguments: dict[str, Any], raw: str, provider: str, model: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..providers._anthropic_request import THINKING_TYPES, thinking_blocks
 from ..providers._render import anthropic_error
 from ..types import Message, Request, Response, ToolCall, Usage
 from ._common import BadInput, dumps, opt_float, opt_int
@@ -19,9 +20,6 @@ from ._common import BadInput, dumps, opt_float, opt_int
 __all__ = ["AnthropicStream", "error_body", "messages_request", "messages_response"]
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
-#: Anthropic's own reasoning blocks: relayed to the caller whole (a thinking block with its
-#: signature), read back from the caller's assistant turns into ``Message.reasoning_items``.
-_THINKING = ("thinking", "redacted_thinking")
 _CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -55,7 +53,7 @@ def _turns(m: Any, i: int) -> list[Message]:
         if not isinstance(block, Mapping):
             raise BadInput(f"{where}.content has a non-object block", param=f"{where}.content")
         kind = block.get("type")
-        if kind in _THINKING and role == "assistant":
+        if kind in THINKING_TYPES and role == "assistant":
             # Signed blocks go back to Anthropic unchanged (its adapter sends them first);
             # every other provider's adapter leaves them out.
             thinking.append(dict(block))
@@ -150,7 +148,7 @@ def _stop(r: Response) -> str:
 
 def messages_response(r: Response, rid: str) -> bytes:
     content: list[dict[str, Any]] = []
-    native = [dict(item) for item in r.reasoning_items if item.get("type") in _THINKING]
+    native = thinking_blocks(r.reasoning_items)
     if native:
         content.extend(native)
     elif r.reasoning:

@@ -41,6 +41,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..providers._anthropic_request import THINKING_TYPES, thinking_blocks
 from ..types import Message, Request, Response, ToolCall, Usage
 from ._common import BadInput, dumps, opt_float, opt_int
 
@@ -90,7 +91,6 @@ _INCLUDE = frozenset({"reasoning.encrypted_content"})
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
 _ANTHROPIC = "tierwise.anthropic:"
-_THINKING = ("thinking", "redacted_thinking")
 
 
 # --------------------------------------------------------------------------- request
@@ -154,7 +154,7 @@ def _reasoning_in(item: Mapping[str, Any]) -> dict[str, Any] | None:
             block = json.loads(base64.b64decode(secret[len(_ANTHROPIC) :], validate=True))
         except (ValueError, binascii.Error):
             return None
-        return block if isinstance(block, dict) and block.get("type") in _THINKING else None
+        return block if isinstance(block, dict) and block.get("type") in THINKING_TYPES else None
     return dict(item)
 
 
@@ -387,7 +387,7 @@ def _reasoning_out(r: Response, rid: str) -> list[dict[str, Any]]:
     native = [dict(item) for item in r.reasoning_items if item.get("type") == "reasoning"]
     if native:
         return native
-    blocks = [item for item in r.reasoning_items if item.get("type") in _THINKING]
+    blocks = thinking_blocks(r.reasoning_items)
     if blocks:
         return [_anthropic_item(b, f"rs_{rid}_{i}") for i, b in enumerate(blocks)]
     if r.reasoning:
@@ -633,7 +633,7 @@ class ResponsesStream:
         """An Anthropic block, complete: it closes the reasoning item being written
         (carried in its ``encrypted_content``); a redacted block is an item of its own.
         OpenAI's own items arrive whole with the final ``Response`` instead."""
-        if item.get("type") not in _THINKING:
+        if item.get("type") not in THINKING_TYPES:
             return b""
         out = self._open_reasoning()[0] if self._reasoning is None else b""
         return out + self._close_reasoning(item)
