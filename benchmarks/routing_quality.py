@@ -279,16 +279,25 @@ def fit_predict(
     return pred, np.array([model.expected_cost[m] for m in models])
 
 
+#: The cost_weight values a sweep tries: 0, then 400 log-spaced from 0.1 to 1e6.
+LAMBDAS = [0.0, *np.geomspace(1e-1, 1e6, 400)]
+
+
+def choices(pred: np.ndarray, mcost: np.ndarray) -> np.ndarray:
+    """``route()``'s choice per prompt at each of ``LAMBDAS``: (len(LAMBDAS), n) model indices."""
+    order = np.argsort(mcost, kind="stable")  # ties go to the cheaper model, as in route()
+    return np.stack([order[np.argmax((pred - lam * mcost)[:, order], axis=1)] for lam in LAMBDAS])
+
+
 def sweep(
     pred: np.ndarray, mcost: np.ndarray, s: np.ndarray, c: np.ndarray
 ) -> list[tuple[float, float, float]]:
     """(mean cost, accuracy, cost_weight) of ``route()``'s choices as cost_weight sweeps, sorted by cost."""
-    order = np.argsort(mcost, kind="stable")  # ties go to the cheaper model, as in route()
     rows = np.arange(len(s))
-    curve = []
-    for lam in [0.0, *np.geomspace(1e-1, 1e6, 400)]:
-        ch = order[np.argmax((pred - lam * mcost)[:, order], axis=1)]
-        curve.append((float(c[rows, ch].mean()), float(s[rows, ch].mean()), float(lam)))
+    curve = [
+        (float(c[rows, ch].mean()), float(s[rows, ch].mean()), float(lam))
+        for lam, ch in zip(LAMBDAS, choices(pred, mcost), strict=True)
+    ]
     curve.sort()
     return curve
 
@@ -409,9 +418,7 @@ def bootstrap_match(
     single model and the cheapest point of the curve reaching that model's accuracy. It shows
     how few prompts the headline "cost to match" rests on.
     """
-    order = np.argsort(mcost, kind="stable")
-    lams = [0.0, *np.geomspace(1e-1, 1e6, 400)]
-    choice = np.stack([order[np.argmax((pred - lam * mcost)[:, order], axis=1)] for lam in lams])
+    choice = choices(pred, mcost)
     rng = np.random.default_rng(0)
     out = []
     for _ in range(reps):
