@@ -23,7 +23,11 @@ Reported:
   fold (an inner 5-fold CV over the training prompts gives held-out scores;
   the smallest escalation share that reaches 95% of GPT-4's accuracy on them,
   plus ``MARGIN``, becomes the threshold), then applied to the test fold.
-  Nothing is chosen on a test fold.
+  Nothing is chosen on a test fold;
+* the same, cost-aware (``LearnedVerifier.cost_exponent``: the doubt divided by
+  the exchange's size to a power): the power is chosen per outer fold from
+  ``COST_EXPONENTS`` by the same inner CV (the cheapest to reach the target
+  there), then the threshold as above. Both operating points are printed.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ STRONG = "gpt-4-1106-preview"
 PRICE = {"weak": 0.24e-6, "strong": 24.7e-6}  # $ per token
 TARGET = 0.95  # of GPT-4's accuracy
 MARGIN = 0.02  # extra escalation share on top of what the training folds needed
+# Cost-aware acceptance (LearnedVerifier.cost_exponent): the exponent is chosen per
+# outer fold on that fold's inner CV, from this grid fixed before the first run.
+COST_EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+COST_AWARE = "cascade (LearnedVerifier, cost-aware)"
 
 
 def load_gsm8k(data: str) -> dict[str, Any]:
@@ -94,6 +102,10 @@ def _fit(d: dict[str, Any], idx: np.ndarray) -> LearnedVerifier:
 
 def _score(v: LearnedVerifier, d: dict[str, Any], idx: np.ndarray) -> np.ndarray:
     return np.array(v.scores([d["prompts"][i] for i in idx], [d["answers"][i] for i in idx]))
+
+
+def _accept(v: LearnedVerifier, d: dict[str, Any], idx: np.ndarray) -> np.ndarray:
+    return np.array(v.acceptances([d["prompts"][i] for i in idx], [d["answers"][i] for i in idx]))
 
 
 def cascade_point(doubt: np.ndarray, k: int, d: dict[str, Any], idx: np.ndarray) -> tuple[float, float]:
@@ -155,13 +167,15 @@ def track_c(data: str, folds: int = 5, plots: str | None = None) -> dict[str, An
     kfold = KFold(folds, shuffle=True, random_state=0)
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
         "cascade (LearnedVerifier)": [],
+        COST_AWARE: [],
         "prompt length": [],
         BASELINE: [],
         "OutcomeModel": [],
         "oracle router": [],
     }
     aucs: list[float] = []
-    honest = {"correct": 0.0, "cost": 0.0, "escalated": 0}
+    honest = {key: {"correct": 0.0, "cost": 0.0, "escalated": 0} for key in ("cost-aware", "plain")}
+    chosen_a: list[float] = []
     fit_s: list[float] = []
     score_ms: list[float] = []
     for f, (tr, te) in enumerate(kfold.split(d["prompts"])):
@@ -173,25 +187,39 @@ def track_c(data: str, folds: int = 5, plots: str | None = None) -> dict[str, An
         score_ms.append(1000 * (time.perf_counter() - t0) / te.size)
         aucs.append(auroc(p_good, d["weak"][te]))
         pooled["cascade (LearnedVerifier)"].append((1.0 - p_good, te))
-        # The operating point, from the training fold only: inner CV scores → the share
-        # escalated that reached the target there (+ MARGIN) → a threshold.
-        inner = np.empty(tr.size)
+        # The operating point, from the training fold only: inner CV scores → the
+        # cost exponent that reached the target cheapest there (COST_EXPONENTS) →
+        # the share escalated that reached it (+ MARGIN) → a threshold.
+        inner = {a: np.empty(tr.size) for a in COST_EXPONENTS}
         for itr, ite in KFold(5, shuffle=True, random_state=1).split(tr):
-            inner[ite] = _score(_fit(d, tr[itr]), d, tr[ite])
+            iv = _fit(d, tr[itr])
+            for a in COST_EXPONENTS:
+                inner[a][ite] = _accept(iv.with_cost_exponent(a), d, tr[ite])
         inner_goal = TARGET * d["strong"][tr].mean()
-        need = next(
-            k
-            for k in range(tr.size + 1)
-            if cascade_point(1.0 - inner, k, d, tr)[0] >= inner_goal or k == tr.size
-        )
-        share = min(1.0, need / tr.size + MARGIN)
-        ranked = np.sort(inner)
-        k = min(tr.size - 1, max(0, round(share * tr.size)))
-        threshold = float(ranked[k])
-        esc = p_good < threshold
-        honest["correct"] += float(np.where(esc, d["strong"][te], d["weak"][te]).sum())
-        honest["cost"] += float(d["cost_weak"][te].sum() + d["cost_strong"][te][esc].sum())
-        honest["escalated"] += int(esc.sum())
+        need: dict[float, int] = {}
+        inner_cost: dict[float, float] = {}
+        for a in COST_EXPONENTS:
+            need[a] = next(
+                k
+                for k in range(tr.size + 1)
+                if cascade_point(1.0 - inner[a], k, d, tr)[0] >= inner_goal or k == tr.size
+            )
+            inner_cost[a] = cascade_point(1.0 - inner[a], need[a], d, tr)[1]
+        a_star = min(COST_EXPONENTS, key=lambda a: (inner_cost[a], a))
+        chosen_a.append(a_star)
+        accept = _accept(verifier.with_cost_exponent(a_star), d, te)
+        pooled[COST_AWARE].append((1.0 - accept, te))
+        threshold = 0.0
+        for key, a, test_accept in (("cost-aware", a_star, accept), ("plain", 0.0, p_good)):
+            share = min(1.0, need[a] / tr.size + MARGIN)
+            k = min(tr.size - 1, max(0, round(share * tr.size)))
+            cut = float(np.sort(inner[a])[k])
+            threshold = cut if key == "cost-aware" else threshold
+            esc = test_accept < cut
+            h = honest[key]
+            h["correct"] += float(np.where(esc, d["strong"][te], d["weak"][te]).sum())
+            h["cost"] += float(d["cost_weak"][te].sum() + d["cost_strong"][te][esc].sum())
+            h["escalated"] += int(esc.sum())
         # Prompt-only routers on the same folds.
         pooled["prompt length"].append((np.array([len(d["prompts"][i].split()) for i in te], float), te))
         outcomes = np.column_stack([d["weak"][tr], d["strong"][tr]])
@@ -205,9 +233,12 @@ def track_c(data: str, folds: int = 5, plots: str | None = None) -> dict[str, An
         pred = om.predict([d["prompts"][i] for i in te])
         pooled["OutcomeModel"].append((pred["strong"] - pred["weak"], te))
         pooled["oracle router"].append((d["strong"][te] - d["weak"][te], te))
+        full_tr = d["cost_strong"][tr].sum()
+        costs = ", ".join(f"{a:g} → {inner_cost[a] / full_tr:.1%}" for a in COST_EXPONENTS)
         print(
-            f"  fold {f}: verifier AUROC {aucs[-1]:.3f}, threshold {threshold:.3f} "
-            f"(training folds needed {need / tr.size:.1%} escalated)",
+            f"  fold {f}: verifier AUROC {aucs[-1]:.3f}; training folds: cost exponent {a_star:g} "
+            f"(cost at the target: {costs}), "
+            f"needed {need[a_star] / tr.size:.1%} escalated; threshold {threshold:.3f}",
             flush=True,
         )
     full = d["cost_strong"].sum()
@@ -227,14 +258,18 @@ def track_c(data: str, folds: int = 5, plots: str | None = None) -> dict[str, An
             print(f"| {name} | {kind} | never reaches it | — | — |")
         else:
             print(f"| {name} | {kind} | {best[0]:.0%} | {best[1]:.3f} | {best[2]:.1%} |")
-    acc = honest["correct"] / n
-    print(
-        f"\noperating point chosen on training folds only: {honest['escalated'] / n:.1%} escalated, "
-        f"accuracy {acc:.3f} ({acc / d['strong'].mean():.1%} of GPT-4), cost {honest['cost'] / full:.1%} "
-        "of always-GPT-4 (verifier calls included: 0, $0)"
-    )
-    print("\ncascade curve (share escalated → accuracy, cost vs GPT-4):")
-    cc = curves["cascade (LearnedVerifier)"]
+    for key, h in honest.items():
+        acc = h["correct"] / n
+        how = (
+            f"exponent per fold {', '.join(f'{a:g}' for a in chosen_a)}" if key == "cost-aware" else "p(good)"
+        )
+        print(
+            f"\noperating point chosen on training folds only ({key}: {how}): {h['escalated'] / n:.1%} "
+            f"escalated, accuracy {acc:.3f} ({acc / d['strong'].mean():.1%} of GPT-4), cost "
+            f"{h['cost'] / full:.1%} of always-GPT-4 (verifier calls included: 0, $0)"
+        )
+    print("\ncost-aware cascade curve (share escalated → accuracy, cost vs GPT-4):")
+    cc = curves[COST_AWARE]
     for share in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
         r = cc[round(share * 100)]
         print(f"  {r[0]:.0%}: {r[1]:.3f}, {r[2]:.1%}")
@@ -257,4 +292,4 @@ def track_c(data: str, folds: int = 5, plots: str | None = None) -> dict[str, An
         out = os.path.join(plots, "routing_cascade_gsm8k.png")
         fig.savefig(out, dpi=110)
         print(f"plot: {out}")
-    return {"auroc": aucs, "curves": curves, "honest": honest}
+    return {"auroc": aucs, "curves": curves, "honest": honest, "cost_exponents": chosen_a}

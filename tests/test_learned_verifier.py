@@ -103,6 +103,71 @@ def test_threshold_for_share_escalates_that_share(fitted: LearnedVerifier) -> No
         fitted.threshold_for_share(prompts, answers, 1.5)
 
 
+def test_cost_aware_acceptance_divides_the_doubt_by_the_exchange_size(fitted: LearnedVerifier) -> None:
+    """Acceptance = 1 - (1 - p) * (reference / size) ** a: cheap exchanges escalate on less doubt."""
+    prompts, answers, _ = dataset(30, seed=13)
+    assert fitted.cost_exponent == 0.0
+    assert fitted.acceptances(prompts, answers) == fitted.scores(prompts, answers)  # the plain verifier
+    # The reference is the training rows' median size, so a typical row is left alone.
+    train_p, train_a, _ = dataset()
+    sizes = sorted(len(p) + len(a) for p, a in zip(train_p, train_a, strict=True))
+    assert fitted.reference_chars == (sizes[59] + sizes[60]) / 2
+    aware = fitted.with_cost_exponent(0.5)
+    assert aware.threshold == fitted.threshold and aware.hashed_weights == fitted.hashed_weights
+    for p, a in zip(prompts, answers, strict=True):
+        score, size = fitted.score(p, a), len(p) + len(a)
+        expected = 1 - (1 - score) * (aware.reference_chars / size) ** 0.5
+        assert aware.acceptance(p, a) == pytest.approx(min(1.0, max(0.0, expected)), abs=1e-12)
+    # The same doubt on an exchange four times the reference size needs twice the doubt to escalate.
+    p, a = prompts[0], answers[0]
+    long_prompt = p + " " + "x" * (4 * round(aware.reference_chars) - len(p) - len(a) - 1)
+    doubt = 1 - fitted.score(long_prompt, a)
+    assert 1 - aware.acceptance(long_prompt, a) == pytest.approx(doubt / 2, rel=1e-9)
+    # Ranking: a threshold for a share escalates by acceptance, not by p(good).
+    t = aware.threshold_for_share(prompts, answers, 0.5)
+    assert sum(x < t for x in aware.acceptances(prompts, answers)) == 15
+    with pytest.raises(ValueError, match="cost_exponent"):
+        fitted.with_cost_exponent(-1)
+    with pytest.raises(ValueError, match="reference_chars"):
+        LearnedVerifier(
+            intercept=0.0,
+            dense_weights=fitted.dense_weights,
+            dense_mean=fitted.dense_mean,
+            dense_scale=fitted.dense_scale,
+            hashed_weights={},
+            reference_chars=0,
+        )
+
+
+async def test_cost_aware_verdict_and_storage(fitted: LearnedVerifier, tmp_path: Path) -> None:
+    from tierwise.execution.executor import Executor
+    from tierwise.strategies.base import RunContext
+    from tierwise.types import Request, Response
+
+    prompts, answers, _ = dataset(4, seed=17)
+    aware = LearnedVerifier.fit(*dataset(), cost_exponent=0.5, threshold=0.6)
+    assert aware.cost_exponent == 0.5 and "cost-aware" in aware.describe()
+    request = Request.from_prompt(prompts[0])
+    response = Response(text=answers[0], model="m", provider="p")
+    verdict = await aware.check(
+        request, response, RunContext(Executor({}, retry=RetryPolicy(max_attempts=1)))
+    )
+    assert verdict.score == pytest.approx(aware.acceptance(request.prompt_text, answers[0]))
+    assert verdict.accepted is (verdict.score >= 0.6)
+    assert "cost-aware" in verdict.reason and "reference" in verdict.reason
+    path = tmp_path / "aware.json"
+    aware.save(path)
+    loaded = LearnedVerifier.load(path)
+    assert (loaded.cost_exponent, loaded.reference_chars) == (0.5, aware.reference_chars)
+    assert loaded.acceptances(prompts, answers) == pytest.approx(aware.acceptances(prompts, answers))
+    assert LearnedVerifier.load(path, cost_exponent=0).cost_exponent == 0.0
+    # A file written before cost-aware acceptance existed reads as the plain verifier.
+    data = json.loads(path.read_text())
+    del data["cost_exponent"], data["reference_chars"]
+    path.write_text(json.dumps(data))
+    assert LearnedVerifier.load(path).cost_exponent == 0.0
+
+
 def test_fit_rejects_unusable_input() -> None:
     with pytest.raises(ValueError, match="both good and bad"):
         LearnedVerifier.fit(["p", "q"], ["a", "b"], [1.0, 1.0])
@@ -159,7 +224,13 @@ def test_from_config_builds_the_learned_verifier(fitted: LearnedVerifier, tmp_pa
         return value
 
     v = from_config({"learned": {"model": str(path), "threshold": 0.8}}, "s.accept", resolver)
-    assert isinstance(v, LearnedVerifier) and v.threshold == 0.8
+    assert isinstance(v, LearnedVerifier) and v.threshold == 0.8 and v.cost_exponent == 0.0
+    spec = {"learned": {"model": str(path), "cost_exponent": 0.5}}
+    aware = from_config(spec, "s.accept", resolver)
+    assert isinstance(aware, LearnedVerifier) and aware.cost_exponent == 0.5
+    with pytest.raises(ConfigError) as err:
+        from_config({"learned": {"model": str(path), "cost_exponent": -1}}, "s.accept", resolver)
+    assert err.value.field == "s.accept.learned.cost_exponent"
     assert isinstance(from_config({"learned": str(path)}, "s.accept", resolver), LearnedVerifier)
     with pytest.raises(ConfigError) as err:
         from_config({"learned": {"model": str(tmp_path / "missing.json")}}, "s.accept", resolver)
@@ -237,8 +308,11 @@ async def test_train_verifier_cli_from_audit_and_feedback(tmp_path: Path, capsys
     assert len(emitted) == 60 and {r.model for r in emitted} == {"cheap"}
     assert {(r.prompt, r.answer, r.score) for r in emitted} == set(zip(prompts, answers, good, strict=True))
     # The rows file is also an input of its own.
-    assert main(["train-verifier", "--rows", str(rows_path), "--out", str(tmp_path / "v2.json")]) == 0
-    assert "judged answers" in capsys.readouterr().out
+    v2 = tmp_path / "v2.json"
+    assert main(["train-verifier", "--rows", str(rows_path), "--out", str(v2), "--cost-exponent", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "judged answers" in out and "cost_exponent = 0.5" in out
+    assert LearnedVerifier.load(v2).cost_exponent == 0.5
     verifier = LearnedVerifier.load(out_path)
     assert verifier.threshold == 0.6 and verifier.trained_on == 60
     assert main(["train-verifier", "--audit", str(audit_path), "--out", str(out_path)]) == 2
