@@ -11,6 +11,14 @@ three days after their last write, month buckets after 63 days.
 ``get``/``reserved`` answer from a local view that script replies and the
 refresher keep current.
 
+A reservation whose reply is lost is not left booked. The process keeps its own
+ledger of what it holds in Redis (``_mine``: per bucket, dollars and count of
+the reservations it saw booked and has not given back). A reply that comes after
+its caller stopped waiting (timeout, cancel) is read anyway and, if it booked,
+released at once; an exchange that failed with replies unread (so a reservation
+may have been booked unseen, and a re-sent release applied twice) is followed by
+``BUDGET_SYNC``, which sets this owner's fields to that ledger.
+
 When Redis is unavailable the ``budget`` fail mode applies: ``closed`` (the
 default: money) raises ``StateUnavailable``; ``open`` books in a local
 in-memory store for the outage (per process: the limit then holds per process).
@@ -42,19 +50,31 @@ def _ttl(key: str) -> int:
 class PendingReserve:
     """A reservation sent by ``submit_reserve`` (its reply still to come)."""
 
-    __slots__ = ("amount", "checks", "fut", "keys")
+    __slots__ = ("amount", "checks", "fut", "keys", "store")
 
     def __init__(
         self,
         checks: Sequence[tuple[str, float]],
         keys: Sequence[str],
         amount: float,
-        fut: asyncio.Future[Any] | None,
+        store: RedisBudgetStore,
     ) -> None:
         self.checks = checks
         self.keys = keys
         self.amount = amount
-        self.fut = fut
+        self.store = store
+        self.fut: asyncio.Future[Any] | None = None
+
+    def on_reply(self, reply: Any, delivered: bool) -> None:
+        """The sender read this reservation's reply (see ``Conn.submit``)."""
+        if isinstance(reply, Exception) or reply:
+            return  # a script error or a refusal: nothing was booked
+        if delivered:
+            self.store._hold_mine(self.keys, self.amount, +1)
+        else:  # booked, but the caller stopped waiting: nobody will settle it
+            self.store._conn.write(
+                "BUDGET_RELEASE", self.store._k(self.keys), (self.store._conn.owner, repr(float(self.amount)))
+            )
 
 
 class RedisBudgetStore:
@@ -70,6 +90,9 @@ class RedisBudgetStore:
         # Reservations booked locally during an outage: released there, not in Redis.
         self._local_ids: set[tuple[tuple[str, ...], float]] = set()
         self._memo: dict[tuple[Any, ...], tuple[tuple[str, ...], Packed]] = {}
+        # What this process holds in Redis per bucket: [dollars, count] (module docstring).
+        self._mine: dict[str, list[float]] = {}
+        conn.add_resync(self._sync_writes)
 
     def _k(self, keys: Iterable[str]) -> list[str]:
         p = self._p
@@ -93,10 +116,14 @@ class RedisBudgetStore:
                 (conn.owners_key, *self._k(k for k, _ in checks), *self._k(keys)),
                 (len(checks), *(float(limit) for _, limit in checks), *(_ttl(k) for k in keys)),
             )
-        fut = conn.submit(
-            "BUDGET_RESERVE", memo[0], (conn.clock.wall(), conn.owner, conn.lease_s, float(amount), memo[1])
+        pending = PendingReserve(checks, keys, amount, self)
+        pending.fut = conn.submit(
+            "BUDGET_RESERVE",
+            memo[0],
+            (conn.clock.wall(), conn.owner, conn.lease_s, float(amount), memo[1]),
+            pending.on_reply,
         )
-        return PendingReserve(checks, keys, amount, fut)
+        return pending
 
     def _remember(
         self, key: tuple[Any, ...], redis_keys: tuple[str, ...], tail: tuple[Any, ...]
@@ -115,6 +142,11 @@ class RedisBudgetStore:
         checks, keys, amount = pending.checks, pending.keys, pending.amount
         try:
             reply = await conn.result("budget", pending.fut)
+        except asyncio.CancelledError:
+            # Cancelled after the reply was in but before this task took it: booked
+            # and counted in _mine, and nobody will settle it.
+            self._give_back_taken(pending)
+            raise
         except RedisDown:
             from . import StateUnavailable
 
@@ -137,12 +169,56 @@ class RedisBudgetStore:
         refusal (the request failed on something else first)."""
         try:
             reply = await self._conn.result("budget", pending.fut)
+        except asyncio.CancelledError:
+            self._give_back_taken(pending)
+            raise
         except RedisDown:
-            return
+            return  # a late reply that booked is released by ``on_reply``
         if not reply:  # booked: release it (a refusal booked nothing)
-            self._conn.write(
-                "BUDGET_RELEASE", self._k(pending.keys), (self._conn.owner, repr(float(pending.amount)))
-            )
+            self._release_mine(pending.keys, pending.amount)
+
+    def _give_back_taken(self, pending: PendingReserve) -> None:
+        fut = pending.fut
+        if fut is not None and fut.done() and not fut.cancelled():
+            reply = fut.result()
+            if not isinstance(reply, Exception) and not reply:
+                self._release_mine(pending.keys, pending.amount)
+        # Not done yet: the future was cancelled with the task, and ``on_reply``
+        # releases whatever its late reply booked.
+
+    def _release_mine(self, keys: Sequence[str], amount: float) -> None:
+        self._hold_mine(keys, amount, -1)
+        self._conn.write("BUDGET_RELEASE", self._k(keys), (self._conn.owner, repr(float(amount))))
+
+    def _hold_mine(self, keys: Iterable[str], amount: float, sign: int) -> None:
+        mine = self._mine
+        for k in keys:
+            row = mine.get(k)
+            if sign > 0:
+                if row is None:
+                    mine[k] = [amount, 1.0]
+                else:
+                    row[0] += amount
+                    row[1] += 1.0
+            elif row is not None:  # none: a bucket ``discard``ed since (an old period)
+                row[1] -= 1.0
+                if row[1] <= 0.0:
+                    # The float sum snaps back to 0 with the count, as in the scripts; the
+                    # row stays, so a sync clears what a lost reply may have booked there.
+                    row[0] = row[1] = 0.0
+                else:
+                    row[0] -= amount
+
+    def _sync_writes(self) -> list[tuple[str, Sequence[Any], Sequence[Any]]]:
+        """``BUDGET_SYNC`` for every bucket this process has held in (``Conn.add_resync``)."""
+        if not self._mine:
+            return []
+        names = list(self._mine)
+        args: list[Any] = [self._conn.owner]
+        for k in names:
+            dollars, count = self._mine[k]
+            args += [repr(dollars), int(count), _ttl(k)]
+        return [("BUDGET_SYNC", self._k(names), args)]
 
     def _was_local(self, keys: Sequence[str], amount: float) -> bool:
         ident = (tuple(keys), amount)
@@ -158,6 +234,7 @@ class RedisBudgetStore:
             self.local.release_now(keys, amount)
             keys = ()
         self._unhold(keys, amount)
+        self._hold_mine(keys, amount, -1)
         for k in record_keys:
             self._spent[k] = self._spent.get(k, 0.0) + cost
         keys, record_keys = tuple(keys), tuple(record_keys)
@@ -177,7 +254,7 @@ class RedisBudgetStore:
             self.local.release_now(keys, amount)
             return
         self._unhold(keys, amount)
-        self._conn.write("BUDGET_RELEASE", self._k(keys), (self._conn.owner, repr(float(amount))))
+        self._release_mine(keys, amount)
 
     async def add(self, keys: Sequence[str], amount: float) -> None:
         for k in keys:
@@ -206,6 +283,7 @@ class RedisBudgetStore:
         for k in keys:
             self._spent.pop(k, None)
             self._held.pop(k, None)
+            self._mine.pop(k, None)
 
     async def refresh(self, keys: Iterable[str] | None = None) -> dict[str, tuple[float, float]]:
         """Read spent and reserved (every process's) for ``keys`` (default: the ones

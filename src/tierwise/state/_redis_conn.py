@@ -45,6 +45,8 @@ __all__ = ["Conn", "Packed", "RedisDown"]
 
 _log = logging.getLogger("tierwise.state")
 _MAX_PENDING = 100_000
+# Resync writes are rebuilt (with the values of the moment) rather than re-sent.
+_RESYNC_SCRIPTS = frozenset(("BUDGET_SYNC",))
 
 
 class RedisDown(Exception):
@@ -65,11 +67,16 @@ def _expire(fut: asyncio.Future[Any]) -> None:
         fut.set_exception(_Expired())
 
 
+OnReply = Callable[[Any, bool], None]
+"""Told a call's reply the moment the sender reads it, and whether the caller's
+future took it (``False``: the caller had stopped waiting, expired or cancelled)."""
+
+
 class _Op:
     """One queued command: a script by name (``script``) or a raw command
     (``script`` is ``None``, the command in ``args``); ``fut`` is ``None`` for a write."""
 
-    __slots__ = ("args", "fut", "keys", "script")
+    __slots__ = ("args", "fut", "keys", "on_reply", "script")
 
     def __init__(
         self,
@@ -77,12 +84,14 @@ class _Op:
         keys: Sequence[Any],
         args: Sequence[Any],
         fut: asyncio.Future[Any] | None,
+        on_reply: OnReply | None = None,
     ) -> None:
         self.script = script
         # A tuple: the packed script heads are looked up by (script, keys, nargs).
         self.keys: tuple[Any, ...] = keys if type(keys) is tuple else tuple(keys)
         self.args = args
         self.fut = fut
+        self.on_reply = on_reply
 
 
 class Conn:
@@ -132,6 +141,10 @@ class Conn:
         self._calls: deque[_Op] = deque()
         self._writes: deque[_Op] = deque()
         self._writes_due = False
+        # Builders of absolute "this is what I hold" writes, sent after any exchange
+        # whose replies were lost (``add_resync``).
+        self._resyncs: list[Callable[[], list[tuple[str, Sequence[Any], Sequence[Any]]]]] = []
+        self._resync_due = False
         self._kick: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._link: Any = None
@@ -193,15 +206,26 @@ class Conn:
             raise RedisDown(f"redis unavailable for {concern}")
         return await self.result(concern, fut)
 
-    def submit(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any] | None:
+    def submit(
+        self,
+        script: str,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        on_reply: OnReply | None = None,
+    ) -> asyncio.Future[Any] | None:
         """Queue a script now and return its reply's future (``None`` when Redis is
         marked down or the link is closed): two concerns that submit in the same
-        loop turn share one round trip (``result`` awaits each)."""
+        loop turn share one round trip (``result`` awaits each).
+
+        ``on_reply`` is called synchronously by the sender with the reply, also
+        when it comes after the caller stopped waiting: a script that *books*
+        something uses it to give back what nobody will use (a reply that comes
+        late is otherwise read and dropped, and what it booked stays booked)."""
         if self.down() or self._closed:
             return None
         self._ensure_tasks()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._calls.append(_Op(script, keys, args, fut))
+        self._calls.append(_Op(script, keys, args, fut, on_reply))
         self._poke(now=True)
         return fut
 
@@ -230,6 +254,15 @@ class Conn:
     def write(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
         """Queue a write whose answer nobody waits for (see the module docstring)."""
         self._queue_write(_Op(script, keys, args, None))
+
+    def add_resync(self, build: Callable[[], list[tuple[str, Sequence[Any], Sequence[Any]]]]) -> None:
+        """Register ``build``: after an exchange fails with its replies unread (so
+        whether its scripts ran is unknown, and its writes are sent again), the
+        next batch carries the ``(script, keys, args)`` writes ``build`` returns
+        *then*, after the re-sent writes and before any new call. They state
+        absolutely what this process holds (not a delta), which puts Redis back
+        in step whatever the lost batch did."""
+        self._resyncs.append(build)
 
     def _queue_write(self, op: _Op) -> None:
         if len(self._writes) >= _MAX_PENDING:
@@ -314,6 +347,9 @@ class Conn:
             writes = list(self._writes)
             self._writes.clear()
             self._writes_due = False
+            resync = self._resync_due and bool(writes or calls)
+            if resync:
+                writes += [_Op(s, k, a, None) for build in self._resyncs for s, k, a in build()]
             batch = writes + calls
             if not batch:
                 continue
@@ -324,7 +360,8 @@ class Conn:
                 _reraise_cancel(exc)
                 if not isinstance(exc, TimeoutError | OSError | _redis_errors()):
                     _log.error("redis exchange failed unexpectedly: %r", exc)
-                self._requeue(writes)
+                self._requeue([op for op in writes if op.script not in _RESYNC_SCRIPTS])
+                self._resync_due = bool(self._resyncs)
                 await self._drop_link()
                 self._mark_down(exc)
                 down = RedisDown(f"redis unavailable: {type(exc).__name__}")
@@ -333,9 +370,15 @@ class Conn:
                         op.fut.set_exception(down)
                 continue
             self._ok()
+            if resync:
+                self._resync_due = False
             for op, reply in zip(batch, replies, strict=True):
+                delivered = False
                 if op.fut is not None and not op.fut.done():
                     op.fut.set_result(reply)
+                    delivered = True
+                if op.on_reply is not None:
+                    op.on_reply(reply, delivered)
 
     def _fail_calls(self, exc: RedisDown) -> None:
         for op in self._calls:

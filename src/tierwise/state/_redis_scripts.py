@@ -22,6 +22,7 @@ __all__ = [
     "BUDGET_RELEASE",
     "BUDGET_RESERVE",
     "BUDGET_SETTLE",
+    "BUDGET_SYNC",
     "CACHE_CLAIM",
     "CACHE_GET",
     "CACHE_RELEASE",
@@ -290,6 +291,24 @@ for i = nrel + 1, #KEYS do
   redis.call('HINCRBYFLOAT', KEYS[i], 'spent', ARGV[4])
   local ttl = tonumber(ARGV[4 + i - nrel])
   if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 1
+"""
+
+# What one owner holds, stated absolutely (after an exchange whose replies were lost:
+# a reservation may have been booked unseen, a release applied twice).
+# KEYS: buckets. ARGV: owner, then per bucket: reserved dollars, count, expiry (<= 0: none)
+BUDGET_SYNC = """
+local owner = ARGV[1]
+for i = 1, #KEYS do
+  local base = 2 + 3 * (i - 1)
+  if tonumber(ARGV[base + 1]) <= 0 then
+    redis.call('HDEL', KEYS[i], 'r:' .. owner, 'n:' .. owner)
+  else
+    redis.call('HSET', KEYS[i], 'r:' .. owner, ARGV[base], 'n:' .. owner, ARGV[base + 1])
+    local ttl = tonumber(ARGV[base + 2])
+    if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+  end
 end
 return 1
 """

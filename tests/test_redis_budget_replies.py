@@ -1,0 +1,132 @@
+"""Budget reservations whose reply was lost leave nothing booked in Redis.
+
+A reservation is one script; Redis may run it and the reply still never reach the
+caller (slow Redis, a timeout, a cancelled request). Before, what it booked
+counted against the budget until the process ended: for a long-lived server, for
+good, and a few such blips could exhaust a budget nobody spent. Here a real
+``redis-server`` sits behind ``SlowProxy`` (requests reach Redis at once, replies
+come late), and an observer connected straight to Redis reads what every process
+holds. Skipped without ``redis-server`` or the ``redis`` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from _redis_helpers import REDIS_SERVER, RedisServer, SlowProxy
+
+redis = pytest.importorskip("redis")
+pytestmark = [
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+    pytest.mark.timeout(60),
+]
+
+from tierwise.state import StateUnavailable  # noqa: E402
+from tierwise.state.redis import RedisState  # noqa: E402
+
+KEY = "total|total"
+CHECKS = ((KEY, 10.0),)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def proxy(redis_server: RedisServer) -> AsyncIterator[SlowProxy]:
+    p = SlowProxy(redis_server.port)
+    await p.start()
+    yield p
+    await p.aclose()
+
+
+async def held(redis_server: RedisServer, prefix: str) -> tuple[float, float]:
+    """(spent, reserved by every live process) as Redis has them."""
+    observer = RedisState(redis_server.url, key_prefix=prefix)
+    try:
+        return (await observer.budget_store().refresh([KEY]))[KEY]
+    finally:
+        await observer.aclose()
+
+
+async def settle_down(state: RedisState) -> None:
+    """Let a late reply land, then put one more batch through (what a resync rides on)."""
+    await asyncio.sleep(0.6)
+    assert await state.flush()
+    await state.budget_store().refresh([KEY])
+
+
+async def test_a_reply_that_comes_after_the_timeout_is_released(
+    redis_server: RedisServer, proxy: SlowProxy
+) -> None:
+    state = RedisState(proxy.url, key_prefix="lost1:", timeout_s=0.5, retry_s=0.05)
+    store = state.budget_store()
+    try:
+        assert await store.reserve(CHECKS, (KEY,), 0.25) == []  # warm link, a live reservation
+        proxy.delay = 0.3
+        # A call in flight, then the reservation queued behind it: its 0.5 s run out
+        # before its own reply (≈ 0.6 s), while the link's exchange still succeeds.
+        first = asyncio.ensure_future(store.refresh([KEY]))
+        await asyncio.sleep(0.02)
+        with pytest.raises(StateUnavailable):
+            await store.reserve(CHECKS, (KEY,), 1.0)
+        await asyncio.gather(first, return_exceptions=True)
+        proxy.delay = 0.0
+        await settle_down(state)
+        # Redis ran the script (the request reached it) but the caller gave up: released.
+        assert await held(redis_server, "lost1:") == (0.0, 0.25)
+    finally:
+        await state.aclose()
+
+
+async def test_an_exchange_lost_whole_is_followed_by_a_sync_of_what_is_held(
+    redis_server: RedisServer, proxy: SlowProxy
+) -> None:
+    state = RedisState(proxy.url, key_prefix="lost2:", timeout_s=0.25, retry_s=0.05)
+    store = state.budget_store()
+    try:
+        assert await store.reserve(CHECKS, (KEY,), 0.5) == []
+        assert await store.reserve(CHECKS, (KEY,), 0.125) == []
+        proxy.delay = 1.0  # every reply of the next exchange is lost with its link
+        await store.release((KEY,), 0.125)  # a write: Redis applies it, the ack is lost
+        with pytest.raises(StateUnavailable):
+            await store.reserve(CHECKS, (KEY,), 2.0)  # booked in Redis, reply lost
+        # Redis now has the lost reservation booked, and the release is re-sent with the
+        # next batch: applied twice, it would also free a reservation still in use.
+        proxy.delay = 0.0
+        await settle_down(state)
+        assert await held(redis_server, "lost2:") == (0.0, 0.5)  # exactly the one still held
+        await store.settle((KEY,), 0.5, (KEY,), 0.375)
+        assert await state.flush()
+        assert await held(redis_server, "lost2:") == (0.375, 0.0)
+    finally:
+        await state.aclose()
+
+
+async def test_a_request_cancelled_while_its_reservation_is_in_flight_books_nothing(
+    redis_server: RedisServer, proxy: SlowProxy
+) -> None:
+    state = RedisState(proxy.url, key_prefix="lost3:", timeout_s=1.0, retry_s=0.05)
+    store = state.budget_store()
+    try:
+        assert await store.reserve(CHECKS, (KEY,), 0.25) == []
+        proxy.delay = 0.2
+        task = asyncio.ensure_future(store.reserve(CHECKS, (KEY,), 1.0))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        proxy.delay = 0.0
+        await settle_down(state)
+        assert await held(redis_server, "lost3:") == (0.0, 0.25)
+        # The ledger the sync would state agrees with Redis: one reservation of 0.25.
+        assert store._mine[KEY] == [0.25, 1.0]
+    finally:
+        await state.aclose()
