@@ -48,6 +48,10 @@ api = "responses"
 [models.shorty]
 provider = "oai"
 model = "short-mock"
+
+[models.gthinker]
+provider = "gem"
+model = "gthinker-mock"
 """
 
 
@@ -57,6 +61,10 @@ def _models() -> dict[str, MockModel]:
         "native-mock": MockModel(thinking="Think first.", reasoning_tokens=3, tokens_per_chunk=2),
         "gemini-mock": MockModel(input_tokens=9, output_tokens=4),
         "short-mock": MockModel(reply="one two three four five six seven eight nine ten " * 5),
+        # Gemini 3 thinking, then a signed function call: the signature must come back.
+        "gthinker-mock": MockModel(
+            thinking="Weather needs the tool.", tool_calls=[("get_weather", {"city": "Paris"})]
+        ),
     }
 
 
@@ -197,6 +205,46 @@ def test_anthropic_thinking_survives_the_round_trip(oai: Any, stream: bool) -> N
     ]
     again = oai.responses.create(**{**kwargs, "input": follow})
     assert any(o.type == "function_call" for o in again.output)  # answered, not refused
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_gemini_call_signatures_survive_the_round_trip(oai: Any, mock: MockLLMServer, stream: bool) -> None:
+    """A function_call item has no field for Gemini's thoughtSignature: it travels in a
+    reasoning item after the calls and is back on the call sent to Gemini, not the skip value."""
+    import base64
+    import hashlib
+
+    kwargs: dict[str, Any] = {"model": "gthinker", "input": "weather in Paris?", "tools": [WEATHER]}
+    if stream:
+        events, r = _stream(oai, **kwargs)
+        done = [e.item for e in events if e.type == "response.output_item.done"]
+        assert [d.type for d in done][-2:] == ["function_call", "reasoning"]
+        assert done[-1].encrypted_content == r.output[-1].encrypted_content
+    else:
+        r = oai.responses.create(**kwargs)
+    assert [o.type for o in r.output] == ["reasoning", "function_call", "reasoning"]
+    assert r.output[0].summary[0].text == "Weather needs the tool."
+    call, signed = r.output[1], r.output[2]
+    assert signed.summary == [] and signed.encrypted_content.startswith("tierwise.gemini:")
+    issued = base64.b64encode(
+        hashlib.sha256(b"sig\0gthinker-mock\0Weather needs the tool.").digest() * 3
+    ).decode()
+    mock.clear_requests()
+    follow = [
+        {"role": "user", "content": "weather in Paris?"},
+        *[o.model_dump(exclude_none=True) for o in r.output],
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ]
+    oai.responses.create(**{**kwargs, "input": follow})
+    turn = mock.requests[-1].json()["contents"][1]
+    assert turn["role"] == "model"
+    assert turn["parts"][0]["functionCall"]["name"] == "get_weather"
+    assert turn["parts"][0]["thoughtSignature"] == issued
+    # Without the item (a client that drops reasoning), the call goes with Google's skip value.
+    mock.clear_requests()
+    oai.responses.create(**{**kwargs, "input": [i for i in follow if i is not follow[3]]})
+    turn = mock.requests[-1].json()["contents"][1]
+    assert turn["parts"][0]["thoughtSignature"] == "skip_thought_signature_validator"
 
 
 def test_native_reasoning_items_go_back_unchanged(oai: Any, mock: MockLLMServer) -> None:

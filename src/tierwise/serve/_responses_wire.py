@@ -26,6 +26,12 @@ Choices, and why:
   its JSON), decoded again on the way in. Other providers' reasoning text (no
   signature) becomes a summary-only item, which is dropped when it comes back:
   nobody can verify it, and OpenAI rejects a reasoning item it does not know.
+  Gemini signs function calls (``thoughtSignature``), and a function_call item has
+  no field for it: the signatures of an answer's calls travel in one reasoning item
+  after them (``encrypted_content``: ``tierwise.gemini:`` + base64 of a JSON map
+  call_id → signature) and are put back on the calls with those ids when it comes
+  back, wherever in ``input`` it is. Without it the turn still works (the Gemini
+  adapter sends Google's documented skip value) but the model loses its reasoning.
 * **Streams end as OpenAI's do**: ``response.completed``, or
   ``response.incomplete`` for a length (or content filter) stop; a failure after
   the first byte is a ``response.failed`` event carrying the output so far and an
@@ -91,6 +97,7 @@ _INCLUDE = frozenset({"reasoning.encrypted_content"})
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
 _ANTHROPIC = "tierwise.anthropic:"
+_GEMINI = "tierwise.gemini:"
 
 
 # --------------------------------------------------------------------------- request
@@ -147,8 +154,8 @@ def _reasoning_in(item: Mapping[str, Any]) -> dict[str, Any] | None:
     """A caller's reasoning item → the provider-native record it stands for, or
     ``None`` for an unsigned summary nobody can verify (see the module docstring)."""
     secret = item.get("encrypted_content")
-    if not isinstance(secret, str) or not secret:
-        return None
+    if not isinstance(secret, str) or not secret or secret.startswith(_GEMINI):
+        return None  # Gemini's call signatures go on the calls (``_gemini_signatures``)
     if secret.startswith(_ANTHROPIC):
         try:
             block = json.loads(base64.b64decode(secret[len(_ANTHROPIC) :], validate=True))
@@ -158,6 +165,31 @@ def _reasoning_in(item: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(item)
 
 
+def _gemini_signatures(items: list[Any]) -> dict[str, str]:
+    """call_id → Gemini ``thoughtSignature`` from the caller's ``tierwise.gemini:`` items
+    (an undecodable one is ignored: the call then goes without, as from any client)."""
+    found: dict[str, str] = {}
+    for item in items:
+        secret = item.get("encrypted_content") if isinstance(item, Mapping) else None
+        if not (isinstance(secret, str) and secret.startswith(_GEMINI) and item.get("type") == "reasoning"):
+            continue
+        try:
+            table = json.loads(base64.b64decode(secret[len(_GEMINI) :], validate=True))
+        except (ValueError, binascii.Error):
+            continue
+        if isinstance(table, dict):
+            found.update({k: v for k, v in table.items() if isinstance(k, str) and isinstance(v, str) and v})
+    return found
+
+
+def _gemini_item(calls: list[ToolCall], rid: str) -> dict[str, Any] | None:
+    table = {c.id: c.thought_signature for c in calls if c.thought_signature}
+    if not table:
+        return None
+    secret = _GEMINI + base64.b64encode(dumps(table)).decode()
+    return {"type": "reasoning", "id": f"rs_{rid}_sig", "summary": [], "encrypted_content": secret}
+
+
 def _items(value: Any) -> list[Message]:
     """``input`` → messages. Function calls join the assistant turn before them;
     reasoning items wait for the assistant turn they precede."""
@@ -165,6 +197,7 @@ def _items(value: Any) -> list[Message]:
         return [Message("user", value)]
     if not isinstance(value, list) or not value:
         raise BadInput("input must be a string or a non-empty list of items", param="input")
+    signatures = _gemini_signatures(value)
     out: list[Message] = []
     pending: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # call_id -> function name (Gemini pairs results by name)
@@ -211,7 +244,13 @@ def _items(value: Any) -> list[Message]:
                 raise BadInput(f"{where}.arguments is not JSON", param=f"{where}.arguments") from None
             names[call_id] = name
             assistant().tool_calls.append(
-                ToolCall(call_id, name, args if isinstance(args, dict) else {}, raw_arguments=raw)
+                ToolCall(
+                    call_id,
+                    name,
+                    args if isinstance(args, dict) else {},
+                    raw_arguments=raw,
+                    thought_signature=signatures.get(call_id),
+                )
             )
         elif kind == "function_call_output":
             call_id = item.get("call_id")
@@ -426,6 +465,9 @@ def _output(r: Response, rid: str) -> list[dict[str, Any]]:
         out.append(_message_item(rid, r.text, "incomplete" if _incomplete(r) else "completed"))
     for i, c in enumerate(r.tool_calls):
         out.append(_call_item(rid, i, c.id, c.name, c.raw_arguments or json.dumps(c.arguments), "completed"))
+    signed = _gemini_item(r.tool_calls, rid)
+    if signed is not None:
+        out.append(signed)
     return out
 
 
@@ -684,11 +726,22 @@ class ResponsesStream:
         if not has_message and not r.tool_calls:
             out += self.text("")  # an answer without tool calls always has its message item
         out += self._close_all("incomplete" if incomplete else "completed")
+        signed = _gemini_item(r.tool_calls, self._rid)
+        if signed is not None:  # known once the calls are whole: an item after them
+            self._index += 1
+            self._done.append(signed)
+            out += self._event("response.output_item.added", output_index=self._index, item=signed)
+            out += self._event("response.output_item.done", output_index=self._index, item=signed)
         self.model = r.model
         final = _output(r, self._rid)
-        if not any(i.get("type") == "reasoning" for i in final):
+        sig_id = f"rs_{self._rid}_sig"
+
+        def thought(i: Mapping[str, Any]) -> bool:
+            return i.get("type") == "reasoning" and i.get("id") != sig_id
+
+        if not any(thought(i) for i in final):
             # Reasoning streamed but not kept in the Response (a cached answer): keep what was sent.
-            final = [i for i in self._done if i.get("type") == "reasoning"] + final
+            final = [i for i in self._done if thought(i)] + final
         response = self._snapshot(
             "incomplete" if incomplete else "completed", final, usage=_usage(r.usage), incomplete=incomplete
         )
