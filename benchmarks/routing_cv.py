@@ -53,7 +53,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from routing_baseline import baseline_predict
 from routing_metrics import apgr
-from routing_quality import gains, load_llmrouter, load_routellm, sweep
+from routing_quality import gains, line_costs, load_llmrouter, load_routellm, sweep
 
 from tierwise.routing._features import word_count
 from tierwise.routing._ngrams import NgramHasher
@@ -227,9 +227,13 @@ def run_task(data: str, name: str, outer: int | None, grid: list[tuple[str, floa
 
     def score(pred: np.ndarray, tr: np.ndarray, te: np.ndarray, seed: int) -> float:
         if name == "llmrouter":
-            assert c is not None  # expected cost per model: the fitting part's mean, as fit() has it
-            return budget_area(pred, c[tr].mean(axis=0), s[te], c[te])
+            assert c is not None  # route()'s per-prompt cost: a line fitted on the fitting part
+            return budget_area(pred, _costs(tr, te), s[te], c[te])
         return score_routellm(pred, s[te], seed)
+
+    def _costs(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+        assert c is not None
+        return line_costs([prompts[i] for i in tr], c[tr], [prompts[i] for i in te])
 
     folds = _inner_folds(groups, dev, grouped)
     inner: dict[str, list[float]] = {"baseline": []}
@@ -250,10 +254,11 @@ def run_task(data: str, name: str, outer: int | None, grid: list[tuple[str, floa
             outer_scores[key] = score(pred, dev, test, seed)
             if name == "llmrouter":
                 assert c is not None
-                _, _, pts, share = gains(sweep(pred, c[dev].mean(axis=0), s[test], c[test]), s[test], c[test])
+                _, _, pts, share = gains(sweep(pred, _costs(dev, test), s[test], c[test]), s[test], c[test])
                 extra[key] = (pts, share)
         if name == "llmrouter":
-            _, _, pts, share = gains(sweep(base, c[dev].mean(axis=0), s[test], c[test]), s[test], c[test])
+            assert c is not None
+            _, _, pts, share = gains(sweep(base, _costs(dev, test), s[test], c[test]), s[test], c[test])
             extra["baseline"] = (pts, share)
         result["outer_scores"] = outer_scores
         result["outer_extra"] = extra
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple[str, int | None]] = [("mmlu", k) for k in [None, *range(OUTER)]]
     jobs += [("llmrouter", 0)]  # the inner folds on the train split; outer = the test split
     jobs += [("gsm8k", k) for k in [None, *range(OUTER)]]
-    tag = "quick" if args.quick else "full-v2"  # v2: with ENSEMBLES
+    tag = "quick" if args.quick else "full-v3"  # v2: with ENSEMBLES; v3: per-prompt costs on LLMRouter
     os.makedirs(CACHE_DIR, exist_ok=True)
 
     def path(n: str, k: int | None) -> str:

@@ -275,18 +275,40 @@ def fit_predict(
         embeddings=tr.get("e") if te_e is not None else None,
         **kw,
     )
-    pred = model.predict_matrix(te_q, embeddings=te_e)[:, [model.models.index(m) for m in models]]
-    return pred, np.array([model.expected_cost[m] for m in models])
+    cols = [model.models.index(m) for m in models]
+    pred = model.predict_matrix(te_q, embeddings=te_e)[:, cols]
+    return pred, model.cost_matrix(te_q)[:, cols]
+
+
+def line_costs(train_q: list[str], train_c: np.ndarray, test_q: list[str]) -> np.ndarray:
+    """``route()``'s cost of each test prompt on each model: the model's ``cost_line``
+    fitted on the training prompts' lengths and costs (what ``OutcomeModel.fit`` does),
+    for a router that is not an OutcomeModel (the baseline ranks by the same rule)."""
+    from tierwise.routing.learned import cost_line
+
+    chars = [len(q) for q in train_q]
+    lines = np.array([cost_line(chars, train_c[:, k]) for k in range(train_c.shape[1])])
+    te = np.array([len(q) for q in test_q], dtype=np.float64)[:, None]
+    out: np.ndarray = np.maximum(0.0, lines[:, 0] + te * lines[:, 1])
+    return out
 
 
 #: The cost_weight values a sweep tries: 0, then 400 log-spaced from 0.1 to 1e6.
 LAMBDAS = [0.0, *np.geomspace(1e-1, 1e6, 400)]
 
 
+def choose_at(pred: np.ndarray, mcost: np.ndarray, lam: float) -> np.ndarray:
+    """``route()``'s choice per prompt at one cost_weight; ``mcost`` per model, or per prompt
+    and model (``cost_matrix``). Ties go to the model cheaper on average, as in route()."""
+    order = np.argsort(mcost.mean(axis=0) if mcost.ndim == 2 else mcost, kind="stable")
+    cost = mcost[:, order] if mcost.ndim == 2 else mcost[order]
+    chosen: np.ndarray = order[np.argmax(pred[:, order] - lam * cost, axis=1)]
+    return chosen
+
+
 def choices(pred: np.ndarray, mcost: np.ndarray) -> np.ndarray:
     """``route()``'s choice per prompt at each of ``LAMBDAS``: (len(LAMBDAS), n) model indices."""
-    order = np.argsort(mcost, kind="stable")  # ties go to the cheaper model, as in route()
-    return np.stack([order[np.argmax((pred - lam * mcost)[:, order], axis=1)] for lam in LAMBDAS])
+    return np.stack([choose_at(pred, mcost, lam) for lam in LAMBDAS])
 
 
 def sweep(
@@ -400,8 +422,7 @@ def bootstrap_gain(
     _, best_cost, _, _ = gains(curve, s, c)
     best_k = int(np.argmax(s.mean(axis=0)))
     lam = max(((a, -cc, w) for cc, a, w in curve if cc <= best_cost), default=(0.0, 0.0, 0.0))[2]
-    order = np.argsort(mcost, kind="stable")
-    ch = order[np.argmax((pred - lam * mcost)[:, order], axis=1)]
+    ch = choose_at(pred, mcost, lam)
     diff = s[np.arange(len(s)), ch] - s[:, best_k]
     rng = np.random.default_rng(0)
     boot = diff[rng.integers(0, len(diff), (reps, len(diff)))].mean(axis=1)
@@ -524,10 +545,11 @@ def track_b(
     routers["OutcomeModel (text, previous default: one view, C = 2)"] = fit_predict(
         models, train, q_te, views=ONE_VIEW
     )
-    # the baseline is ranked by the same utility rule as route(): p(good) - cost_weight * cost
+    # the baseline is ranked by the same utility rule as route(): p(good) - cost_weight * cost,
+    # each model's cost for the prompt from the same line fitted on the training prompts
     routers[BASELINE] = (
         baseline_predict(train["q"], train["s"], q_te),
-        train["c"].mean(axis=0),
+        line_costs(train["q"], train["c"], q_te),
     )
     if embed:
         t0 = time.perf_counter()

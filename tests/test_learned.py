@@ -84,6 +84,71 @@ def test_fractional_scores_and_per_prompt_costs() -> None:
     assert 0.0 < p["weak"][0] < p["strong"][0] < 1.0
 
 
+def per_char_costs(prompts: list[str]) -> dict[str, list[float]]:
+    """What a price per token makes of prompts of different lengths (plus a fixed answer)."""
+    return {
+        "strong": [10.0 * (len(p) + 100) for p in prompts],
+        "weak": [1.0 * (len(p) + 100) for p in prompts],
+    }
+
+
+def test_costs_that_grow_with_the_prompt_are_weighed_per_prompt() -> None:
+    """Given per-prompt costs, each model's cost is a line in the prompt's length, and a long
+    prompt needs a larger predicted gain to go to the dear model than a short one."""
+    from tierwise.routing.learned import cost_line
+
+    prompts, scores = synthetic()
+    m = OutcomeModel.fit(prompts, scores, per_char_costs(prompts), views=LOOSE)
+    assert m.cost_lines["strong"] == pytest.approx((1000.0, 10.0))
+    assert m.cost_lines["weak"] == pytest.approx((100.0, 1.0))
+    short, long = "prove the theorem with an integral", "prove the theorem with an integral " + "x" * 2000
+    assert m.prompt_costs([0, 100]) == pytest.approx(np.array([[1000.0, 100.0], [2000.0, 200.0]]))
+    assert m.cost_matrix([short]) == pytest.approx(m.prompt_costs([len(short)]))
+    gain = float(np.diff(m.predict_matrix([short])[0])[0] * -1)  # p(strong) - p(weak), strong first
+    assert m.models == ("strong", "weak") and gain > 0.5
+    # the cost gap is 9 × (len + 100): at this weight it is worth the gain for the short prompt only
+    w = gain / (9.0 * (len(short) + 100)) / 2
+    assert m.route(short, cost_weight=w) == "strong"
+    assert m.route(long, cost_weight=w) == "weak"
+    # a model fitted with one cost per model weighs the same cost for every prompt
+    flat = OutcomeModel.fit(prompts, scores, COSTS, views=LOOSE)
+    assert flat.cost_lines == {"strong": (10.0, 0.0), "weak": (1.0, 0.0)}
+    assert flat.row_costs(long) is None
+    # the line: nan left out, a negative slope is noise (kept at 0), one length is flat
+    assert cost_line([1, 2, 3, 4], [2.0, float("nan"), 4.0, 5.0]) == pytest.approx((1.0, 1.0))
+    assert cost_line([1, 2, 3], [3.0, 2.0, 1.0]) == (2.0, 0.0)
+    assert cost_line([5, 5], [1.0, 3.0]) == (2.0, 0.0)
+
+
+def test_per_prompt_costs_calibrate_save_and_explain(tmp_path: Path) -> None:
+    prompts, scores = synthetic()
+    costs = per_char_costs(prompts)
+    m = OutcomeModel.fit(prompts, scores, costs, views=LOOSE)
+    target = float(np.mean(costs["weak"])) * 3  # between always-weak and always-strong
+    w = m.cost_weight_for(cost_per_request=target)
+    chosen = [m.models.index(m.route(p, cost_weight=w)) for p in prompts]
+    spent = np.mean([costs[m.models[k]][i] for i, k in enumerate(chosen)])
+    assert spent <= target * (1 + 1e-9) and spent > target * 0.9
+    path = tmp_path / "router.json"
+    m.save(path)
+    loaded = OutcomeModel.load(path)
+    assert loaded.cost_lines == m.cost_lines
+    assert loaded.cost_weight_for(cost_per_request=target) == w
+    assert loaded.route(prompts[0] + " x" * 500, cost_weight=w) == m.route(
+        prompts[0] + " x" * 500, cost_weight=w
+    )
+    clf = m.as_classifier(cost_weight=w)
+    reason = clf.classify(Request.from_prompt(prompts[0])).reason
+    assert f"(cost {m.prompt_costs([len(prompts[0])])[0][0]:.4g})" in reason
+    # a format /3 file (one cost per model) reads with flat lines
+    data = m.to_dict()
+    del data["cost_lines"], data["calibration_chars"]
+    old = OutcomeModel.from_dict(dict(data, format="tierwise.outcome-model/3"))
+    assert old.cost_lines == {k: (v, 0.0) for k, v in m.expected_cost.items()}
+    with pytest.raises(ValueError, match="cost_lines"):
+        OutcomeModel.from_dict(dict(m.to_dict(), cost_lines={"strong": "cheap"}))
+
+
 def test_fit_validates_inputs() -> None:
     prompts, scores = synthetic(10)
     with pytest.raises(ValueError, match="costs has no entry"):
@@ -313,7 +378,7 @@ def test_saved_file_is_compact_json_and_damage_is_a_clear_error(model: OutcomeMo
     path = tmp_path / "router.json"
     model.save(path)
     data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["format"] == "tierwise.outcome-model/3"
+    assert data["format"] == "tierwise.outcome-model/4"
     assert len(data["views"]) == 2
     view = data["views"][0]
     assert view["keys"]["dtype"] == "<u8" and view["coef"]["dtype"] == "<f8"

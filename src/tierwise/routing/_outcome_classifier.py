@@ -128,10 +128,10 @@ class OutcomeClassifier:
     def _decide(self, text: str, embedding: Sequence[float] | None, note: str) -> Classification:
         model = self.model
         p = model._proba(text, embedding)
-        k = int(model.choose(p.reshape(1, -1), self.cost_weight)[0])
+        row = model.row_costs(text)
+        k = int(model.choose(p.reshape(1, -1), self.cost_weight, row)[0])
         label = model.models[k]
-        parts = ", ".join(
-            f"{m} {p[i]:.2f} (cost {model.expected_cost[m]:.4g})" for i, m in enumerate(model.models)
-        )
+        cost = model._cost_vec if row is None else row[0]
+        parts = ", ".join(f"{m} {p[i]:.2f} (cost {cost[i]:.4g})" for i, m in enumerate(model.models))
         reason = f"predicted {parts}; cost_weight {self.cost_weight:.4g}{note} → {label}"
         return Classification(label, min(max(float(p[k]), 0.0), 1.0), reason)

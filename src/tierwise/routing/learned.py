@@ -3,7 +3,12 @@
 ``OutcomeModel`` is trained offline from recorded outcomes (a benchmark's
 per-model correctness, or your own traffic with good/bad feedback) and then
 routes each prompt to the model maximizing ``predicted score − cost_weight ×
-expected cost``. ``as_classifier()`` wraps it in the ``Classifier`` protocol,
+cost``, the cost being that model's expected cost *for this prompt*: given one
+cost per training prompt, each model's cost is fitted as a base plus a price
+per character of the prompt (a long prompt costs more input tokens everywhere,
+and the absolute gap between a cheap and a dear model grows with it, so a long
+prompt needs a larger predicted gain to be worth the dear one); given one number
+per model, it is that number for every prompt. ``as_classifier()`` wraps it in the ``Classifier`` protocol,
 so a ``Router`` whose labels are the model names uses it like the keyword
 classifier::
 
@@ -38,7 +43,6 @@ little-endian bytes, which keeps them exact and a 200,000-feature model compact.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -61,9 +65,10 @@ Embedder: TypeAlias = Callable[[list[str]], Awaitable[Any]]
 """An async function from texts to one vector per text (a list of vectors, or an
 object with ``.vectors`` such as ``tierwise.Embeddings``)."""
 
-FORMAT = "tierwise.outcome-model/3"
-#: Earlier formats ``from_dict`` still reads (``/2``: one view, stored at the top level).
-_READS = ("tierwise.outcome-model/2", FORMAT)
+FORMAT = "tierwise.outcome-model/4"
+#: Earlier formats ``from_dict`` still reads (``/2``: one view, stored at the top level;
+#: ``/3``: views, one cost per model).
+_READS = ("tierwise.outcome-model/2", "tierwise.outcome-model/3", FORMAT)
 _INSTALL = 'pip install "tierwise[learn]"'
 
 
@@ -78,6 +83,30 @@ def require_learn(*, sklearn: bool = True) -> None:
         raise ImportError(
             f"learned routing needs scikit-learn and numpy ({exc.name or exc} is missing): {_INSTALL}"
         ) from None
+
+
+def cost_line(chars: Sequence[float] | Any, costs: Sequence[float] | Any) -> tuple[float, float]:
+    """``(base, per_char)``: the least-squares line cost ≈ base + per_char × characters.
+
+    ``nan`` costs (not observed) are left out. The slope is kept at 0 or above (a
+    prompt does not get cheaper by growing; a negative slope is noise, and it would
+    turn the routing's preference around); with fewer than two distinct lengths
+    the line is flat at the mean cost.
+    """
+    import numpy as np
+
+    x = np.asarray(chars, dtype=np.float64)
+    y = np.asarray(costs, dtype=np.float64)
+    seen = ~np.isnan(y)
+    x, y = x[seen], y[seen]
+    if y.size == 0:
+        return math.nan, 0.0
+    mean_y = float(y.mean())
+    if y.size < 2 or float(x.std()) == 0.0:
+        return mean_y, 0.0
+    mean_x = float(x.mean())
+    slope = max(0.0, float(((x - mean_x) * (y - mean_y)).sum() / ((x - mean_x) ** 2).sum()))
+    return mean_y - slope * mean_x, slope
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
@@ -270,8 +299,9 @@ class OutcomeModel:
     """Per-model probability of a good answer, learned from prompts and outcomes.
 
     Build it with ``OutcomeModel.fit`` (or ``load``); see the module docstring.
-    ``models`` lists the model names, ``expected_cost`` their expected cost per
-    request in the unit the costs were given in.
+    ``models`` lists the model names, ``expected_cost`` their mean cost per
+    request in the unit the costs were given in, ``cost_lines`` each model's
+    ``(base, per_char)`` cost for a prompt of a given length (``prompt_costs``).
     """
 
     def __init__(
@@ -283,6 +313,8 @@ class OutcomeModel:
         calibration: Any = (),
         emb_coef: Any = None,
         emb_intercept: Any = None,
+        cost_lines: Mapping[str, tuple[float, float]] | None = None,
+        calibration_chars: Any = (),
     ) -> None:
         require_learn(sklearn=False)
         import numpy as np
@@ -298,8 +330,25 @@ class OutcomeModel:
             raise ValueError(f"every view must have one regression per model ({k})")  # built in code
         self._views: tuple[_View, ...] = tuple(views)
         self._cost_vec: FloatArray = np.array([self.expected_cost[m] for m in self.models], dtype=np.float64)
-        # training-set predictions (n × models), for calibrating a target share or cost
+        lines = {m: (self.expected_cost[m], 0.0) for m in self.models}
+        for m, line in (cost_lines or {}).items():
+            if m not in lines:
+                raise ValueError(f"cost_lines names an unknown model {m!r}")
+            base, slope = (float(v) for v in line)
+            if not (math.isfinite(base) and math.isfinite(slope) and slope >= 0):
+                raise ValueError(f"cost_lines[{m!r}] must be a finite base and a per-char cost >= 0")
+            lines[m] = (base, slope)
+        self.cost_lines: dict[str, tuple[float, float]] = lines
+        self._cost_base: FloatArray = np.array([lines[m][0] for m in self.models], dtype=np.float64)
+        self._cost_slope: FloatArray = np.array([lines[m][1] for m in self.models], dtype=np.float64)
+        self._per_prompt = bool(np.any(self._cost_slope > 0))
+        # training-set predictions (n × models), for calibrating a target share or cost,
+        # and the training prompts' lengths (their costs, when costs depend on length)
         self._calibration: FloatArray = np.asarray(calibration, dtype=np.float64).reshape(-1, k)
+        chars = np.asarray(calibration_chars, dtype=np.float64).reshape(-1)
+        if chars.size and chars.size != self._calibration.shape[0]:
+            raise ValueError("calibration_chars needs one length per calibration row")
+        self._calibration_chars: FloatArray = chars
         # the optional embedding half: one more logistic regression per model, on the
         # prompt's embedding; predictions average the two halves' probabilities
         self._emb_coef: FloatArray | None = None
@@ -349,8 +398,10 @@ class OutcomeModel:
         good). ``costs[model]`` is either one number, that model's cost per
         request (USD per query; a price per 1M tokens works too when all models
         see the same tokens, since only ratios matter to routing), or one USD
-        cost per prompt, whose mean becomes the expected cost. ``cost_weight``
-        in ``route`` is in score units per cost unit.
+        cost per prompt: its mean becomes the expected cost, and a line fitted
+        on the prompts' lengths (``cost_line``) the cost ``route`` weighs for a
+        prompt of a given length. ``cost_weight`` in ``route`` is in score units
+        per cost unit.
 
         A score may be ``nan``: *not observed* (traffic logs know how the model
         that answered did, rarely how the others would have). Each model's
@@ -399,6 +450,8 @@ class OutcomeModel:
                 raise ValueError(f"scores[{m!r}] has no observed value (all nan)")
             y[:, k] = col
         expected: dict[str, float] = {}
+        lines: dict[str, tuple[float, float]] = {}
+        chars = [len(p) for p in prompts]
         for m in models:
             if m not in costs:
                 raise ValueError(f"costs has no entry for model {m!r}")
@@ -411,6 +464,10 @@ class OutcomeModel:
                     raise ValueError(f"costs[{m!r}] has {arr.size} values for {n} prompts")
                 known = arr[~np.isnan(arr)]
                 value = float(known.mean()) if known.size else math.nan
+                if known.size and (np.any(known < 0) or np.any(np.isinf(known))):
+                    raise ValueError(f"costs[{m!r}] must be finite and >= 0")
+                if known.size:
+                    lines[m] = cost_line(chars, arr)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"costs[{m!r}] must be finite and >= 0")
             expected[m] = value
@@ -447,8 +504,10 @@ class OutcomeModel:
             views=fitted,
             emb_coef=emb_coef,
             emb_intercept=emb_intercept,
+            cost_lines=lines,
         )
         model._calibration = model.predict_matrix(prompts, embeddings=emb)
+        model._calibration_chars = np.asarray(chars, dtype=np.float64)
         return model
 
     # ------------------------------------------------------------------ predicting
@@ -507,27 +566,51 @@ class OutcomeModel:
         mat = self.predict_matrix(prompts, embeddings=embeddings)
         return {m: mat[:, k].copy() for k, m in enumerate(self.models)}
 
-    def utilities(self, predicted: FloatArray, cost_weight: float) -> FloatArray:
-        """``predicted − cost_weight × expected cost`` for a ``predict_matrix`` result."""
-        out: FloatArray = predicted - cost_weight * self._cost_vec
+    def prompt_costs(self, chars: Any) -> FloatArray:
+        """Each model's cost for prompts of these lengths (characters): ``(n, n_models)``.
+
+        ``base + per_char × chars`` per ``cost_lines``, never below 0; the same for
+        every length when the model was fitted with one cost per model.
+        """
+        import numpy as np
+
+        x = np.asarray(chars, dtype=np.float64).reshape(-1, 1)
+        out: FloatArray = np.maximum(0.0, self._cost_base + x * self._cost_slope)
         return out
 
-    def choose(self, predicted: FloatArray, cost_weight: float) -> Any:
-        """Index of the chosen model per row (ties go to the cheaper model)."""
+    def cost_matrix(self, prompts: Sequence[str]) -> FloatArray:
+        """``prompt_costs`` of these prompts, columns in ``models`` order."""
+        return self.prompt_costs([len(p) for p in prompts])
+
+    def utilities(self, predicted: FloatArray, cost_weight: float, costs: Any = None) -> FloatArray:
+        """``predicted − cost_weight × cost`` for a ``predict_matrix`` result.
+
+        ``costs``: the rows' ``cost_matrix`` (default: each model's expected cost,
+        the same for every row).
+        """
+        out: FloatArray = predicted - cost_weight * (self._cost_vec if costs is None else costs)
+        return out
+
+    def choose(self, predicted: FloatArray, cost_weight: float, costs: Any = None) -> Any:
+        """Index of the chosen model per row (ties go to the cheaper model); ``costs`` as in ``utilities``."""
         import numpy as np
 
         order = np.argsort(self._cost_vec, kind="stable")  # cheapest first wins ties in argmax
-        util = self.utilities(predicted, cost_weight)[:, order]
+        util = self.utilities(predicted, cost_weight, costs)[:, order]
         return order[np.argmax(util, axis=1)]
 
     def route(self, prompt: str, *, cost_weight: float, embedding: Sequence[float] | None = None) -> str:
-        """The model maximizing predicted score − ``cost_weight`` × expected cost.
+        """The model maximizing predicted score − ``cost_weight`` × its cost for this prompt.
 
         ``embedding``: the prompt's embedding, for a model fitted with embeddings
         (without it the text half decides alone).
         """
         p = self._proba(prompt, embedding)
-        return self.models[int(self.choose(p.reshape(1, -1), cost_weight)[0])]
+        return self.models[int(self.choose(p.reshape(1, -1), cost_weight, self.row_costs(prompt))[0])]
+
+    def row_costs(self, prompt: str) -> FloatArray | None:
+        """``cost_matrix`` of one prompt (``None`` when costs do not depend on length)."""
+        return self.prompt_costs([len(prompt)]) if self._per_prompt else None
 
     # ------------------------------------------------------------------ calibrating
 
@@ -557,33 +640,42 @@ class OutcomeModel:
 
         if (strong_share is None) == (cost_per_request is None):
             raise ValueError("give exactly one of strong_share or cost_per_request")
+        costs: FloatArray | None = None
         if prompts is not None:
             pred = self.predict_matrix(prompts, embeddings=embeddings)
+            if self._per_prompt:
+                costs = self.cost_matrix(prompts)
         else:
             pred = self._calibration
+            if self._per_prompt and self._calibration_chars.size:
+                costs = self.prompt_costs(self._calibration_chars)
         if pred.shape[0] == 0:
             raise ValueError("no calibration prompts: pass prompts=")
+        per_row = np.broadcast_to(self._cost_vec if costs is None else costs, pred.shape)
         if strong_share is not None:
             if not 0.0 <= strong_share <= 1.0:
                 raise ValueError("strong_share must be within 0..1")
             s = self.models.index(strong if strong is not None else self.strongest())
 
             def measure(w: float) -> float:
-                return float(np.mean(self.choose(pred, w) == s))
+                return float(np.mean(self.choose(pred, w, costs) == s))
 
             target = strong_share
         else:
             assert cost_per_request is not None
 
             def measure(w: float) -> float:
-                return float(np.mean(self._cost_vec[self.choose(pred, w)]))
+                chosen = self.choose(pred, w, costs)
+                return float(np.mean(per_row[np.arange(len(chosen)), chosen]))
 
             target = cost_per_request
         if measure(0.0) <= target:
             return 0.0
-        costs = sorted(set(self._cost_vec.tolist()))
-        gaps = [b - a for a, b in itertools.pairwise(costs) if b - a > 0]
-        hi = 2.0 / min(gaps) if gaps else 1.0
+        # Past 2 / (the smallest cost gap between two models on any row), every row
+        # goes to its cheapest model: the top of the search.
+        steps = np.diff(np.sort(per_row, axis=1), axis=1)
+        gaps = steps[steps > 0]
+        hi = 2.0 / float(gaps.min()) if gaps.size else 1.0
         if measure(hi) > target:
             return hi  # unreachable target: everything goes to the cheapest model at hi
         lo = 0.0
@@ -634,8 +726,10 @@ class OutcomeModel:
             "format": FORMAT,
             "models": list(self.models),
             "expected_cost": self.expected_cost,
+            "cost_lines": {m: list(line) for m, line in self.cost_lines.items()},
             "views": [v.to_dict() for v in self._views],
             "calibration": pack(self._calibration),
+            "calibration_chars": pack(self._calibration_chars),
             **(
                 {"emb_coef": pack(self._emb_coef), "emb_intercept": pack(self._emb_intercept)}
                 if self._emb_coef is not None
@@ -656,7 +750,7 @@ class OutcomeModel:
         if not isinstance(models, list) or not models:
             raise ValueError("outcome model field 'models' must be a non-empty list of names")
         k = len(models)
-        if data["format"] == FORMAT:
+        if data["format"] != "tierwise.outcome-model/2":
             raw = data.get("views")
             if not isinstance(raw, list) or not raw or not all(isinstance(v, Mapping) for v in raw):
                 raise ValueError("outcome model file lacks views (a non-empty list of tables)")
@@ -670,6 +764,10 @@ class OutcomeModel:
             calibration=unpack(data["calibration"], "calibration") if "calibration" in data else (),
             emb_coef=unpack(data["emb_coef"], "emb_coef") if "emb_coef" in data else None,
             emb_intercept=unpack(data["emb_intercept"], "emb_intercept") if "emb_intercept" in data else None,
+            cost_lines=_lines(data.get("cost_lines")),
+            calibration_chars=unpack(data["calibration_chars"], "calibration_chars")
+            if "calibration_chars" in data
+            else (),
         )
 
     def save(self, path: str | Path) -> None:
@@ -680,6 +778,18 @@ class OutcomeModel:
     def load(cls, path: str | Path) -> OutcomeModel:
         """Read a model written by ``save``."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _lines(raw: Any) -> dict[str, tuple[float, float]] | None:
+    """A file's ``cost_lines`` (absent before format /4: one cost per model)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) for x in v)
+        for v in raw.values()
+    ):
+        raise ValueError("outcome model field 'cost_lines' must map each model to [base, per_char]")
+    return {str(m): (float(v[0]), float(v[1])) for m, v in raw.items()}
 
 
 # The Classifier adapter lives in its own module; importable from here as before.
