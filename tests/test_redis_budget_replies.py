@@ -1,4 +1,4 @@
-"""Budget reservations whose reply was lost leave nothing booked in Redis.
+"""Budget reservations (and concurrency slots) whose reply was lost leave nothing booked.
 
 A reservation is one script; Redis may run it and the reply still never reach the
 caller (slow Redis, a timeout, a cancelled request). Before, what it booked
@@ -130,3 +130,26 @@ async def test_a_request_cancelled_while_its_reservation_is_in_flight_books_noth
         assert store._mine[KEY] == [0.25, 1.0]
     finally:
         await state.aclose()
+
+
+async def test_an_admission_cancelled_in_flight_frees_its_concurrency_slot(
+    redis_server: RedisServer, proxy: SlowProxy
+) -> None:
+    state = RedisState(proxy.url, key_prefix="lost4:", timeout_s=1.0, retry_s=0.05)
+    observer = RedisState(redis_server.url, key_prefix="lost4:")
+    limiter = state.limiter("m", max_concurrency=1)
+    try:
+        await (await limiter.acquire(1)).arelease(None)  # warm link
+        proxy.delay = 0.2
+        task = asyncio.ensure_future(limiter.acquire(1))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        proxy.delay = 0.0
+        await settle_down(state)
+        snap = await observer.limiter("m", max_concurrency=1).asnapshot()
+        assert snap["in_flight"] == 0  # the slot Redis booked for the cancelled admission is free
+    finally:
+        await state.aclose()
+        await observer.aclose()

@@ -219,6 +219,12 @@ class RedisLimiter:
                     # free that slot when Redis answers again (a no-op otherwise).
                     conn.write("LIMIT_RELEASE", self._keys_release, (conn.owner, permit_id, -1, "1"))
                 return await self._fallback(tokens, deadline)
+            except asyncio.CancelledError:
+                if maxc:
+                    # Cancelled while the admission was in flight: it may be booked, and
+                    # nobody will hold the permit. The release is per permit (idempotent).
+                    conn.write("LIMIT_RELEASE", self._keys_release, (conn.owner, permit_id, -1, "1"))
+                raise
             code = int(reply[0])
             if code == 1:
                 return RedisPermit(self, permit_id, tokens, reserve)
