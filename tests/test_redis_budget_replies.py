@@ -28,6 +28,7 @@ from tierwise.state import StateUnavailable  # noqa: E402
 from tierwise.state.redis import RedisState  # noqa: E402
 
 KEY = "total|total"
+DAY = "day:2026-12-07|total"
 CHECKS = ((KEY, 10.0),)
 
 
@@ -103,6 +104,21 @@ async def test_an_exchange_lost_whole_is_followed_by_a_sync_of_what_is_held(
         proxy.delay = 0.0
         await settle_down(state)
         assert await held(redis_server, "lost2:") == (0.0, 0.5)  # exactly the one still held
+        # A period bucket the sync writes keeps its expiry (a day bucket: three days).
+        assert await store.reserve(((DAY, 10.0),), (DAY,), 0.25) == []
+        proxy.delay = 1.0
+        with pytest.raises(StateUnavailable):
+            await store.reserve(((DAY, 10.0),), (DAY,), 1.0)
+        proxy.delay = 0.0
+        await settle_down(state)
+        raw = redis.asyncio.Redis.from_url(redis_server.url)
+        try:
+            fields = await raw.hgetall(f"lost2:b:{DAY}")
+            ttl = await raw.ttl(f"lost2:b:{DAY}")
+        finally:
+            await raw.aclose()
+        assert {k: float(v) for k, v in fields.items() if k.startswith(b"r:")}.popitem()[1] == 0.25
+        assert 2 * 86400 < ttl <= 3 * 86400
         await store.settle((KEY,), 0.5, (KEY,), 0.375)
         assert await state.flush()
         assert await held(redis_server, "lost2:") == (0.375, 0.0)
