@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from _redis_helpers import RedisServer
+from _redis_helpers import RedisServer, SlowProxy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -129,3 +129,12 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def proxy(redis_server: RedisServer) -> AsyncIterator[SlowProxy]:
+    """A ``SlowProxy`` in front of the test's ``redis_server`` (set ``delay`` to hold replies back)."""
+    p = SlowProxy(redis_server.port)
+    await p.start()
+    yield p
+    await p.aclose()

@@ -12,7 +12,6 @@ holds. Skipped without ``redis-server`` or the ``redis`` package.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -30,22 +29,6 @@ from tierwise.state.redis import RedisState  # noqa: E402
 KEY = "total|total"
 DAY = "day:2026-12-07|total"
 CHECKS = ((KEY, 10.0),)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def proxy(redis_server: RedisServer) -> AsyncIterator[SlowProxy]:
-    p = SlowProxy(redis_server.port)
-    await p.start()
-    yield p
-    await p.aclose()
 
 
 async def held(redis_server: RedisServer, prefix: str) -> tuple[float, float]:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -162,14 +162,6 @@ async def _resumed(orch: tw.Orchestrator) -> None:
     day = time.strftime("%Y-%m-%d", time.gmtime())
     spent, reserved = (await store.refresh([f"day:{day}|total"]))[f"day:{day}|total"]
     assert spent > 0 and reserved == 0.0
-
-
-@pytest.fixture
-async def proxy(redis_server: RedisServer) -> AsyncIterator[SlowProxy]:
-    p = SlowProxy(redis_server.port)
-    await p.start()
-    yield p
-    await p.aclose()
 
 
 @pytest.mark.parametrize(("limits", "budget"), MODES)
