@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import BadRequestError
 from ..types import Message, Tool
+from ._tool_ids import fit_tool_id
 
 __all__ = ["THINKING_TYPES", "json_schema", "messages_body", "thinking_blocks", "tool_body", "tool_choice"]
 
@@ -45,7 +46,10 @@ def messages_body(
                     provider=provider,
                     model=model,
                 )
-            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id}
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": fit_tool_id(m.tool_call_id, "anthropic"),
+            }
             if content:
                 block["content"] = content
             if results is None:
@@ -70,7 +74,7 @@ def messages_body(
                 blocks.append(
                     {
                         "type": "tool_use",
-                        "id": call.id,
+                        "id": fit_tool_id(call.id, "anthropic"),
                         "name": call.name,
                         "input": _call_input(call.arguments, call.raw_arguments, provider, model),
                     }

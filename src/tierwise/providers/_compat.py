@@ -27,7 +27,8 @@ class OpenAICompat:
     (Mistral's ``random_seed``). ``extra_body`` from the caller is merged after
     both, so an explicit caller choice is never dropped. ``reasoning_field`` is
     ``"reasoning_effort"`` (top level) or ``"reasoning.effort"`` (OpenRouter's
-    nested object).
+    nested object). ``tool_ids`` is the rule the server holds tool-call ids to
+    (``_tool_ids``: ids issued elsewhere in the conversation are mapped to fit).
     """
 
     name: str
@@ -42,6 +43,7 @@ class OpenAICompat:
     reasoning_field: str = "reasoning_effort"
     #: Whether the server speaks OpenAI's Batch API (``/v1/files`` + ``/v1/batches``).
     batch_api: bool = False
+    tool_ids: str = ""
 
 
 COMPATIBLE_SERVERS: dict[str, OpenAICompat] = {
@@ -55,6 +57,7 @@ COMPATIBLE_SERVERS: dict[str, OpenAICompat] = {
             "OPENAI_API_KEY",
             max_tokens_field="max_completion_tokens",
             batch_api=True,
+            tool_ids="max40",
         ),
         # DeepSeek: usage rides on the finish chunk; cache hits in prompt_cache_hit_tokens;
         # finish "insufficient_system_resource" means the server cut the answer off.
@@ -65,7 +68,8 @@ COMPATIBLE_SERVERS: dict[str, OpenAICompat] = {
             finish_reasons=(("insufficient_system_resource", "error"),),
         ),
         # Mistral rejects unknown fields (422 extra_forbidden), names the seed random_seed,
-        # always puts usage on the finish chunk, and says model_length when the context is full.
+        # always puts usage on the finish chunk, says model_length when the context is full,
+        # and takes only 9-character alphanumeric tool-call ids.
         OpenAICompat(
             "mistral",
             "https://api.mistral.ai/v1",
@@ -74,24 +78,30 @@ COMPATIBLE_SERVERS: dict[str, OpenAICompat] = {
             drop_fields=frozenset(("user", "reasoning_effort", "stream_options")),
             rename_fields=(("seed", "random_seed"),),
             finish_reasons=(("model_length", "length"),),
+            tool_ids="alnum9",
         ),
         # OpenRouter always reports usage (include_usage is deprecated there) plus usage.cost,
-        # and takes reasoning effort as {"reasoning": {"effort": ...}}.
+        # and takes reasoning effort as {"reasoning": {"effort": ...}}. It forwards tool-call
+        # ids to the model's provider, Mistral's 9-character rule included: the strictest
+        # format, which every provider accepts.
         OpenAICompat(
             "openrouter",
             "https://openrouter.ai/api/v1",
             "OPENROUTER_API_KEY",
             stream_usage=False,
             reasoning_field="reasoning.effort",
+            tool_ids="alnum9",
         ),
         OpenAICompat("vllm", "http://localhost:8000/v1", None, finish_reasons=(("abort", "error"),)),
         OpenAICompat("ollama", "http://localhost:11434/v1", None),
-        # Any other OpenAI-compatible endpoint (LiteLLM, Azure-style proxies, in-house gateways).
+        # Any other OpenAI-compatible endpoint (LiteLLM, Azure-style proxies, in-house gateways):
+        # OpenAI's (and Azure's) 40-character cap on tool-call ids, which most sit in front of.
         OpenAICompat(
             "gateway",
             "",
             "TIERWISE_GATEWAY_API_KEY",
             base_url_env="TIERWISE_GATEWAY_BASE_URL",
+            tool_ids="max40",
         ),
     )
 }

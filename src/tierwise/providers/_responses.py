@@ -51,6 +51,7 @@ from ..errors import BadRequestError
 from ..types import FinishReason, Message, Request, Response, StreamEvent, Tool, Usage
 from ._accumulate import StreamAccumulator, token_count
 from ._sse import SSEEvent
+from ._tool_ids import fit_tool_id
 
 if TYPE_CHECKING:
     from .openai import OpenAI
@@ -113,7 +114,13 @@ def _input(messages: list[Message]) -> list[dict[str, Any]]:
     for m in messages:
         role = m.role
         if role == "tool":
-            items.append({"type": "function_call_output", "call_id": m.tool_call_id or "", "output": m.text})
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": fit_tool_id(m.tool_call_id or "", "max64"),
+                    "output": m.text,
+                }
+            )
             continue
         if role == "assistant":
             # Reasoning items first, unchanged: each precedes the item it led to.
@@ -124,7 +131,7 @@ def _input(messages: list[Message]) -> list[dict[str, Any]]:
                 items.append(
                     {
                         "type": "function_call",
-                        "call_id": call.id,
+                        "call_id": fit_tool_id(call.id, "max64"),
                         "name": call.name,
                         "arguments": call.raw_arguments or "{}",
                     }

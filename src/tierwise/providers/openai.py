@@ -52,6 +52,7 @@ from ._errors import ErrorInfo, classify_error
 from ._normalize import check_embeddings, embedding_vector
 from ._responses import ResponsesStream, responses_body
 from ._sse import SSEEvent
+from ._tool_ids import fit_tool_id
 from .base import Provider, ProviderOptions
 
 if TYPE_CHECKING:
@@ -137,11 +138,13 @@ def _reasoning_text(obj: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _message(m: Message, server: str) -> dict[str, Any]:
+def _message(m: Message, server: str, ids: str = "") -> dict[str, Any]:
+    """One message in Chat Completions form; ``ids`` is the server's tool-id rule (``_tool_ids``)."""
     role = m.role
     content = m.content
     if role == "tool":
-        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": "" if content is None else content}
+        call_id = fit_tool_id(m.tool_call_id, ids) if m.tool_call_id else m.tool_call_id
+        return {"role": "tool", "tool_call_id": call_id, "content": "" if content is None else content}
     if role == "assistant" and m.tool_calls:
         out: dict[str, Any] = {
             "role": "assistant",
@@ -149,7 +152,7 @@ def _message(m: Message, server: str) -> dict[str, Any]:
             "content": content or None,
             "tool_calls": [
                 {
-                    "id": tc.id,
+                    "id": fit_tool_id(tc.id, ids),
                     "type": "function",
                     "function": {"name": tc.name, "arguments": tc.raw_arguments or "{}"},
                 }
@@ -366,7 +369,11 @@ class OpenAI(Provider):
         if self._all_responses or model in self._responses_models:
             return responses_body(self, model, request, stream)
         name = self.name
-        body: dict[str, Any] = {"model": model, "messages": [_message(m, name) for m in request.messages]}
+        ids = self._compat.tool_ids
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [_message(m, name, ids) for m in request.messages],
+        }
         if request.max_tokens is not None:
             body[self._max_tokens_field] = request.max_tokens
         if request.temperature is not None:

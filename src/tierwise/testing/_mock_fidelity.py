@@ -11,6 +11,7 @@ each message is the real API's wording where it is documented or widely quoted.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,34 @@ __all__ = [
 ]
 
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+#: Mistral's API names (its models, served on its OpenAI-compatible wire) and its id rule.
+_MISTRAL_MODELS = ("mistral", "magistral", "codestral", "devstral", "ministral", "pixtral", "open-mistral")
+_MISTRAL_ID = re.compile(r"[A-Za-z0-9]{9}")
+_ANTHROPIC_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _tool_id_problem(messages: Sequence[Any], *, mistral: bool) -> str | None:
+    """OpenAI caps a tool call's id at 40 characters; Mistral wants exactly 9 alphanumerics."""
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            continue
+        ids = [(f"messages[{i}].tool_call_id", m.get("tool_call_id"))] if m.get("role") == "tool" else []
+        calls = m.get("tool_calls")
+        for j, call in enumerate(calls if isinstance(calls, list) else ()):
+            ids.append(
+                (f"messages[{i}].tool_calls[{j}].id", call.get("id") if isinstance(call, Mapping) else None)
+            )
+        for where, value in ids:
+            if not isinstance(value, str):
+                continue
+            if mistral and not _MISTRAL_ID.fullmatch(value):
+                return f"Tool call id was {value} but must be a-z, A-Z, 0-9, with a length of 9."
+            if len(value) > 40:
+                return (
+                    f"Invalid '{where}': string too long. Expected a string with maximum length 40, "
+                    f"but got a string with length {len(value)} instead."
+                )
+    return None
 
 
 def strict_problem(
@@ -45,6 +74,9 @@ def strict_problem(
             role = m.get("role") if isinstance(m, Mapping) else None
             if role not in _OPENAI_ROLES:
                 return f"Invalid value for 'messages[{i}].role': {role!r}."
+        problem = _tool_id_problem(messages, mistral=model.startswith(_MISTRAL_MODELS))
+        if problem is not None:
+            return problem
         n = data.get("n")
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
             return f"Invalid value for 'n': {n!r}; expected an integer from 1 to 128."
@@ -64,6 +96,14 @@ def strict_problem(
                 )
             if role not in ("user", "assistant"):
                 return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            content = m.get("content")
+            for j, block in enumerate(content if isinstance(content, list) else ()):
+                kind = block.get("type") if isinstance(block, Mapping) else None
+                key = {"tool_use": "id", "tool_result": "tool_use_id"}.get(str(kind))
+                value = block.get(key) if key is not None else None
+                if key is not None and not (isinstance(value, str) and _ANTHROPIC_ID.fullmatch(value)):
+                    where = f"messages.{i}.content.{j}.{kind}.{key}"
+                    return f"{where}: String should match pattern '^[a-zA-Z0-9_-]+$'"
         return _thinking_problem(data, messages)
     if provider == "gemini":
         contents = data.get("contents")

@@ -53,6 +53,16 @@ def responses_problem(data: Mapping[str, Any]) -> str | None:
                 )
             if kind == "function_call_output" and not item.get("call_id"):
                 return f"Missing required parameter: 'input[{i}].call_id'."
+            call_id = item.get("call_id")
+            if (
+                kind in ("function_call", "function_call_output")
+                and isinstance(call_id, str)
+                and len(call_id) > 64
+            ):
+                return (
+                    f"Invalid 'input[{i}].call_id': string too long. Expected a string with maximum "
+                    f"length 64, but got a string with length {len(call_id)} instead."
+                )
             if kind == "reasoning" and not isinstance(item.get("summary"), list):
                 return f"Missing required parameter: 'input[{i}].summary'."
     elif not isinstance(value, str) and value is not None:
