@@ -917,3 +917,41 @@ def test_custom_row() -> None:
     assert provider.name == "together"
     assert provider.compat is row
     assert repr(provider) == "OpenAI(name='together', base_url='https://api.together.xyz/v1')"
+
+
+async def test_gemini_signatures_from_googles_openai_endpoint_are_kept(serve: Any) -> None:
+    """Google's OpenAI-compatible endpoint (and gateways in front of Gemini) put a call's
+    thought signature in ``extra_content.google.thought_signature`` (the shape Google
+    documents for its compatibility layer); it lands on ``ToolCall.thought_signature``, JSON
+    and streamed, so a conversation continued on the Gemini adapter sends it back."""
+    google = {"extra_content": {"google": {"thought_signature": "c2lnLUE="}}}
+    call = {
+        "id": "function-call-1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"},
+    }
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "gemini-3-flash-preview",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [{**call, **google}]},
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    srv = await serve(200, json.dumps(body).encode())
+    resp = await make(srv, "gateway").complete(
+        "gemini-3-flash-preview", Request.from_prompt("q", tools=[WEATHER])
+    )
+    assert resp.tool_calls[0].thought_signature == "c2lnLUE="
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call, **google}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    srv = await serve(200, chunks=odd_chunks("".join(f"data: {json.dumps(c)}\n\n" for c in chunks).encode()))
+    events, resp = await run_stream(make(srv, "gateway"), "gemini-3-flash-preview")
+    assert [e.thought_signature for e in events if isinstance(e, ToolCallDelta)] == ["c2lnLUE="]
+    assert resp.tool_calls[0].thought_signature == "c2lnLUE="

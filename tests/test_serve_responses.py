@@ -1,7 +1,9 @@
 """``tierwise serve``'s ``POST /v1/responses`` with the official ``openai`` SDK as the
 client, on a real loopback socket in front of ``MockLLMServer``: whichever provider
 answers (OpenAI Chat Completions, Anthropic, OpenAI Responses), the caller gets a
-Response object (or its event stream) the SDK parses, with the same answer both ways."""
+Response object (or its event stream) the SDK parses, with the same answer both ways.
+Gemini's call signatures are checked here for ``/v1/chat/completions`` too (the same
+Gemini deployment): both formats must hand them back to Gemini."""
 
 from __future__ import annotations
 
@@ -211,8 +213,6 @@ def test_anthropic_thinking_survives_the_round_trip(oai: Any, stream: bool) -> N
 def test_gemini_call_signatures_survive_the_round_trip(oai: Any, mock: MockLLMServer, stream: bool) -> None:
     """A function_call item has no field for Gemini's thoughtSignature: it travels in a
     reasoning item after the calls and is back on the call sent to Gemini, not the skip value."""
-    import base64
-    import hashlib
 
     kwargs: dict[str, Any] = {"model": "gthinker", "input": "weather in Paris?", "tools": [WEATHER]}
     if stream:
@@ -226,9 +226,7 @@ def test_gemini_call_signatures_survive_the_round_trip(oai: Any, mock: MockLLMSe
     assert r.output[0].summary[0].text == "Weather needs the tool."
     call, signed = r.output[1], r.output[2]
     assert signed.summary == [] and signed.encrypted_content.startswith("tierwise.gemini:")
-    issued = base64.b64encode(
-        hashlib.sha256(b"sig\0gthinker-mock\0Weather needs the tool.").digest() * 3
-    ).decode()
+    issued = _issued()
     mock.clear_requests()
     follow = [
         {"role": "user", "content": "weather in Paris?"},
@@ -245,6 +243,59 @@ def test_gemini_call_signatures_survive_the_round_trip(oai: Any, mock: MockLLMSe
     oai.responses.create(**{**kwargs, "input": [i for i in follow if i is not follow[3]]})
     turn = mock.requests[-1].json()["contents"][1]
     assert turn["parts"][0]["thoughtSignature"] == "skip_thought_signature_validator"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_chat_completions_carry_gemini_signatures_as_googles_endpoint_does(
+    oai: Any, mock: MockLLMServer, stream: bool
+) -> None:
+    """``tool_calls[].extra_content.google.thought_signature``, Google's own field: the SDK
+    keeps it, the caller sends the message back, and the call reaches Gemini signed."""
+    kwargs: dict[str, Any] = {
+        "model": "gthinker",
+        "messages": [{"role": "user", "content": "weather in Paris?"}],
+        "tools": [
+            {"type": "function", "function": {k: WEATHER[k] for k in ("name", "description", "parameters")}}
+        ],
+    }
+    if stream:
+        chunks = list(oai.chat.completions.create(**kwargs, stream=True))
+        deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        first = deltas[0].model_dump()
+        call = {
+            "id": first["id"],
+            "type": "function",
+            "function": {
+                "name": first["function"]["name"],
+                "arguments": "".join(d.function.arguments or "" for d in deltas),
+            },
+            "extra_content": first["extra_content"],
+        }
+        assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
+    else:
+        message = oai.chat.completions.create(**kwargs).choices[0].message
+        assistant = message.model_dump(exclude_none=True)
+        call = assistant["tool_calls"][0]
+    assert call["extra_content"] == {"google": {"thought_signature": _issued()}}
+    mock.clear_requests()
+    follow = [
+        *kwargs["messages"],
+        assistant,
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+    ]
+    oai.chat.completions.create(**{**kwargs, "messages": follow})
+    turn = mock.requests[-1].json()["contents"][1]
+    assert turn["role"] == "model" and turn["parts"][0]["thoughtSignature"] == _issued()
+
+
+def _issued() -> str:
+    """The signature the mock gives gthinker-mock's thinking (``_mock_wire.signature``)."""
+    import base64
+    import hashlib
+
+    return base64.b64encode(
+        hashlib.sha256(b"sig\0gthinker-mock\0Weather needs the tool.").digest() * 3
+    ).decode()
 
 
 def test_native_reasoning_items_go_back_unchanged(oai: Any, mock: MockLLMServer) -> None:

@@ -490,12 +490,16 @@ class ReasoningDelta:
 @dataclass(slots=True)
 class ToolCallDelta:
     """A fragment of a tool call. ``id`` and ``name`` arrive with the first fragment of
-    each ``index``; ``arguments`` is a piece of the JSON string, parsed once at the end."""
+    each ``index``; ``arguments`` is a piece of the JSON string, parsed once at the end.
+    ``thought_signature`` is Gemini's signature of the call (``ToolCall.thought_signature``),
+    on the fragment that carried it: Gemini sends each call whole, signature included, so
+    a relay can pass it on before the stream ends."""
 
     index: int
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    thought_signature: str | None = None
 
 
 @dataclass(slots=True)
@@ -518,7 +522,7 @@ def replay_events(response: Response) -> list[StreamEvent]:
     if response.text:
         events.append(TextDelta(response.text))
     for i, call in enumerate(response.tool_calls):
-        events.append(ToolCallDelta(i, call.id, call.name, call.raw_arguments))
+        events.append(ToolCallDelta(i, call.id, call.name, call.raw_arguments, call.thought_signature))
     return events
 
 

@@ -94,7 +94,12 @@ class StreamAccumulator:
         return ReasoningDelta(fragment)
 
     def tool(
-        self, index: int, id: str | None = None, name: str | None = None, arguments: str = ""
+        self,
+        index: int,
+        id: str | None = None,
+        name: str | None = None,
+        arguments: str = "",
+        thought_signature: str | None = None,
     ) -> ToolCallDelta:
         slot = self.tools.get(index)
         if slot is None:
@@ -106,7 +111,7 @@ class StreamAccumulator:
                 slot[1] = name
         if arguments:
             slot[2].append(arguments)
-        return ToolCallDelta(index, id, name, arguments)
+        return ToolCallDelta(index, id, name, arguments, thought_signature)
 
     def call(self, index: int, id: Any, name: Any, arguments: Any) -> None:
         """A complete call from a non-streamed reply; ``arguments`` as the wire has them."""

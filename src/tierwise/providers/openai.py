@@ -129,6 +129,16 @@ def _content(value: Any) -> tuple[str, str]:
     return "".join(text), "".join(thinking)
 
 
+def _google_signature(tc: Any) -> str | None:
+    """A Gemini thought signature where Google's OpenAI-compatible endpoint (and gateways
+    in front of Gemini) put it: ``tool_calls[].extra_content.google.thought_signature``.
+    Kept on the call, so a conversation that goes on with the Gemini adapter sends it back."""
+    extra = tc.get("extra_content") if isinstance(tc, dict) else None
+    google = extra.get("google") if isinstance(extra, dict) else None
+    sig = google.get("thought_signature") if isinstance(google, dict) else None
+    return sig if isinstance(sig, str) and sig else None
+
+
 def _reasoning_text(obj: Mapping[str, Any]) -> str:
     """DeepSeek/vLLM ``reasoning_content``, else OpenRouter/Ollama ``reasoning``; never both,
     since servers that send both send the same text twice."""
@@ -623,6 +633,9 @@ class _ChatStream:
                 for i, tc in enumerate(calls):
                     fn = tc.get("function") or _EMPTY
                     acc.call(i, tc.get("id"), fn.get("name"), fn.get("arguments"))
+                    sig = _google_signature(tc)
+                    if sig is not None:
+                        acc.signatures[i] = sig
             elif isinstance(legacy, dict):
                 acc.call(0, None, legacy.get("name"), legacy.get("arguments"))
             return
@@ -637,7 +650,10 @@ class _ChatStream:
                     else:
                         index = max(acc.tools, default=pos)
                 fn = tc.get("function") or _EMPTY
-                out.append(acc.tool(index, call_id, fn.get("name") or None, _args(fn.get("arguments"))))
+                sig = _google_signature(tc)
+                if sig is not None:
+                    acc.signatures[index] = sig
+                out.append(acc.tool(index, call_id, fn.get("name") or None, _args(fn.get("arguments")), sig))
         if isinstance(legacy, dict):
             out.append(acc.tool(0, None, legacy.get("name") or None, _args(legacy.get("arguments"))))
 

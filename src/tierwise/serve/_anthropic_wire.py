@@ -246,7 +246,10 @@ class AnthropicStream:
             return head + self._close()
         return b""  # another provider's record: nothing Anthropic's format can carry
 
-    def tool(self, index: int, call_id: str | None, name: str | None, arguments: str) -> bytes:
+    def tool(
+        self, index: int, call_id: str | None, name: str | None, arguments: str, signature: str | None = None
+    ) -> bytes:
+        # ``signature`` (Gemini's, on a call): this format carries it otherwise, or not at all.
         block = {"type": "tool_use", "id": call_id or f"toolu_{index}", "name": name or "", "input": {}}
         head = self._switch(f"tool:{index}", block)
         if not arguments:

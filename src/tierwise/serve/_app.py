@@ -49,7 +49,9 @@ class _Writer(Protocol):
     def reasoning(self, piece: str) -> bytes: ...
 
     def reasoning_item(self, item: Mapping[str, Any]) -> bytes: ...
-    def tool(self, index: int, call_id: str | None, name: str | None, arguments: str) -> bytes: ...
+    def tool(
+        self, index: int, call_id: str | None, name: str | None, arguments: str, signature: str | None = None
+    ) -> bytes: ...
     def end(self, r: Response, tierwise: Mapping[str, Any]) -> bytes: ...
     def error(self, status: int, message: str, etype: str, code: str | None = None) -> bytes: ...
 
@@ -198,7 +200,7 @@ async def _relay(
             if isinstance(event, TextDelta):
                 yield writer.text(event.text)
             elif isinstance(event, ToolCallDelta):
-                yield writer.tool(event.index, event.id, event.name, event.arguments)
+                yield writer.tool(event.index, event.id, event.name, event.arguments, event.thought_signature)
             elif isinstance(event, ReasoningDelta):
                 if event.text:
                     yield writer.reasoning(event.text)

@@ -50,6 +50,7 @@ def _message(m: Any, i: int) -> Message:
                 name=fn["name"],
                 arguments=args if isinstance(args, dict) else {},
                 raw_arguments=raw if isinstance(raw, str) else "",
+                thought_signature=_signature_in(tc),
             )
         )
     return Message(
@@ -111,15 +112,32 @@ def _finish(r: Response) -> str:
     return "length" if r.finish_reason == "error" else r.finish_reason
 
 
+def _google(signature: str) -> dict[str, Any]:
+    """Where Google's own OpenAI-compatible endpoint puts a call's thought signature
+    (``tool_calls[].extra_content.google.thought_signature``), which clients that speak
+    to Gemini through Chat Completions already send back."""
+    return {"google": {"thought_signature": signature}}
+
+
 def _tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
-    return [
-        {
+    out = []
+    for c in calls:
+        entry: dict[str, Any] = {
             "id": c.id,
             "type": "function",
             "function": {"name": c.name, "arguments": c.raw_arguments or json.dumps(c.arguments)},
         }
-        for c in calls
-    ]
+        if c.thought_signature:
+            entry["extra_content"] = _google(c.thought_signature)
+        out.append(entry)
+    return out
+
+
+def _signature_in(tc: Mapping[str, Any]) -> str | None:
+    extra = tc.get("extra_content")
+    google = extra.get("google") if isinstance(extra, Mapping) else None
+    sig = google.get("thought_signature") if isinstance(google, Mapping) else None
+    return sig if isinstance(sig, str) and sig else None
 
 
 def chat_response(r: Response, rid: str) -> bytes:
@@ -180,12 +198,16 @@ class OpenAIStream:
     def reasoning(self, piece: str) -> bytes:
         return self._chunk([{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": None}])
 
-    def tool(self, index: int, call_id: str | None, name: str | None, arguments: str) -> bytes:
+    def tool(
+        self, index: int, call_id: str | None, name: str | None, arguments: str, signature: str | None = None
+    ) -> bytes:
         entry: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
         if index not in self._tools_seen:
             self._tools_seen.add(index)
             entry.update(id=call_id or f"call_{index}", type="function")
             entry["function"]["name"] = name or ""
+        if signature:
+            entry["extra_content"] = _google(signature)
         return self._chunk([{"index": 0, "delta": {"tool_calls": [entry]}, "finish_reason": None}])
 
     def end(self, r: Response, tierwise: Mapping[str, Any]) -> bytes:

@@ -697,7 +697,10 @@ class ResponsesStream:
         where = {"item_id": f"msg_{self._rid}", "output_index": index, "content_index": 0}
         return out + self._event("response.output_text.delta", **where, delta=piece, logprobs=[])
 
-    def tool(self, index: int, call_id: str | None, name: str | None, arguments: str) -> bytes:
+    def tool(
+        self, index: int, call_id: str | None, name: str | None, arguments: str, signature: str | None = None
+    ) -> bytes:
+        # ``signature`` (Gemini's, on a call): this format carries it otherwise, or not at all.
         out = b""
         if index not in self._calls:
             out += self._close_reasoning() + self._close_message()
