@@ -13,7 +13,7 @@ from typing import Any
 
 from ..types import Message, Request
 
-__all__ = ["contents", "generation_config", "merge", "tool_choice"]
+__all__ = ["contents", "generation_config", "google_extra", "google_signature", "merge", "tool_choice"]
 
 # Google's documented value for "no signature available, skip validation". Sent only
 # for a turn none of whose calls carries a real signature (a history written by hand,
@@ -169,3 +169,19 @@ def merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
             merge(target[key], value)
         else:
             target[key] = value
+
+
+def google_signature(tool_call: Any) -> str | None:
+    """A Gemini thought signature where Google's OpenAI-compatible endpoint (and gateways
+    in front of Gemini) put it on a Chat Completions tool call:
+    ``extra_content.google.thought_signature``. Read by the OpenAI adapter (kept on the
+    call, so a conversation continued on the Gemini adapter sends it back) and by ``serve``."""
+    extra = tool_call.get("extra_content") if isinstance(tool_call, Mapping) else None
+    google = extra.get("google") if isinstance(extra, Mapping) else None
+    sig = google.get("thought_signature") if isinstance(google, Mapping) else None
+    return sig if isinstance(sig, str) and sig else None
+
+
+def google_extra(signature: str) -> dict[str, Any]:
+    """``extra_content`` carrying ``signature`` the way ``google_signature`` reads it."""
+    return {"google": {"thought_signature": signature}}

@@ -49,6 +49,7 @@ from ..types import Embeddings, FinishReason, Message, Request, Response, Stream
 from ._accumulate import StreamAccumulator, cost_amount, token_count
 from ._compat import COMPATIBLE_SERVERS, FINISH, OpenAICompat
 from ._errors import ErrorInfo, classify_error
+from ._gemini_request import google_signature
 from ._normalize import check_embeddings, embedding_vector
 from ._responses import ResponsesStream, responses_body
 from ._sse import SSEEvent
@@ -127,16 +128,6 @@ def _content(value: Any) -> tuple[str, str]:
             elif isinstance(inner, list):
                 thinking.extend(str(p.get("text") or "") for p in inner if isinstance(p, dict))
     return "".join(text), "".join(thinking)
-
-
-def _google_signature(tc: Any) -> str | None:
-    """A Gemini thought signature where Google's OpenAI-compatible endpoint (and gateways
-    in front of Gemini) put it: ``tool_calls[].extra_content.google.thought_signature``.
-    Kept on the call, so a conversation that goes on with the Gemini adapter sends it back."""
-    extra = tc.get("extra_content") if isinstance(tc, dict) else None
-    google = extra.get("google") if isinstance(extra, dict) else None
-    sig = google.get("thought_signature") if isinstance(google, dict) else None
-    return sig if isinstance(sig, str) and sig else None
 
 
 def _reasoning_text(obj: Mapping[str, Any]) -> str:
@@ -633,7 +624,7 @@ class _ChatStream:
                 for i, tc in enumerate(calls):
                     fn = tc.get("function") or _EMPTY
                     acc.call(i, tc.get("id"), fn.get("name"), fn.get("arguments"))
-                    sig = _google_signature(tc)
+                    sig = google_signature(tc)
                     if sig is not None:
                         acc.signatures[i] = sig
             elif isinstance(legacy, dict):
@@ -650,7 +641,7 @@ class _ChatStream:
                     else:
                         index = max(acc.tools, default=pos)
                 fn = tc.get("function") or _EMPTY
-                sig = _google_signature(tc)
+                sig = google_signature(tc)
                 if sig is not None:
                     acc.signatures[index] = sig
                 out.append(acc.tool(index, call_id, fn.get("name") or None, _args(fn.get("arguments")), sig))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..providers._gemini_request import google_extra, google_signature
 from ..providers._render import openai_embeddings, openai_error
 from ..types import Embeddings, Message, Request, Response, ToolCall, Usage
 from ._common import BadInput, dumps, opt_float, opt_int
@@ -50,7 +51,7 @@ def _message(m: Any, i: int) -> Message:
                 name=fn["name"],
                 arguments=args if isinstance(args, dict) else {},
                 raw_arguments=raw if isinstance(raw, str) else "",
-                thought_signature=_signature_in(tc),
+                thought_signature=google_signature(tc),
             )
         )
     return Message(
@@ -112,13 +113,6 @@ def _finish(r: Response) -> str:
     return "length" if r.finish_reason == "error" else r.finish_reason
 
 
-def _google(signature: str) -> dict[str, Any]:
-    """Where Google's own OpenAI-compatible endpoint puts a call's thought signature
-    (``tool_calls[].extra_content.google.thought_signature``), which clients that speak
-    to Gemini through Chat Completions already send back."""
-    return {"google": {"thought_signature": signature}}
-
-
 def _tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
     out = []
     for c in calls:
@@ -128,16 +122,11 @@ def _tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
             "function": {"name": c.name, "arguments": c.raw_arguments or json.dumps(c.arguments)},
         }
         if c.thought_signature:
-            entry["extra_content"] = _google(c.thought_signature)
+            # Where Google's own OpenAI-compatible endpoint puts it: clients written for
+            # that endpoint already send it back.
+            entry["extra_content"] = google_extra(c.thought_signature)
         out.append(entry)
     return out
-
-
-def _signature_in(tc: Mapping[str, Any]) -> str | None:
-    extra = tc.get("extra_content")
-    google = extra.get("google") if isinstance(extra, Mapping) else None
-    sig = google.get("thought_signature") if isinstance(google, Mapping) else None
-    return sig if isinstance(sig, str) and sig else None
 
 
 def chat_response(r: Response, rid: str) -> bytes:
@@ -207,7 +196,7 @@ class OpenAIStream:
             entry.update(id=call_id or f"call_{index}", type="function")
             entry["function"]["name"] = name or ""
         if signature:
-            entry["extra_content"] = _google(signature)
+            entry["extra_content"] = google_extra(signature)
         return self._chunk([{"index": 0, "delta": {"tool_calls": [entry]}, "finish_reason": None}])
 
     def end(self, r: Response, tierwise: Mapping[str, Any]) -> bytes:
