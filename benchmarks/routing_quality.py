@@ -267,7 +267,10 @@ def fit_predict(
     """Fit on ``tr``; (predicted scores of ``te_q`` in ``models`` order, expected cost per model).
 
     With ``tr["e"]`` (train embeddings) and ``te_e``, the model has its embedding half.
+    ``flat_costs=True``: each model's expected cost for every prompt, as ``route()`` weighed
+    costs before session 9 (a variant, to compare), instead of its cost for the prompt.
     """
+    flat = kw.pop("flat_costs", False)
     model = OutcomeModel.fit(
         tr["q"],
         {m: tr["s"][:, k] for k, m in enumerate(models)},
@@ -277,6 +280,8 @@ def fit_predict(
     )
     cols = [model.models.index(m) for m in models]
     pred = model.predict_matrix(te_q, embeddings=te_e)[:, cols]
+    if flat:
+        return pred, np.array([model.expected_cost[m] for m in models])
     return pred, model.cost_matrix(te_q)[:, cols]
 
 
@@ -336,6 +341,7 @@ def gains(
 
 B_VARIANTS: dict[str, dict[str, Any]] = {
     "text: word 1-2 (C = 0.5) | char 3-5 (C = 1) (default)": {},
+    "text: default, one expected cost per model for every prompt (before session 9)": {"flat_costs": True},
     "text: one view word 1-2 + char 3-5, C = 2 (the previous default)": {"views": ONE_VIEW},
     "text: one view, C = 1": {"views": (TextView((1, 2), (3, 5), c=1.0),)},
     "text: one view, C = 3": {"views": (TextView((1, 2), (3, 5), c=3.0),)},
