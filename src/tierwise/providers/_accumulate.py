@@ -101,6 +101,8 @@ class StreamAccumulator:
         arguments: str = "",
         thought_signature: str | None = None,
     ) -> ToolCallDelta:
+        """One fragment of call ``index``; a ``thought_signature`` (Gemini's) is kept for the
+        built call as well as carried on the delta."""
         slot = self.tools.get(index)
         if slot is None:
             slot = self.tools[index] = [id, name, []]
@@ -111,12 +113,18 @@ class StreamAccumulator:
                 slot[1] = name
         if arguments:
             slot[2].append(arguments)
+        if thought_signature:
+            self.signatures[index] = thought_signature
         return ToolCallDelta(index, id, name, arguments, thought_signature)
 
-    def call(self, index: int, id: Any, name: Any, arguments: Any) -> None:
+    def call(
+        self, index: int, id: Any, name: Any, arguments: Any, thought_signature: str | None = None
+    ) -> None:
         """A complete call from a non-streamed reply; ``arguments`` as the wire has them."""
         self.tools[index] = [id, name, []]
         self.whole[index] = arguments
+        if thought_signature:
+            self.signatures[index] = thought_signature
 
     def build(self, *, default_finish: FinishReason | None = None) -> Response:
         finish = self.finish_reason or default_finish

@@ -333,16 +333,13 @@ class _Parser:
                 index = self.calls
                 self.calls += 1
                 sig = part.get("thoughtSignature")
-                signed = sig if isinstance(sig, str) and sig else None
-                if signed is not None:
-                    acc.signatures[index] = signed
                 events.append(
                     acc.tool(
                         index,
                         cid if isinstance(cid, str) and cid else f"call_{index}",
                         name,
                         json.dumps(args, separators=_COMPACT, ensure_ascii=False),
-                        signed,
+                        sig if isinstance(sig, str) and sig else None,
                     )
                 )
                 continue

@@ -623,10 +623,7 @@ class _ChatStream:
             if calls:
                 for i, tc in enumerate(calls):
                     fn = tc.get("function") or _EMPTY
-                    acc.call(i, tc.get("id"), fn.get("name"), fn.get("arguments"))
-                    sig = google_signature(tc)
-                    if sig is not None:
-                        acc.signatures[i] = sig
+                    acc.call(i, tc.get("id"), fn.get("name"), fn.get("arguments"), google_signature(tc))
             elif isinstance(legacy, dict):
                 acc.call(0, None, legacy.get("name"), legacy.get("arguments"))
             return
@@ -641,10 +638,15 @@ class _ChatStream:
                     else:
                         index = max(acc.tools, default=pos)
                 fn = tc.get("function") or _EMPTY
-                sig = google_signature(tc)
-                if sig is not None:
-                    acc.signatures[index] = sig
-                out.append(acc.tool(index, call_id, fn.get("name") or None, _args(fn.get("arguments")), sig))
+                out.append(
+                    acc.tool(
+                        index,
+                        call_id,
+                        fn.get("name") or None,
+                        _args(fn.get("arguments")),
+                        google_signature(tc),
+                    )
+                )
         if isinstance(legacy, dict):
             out.append(acc.tool(0, None, legacy.get("name") or None, _args(legacy.get("arguments"))))
 
