@@ -72,9 +72,7 @@ class PendingReserve:
         if delivered:
             self.store._hold_mine(self.keys, self.amount, +1)
         else:  # booked, but the caller stopped waiting: nobody will settle it
-            self.store._conn.write(
-                "BUDGET_RELEASE", self.store._k(self.keys), (self.store._conn.owner, repr(float(self.amount)))
-            )
+            self.store._send_release(self.keys, self.amount)
 
 
 class RedisBudgetStore:
@@ -188,6 +186,9 @@ class RedisBudgetStore:
 
     def _release_mine(self, keys: Sequence[str], amount: float) -> None:
         self._hold_mine(keys, amount, -1)
+        self._send_release(keys, amount)
+
+    def _send_release(self, keys: Sequence[str], amount: float) -> None:
         self._conn.write("BUDGET_RELEASE", self._k(keys), (self._conn.owner, repr(float(amount))))
 
     def _hold_mine(self, keys: Iterable[str], amount: float, sign: int) -> None:
