@@ -50,8 +50,10 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
         raise _UsageError("nothing to do: give --out verifier.json and/or --emit-rows rows.jsonl")
     if not 0.0 <= args.threshold <= 1.0:
         raise _UsageError("--threshold must be within 0..1")
-    if not 0.0 <= args.cost_exponent <= 4.0:
-        raise _UsageError("--cost-exponent must be within 0..4")
+    from .verify.learned import MAX_COST_EXPONENT
+
+    if not 0.0 <= args.cost_exponent <= MAX_COST_EXPONENT:
+        raise _UsageError(f"--cost-exponent must be within 0..{MAX_COST_EXPONENT:g}")
     try:
         rows = [r for path in args.rows or [] for r in read_answer_rows(path)]
         if args.audit:

@@ -176,7 +176,7 @@ def _check(v: Any, f: str, target: TargetResolver) -> Verifier:
 
 
 def _learned(v: Any, f: str, target: TargetResolver) -> Verifier:
-    from .learned import LearnedVerifier
+    from .learned import MAX_COST_EXPONENT, LearnedVerifier
 
     keys = ("model", "threshold", "cost_exponent")
     p: Mapping[str, Any] = {"model": v} if isinstance(v, str) else _table(v, f, keys)
@@ -184,7 +184,11 @@ def _learned(v: Any, f: str, target: TargetResolver) -> Verifier:
         raise _fail(f"{f}.model", 'learned needs model = "<verifier.json written by LearnedVerifier.save>"')
     path = _str(p["model"], f"{f}.model")
     threshold = _number(p["threshold"], f"{f}.threshold", 0.0, 1.0) if "threshold" in p else None
-    exponent = _number(p["cost_exponent"], f"{f}.cost_exponent", 0.0, 4.0) if "cost_exponent" in p else None
+    exponent = (
+        _number(p["cost_exponent"], f"{f}.cost_exponent", 0.0, MAX_COST_EXPONENT)
+        if "cost_exponent" in p
+        else None
+    )
     try:
         return LearnedVerifier.load(path, threshold=threshold, cost_exponent=exponent)
     except FileNotFoundError:

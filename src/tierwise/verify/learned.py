@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANSWER_ROW_FIELDS",
+    "MAX_COST_EXPONENT",
     "AnswerRow",
     "AnswerRowError",
     "LearnedVerifier",
@@ -71,6 +72,10 @@ __all__ = [
 ]
 
 ANSWER_ROW_FIELDS: tuple[str, ...] = ("prompt", "answer", "good", "score", "model")
+#: The largest ``cost_exponent`` taken (the constructor, the CLI and the config check it).
+MAX_COST_EXPONENT = 4.0
+#: The reference size of a verifier built by hand or read from a file that has none.
+_REFERENCE_CHARS = 1000.0
 _FORMAT = "tierwise.learned_verifier"
 
 
@@ -229,15 +234,15 @@ class LearnedVerifier(Verifier):
         threshold: float = 0.5,
         trained_on: int = 0,
         cost_exponent: float = 0.0,
-        reference_chars: float = 1000.0,
+        reference_chars: float = _REFERENCE_CHARS,
     ) -> None:
         n = len(feats.DENSE_NAMES)
         if not (len(dense_weights) == len(dense_mean) == len(dense_scale) == n):
             raise ValueError(f"a LearnedVerifier needs {n} dense weights, means and scales")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within 0..1, got {threshold}")
-        if not (isinstance(cost_exponent, int | float) and 0.0 <= cost_exponent <= 4.0):
-            raise ValueError(f"cost_exponent must be within 0..4, got {cost_exponent!r}")
+        if not (isinstance(cost_exponent, int | float) and 0.0 <= cost_exponent <= MAX_COST_EXPONENT):
+            raise ValueError(f"cost_exponent must be within 0..{MAX_COST_EXPONENT:g}, got {cost_exponent!r}")
         if not (
             isinstance(reference_chars, int | float)
             and math.isfinite(reference_chars)
@@ -416,17 +421,13 @@ class LearnedVerifier(Verifier):
             return Verdict.undecided("learned: no answer text to score")
         prompt, answer = request.prompt_text, response.text
         p = self.score(prompt, answer)
-        if self.cost_exponent == 0.0:
-            ok = p >= self.threshold
-            return Verdict(ok, p, f"learned: p(good) {p:.2f} {'>=' if ok else '<'} {self.threshold:g}")
         a = self._accept(p, prompt, answer)
         ok = a >= self.threshold
-        return Verdict(
-            ok,
-            a,
-            f"learned: p(good) {p:.2f}, cost-aware {a:.2f} {'>=' if ok else '<'} {self.threshold:g} "
-            f"({_size(prompt, answer)} chars, reference {self.reference_chars:.0f})",
-        )
+        verdict = f"{'>=' if ok else '<'} {self.threshold:g}"
+        if self.cost_exponent == 0.0:
+            return Verdict(ok, a, f"learned: p(good) {p:.2f} {verdict}")
+        size = f"({_size(prompt, answer)} chars, reference {self.reference_chars:.0f})"
+        return Verdict(ok, a, f"learned: p(good) {p:.2f}, cost-aware {a:.2f} {verdict} {size}")
 
     def describe(self) -> str:
         if self.cost_exponent == 0.0:
@@ -488,7 +489,7 @@ class LearnedVerifier(Verifier):
                 threshold=data["threshold"] if threshold is None else threshold,
                 trained_on=int(data.get("trained_on", 0)),
                 cost_exponent=data.get("cost_exponent", 0.0) if cost_exponent is None else cost_exponent,
-                reference_chars=data.get("reference_chars", 1000.0),
+                reference_chars=data.get("reference_chars", _REFERENCE_CHARS),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed learned-verifier file: {type(exc).__name__}: {exc}") from None
