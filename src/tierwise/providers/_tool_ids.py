@@ -34,9 +34,8 @@ _ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
 _ANTHROPIC = re.compile(r"[A-Za-z0-9_-]+")
 
 #: ``""``: any id; ``"max40"``: OpenAI's length cap (``"max64"``: its Responses API's);
-#: ``"alnum9"``: Mistral's exact
-#: format (accepted by every server, so also the rule for routers such as OpenRouter);
-#: ``"anthropic"``: Anthropic's character set.
+#: ``"alnum9"``: Mistral's exact format (accepted by every server, so also the rule for
+#: routers such as OpenRouter); ``"anthropic"``: Anthropic's character set.
 TOOL_ID_RULES = frozenset({"", "max40", "max64", "alnum9", "anthropic"})
 
 

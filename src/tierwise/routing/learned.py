@@ -8,9 +8,9 @@ cost per training prompt, each model's cost is fitted as a base plus a price
 per character of the prompt (a long prompt costs more input tokens everywhere,
 and the absolute gap between a cheap and a dear model grows with it, so a long
 prompt needs a larger predicted gain to be worth the dear one); given one number
-per model, it is that number for every prompt. ``as_classifier()`` wraps it in the ``Classifier`` protocol,
-so a ``Router`` whose labels are the model names uses it like the keyword
-classifier::
+per model, it is that number for every prompt. ``as_classifier()`` wraps it in
+the ``Classifier`` protocol, so a ``Router`` whose labels are the model names
+uses it like the keyword classifier::
 
     model = OutcomeModel.fit(prompts, scores={"big": [...], "small": [...]},
                              costs={"big": 24.7, "small": 0.24})
