@@ -20,6 +20,21 @@ import httpx
 from _redis_helpers import free_port
 from tierwise.testing import MockModel
 
+#: The upstream key ``write_config``'s providers read (``api_key_env``): no response may carry it.
+UPSTREAM_KEY = "sk-upstream-do-not-leak"
+
+
+def use_upstream_key() -> None:
+    """Put ``UPSTREAM_KEY`` where ``write_config``'s providers look for it."""
+    os.environ["TW_SERVE_MOCK_KEY"] = UPSTREAM_KEY
+
+
+def openai_sdk(gateway: ServerThread) -> Any:
+    """The official ``openai`` client pointed at ``gateway`` (no retries: a test sees every failure)."""
+    import openai
+
+    return openai.OpenAI(api_key="anything", base_url=gateway.base_url + "/v1", max_retries=0, timeout=10)
+
 
 def mock_models() -> dict[str, MockModel]:
     """The mock models behind ``write_config``'s deployments, one per behaviour."""

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import tierwise as tw
-from _serve_helpers import ServerThread, mock_models, write_config
+from _serve_helpers import UPSTREAM_KEY, ServerThread, mock_models, openai_sdk, use_upstream_key, write_config
 from tierwise.serve import KeyRing, create_app, hash_key
 from tierwise.testing import MockLLMServer
 
@@ -53,9 +53,7 @@ def mock() -> Iterator[MockLLMServer]:
 
 @pytest.fixture(scope="module")
 def gateway(mock: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    import os
-
-    os.environ["TW_SERVE_MOCK_KEY"] = "sk-upstream-do-not-leak"
+    use_upstream_key()
     cfg = write_config(tmp_path_factory.mktemp("serve"), mock.base_url, "[telemetry]\nprometheus = true\n")
     orch = tw.Orchestrator.from_config(cfg)
     orch.add_strategy("boom", _Boom("gpt", name="boom"))
@@ -65,7 +63,7 @@ def gateway(mock: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture
 def oai(gateway: ServerThread) -> Iterator[Any]:
-    client = openai.OpenAI(api_key="anything", base_url=gateway.base_url + "/v1", max_retries=0, timeout=10)
+    client = openai_sdk(gateway)
     yield client
     client.close()
 
@@ -413,7 +411,7 @@ def test_upstream_key_never_reaches_the_client(gateway: ServerThread) -> None:
         httpx.get(gateway.base_url + "/ready").text,
         httpx.get(gateway.base_url + "/metrics").text,
     ]
-    assert all("sk-upstream-do-not-leak" not in b for b in bodies)
+    assert all(UPSTREAM_KEY not in b for b in bodies)
 
 
 # -- keys and per-key limits -----------------------------------------------------------
@@ -440,9 +438,7 @@ tags = {{ team = "c" }}
 
 @pytest.fixture(scope="module")
 def keyed(mock: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    import os
-
-    os.environ["TW_SERVE_MOCK_KEY"] = "sk-upstream-do-not-leak"
+    use_upstream_key()
     tmp = tmp_path_factory.mktemp("keyed")
     budget = '[budget]\nlimits = [{ limit_usd = 0.000001, period = "day", scope = "tag:team=b" }]\n'
     _AUDIT["path"] = tmp / "audit.jsonl"
@@ -542,9 +538,7 @@ def test_ready_is_503_once_every_circuit_is_open(mock: MockLLMServer, tmp_path: 
     # Only the always-failing model is configured: two failed requests open its
     # circuit (failure_threshold = 2), and a gateway with no deployment left to
     # route to says so on /ready while /health (liveness) stays 200.
-    import os
-
-    os.environ["TW_SERVE_MOCK_KEY"] = "sk-upstream-do-not-leak"
+    use_upstream_key()
     cfg = tmp_path / "down.toml"
     cfg.write_text(
         f"""

@@ -8,14 +8,13 @@ Gemini deployment): both formats must hand them back to Gemini."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import tierwise as tw
-from _serve_helpers import ServerThread, mock_models, write_config
+from _serve_helpers import ServerThread, mock_models, openai_sdk, use_upstream_key, write_config
 from tierwise.serve import create_app
 from tierwise.testing import MockLLMServer, MockModel
 
@@ -78,7 +77,7 @@ def mock() -> Iterator[MockLLMServer]:
 
 @pytest.fixture(scope="module")
 def gateway(mock: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    os.environ["TW_SERVE_MOCK_KEY"] = "sk-upstream-do-not-leak"
+    use_upstream_key()
     cfg = write_config(
         tmp_path_factory.mktemp("serve-responses"), mock.base_url, EXTRA.format(base=mock.base_url)
     )
@@ -88,7 +87,7 @@ def gateway(mock: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture
 def oai(gateway: ServerThread) -> Iterator[Any]:
-    client = openai.OpenAI(api_key="anything", base_url=gateway.base_url + "/v1", max_retries=0, timeout=10)
+    client = openai_sdk(gateway)
     yield client
     client.close()
 
